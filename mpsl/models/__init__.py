@@ -1,0 +1,77 @@
+"""The model zoo: every model is an ``nn.Sequential`` of indivisible, labelled layers."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mpsl.models.layers import NORMS, check_norm
+from mpsl.models.mlp import build_mlp
+from mpsl.models.mobilenet import MOBILENET_CONFIGS, build_mobilenetv3
+from mpsl.models.resnet import RESNET_CONFIGS, build_resnet
+from mpsl.models.split import (
+    check_cuts,
+    full_key,
+    layer_labels,
+    part_key_map,
+    part_ranges,
+    split_model,
+)
+from mpsl.models.vgg import VGG_CONFIGS, build_vgg
+
+MODEL_NAMES: tuple[str, ...] = (
+    "mlp",
+    "vgg5",
+    "vgg11",
+    "vgg16",
+    "vgg19",
+    "resnet18",
+    "resnet50",
+    "resnet101",
+    "mobilenetv3_small",
+    "mobilenetv3_large",
+)
+
+__all__ = [
+    "MODEL_NAMES",
+    "NORMS",
+    "build_model",
+    "check_cuts",
+    "full_key",
+    "layer_labels",
+    "part_key_map",
+    "part_ranges",
+    "split_model",
+]
+
+
+def build_model(
+    name: str,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int = 32,
+    norm: str = "batch",
+) -> nn.Sequential:
+    """Build model ``name`` for square ``in_channels`` x ``image_size`` x ``image_size`` inputs.
+
+    Every child is one layer with a short ``label`` (``conv3-64``, ``res3-128``, ``bneck5-40``,
+    ``fc-10``); a cut may fall between any two. ``norm`` is ``batch`` (BatchNorm2d), ``group``
+    (GroupNorm) or ``none``; dense layers are never normalized. Weights come from torch's
+    default initialization, so the same seed gives the same model.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
+    check_norm(norm)
+    for arg, value in (
+        ("num_classes", num_classes),
+        ("in_channels", in_channels),
+        ("image_size", image_size),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+    if name in VGG_CONFIGS:
+        return build_vgg(name, num_classes, in_channels, image_size, norm)
+    if name in RESNET_CONFIGS:
+        return build_resnet(name, num_classes, in_channels, image_size, norm)
+    if name in MOBILENET_CONFIGS:
+        return build_mobilenetv3(name, num_classes, in_channels, image_size, norm)
+    return build_mlp(num_classes, in_channels, image_size)

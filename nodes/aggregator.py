@@ -1,0 +1,219 @@
+"""The aggregator: starts the run, FedAvg of the owner parts, SL turns, evaluation, results."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mpsl.data import load_dataset
+from mpsl.metrics import (
+    Event,
+    busy_seconds,
+    events_from_rows,
+    link_bytes,
+    write_events,
+    write_results,
+)
+from mpsl.plan import Plan
+from mpsl.topology import Topology
+from nodes.data_owner import owner_iterations, owner_partitions
+from nodes.link import Outbox
+from nodes.node import AGGREGATOR, Node, aggregation_rounds
+from nodes.parts import build_full_model, weighted_average
+from nodes.wire import Kind, Message
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Accuracy and mean loss of `model` on (x, y), in eval mode, 256 samples at a time."""
+    model.eval()
+    correct, loss = 0, 0.0
+    with torch.no_grad():
+        for xs, ys in zip(torch.split(x, 256), torch.split(y, 256)):
+            out = model(xs)
+            loss += float(torch.nn.functional.cross_entropy(out, ys, reduction="sum"))
+            correct += int((out.argmax(1) == ys).sum())
+    return correct / max(1, len(y)), loss / max(1, len(y))
+
+
+class Aggregator(Node):
+    def __init__(self, topo: Topology, plan: Plan, run_dir: str | Path | None = None,
+                 monitor: str | None = None) -> None:
+        super().__init__(topo, plan, AGGREGATOR)
+        self.run_dir = Path(run_dir) if run_dir else None
+        for o in topo.owners:
+            self.connect(o.name, o.downlink_mbps, o.latency_ms)
+        for c in topo.chain:
+            self.connect(c, None)
+        self.monitor = Outbox(self.ctx, monitor, name="aggregator->monitor") if monitor else None
+        _, _, parts = owner_partitions(topo)
+        self.samples = [len(p) for p in parts]
+        self.iterations = owner_iterations(topo, parts)
+        ds = topo.dataset
+        self.test_x, self.test_y = load_dataset(ds.name, ds.root, "test", **ds.options)
+        if ds.test_samples:
+            keep = ds.test_samples
+            self.test_x, self.test_y = self.test_x[:keep], self.test_y[:keep]
+        self.model = build_full_model(topo)
+        self.owner_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.losses: list[dict[str, Any]] = []
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self.epochs: list[dict[str, Any]] = []
+
+    # messages --------------------------------------------------------------------------------
+    def wait(self, match: Any, what: str) -> Message:
+        """The next message `match` accepts, keeping the METRICS that come meanwhile."""
+        while True:
+            msg = self.recv(lambda m: match(m) or m.kind == Kind.METRICS, what)
+            if msg.kind == Kind.METRICS and not match(msg):
+                self.on_metrics(msg)
+                continue
+            return msg
+
+    def on_metrics(self, msg: Message) -> None:
+        if msg.meta.get("type") == "summary":
+            self.summaries[msg.src] = dict(msg.meta)
+        elif msg.meta.get("type") == "loss":
+            row = {"owner": msg.owner, "iter": msg.iter, "epoch": msg.meta["epoch"],
+                   "loss": msg.meta["loss"], "samples": msg.meta["samples"]}
+            self.losses.append(row)
+            self.tell_monitor(type="loss", **row)
+
+    def tell_monitor(self, **meta: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.send(Message(kind=str(Kind.METRICS), src=AGGREGATOR, meta=meta))
+
+    def params(self, round_id: int, src: str | None = None) -> Message:
+        return self.wait(lambda m: m.kind == Kind.PARAMS and m.meta.get("round") == round_id
+                         and (src is None or m.src == src), f"PARAMS of round {round_id}")
+
+    # the run ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        expected = {o.name for o in self.topo.owners} | set(self.topo.chain)
+        seen: set[str] = set()
+        while seen != expected:
+            msg = self.recv(lambda m: m.kind == Kind.CONTROL and m.meta.get("type") == "hello",
+                            f"hello from {sorted(expected - seen)}")
+            seen.add(msg.src)
+        self.t_start = time.time()
+        for name in sorted(expected):
+            self.send(name, Kind.CONTROL, type="start", t=self.t_start)
+        self.tell_monitor(type="start", t=self.t_start)
+
+    def fedavg_round(self, round_id: int) -> None:
+        msgs = [self.params(round_id, o.name) for o in self.topo.owners]
+        with self.timed("AGG"):
+            avg = weighted_average([m.tensors for m in msgs], [m.meta["samples"] for m in msgs])
+        self.owner_state.update(avg)
+        for o in self.topo.owners:
+            self.send(o.name, Kind.GLOBAL, tensors=avg, round=round_id)
+
+    def sl_turns(self, epoch: int) -> None:
+        """SL: each owner in turn gets the owner part, trains its epoch and hands it back."""
+        for o in self.topo.owners:
+            part_state = {k: v for k, v in self.owner_state.items() if self._owner_key(k)}
+            self.send(o.name, Kind.GLOBAL, tensors=part_state, round=epoch)
+            msg = self.params(epoch, o.name)
+            self.owner_state.update(msg.tensors)
+
+    def _owner_key(self, key: str) -> bool:
+        layer = int(key.split(".", 1)[0])
+        return any(a <= layer < b for (a, b), n in zip(self.plan.parts, self.plan.placement)
+                   if n == "owner")
+
+    def end_epoch(self, epoch: int, round_id: int, t_prev: float) -> float:
+        now = time.time()
+        state = dict(self.owner_state)
+        for _ in self.topo.chain:
+            state.update(self.wait(lambda m: m.kind == Kind.PARAMS and m.src in self.topo.chain
+                                   and m.meta.get("round") == round_id,
+                                   f"compute-node PARAMS of round {round_id}").tensors)
+        self.model.load_state_dict(state)
+        acc, test_loss = evaluate(self.model, self.test_x, self.test_y)
+        rows = [r for r in self.losses if r["epoch"] == epoch]
+        seen = sum(r["samples"] for r in rows)
+        train_loss = sum(r["loss"] * r["samples"] for r in rows) / seen if seen else None
+        row = {"epoch": epoch + 1, "wall_s": now - t_prev, "train_loss": train_loss,
+               "test_accuracy": acc, "test_loss": test_loss}
+        self.epochs.append(row)
+        self.tell_monitor(type="epoch", **row)
+        return now
+
+    def run(self) -> dict[str, Any]:
+        self.start()
+        t = self.topo.training
+        rounds = aggregation_rounds(self.iterations, t.aggregate_every)
+        t_prev = self.t_start
+        for epoch in range(t.epochs):
+            if self.topo.mode == "sl":
+                self.sl_turns(epoch)
+                t_prev = self.end_epoch(epoch, epoch, t_prev)
+                continue
+            for r in range(len(rounds)):
+                self.fedavg_round(epoch * len(rounds) + r)
+            t_prev = self.end_epoch(epoch, epoch * len(rounds) + len(rounds) - 1, t_prev)
+        t_end = t_prev
+        for c in self.topo.chain:
+            self.send(c, Kind.CONTROL, type="stop")
+        expected = {o.name for o in self.topo.owners} | set(self.topo.chain)
+        while set(self.summaries) != expected:
+            missing = sorted(expected - set(self.summaries))
+            self.on_metrics(self.wait(lambda m: m.meta.get("type") == "summary",
+                                      f"summaries from {missing}"))
+        results = self.results(t_end)
+        if self.run_dir is not None:
+            self.write(results)
+        self.tell_monitor(type="done")
+        return results
+
+    # results ---------------------------------------------------------------------------------
+    def results(self, t_end: float) -> dict[str, Any]:
+        events: list[Event] = list(self.events)
+        for s in self.summaries.values():
+            events += events_from_rows(s["events"])
+        self.all_events = [e for e in events if e.t1 >= self.t_start]
+        wall = t_end - self.t_start
+        busy = busy_seconds(self.all_events)
+        nbytes = link_bytes(self.all_events)
+        nodes = {}
+        for name, s in sorted(self.summaries.items()):
+            nodes[name] = {"busy_s": busy.get(name, 0.0), "idle_s": wall - busy.get(name, 0.0),
+                           "peak_rss_bytes": s["peak_rss_bytes"],
+                           "peak_tensor_bytes": s["peak_tensor_bytes"],
+                           "state_bytes": s["state_bytes"],
+                           "activation_peak_bytes": s["activation_peak_bytes"],
+                           "rejected_messages": s["rejected_messages"]}
+        links = {name: {"bytes": b, "busy_s": busy.get(name, 0.0)} for name, b in nbytes.items()}
+        bottleneck = max(busy, key=lambda k: busy[k]) if busy else ""
+        bound = busy.get(bottleneck, 0.0)
+        return {
+            "topology": self.topo.name,
+            "mode": self.topo.mode,
+            "labels": self.topo.labels,
+            "plan": {"cuts": list(self.plan.cuts), "placement": list(self.plan.placement),
+                     "micro_batches": list(self.plan.micro_batches)},
+            "epochs": self.epochs,
+            "nodes": nodes,
+            "links": links,
+            "summary": {"train_s": wall, "bottleneck": bottleneck, "bottleneck_busy_s": bound,
+                        "efficiency": wall / bound if bound else None,
+                        "final_test_accuracy": self.epochs[-1]["test_accuracy"],
+                        "samples_per_owner": self.samples},
+        }
+
+    def write(self, results: dict[str, Any]) -> None:
+        assert self.run_dir is not None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_results(self.run_dir, results)
+        write_events(self.run_dir / "events.jsonl", self.all_events)
+        tmp = self.run_dir / "model.pt.tmp"
+        torch.save(self.model.state_dict(), tmp)
+        os.replace(tmp, self.run_dir / "model.pt")
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close(drain=True, timeout=5)
+        super().close()

@@ -1,0 +1,267 @@
+"""A local cluster: one `mpsl node` process per node on this machine, watched and stopped together.
+
+Also the entry point of a single node (`run_node`), used by `mpsl node` on any machine.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import logging
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.process
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from mpsl.plan import Plan
+from mpsl.topology import Topology
+from nodes.link import Inbox
+from nodes.node import AGGREGATOR, NodeError
+from nodes.wire import Message
+
+log = logging.getLogger(__name__)
+ROLES = ("data-owner", "compute", "aggregator")
+
+
+class LaunchError(RuntimeError):
+    """A node of a local run failed or went silent; every node has been stopped."""
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    return {"num_layers": plan.num_layers, "cuts": list(plan.cuts),
+            "placement": list(plan.placement), "micro_batches": list(plan.micro_batches)}
+
+
+def plan_from_json(data: dict[str, Any], source: str = "plan") -> Plan:
+    try:
+        return Plan(int(data["num_layers"]), tuple(data["cuts"]), tuple(data["placement"]),
+                    tuple(data["micro_batches"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{source}: not a plan ({err})") from None
+
+
+def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None = None,
+             monitor: str | None = None) -> None:
+    """Run one node to the end of training (imports stay local: a node loads only its role)."""
+    if role == "aggregator":
+        from nodes.aggregator import Aggregator
+
+        node: Any = Aggregator(topo, plan, out, monitor)
+    elif role == "compute":
+        from nodes.compute import ComputeNode
+
+        node = ComputeNode(topo, plan, name)
+    elif role == "data-owner":
+        from nodes.data_owner import DataOwner
+
+        node = DataOwner(topo, plan, topo.owner(name).index)
+    else:
+        raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
+    try:
+        node.run()
+    finally:
+        node.close()
+
+
+class _Popen:
+    """A node started as an `mpsl node` command."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self.popen = popen
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def terminate(self) -> None:
+        self.popen.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            self.popen.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def kill(self) -> None:
+        self.popen.kill()
+        self.popen.wait()
+
+
+class _Forked:
+    """A node forked from the preloaded fork server (fast: torch is imported once)."""
+
+    def __init__(self, proc: multiprocessing.process.BaseProcess) -> None:
+        self.proc = proc
+
+    def poll(self) -> int | None:
+        return self.proc.exitcode
+
+    def terminate(self) -> None:
+        self.proc.terminate()
+
+    def wait(self, timeout: float) -> bool:
+        self.proc.join(timeout)
+        return self.proc.exitcode is not None
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join()
+
+
+_FORKSERVER: multiprocessing.context.BaseContext | None = None
+
+
+def _forkserver() -> multiprocessing.context.BaseContext:
+    """A fork server that imports torch and the node modules once, before any thread starts."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "zmq", "nodes.aggregator", "nodes.compute",
+                                    "nodes.data_owner", "sklearn.datasets"])
+        _FORKSERVER = ctx
+    return _FORKSERVER
+
+
+def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, name: str,
+               out: str | None, monitor: str, log_path: str) -> None:
+    """The body of a forked node: output to its log, then the same path as `mpsl node`."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
+    faulthandler.register(signal.SIGTERM, chain=True)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(message)s")
+    from mpsl.topology import load
+
+    topo = load(topo_path, overrides)
+    plan = plan_from_json(json.loads(Path(plan_path).read_text()), plan_path)
+    run_node(role, topo, plan, name, out, monitor)
+
+
+@dataclass
+class _Proc:
+    name: str
+    handle: _Popen | _Forked
+    log_path: Path
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+
+class LocalCluster:
+    """Starts every node of a topology as a process on this machine and watches them."""
+
+    def __init__(self, topo_path: str, overrides: Sequence[str], topo: Topology, plan: Plan,
+                 run_dir: str | Path, method: str = "forkserver") -> None:
+        if method not in ("forkserver", "subprocess"):
+            raise ValueError(f"method must be forkserver or subprocess, not {method!r}")
+        self.topo_path, self.overrides, self.topo, self.plan = topo_path, overrides, topo, plan
+        self.method = method
+        self.run_dir = Path(run_dir)
+        self.procs: list[_Proc] = []
+
+    def _command(self, role: str, name: str, plan_path: Path, monitor: str) -> list[str]:
+        cmd = [sys.executable, "-m", "mpsl.cli", "node", "--role", role, "--topology",
+               self.topo_path, "--name", name, "--plan", str(plan_path), "--monitor", monitor]
+        if role == "aggregator":
+            cmd += ["--out", str(self.run_dir)]
+        for item in self.overrides:
+            cmd += ["--set", item]
+        return cmd
+
+    def start(self, monitor: str) -> None:
+        """Start every node: forked from a preloaded server, or as `mpsl node` commands."""
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        plan_path = self.run_dir / "plan.json"
+        plan_path.write_text(json.dumps(plan_to_json(self.plan), indent=2) + "\n")
+        roles = [("aggregator", AGGREGATOR)] + [("compute", c) for c in self.topo.chain]
+        roles += [("data-owner", o.name) for o in self.topo.owners]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for role, name in roles:
+            path = logs / f"{name}.log"
+            if self.method == "subprocess":
+                with open(path, "w") as f:
+                    popen = subprocess.Popen(self._command(role, name, plan_path, monitor),
+                                             stdout=f, stderr=subprocess.STDOUT, env=env,
+                                             stdin=subprocess.DEVNULL)
+                self.procs.append(_Proc(name, _Popen(popen), path))
+            else:
+                out = str(self.run_dir) if role == "aggregator" else None
+                proc = _forkserver().Process(
+                    target=_node_main, name=name, daemon=True,
+                    args=(role, self.topo_path, list(self.overrides), str(plan_path), name, out,
+                          monitor, str(path)),
+                )
+                proc.start()
+                self.procs.append(_Proc(name, _Forked(proc), path))
+
+    def failed(self) -> _Proc | None:
+        for p in self.procs:
+            code = p.handle.poll()
+            if code not in (None, 0):
+                return p
+        return None
+
+    def finished(self) -> bool:
+        return all(p.handle.poll() == 0 for p in self.procs)
+
+    def stop(self) -> None:
+        """Terminate every node still running; kill those that do not stop in 5 s."""
+        for p in self.procs:
+            if p.handle.poll() is None:
+                p.handle.terminate()
+        deadline = time.monotonic() + 5
+        for p in self.procs:
+            if not p.handle.wait(max(0.1, deadline - time.monotonic())):
+                p.handle.kill()
+
+    def run(self, on_message: Callable[[Message], None] | None = None) -> dict[str, Any]:
+        """Start, relay monitor messages, and return results.json; stop everything on failure."""
+        ctx = zmq.Context()
+        inbox = Inbox(ctx, "tcp://127.0.0.1:0", known_senders={AGGREGATOR})
+        silence = self.topo.runtime.timeout_s + 30
+        try:
+            self.start(inbox.address)
+            last = time.monotonic()
+            while not self.finished():
+                bad = self.failed()
+                if bad is not None:
+                    raise LaunchError(f"node {bad.name} failed (exit {bad.handle.poll()}); "
+                                      f"its log {bad.log_path}:\n{bad.tail()}")
+                try:
+                    msg = inbox.recv(timeout=0.2)
+                except TimeoutError:
+                    if time.monotonic() - last > silence:
+                        raise LaunchError(f"no progress for {silence:.0f} s; logs in "
+                                          f"{self.run_dir / 'logs'}") from None
+                    continue
+                last = time.monotonic()
+                if on_message is not None:
+                    on_message(msg)
+            return json.loads((self.run_dir / "results.json").read_text())
+        finally:
+            self.stop()
+            inbox.close()
+            ctx.term()
+
+
+__all__ = ["LaunchError", "LocalCluster", "NodeError", "plan_from_json", "plan_to_json",
+           "run_node"]

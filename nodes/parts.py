@@ -1,0 +1,184 @@
+"""The parts a node trains: per-owner copies with optimizers, and their F, B and STEP actions."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mpsl.data import dataset_info
+from mpsl.models import build_model, split_model
+from mpsl.plan import Plan
+from mpsl.topology import Topology, TrainingSpec
+
+StateDict = dict[str, torch.Tensor]
+
+
+def build_full_model(topo: Topology) -> nn.Sequential:
+    """The whole model with the run's initial weights: every node builds the same one."""
+    info = dataset_info(topo.dataset.name, **topo.dataset.options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(topo.training.seed)
+        return build_model(
+            topo.model.name,
+            num_classes=info.num_classes,
+            in_channels=info.channels,
+            image_size=info.image_size,
+            norm=topo.model.norm,
+        )
+
+
+def make_optimizer(params: Iterable[nn.Parameter], spec: TrainingSpec) -> torch.optim.Optimizer:
+    params = list(params)
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(
+        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+    )
+
+
+@dataclass
+class PartCopy:
+    """One part's module and optimizer, for one owner (or shared by all, in SL)."""
+
+    part: int
+    start: int  # index of the part's first layer in the whole model
+    module: nn.Sequential
+    optimizer: torch.optim.Optimizer
+
+    def full_state(self) -> StateDict:
+        """The part's state_dict under the whole model's keys (`3.conv.weight`)."""
+        state = self.module.state_dict()
+        return {_shift(k, self.start): v.detach().clone() for k, v in state.items()}
+
+    def load_full_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        own = self.module.state_dict()
+        mine = {k: state[_shift(k, self.start)] for k in own}
+        self.module.load_state_dict(mine)
+
+    def state_bytes(self) -> int:
+        """Parameters, gradients and optimizer state, as held after a step."""
+        params = sum(p.numel() * p.element_size() for p in self.module.parameters())
+        buffers = sum(b.numel() * b.element_size() for b in self.module.buffers())
+        opt = 0
+        for st in self.optimizer.state.values():
+            opt += sum(v.numel() * v.element_size() for v in st.values() if torch.is_tensor(v))
+        return 2 * params + buffers + opt
+
+
+def _shift(key: str, start: int) -> str:
+    head, _, rest = key.partition(".")
+    return f"{int(head) + start}.{rest}"
+
+
+def make_copies(
+    topo: Topology, plan: Plan, parts: Iterable[int], owners: Iterable[int], shared: bool = False
+) -> dict[tuple[int, int], PartCopy]:
+    """Copies of `parts` for every owner; with `shared`, one copy that all owners use (SL)."""
+    full = build_full_model(topo)
+    modules = split_model(full, plan.cuts) if plan.cuts else [full]
+    copies: dict[tuple[int, int], PartCopy] = {}
+    for p in parts:
+        common = None
+        for k in owners:
+            if shared and common is not None:
+                copies[(k, p)] = common
+                continue
+            module = copy.deepcopy(modules[p])
+            module.train()
+            optimizer = make_optimizer(module.parameters(), topo.training)
+            made = PartCopy(p, plan.bounds[p], module, optimizer)
+            copies[(k, p)] = made
+            common = made
+    return copies
+
+
+@dataclass
+class _Stash:
+    inp: torch.Tensor
+    out: torch.Tensor
+
+
+@dataclass
+class PartRunner:
+    """Runs F, B and STEP on a node's copies, keeping per micro-batch what backward needs.
+
+    The last part computes the loss: each micro-batch's mean cross-entropy weighted by its
+    share of the batch (b_n / B), so accumulated gradients equal those of the whole batch.
+    """
+
+    copies: dict[tuple[int, int], PartCopy]
+    last_part: int
+    meter: object | None = None  # an ActivationMeter
+    losses: list[tuple[int, int, float]] = field(default_factory=list)  # (owner, iter, loss)
+    _stash: dict[tuple[int, int, int], _Stash] = field(default_factory=dict)
+
+    def forward(
+        self,
+        owner: int,
+        part: int,
+        mb: int,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        weight: float = 1.0,
+        iteration: int = -1,
+    ) -> torch.Tensor:
+        """Run the part; return its output (detached), or the weighted loss for the last part."""
+        module = self.copies[(owner, part)].module
+        inp = x.detach().requires_grad_(part > 0)
+        ctx = self.meter.hooks() if self.meter is not None else _nullcontext()
+        with ctx:
+            out = module(inp)
+            if part == self.last_part:
+                if labels is None:
+                    raise ValueError(f"part {part} computes the loss but got no labels")
+                loss = nn.functional.cross_entropy(out, labels)
+                self.losses.append((owner, iteration, float(loss.detach()) * weight))
+                out = loss * weight
+        self._stash[(owner, part, mb)] = _Stash(inp, out)
+        return out.detach()
+
+    def backward(
+        self, owner: int, part: int, mb: int, grad: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Backward through the part; return the gradient of its input (None for part 0)."""
+        s = self._stash.pop((owner, part, mb))
+        if part == self.last_part:
+            s.out.backward()
+        else:
+            s.out.backward(grad)
+        return s.inp.grad if part > 0 else None
+
+    def step(self, owner: int, part: int) -> None:
+        opt = self.copies[(owner, part)].optimizer
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def weighted_average(states: list[Mapping[str, torch.Tensor]], weights: list[float]) -> StateDict:
+    """FedAvg: sum_k w_k * state_k / sum_k w_k, per tensor; integer buffers are rounded."""
+    if not states or len(states) != len(weights):
+        raise ValueError(f"{len(states)} states and {len(weights)} weights")
+    total = float(sum(weights))
+    out: StateDict = {}
+    for key in states[0]:
+        ref = states[0][key]
+        if len(states) == 1:
+            out[key] = ref.clone()
+            continue
+        acc = torch.zeros_like(ref, dtype=torch.float64)
+        for st, w in zip(states, weights):
+            acc += st[key].to(torch.float64) * (w / total)
+        out[key] = acc.round().to(ref.dtype) if not ref.is_floating_point() else acc.to(ref.dtype)
+    return out

@@ -1,0 +1,378 @@
+"""Wire format: a Message as one ZeroMQ multipart message (msgpack header + raw tensor frames).
+
+Frame 0 is a msgpack map ``{v, kind, run, src, owner, iter, mb, seq, tensors, meta}`` where
+``tensors`` is a list of ``{name, dtype, shape}``; frames 1..n are the raw C-contiguous bytes of
+each tensor, in the same order. No pickle, no eval: the header is plain msgpack data and tensor
+bytes are only ever reinterpreted as one of the allow-listed dtypes.
+
+Ownership (why a send never sees a tensor change and a received tensor is never corrupted):
+
+* ``encode`` takes a contiguous snapshot of every tensor (one memcpy, ~10-30 GB/s) into a
+  buffer that only the returned frames reference, so the caller may modify or free its tensors
+  as soon as ``encode`` returns, even while an Outbox is still sending the frames.
+* ``decode`` wraps a received ``zmq.Frame`` (``recv_multipart(copy=False)``) with
+  ``torch.frombuffer`` without copying: such a frame is private to this message, writable, and
+  kept alive by the tensor. Small frames (< ``ZEROCOPY_MIN_BYTES``), misaligned frames and any
+  other buffer type (bytes, memoryview: possibly read-only or shared with the caller) are copied.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import torch
+import zmq
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DTYPES",
+    "Kind",
+    "Message",
+    "WIRE_VERSION",
+    "WireError",
+    "decode",
+    "encode",
+    "message_nbytes",
+    "state_dict_to_tensors",
+    "tensors_to_state_dict",
+]
+
+WIRE_VERSION = 1
+DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB per message, header included
+MAX_HEADER_BYTES = 16 << 20
+MAX_TENSORS = 65536
+MAX_DIMS = 32
+MAX_NAME_LEN = 1024
+MAX_META_DEPTH = 32
+ZEROCOPY_MIN_BYTES = 64 << 10
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+class Kind(str, enum.Enum):
+    """Message kinds."""
+
+    ACT = "ACT"
+    GRAD = "GRAD"
+    PARAMS = "PARAMS"
+    GLOBAL = "GLOBAL"
+    CONTROL = "CONTROL"
+    METRICS = "METRICS"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_KINDS = {k.value: k for k in Kind}
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_ITEMSIZE = {k: torch.empty((), dtype=v).element_size() for k, v in DTYPES.items()}
+
+
+class WireError(ValueError):
+    """A message that cannot be encoded or must not be accepted; the text names the reason."""
+
+
+@dataclass
+class Message:
+    """One message between nodes; ``tensors`` keeps its order on the wire."""
+
+    kind: str
+    src: str
+    owner: int = -1
+    iter: int = -1
+    mb: int = -1
+    seq: int = 0
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    run: str = ""
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_int(name: str, x: Any, lo: int = -1) -> int:
+    if type(x) is not int:  # bool is an int subclass: refuse it too
+        raise WireError(f"{name} must be an int, got {type(x).__name__}")
+    if not lo <= x <= _INT64_MAX:
+        raise WireError(f"{name}={x} out of range [{lo}, 2**63)")
+    return x
+
+
+def _check_str(name: str, x: Any, max_len: int = MAX_NAME_LEN) -> str:
+    if not isinstance(x, str):
+        raise WireError(f"{name} must be a str, got {type(x).__name__}")
+    if len(x) > max_len:
+        raise WireError(f"{name} longer than {max_len} characters")
+    return str(x)
+
+
+def _check_kind(x: Any) -> Kind:
+    if not isinstance(x, str) or x not in _KINDS:
+        raise WireError(f"unknown kind {x!r}")
+    return _KINDS[x]
+
+
+def _check_plain(x: Any, depth: int = 0, path: str = "meta") -> None:
+    """Meta must be plain data: None, bool, int, float, str, lists and str-keyed dicts."""
+    if depth > MAX_META_DEPTH:
+        raise WireError(f"{path} nested deeper than {MAX_META_DEPTH}")
+    if x is None or isinstance(x, (bool, float, str)):
+        return
+    if isinstance(x, int):
+        if not _INT64_MIN <= x <= (1 << 64) - 1:
+            raise WireError(f"{path}: int out of msgpack range")
+        return
+    if isinstance(x, (list, tuple)):
+        for i, v in enumerate(x):
+            _check_plain(v, depth + 1, f"{path}[{i}]")
+        return
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if not isinstance(k, str):
+                raise WireError(f"{path}: key {k!r} is not a str")
+            _check_plain(v, depth + 1, f"{path}.{k}")
+        return
+    raise WireError(f"{path}: {type(x).__name__} is not plain data")
+
+
+def _numel(shape: Any, name: str, limit: int) -> int:
+    """Validate a header shape and return its element count, stopping early past ``limit``."""
+    if not isinstance(shape, list):
+        raise WireError(f"tensor {name!r}: shape must be a list")
+    if len(shape) > MAX_DIMS:
+        raise WireError(f"tensor {name!r}: {len(shape)} dims > {MAX_DIMS}")
+    n = 1
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise WireError(f"tensor {name!r}: bad dimension {d!r} in shape")
+    if 0 in shape:
+        return 0
+    for d in shape:
+        n *= d
+        if n > limit:  # before any allocation; also keeps Python ints small
+            raise WireError(f"tensor {name!r}: shape {shape[:8]} over the size cap")
+    return n
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _snapshot(t: torch.Tensor, copy: bool) -> torch.Tensor:
+    if t.layout != torch.strided:
+        raise WireError(f"layout {t.layout} is not supported")
+    t = t.detach()
+    if t.device.type != "cpu":
+        return t.to("cpu", memory_format=torch.contiguous_format)  # a fresh copy
+    t = t.resolve_conj().resolve_neg()
+    if not t.is_contiguous():
+        return t.clone(memory_format=torch.contiguous_format)
+    if not copy:
+        return t
+    # A single-threaded memcpy: torch's own copy may wake its intra-op thread pool, which
+    # costs milliseconds on a busy machine for no gain at these sizes.
+    out = torch.empty(t.shape, dtype=t.dtype)
+    if t.numel():
+        np.copyto(out.reshape(-1).view(torch.uint8).numpy(),
+                  t.reshape(-1).view(torch.uint8).numpy())
+    return out
+
+
+def encode(msg: Message, *, copy: bool = True) -> list[bytes | memoryview]:
+    """Frames of ``msg``: a msgpack header, then one raw buffer per tensor.
+
+    With ``copy=True`` (the default) every tensor is snapshotted, so the caller may change its
+    tensors right away. ``copy=False`` sends contiguous CPU tensors by reference: only for
+    callers that never modify them afterwards. Send with ``send_multipart(frames, copy=False)``.
+    """
+    kind = _check_kind(msg.kind.value if isinstance(msg.kind, Kind) else msg.kind)
+    if not isinstance(msg.tensors, Mapping):
+        raise WireError("tensors must be a mapping of name -> tensor")
+    if not isinstance(msg.meta, dict):
+        raise WireError("meta must be a dict")
+    _check_plain(msg.meta)
+    if len(msg.tensors) > MAX_TENSORS:
+        raise WireError(f"more than {MAX_TENSORS} tensors")
+    descs: list[dict[str, Any]] = []
+    frames: list[bytes | memoryview] = []
+    for name, t in msg.tensors.items():
+        _check_str("tensor name", name)
+        if not isinstance(t, torch.Tensor):
+            raise WireError(f"tensor {name!r}: expected a torch.Tensor, got {type(t).__name__}")
+        dname = _DTYPE_NAMES.get(t.dtype)
+        if dname is None:
+            raise WireError(f"tensor {name!r}: dtype {t.dtype} not allowed")
+        if t.dim() > MAX_DIMS:
+            raise WireError(f"tensor {name!r}: more than {MAX_DIMS} dims")
+        s = _snapshot(t, copy)
+        descs.append({"name": name, "dtype": dname, "shape": list(s.shape)})
+        frames.append(memoryview(s.reshape(-1).view(torch.uint8).numpy()))
+    header = {
+        "v": WIRE_VERSION,
+        "kind": kind.value,
+        "run": _check_str("run", msg.run),
+        "src": _check_str("src", msg.src),
+        "owner": _check_int("owner", msg.owner),
+        "iter": _check_int("iter", msg.iter),
+        "mb": _check_int("mb", msg.mb),
+        "seq": _check_int("seq", msg.seq, lo=0),
+        "tensors": descs,
+        "meta": msg.meta,
+    }
+    head = msgpack.packb(header, use_bin_type=True)
+    if len(head) > MAX_HEADER_BYTES:
+        raise WireError(f"header of {len(head)} bytes > {MAX_HEADER_BYTES}")
+    return [head, *frames]
+
+
+def message_nbytes(frames: Sequence[Any]) -> int:
+    """Bytes on the wire for ``frames``: header plus tensor frames."""
+    return sum(_buffer(f)[0].nbytes for f in frames)
+
+
+# --------------------------------------------------------------------------- decode
+
+_HEADER_KEYS = {"v", "kind", "run", "src", "owner", "iter", "mb", "seq", "tensors", "meta"}
+_DESC_KEYS = {"name", "dtype", "shape"}
+
+
+def _buffer(f: Any) -> tuple[memoryview, bool]:
+    """A flat byte view of a frame and whether it is private to this message (a zmq.Frame)."""
+    private = isinstance(f, zmq.Frame)
+    try:
+        mv = f.buffer if private else memoryview(f)
+        if mv.ndim != 1 or mv.format not in ("B", "b", "c"):
+            mv = mv.cast("B")
+    except (TypeError, ValueError) as e:
+        raise WireError(f"frame is not a contiguous byte buffer: {e}") from None
+    return mv, private
+
+
+def _parse_header(buf: memoryview, max_bytes: int) -> dict[str, Any]:
+    if buf.nbytes > min(MAX_HEADER_BYTES, max_bytes):
+        raise WireError(f"header of {buf.nbytes} bytes over the cap")
+    try:
+        h = msgpack.unpackb(buf, raw=False, strict_map_key=True, use_list=True)
+    except Exception as e:  # msgpack raises several types (ExtraData, FormatError, ...)
+        raise WireError(f"header is not msgpack: {type(e).__name__}: {e}") from None
+    if not isinstance(h, dict):
+        raise WireError(f"header is a {type(h).__name__}, not a map")
+    if "v" in h and (type(h["v"]) is not int or h["v"] != WIRE_VERSION):
+        raise WireError(f"unknown wire version {h['v']!r}")
+    if set(h) != _HEADER_KEYS:
+        missing, extra = _HEADER_KEYS - set(h), set(h) - _HEADER_KEYS
+        raise WireError(f"header keys: missing {sorted(missing)}, unexpected {sorted(extra)}")
+    return h
+
+
+def _tensor(mv: memoryview, private: bool, dname: str, shape: list[int]) -> torch.Tensor:
+    dtype = DTYPES[dname]
+    if mv.nbytes == 0:
+        return torch.empty(shape, dtype=dtype)
+    t = None
+    if private and not mv.readonly and mv.nbytes >= ZEROCOPY_MIN_BYTES:
+        t = torch.frombuffer(mv, dtype=dtype)
+        if t.data_ptr() % _ITEMSIZE[dname]:
+            t = None  # misaligned: copy below
+    if t is None:
+        t = torch.empty(mv.nbytes // _ITEMSIZE[dname], dtype=dtype)
+        np.copyto(t.view(torch.uint8).numpy(), np.frombuffer(mv, dtype=np.uint8))
+    if dtype is torch.bool and int(np.frombuffer(mv, dtype=np.uint8).max()) > 1:
+        raise WireError("bool tensor holds bytes other than 0 and 1")
+    return t.view(shape)
+
+
+def decode(
+    frames: Sequence[bytes | zmq.Frame | memoryview],
+    *,
+    known_senders: Container[str] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Message:
+    """Check and rebuild a Message; raise WireError naming the first problem found.
+
+    Every size is checked against the header and ``max_bytes`` before any tensor is
+    allocated. Received ``zmq.Frame`` objects are taken over: do not write to them afterwards.
+    """
+    if isinstance(frames, (bytes, bytearray, memoryview, zmq.Frame)):
+        raise WireError("frames must be a sequence of frames, not one buffer")
+    frames = list(frames)
+    if not frames:
+        raise WireError("no frames")
+    bufs = [_buffer(f) for f in frames]
+    h = _parse_header(bufs[0][0], max_bytes)
+    kind = _check_kind(h["kind"])
+    src = _check_str("src", h["src"])
+    if known_senders is not None and src not in known_senders:
+        raise WireError(f"unknown sender {src!r}")
+    run = _check_str("run", h["run"])
+    owner, it, mb = (_check_int(k, h[k]) for k in ("owner", "iter", "mb"))
+    seq = _check_int("seq", h["seq"], lo=0)
+    meta = h["meta"]
+    if not isinstance(meta, dict):
+        raise WireError("meta must be a map")
+    _check_plain(meta)
+    descs = h["tensors"]
+    if not isinstance(descs, list):
+        raise WireError("tensors must be a list")
+    if len(descs) > MAX_TENSORS:
+        raise WireError(f"more than {MAX_TENSORS} tensors")
+    if len(frames) != 1 + len(descs):
+        raise WireError(f"header announces {len(descs)} tensors, got {len(frames) - 1} frames")
+    total = bufs[0][0].nbytes
+    plan: list[tuple[str, str, list[int]]] = []
+    seen: set[str] = set()
+    for i, d in enumerate(descs):
+        if not isinstance(d, dict) or set(d) != _DESC_KEYS:
+            raise WireError(f"tensor #{i}: descriptor must be a map with {sorted(_DESC_KEYS)}")
+        name = _check_str(f"tensor #{i} name", d["name"])
+        if name in seen:
+            raise WireError(f"duplicate tensor name {name!r}")
+        seen.add(name)
+        dname = d["dtype"]
+        if not isinstance(dname, str) or dname not in DTYPES:
+            raise WireError(f"tensor {name!r}: dtype {dname!r} not allowed")
+        nbytes = _numel(d["shape"], name, max_bytes) * _ITEMSIZE[dname]
+        total += nbytes
+        if total > max_bytes:
+            raise WireError(f"message over the size cap of {max_bytes} bytes")
+        got = bufs[i + 1][0].nbytes
+        if got != nbytes:
+            raise WireError(
+                f"tensor {name!r}: frame has {got} bytes, shape {d['shape']} x {dname} "
+                f"needs {nbytes}"
+            )
+        plan.append((name, dname, d["shape"]))
+    tensors = {
+        name: _tensor(*bufs[i + 1], dname, shape) for i, (name, dname, shape) in enumerate(plan)
+    }
+    return Message(kind=kind, src=src, owner=owner, iter=it, mb=mb, seq=seq,
+                   tensors=tensors, meta=meta, run=run)
+
+
+# --------------------------------------------------------------------------- state dicts
+
+
+def state_dict_to_tensors(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state_dict as the name -> tensor dict of a Message (detached, order kept)."""
+    return {k: v.detach() for k, v in sd.items()}
+
+
+def tensors_to_state_dict(tensors: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    """The inverse of ``state_dict_to_tensors``, for ``module.load_state_dict``."""
+    return OrderedDict(tensors.items())
+

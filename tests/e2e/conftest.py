@@ -1,0 +1,80 @@
+"""Topologies on free loopback ports, and a local run that always stops its processes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mpsl.cli import num_layers
+from mpsl.plan import make_plan
+from mpsl.topology import load
+from nodes.launch import LocalCluster
+
+MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
+
+
+def free_ports(n: int) -> list[int]:
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def topology_doc(owners: int = 1, compute: int = 1, **extra: Any) -> dict:
+    """A small valid document: mlp on digits, unshaped links, every port free."""
+    ports = free_ports(compute + 2)
+    owner_ports = free_ports(owners)
+    doc = {
+        "name": "test",
+        "model": {"name": "mlp", "norm": "none"},
+        "dataset": {"name": "digits", "partition": "iid", "seed": 0},
+        "training": {"epochs": 1, "batch_size": 30, "lr": 0.1, "optimizer": "sgd",
+                     "momentum": 0.9, "seed": 0},
+        "mode": "pipar",
+        "labels": "shared",
+        "plan": {"cuts": [2], "micro_batches": 4},
+        "data_owners": {"count": owners, "base_port": owner_ports[0]},
+        "compute_nodes": [{"name": f"node{i + 1}", "address": f"tcp://127.0.0.1:{ports[i]}"}
+                          for i in range(compute)],
+        "aggregator": {"address": f"tcp://127.0.0.1:{ports[compute]}"},
+        "runtime": {"timeout_s": 60},
+    }
+    doc = _merge(doc, extra)
+    # owners take consecutive ports from base_port: make sure they are all free
+    base = doc["data_owners"]["base_port"]
+    if any(p in ports for p in range(base, base + owners)):
+        doc["data_owners"]["base_port"] = base + 100
+    return doc
+
+
+@pytest.fixture
+def run_topology(tmp_path: Path) -> Callable[..., tuple[dict, Path]]:
+    """Write a topology, run it locally, return (results, run folder)."""
+
+    def run(doc: dict, method: str = "forkserver", overrides: tuple[str, ...] = ()):
+        path = tmp_path / f"{doc['name']}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        topo = load(path, overrides)
+        plan = make_plan(topo, num_layers(topo))
+        out = tmp_path / "run"
+        cluster = LocalCluster(str(path), overrides, topo, plan, out, method=method)
+        results = cluster.run()  # stops every process, even on failure
+        return results, out
+
+    return run
