@@ -1,1 +1,25 @@
 """planner."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Profile": "planner.profile", "ProfileError": "planner.profile",
+    "measure_profile": "planner.profile",
+    "Estimate": "planner.estimate", "SimEvent": "planner.estimate",
+    "simulate": "planner.cost",
+    "IlpResult": "planner.ilp", "Infeasible": "planner.ilp", "solve_cuts": "planner.ilp",
+    "choose_n": "planner.aps", "choose_plan": "planner.aps", "exhaustive": "planner.aps",
+    "Candidate": "planner.report", "PlanReport": "planner.report",
+    "PlanningError": "planner.resources", "node_profiles": "planner.resources",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import on first use, so `import planner.profile` stays light."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'planner' has no attribute {name!r}")

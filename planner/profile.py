@@ -1,0 +1,368 @@
+"""Layer profiles: forward/backward time fits t(b) = a + c*b, optimizer time, bytes; CSV I/O."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("layer", "name", "batch", "fwd_s", "bwd_s", "opt_s", "out_bytes", "param_bytes",
+           "act_bytes")
+LayerRange = range | tuple[int, int] | int
+
+
+class ProfileError(ValueError):
+    """A profile file is wrong: one line naming the file, the line and the column."""
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """One layer: fwd/bwd seconds a + c*b for a micro-batch of b samples, and sizes.
+
+    `out_bytes` and `act_bytes` (saved for backward) are per sample; `points` keeps the
+    measured (batch, fwd_s, bwd_s) the fit came from, for the CSV.
+    """
+
+    name: str
+    fwd_a: float
+    fwd_c: float
+    bwd_a: float
+    bwd_c: float
+    opt_s: float = 0.0
+    out_bytes: int = 0
+    param_bytes: int = 0
+    act_bytes: int = 0
+    points: tuple[tuple[int, float, float], ...] = ()
+
+    def fwd(self, b: float) -> float:
+        return self.fwd_a + self.fwd_c * b
+
+    def bwd(self, b: float) -> float:
+        return self.bwd_a + self.bwd_c * b
+
+
+def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares (a, c) of t = a + c*b, kept non-negative; one batch size gives a = 0."""
+    bs = {b for b, _ in points}
+    if len(bs) == 1:
+        b0 = next(iter(bs))
+        return 0.0, statistics.fmean(t for _, t in points) / b0
+    mb = statistics.fmean(b for b, _ in points)
+    mt = statistics.fmean(t for _, t in points)
+    sbb = math.fsum((b - mb) ** 2 for b, _ in points)
+    c = math.fsum((b - mb) * (t - mt) for b, t in points) / sbb
+    a = mt - c * mb
+    if c < 0:  # time falling with the batch: noise; a constant
+        return mt, 0.0
+    if a < 0:  # through the origin
+        return 0.0, math.fsum(b * t for b, t in points) / math.fsum(b * b for b, _ in points)
+    return a, c
+
+
+def _span(layers: LayerRange) -> range:
+    if isinstance(layers, int):
+        return range(layers, layers + 1)
+    if isinstance(layers, tuple):
+        return range(layers[0], layers[1])
+    return layers
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Per-layer costs of one model on one machine; `fwd((a, b), n)` sums layers [a, b)."""
+
+    layers: tuple[LayerProfile, ...]
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ProfileError(f"{self.source or '<profile>'}: a profile needs at least one layer")
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def names(self) -> list[str]:
+        return [lp.name for lp in self.layers]
+
+    def fwd(self, layers: LayerRange, b: float) -> float:
+        """Forward seconds of `layers` for a micro-batch of `b` samples."""
+        return math.fsum(self.layers[i].fwd(b) for i in _span(layers))
+
+    def bwd(self, layers: LayerRange, b: float) -> float:
+        return math.fsum(self.layers[i].bwd(b) for i in _span(layers))
+
+    def fit(self, layers: LayerRange) -> tuple[float, float, float, float]:
+        """Summed (fwd_a, fwd_c, bwd_a, bwd_c) of `layers`."""
+        ls = [self.layers[i] for i in _span(layers)]
+        return (math.fsum(lp.fwd_a for lp in ls), math.fsum(lp.fwd_c for lp in ls),
+                math.fsum(lp.bwd_a for lp in ls), math.fsum(lp.bwd_c for lp in ls))
+
+    def opt(self, layers: LayerRange) -> float:
+        return math.fsum(self.layers[i].opt_s for i in _span(layers))
+
+    def param_bytes(self, layers: LayerRange) -> int:
+        return sum(self.layers[i].param_bytes for i in _span(layers))
+
+    def act_bytes(self, layers: LayerRange) -> int:
+        return sum(self.layers[i].act_bytes for i in _span(layers))
+
+    def out_bytes(self, layer: int) -> int:
+        return self.layers[layer].out_bytes
+
+    def scaled(self, s: float) -> Profile:
+        """Every time multiplied by `s` (a node `s` times slower); bytes unchanged."""
+        if s == 1:
+            return self
+        out = tuple(
+            replace(lp, fwd_a=lp.fwd_a * s, fwd_c=lp.fwd_c * s, bwd_a=lp.bwd_a * s,
+                    bwd_c=lp.bwd_c * s, opt_s=lp.opt_s * s,
+                    points=tuple((b, f * s, w * s) for b, f, w in lp.points))
+            for lp in self.layers
+        )
+        return Profile(out, f"{self.source} x{s:g}" if self.source else f"x{s:g}", self.meta)
+
+    @classmethod
+    def synthetic(cls, num_layers: int, *, fwd: tuple[float, float] = (0.0, 1e-3),
+                  bwd: tuple[float, float] = (0.0, 2e-3), opt_s: float = 1e-4,
+                  out_bytes: int | Sequence[int] = 4096, param_bytes: int | Sequence[int] = 4096,
+                  act_bytes: int | Sequence[int] = 8192, source: str = "synthetic") -> Profile:
+        """Identical layers (or per-layer byte sizes), for tests and benchmarks."""
+        def at(v: int | Sequence[int], i: int) -> int:
+            return int(v) if isinstance(v, (int, float)) else int(v[i])
+        return cls(tuple(
+            LayerProfile(f"layer{i}", fwd[0], fwd[1], bwd[0], bwd[1], opt_s, at(out_bytes, i),
+                         at(param_bytes, i), at(act_bytes, i))
+            for i in range(num_layers)
+        ), source)
+
+    # ------------------------------------------------------------------------------ CSV
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per (layer, batch); a layer with no measured points is written at b = 1, 2."""
+        out = []
+        for i, lp in enumerate(self.layers):
+            points = lp.points or tuple((b, lp.fwd(b), lp.bwd(b)) for b in (1, 2))
+            for b, f, w in points:
+                out.append(dict(layer=i, name=lp.name, batch=b, fwd_s=repr(float(f)),
+                                bwd_s=repr(float(w)), opt_s=repr(float(lp.opt_s)),
+                                out_bytes=lp.out_bytes, param_bytes=lp.param_bytes,
+                                act_bytes=lp.act_bytes))
+        return out
+
+    def to_csv(self, path: str | Path) -> None:
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(self.rows())
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> Profile:
+        """Read a profile CSV; any fault raises ProfileError naming file, line and column."""
+        src = str(path)
+        try:
+            with open(path, newline="") as fh:
+                rows = list(csv.reader(fh))
+        except OSError as err:
+            raise ProfileError(f"{src}: cannot read the profile ({err.strerror})") from None
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise ProfileError(f"{src}: not a CSV file ({err})") from None
+        if not rows:
+            raise ProfileError(f"{src}: line 1: empty file, expected the header "
+                               f"{','.join(COLUMNS)}")
+        header = [h.strip() for h in rows[0]]
+        if tuple(header) != COLUMNS:
+            extra = [h for h in header if h not in COLUMNS]
+            missing = [c for c in COLUMNS if c not in header]
+            what = (f"unknown column '{extra[0]}'" if extra else
+                    f"missing column '{missing[0]}'" if missing else "columns out of order")
+            raise ProfileError(f"{src}: line 1: {what}; expected the header {','.join(COLUMNS)}")
+        return cls.from_rows(((n, r) for n, r in enumerate(rows[1:], start=2) if r), src)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[int, Sequence[str]]], source: str) -> Profile:
+        """Build from numbered CSV rows (line, fields) in COLUMNS order."""
+        by_layer: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        for line, raw in rows:
+            if len(raw) != len(COLUMNS):
+                raise ProfileError(f"{source}: line {line}: {len(raw)} fields, expected "
+                                   f"{len(COLUMNS)} ({','.join(COLUMNS)})")
+            rec = {col: _cell(source, line, col, text) for col, text in zip(COLUMNS, raw)}
+            by_layer.setdefault(rec["layer"], []).append((line, rec))
+        if not by_layer:
+            raise ProfileError(f"{source}: line 2: no rows, expected one per layer and batch")
+        layers = []
+        for i in range(max(by_layer) + 1):
+            if i not in by_layer:
+                line = min(ln for lst in by_layer.values() for ln, r in lst if r["layer"] > i)
+                raise ProfileError(f"{source}: line {line}, column 'layer': layer {i} is missing"
+                                   f" (layers must be numbered 0..L-1)")
+            layers.append(_layer(source, by_layer[i]))
+        return cls(tuple(layers), source)
+
+
+def _cell(source: str, line: int, col: str, text: str) -> Any:
+    text = text.strip()
+    if col == "name":
+        if not text:
+            raise ProfileError(f"{source}: line {line}, column 'name': empty, expected a label")
+        return text
+    integer = col in ("layer", "batch", "out_bytes", "param_bytes", "act_bytes")
+    try:
+        value: float = int(text) if integer else float(text)
+    except ValueError:
+        kind = "an integer" if integer else "a number of seconds"
+        raise ProfileError(f"{source}: line {line}, column '{col}': got {text!r}, "
+                           f"expected {kind}") from None
+    low = 1 if col == "batch" else 0
+    if not math.isfinite(value) or value < low:
+        raise ProfileError(f"{source}: line {line}, column '{col}': got {text!r}, expected "
+                           f"a finite number >= {low}")
+    return value
+
+
+def _layer(source: str, recs: list[tuple[int, dict[str, Any]]]) -> LayerProfile:
+    line0, first = recs[0]
+    seen: dict[int, int] = {}
+    for line, r in recs:
+        for col in ("name", "opt_s", "out_bytes", "param_bytes", "act_bytes"):
+            if r[col] != first[col]:
+                raise ProfileError(f"{source}: line {line}, column '{col}': got {r[col]!r}, "
+                                   f"expected {first[col]!r} as on line {line0} (same layer)")
+        if r["batch"] in seen:
+            raise ProfileError(f"{source}: line {line}, column 'batch': batch {r['batch']} of "
+                               f"layer {r['layer']} already on line {seen[r['batch']]}")
+        seen[r["batch"]] = line
+    points = tuple(sorted((r["batch"], r["fwd_s"], r["bwd_s"]) for _, r in recs))
+    fa, fc = fit_line([(b, f) for b, f, _ in points])
+    ba, bc = fit_line([(b, w) for b, _, w in points])
+    return LayerProfile(first["name"], fa, fc, ba, bc, first["opt_s"], first["out_bytes"],
+                        first["param_bytes"], first["act_bytes"], points)
+
+
+# ------------------------------------------------------------------------------ measurement
+
+
+def measure_profile(
+    model_name: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    norm: str = "batch",
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    repeats: int = 3,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    budget_s: float | None = None,
+) -> Profile:
+    """Time every layer of `model_name` on this host with one torch thread.
+
+    Each layer runs on its own (input detached, requiring grad past layer 0; the last layer
+    includes the cross-entropy loss) at every batch size; times are the median of `repeats`
+    after one warm-up. `act_bytes` counts the distinct non-parameter storages saved for
+    backward (saved_tensors_hooks), per sample. `budget_s` stops adding repeats once spent.
+    """
+    import torch
+
+    from mpsl.models import build_model, layer_labels
+
+    if len(input_shape) != 3 or min(batch_sizes, default=0) < 1 or repeats < 1:
+        raise ValueError(f"need input_shape (C, H, W), batch sizes >= 1 and repeats >= 1; got "
+                         f"{input_shape}, {list(batch_sizes)}, {repeats}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    try:
+        torch.manual_seed(0)
+        c, h, w = input_shape
+        model = build_model(model_name, num_classes, c, h, norm).train()
+        labels, mods = layer_labels(model), list(model.children())
+        pids = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        times: list[list[tuple[int, float, float]]] = [[] for _ in mods]
+        out_b = [0] * len(mods)
+        act_b = [0] * len(mods)
+        for b in sorted(set(batch_sizes)):
+            x0 = torch.rand(b, c, h, w)
+            y = torch.randint(0, num_classes, (b,))
+            samples: list[list[tuple[float, float]]] = [[] for _ in mods]
+            for rep in range(repeats + 1):
+                x = x0
+                for i, mod in enumerate(mods):
+                    inp = x.detach().requires_grad_(i > 0)
+                    saved: dict[int, int] = {}
+
+                    def pack(t: torch.Tensor, saved: dict[int, int] = saved) -> torch.Tensor:
+                        st = t.untyped_storage()
+                        if st.data_ptr() not in pids:
+                            saved[st.data_ptr()] = st.nbytes()
+                        return t
+
+                    t0 = time.perf_counter()
+                    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                        out = mod(inp)
+                        loss = (torch.nn.functional.cross_entropy(out, y)
+                                if i == len(mods) - 1 else None)
+                    t1 = time.perf_counter()
+                    if loss is not None:
+                        loss.backward()
+                    else:
+                        out.backward(torch.ones_like(out))
+                    t2 = time.perf_counter()
+                    if rep:
+                        samples[i].append((t1 - t0, t2 - t1))
+                    out_b[i] = out.numel() * out.element_size() // b
+                    act_b[i] = sum(saved.values()) // b
+                    x = out.detach()
+                model.zero_grad(set_to_none=True)
+                if budget_s is not None and rep and time.perf_counter() - started > budget_s:
+                    break
+            for i, s in enumerate(samples):
+                times[i].append((b, statistics.median(f for f, _ in s),
+                                 statistics.median(w for _, w in s)))
+        opt = _opt_times(mods, optimizer, momentum, repeats)
+    finally:
+        torch.set_num_threads(threads)
+    layers = []
+    for i, mod in enumerate(mods):
+        pts = tuple(times[i])
+        fa, fc = fit_line([(b, f) for b, f, _ in pts])
+        ba, bc = fit_line([(b, w) for b, _, w in pts])
+        pb = sum(p.numel() * p.element_size() for p in mod.parameters())
+        layers.append(LayerProfile(labels[i], fa, fc, ba, bc, opt[i], out_b[i], pb, act_b[i], pts))
+    return Profile(tuple(layers), f"measured:{model_name}",
+                   {"model": model_name, "input_shape": list(input_shape), "norm": norm})
+
+
+def _opt_times(mods: Sequence[Any], optimizer: str, momentum: float, repeats: int) -> list[float]:
+    """Median seconds of one optimizer step over each layer's parameters (grads set to ones)."""
+    import torch
+
+    out = []
+    for mod in mods:
+        params = [p for p in mod.parameters() if p.requires_grad]
+        if not params:
+            out.append(0.0)
+            continue
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt = (torch.optim.Adam(params, lr=1e-3) if optimizer == "adam"
+               else torch.optim.SGD(params, lr=1e-3, momentum=momentum))
+        ts = []
+        for rep in range(repeats + 1):
+            t0 = time.perf_counter()
+            opt.step()
+            if rep:
+                ts.append(time.perf_counter() - t0)
+        for p in params:
+            p.grad = None
+        out.append(statistics.median(ts))
+    return out

@@ -1,0 +1,208 @@
+"""What the cost model and the ILP share: node profiles, links, message sizes, sample counts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mpsl.topology import OwnerSpec, Topology
+from planner.profile import Profile
+
+HEADER_BYTES = 300  # msgpack header of one message
+LABEL_BYTES = 8  # int64 label per sample, riding with every ACT when labels are shared
+BYTES_PER_MB = 1 << 20  # `memory_mb` in a topology counts MiB
+AVERAGE_BYTES_PER_S = 4e9  # memory traffic rate of averaging model copies
+AGGREGATOR = "aggregator"
+HOST = "*"  # key of a profiles mapping: this host's profile, scaled by each node's compute_scale
+TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000,
+               "svhn": 73257, "tiny_imagenet": 100000}
+
+
+class PlanningError(ValueError):
+    """The planner cannot do what was asked: one line saying why."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One directed link: its name `src->dst`, rate (None: infinitely fast) and latency."""
+
+    name: str
+    rate_mbps: float | None
+    latency_s: float
+
+    def tx_s(self, nbytes: float) -> float:
+        return 0.0 if self.rate_mbps is None else nbytes * 8.0 / (self.rate_mbps * 1e6)
+
+
+class Links:
+    """Every directed link of a topology, made on first use: owner links take the owner's
+    uplink (to any node) or downlink (from any node), compute-to-compute ones the chain's."""
+
+    def __init__(self, topo: Topology, owners: Mapping[str, OwnerSpec] | None = None) -> None:
+        self.topo = topo
+        self.owners = dict(owners) if owners is not None else {o.name: o for o in topo.owners}
+        self._hops: dict[tuple[str, str], Hop] = {}
+
+    def __call__(self, src: str, dst: str) -> Hop:
+        key = (src, dst)
+        h = self._hops.get(key)
+        if h is None:
+            h = self._hops[key] = self._make(src, dst)
+        return h
+
+    def _make(self, src: str, dst: str) -> Hop:
+        name = f"{src}->{dst}"
+        if src in self.owners:
+            o = self.owners[src]
+            return Hop(name, o.uplink_mbps, o.latency_ms / 1e3)
+        if dst in self.owners:
+            o = self.owners[dst]
+            return Hop(name, o.downlink_mbps, o.latency_ms / 1e3)
+        lk = self.topo.links
+        return Hop(name, lk.compute_mbps, lk.compute_latency_ms / 1e3)
+
+
+def message_bytes(out_bytes: int, b: int, labels: bool = False) -> int:
+    """Bytes of an ACT (with labels when shared) or GRAD of `b` samples at a cut."""
+    return out_bytes * b + (LABEL_BYTES * b if labels else 0) + HEADER_BYTES
+
+
+def optimizer_copies(topo: Topology) -> int:
+    """Copies of the parameters an optimizer keeps: 0 (plain SGD), 1 (momentum), 2 (Adam)."""
+    t = topo.training
+    if t.optimizer == "adam":
+        return 2
+    return 1 if t.momentum > 0 else 0
+
+
+def state_factor(topo: Topology) -> int:
+    """Parameter-sized tensors per parameter: itself, its gradient, the optimizer state."""
+    return 2 + optimizer_copies(topo)
+
+
+def copies_on_compute(topo: Topology, owners: int) -> int:
+    """Model copies a compute node keeps: one per owner, a single shared one in SL."""
+    return 1 if topo.mode == "sl" else owners
+
+
+def memory_caps(topo: Topology) -> dict[str, float | None]:
+    """Cap in bytes of every owner and compute node (None: uncapped)."""
+    caps: dict[str, float | None] = {}
+    for o in topo.owners:
+        caps[o.name] = None if o.memory_mb is None else o.memory_mb * BYTES_PER_MB
+    for c in topo.compute_nodes:
+        caps[c.name] = None if c.memory_mb is None else c.memory_mb * BYTES_PER_MB
+    return caps
+
+
+def _resolve(topo: Topology, path: str) -> str:
+    """A node's `profile:` is relative to the topology file (kept as is if that is absent and
+    the path already exists, e.g. resolved by the topology loader)."""
+    p = Path(path)
+    if p.is_absolute():
+        return path
+    beside = Path(topo.source).parent / p
+    return str(p) if not beside.exists() and p.exists() else str(beside)
+
+
+def node_profiles(topo: Topology, profiles: Profile | Mapping[str, Profile] | None = None,
+                  measure: bool = True) -> dict[str, Profile]:
+    """The profile of every owner and compute node, unscaled where a node has its own.
+
+    `profiles` is this host's profile (scaled by each node's compute_scale) or a mapping of
+    node name to profile used as is, with `"*"` for this host. Missing ones come from the
+    topology's files (a node's `profile:`, then `plan.profile` as this host's), then from a
+    measurement on this host when `measure`.
+    """
+    given: dict[str, Profile] = {}
+    host: Profile | None = None
+    if isinstance(profiles, Profile):
+        host = profiles
+    elif profiles is not None:
+        given = dict(profiles)
+        host = given.pop(HOST, None)
+    files: dict[str, Profile] = {}
+
+    def from_file(path: str) -> Profile:
+        path = _resolve(topo, path)
+        if path not in files:
+            files[path] = Profile.from_csv(path)
+        return files[path]
+
+    scaled: dict[float, Profile] = {}
+    out: dict[str, Profile] = {}
+    nodes = [(o.name, o.compute_scale, o.profile) for o in topo.owners]
+    nodes += [(c.name, c.compute_scale, c.profile) for c in topo.compute_nodes]
+    for name, scale, path in nodes:
+        if name in given:
+            out[name] = given[name]
+            continue
+        if path is not None:
+            out[name] = from_file(path)
+            continue
+        if host is None:
+            if topo.plan.profile is not None:
+                host = from_file(topo.plan.profile)
+            elif measure:
+                host = host_profile(topo)
+            else:
+                raise PlanningError(f"{topo.source}: no profile for {name}: give one, or a "
+                                    f"plan.profile file")
+        if scale not in scaled:
+            scaled[scale] = host.scaled(scale)
+        out[name] = scaled[scale]
+    sizes = {p.num_layers for p in out.values()}
+    if len(sizes) > 1:
+        raise PlanningError(f"{topo.source}: node profiles disagree on the number of layers "
+                            f"({sorted(sizes)})")
+    return out
+
+
+def input_shape(topo: Topology) -> tuple[tuple[int, int, int], int]:
+    """(C, H, W) and the number of classes of the topology's dataset."""
+    from mpsl.data import dataset_info
+
+    info = dataset_info(topo.dataset.name, **dict(topo.dataset.options))
+    return (info.channels, info.image_size, info.image_size), info.num_classes
+
+
+def host_profile(topo: Topology, repeats: int = 3) -> Profile:
+    """Measure the topology's model on this host at micro-batch sizes 1, B/4 and B."""
+    from planner.profile import measure_profile
+
+    shape, classes = input_shape(topo)
+    b = topo.training.batch_size
+    sizes = sorted({1, max(1, b // 4), b})
+    return measure_profile(topo.model.name, shape, classes, topo.model.norm, sizes, repeats,
+                           topo.training.optimizer, topo.training.momentum)
+
+
+def owner_samples(topo: Topology) -> list[int]:
+    """Training samples of every owner, as the runtime's partition gives them."""
+    ds, k = topo.dataset, len(topo.owners)
+    total: int | None = None
+    if ds.partition == "iid":
+        if ds.name == "synthetic":
+            total = int(dict(ds.options).get("size", 1024))
+        else:
+            total = TRAIN_SIZES.get(ds.name.lower().replace("-", "_"))
+    if total is not None:
+        sizes = [total // k + (1 if i < total % k else 0) for i in range(k)]
+    else:
+        from mpsl.data import load_dataset, partition
+
+        _, labels = load_dataset(ds.name, ds.root, "train", **dict(ds.options))
+        parts = partition(labels, k, ds.partition, ds.alpha, ds.seed)
+        sizes = [len(p) for p in parts]
+    if ds.samples_per_owner is not None:
+        sizes = [min(s, ds.samples_per_owner) for s in sizes]
+    return sizes
+
+
+def iterations_per_epoch(topo: Topology, samples: int) -> int:
+    """ceil(samples / B), the last batch partial, capped by training.max_iterations."""
+    n = math.ceil(samples / topo.training.batch_size)
+    cap = topo.training.max_iterations
+    return n if cap is None else min(n, cap)

@@ -1,0 +1,102 @@
+"""Choosing N (eq. 14, then the simulator), the exhaustive search, the ranked plan report."""
+
+from __future__ import annotations
+
+import pytest
+from rich.table import Table
+
+from mpsl.plan import make_plan
+from planner.aps import choose_n, choose_plan, eq14_start, exhaustive
+from planner.cost import simulate
+from planner.ilp import Infeasible
+from planner.profile import LayerProfile, Profile
+from planner.report import plan_json
+from planner.resources import node_profiles
+
+from .util import layer, profile, topo
+
+
+def test_eq14_start_covers_the_round_trip():
+    prof = profile(layer(1, 1), layer(1, 1))  # device F b, server F+B 2b per micro-batch
+    t = topo(training={"batch_size": 4}, plan={"cuts": [1], "micro_batches": 1})
+    plan = make_plan(t, 2)
+    assert eq14_start(t, plan, node_profiles(t, prof)) == (3,)  # (N-1) b >= 2b
+    slow = topo(training={"batch_size": 4}, plan={"cuts": [1], "micro_batches": 1},
+                data_owners={"count": 1, "latency_ms": 1000})
+    # (N-1) 4/N >= 8/N + 2 needs N >= 6 > B: B
+    assert eq14_start(slow, make_plan(slow, 2), node_profiles(slow, prof)) == (4,)
+    sfl = topo(mode="sfl", training={"batch_size": 4}, plan={"cuts": [1]})
+    assert eq14_start(sfl, make_plan(sfl, 2), node_profiles(sfl, prof)) == (1,)
+
+
+def small_two_hop(**changes):
+    base = dict(training={"batch_size": 8}, plan={"cuts": [2], "micro_batches": 1},
+                dataset={"options": {"size": 48}},
+                data_owners={"count": 2, "uplink_mbps": 2, "downlink_mbps": 8, "latency_ms": 2})
+    for key, value in changes.items():
+        base[key] = {**base[key], **value} if key in ("data_owners", "training") else value
+    t = topo(**base)
+    sizes = [4000, 2000, 1000, 500, 40]
+    prof = Profile(tuple(LayerProfile(f"l{i}", 2e-4, 1e-3, 2e-4, 2e-3, 1e-4, sizes[i],
+                                      20000 * (i + 1), sizes[i]) for i in range(5)), "t")
+    return t, prof
+
+
+def test_choose_n_finds_the_best_n():
+    t, prof = small_two_hop()
+    plan = make_plan(t, 5)
+    n = choose_n(t, plan, prof)
+    times = {k: simulate(t, make_plan(t, 5, micro_batches=k), prof).epoch_s
+             for k in range(1, 9)}
+    got = simulate(t, make_plan(t, 5, micro_batches=list(n)), prof).epoch_s
+    assert got == pytest.approx(min(times.values()))
+
+
+def test_exhaustive_covers_the_space():
+    t, prof = small_two_hop()
+    cands = exhaustive(t, prof, ns=[1, 2, 4])
+    assert len(cands) == 4 * 3
+    times = [c.estimate.epoch_s for c in cands]
+    assert times == sorted(times)
+    pinned, _ = small_two_hop(plan={"auto": True, "pinned_cuts": [3]})
+    assert {c.plan.cuts for c in exhaustive(pinned, prof, ns=[2])} == {(3,)}
+
+
+def test_choose_plan_against_the_exhaustive_optimum():
+    t, prof = small_two_hop()
+    report = choose_plan(t, prof, top=3)
+    best = exhaustive(t, prof)[0]
+    assert best.estimate.epoch_s / report.best.estimate.epoch_s >= 0.97
+    assert report.best is report.candidates[0]
+    assert [c.estimate.epoch_s for c in report.candidates] == sorted(
+        c.estimate.epoch_s for c in report.candidates)
+    assert report.solver == "cbc" and report.solve_s > 0
+    assert any("topology" in c.source for c in report.candidates)  # its own plan is ranked
+
+
+def test_report_json_and_table():
+    t, prof = small_two_hop()
+    report = choose_plan(t, prof, top=2)
+    js = report.to_json()
+    assert set(js) == {"best", "candidates", "solver", "solve_s"}
+    best = js["best"]
+    assert set(best) >= {"cuts", "placement", "micro_batches", "estimate"}
+    assert set(best["estimate"]) >= {"iteration_s", "epoch_s", "busy_s", "memory_bytes"}
+    assert best["placement"] == ["owner", "server"] and len(best["micro_batches"]) == 2
+    assert "server" in best["estimate"]["busy_s"] and "owner0->server" in best["estimate"]["busy_s"]
+    table = report.table()
+    assert isinstance(table, Table) and table.row_count == len(report.candidates)
+    plan = report.best.plan
+    assert plan_json(plan) == {"cuts": list(plan.cuts), "placement": ["owner", "server"],
+                               "micro_batches": list(plan.micro_batches), "num_layers": 5}
+
+
+def test_choose_plan_modes():
+    t, prof = small_two_hop(mode="fl")
+    report = choose_plan(t, prof)
+    assert report.best.plan.cuts == () and len(report.candidates) == 1
+    t, prof = small_two_hop(mode="sfl")
+    assert set(choose_plan(t, prof).best.plan.micro_batches) == {1}
+    t, prof = small_two_hop(mode="fl", data_owners={"count": 1, "memory_mb": 0.01})
+    with pytest.raises(Infeasible, match="FL does not fit on owner0"):
+        choose_plan(t, prof)

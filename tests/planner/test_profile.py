@@ -1,0 +1,104 @@
+"""Profiles: the line fit, CSV round trips, one-line errors, a real measurement."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.profile import COLUMNS, LayerProfile, Profile, ProfileError, fit_line, measure_profile
+
+HEADER = ",".join(COLUMNS)
+
+
+def test_fit_line():
+    assert fit_line([(1, 3.0), (3, 7.0)]) == pytest.approx((1.0, 2.0))
+    assert fit_line([(4, 2.0)]) == (0.0, 0.5)  # one batch size: proportional
+    assert fit_line([(1, 2.0), (2, 1.0)]) == (1.5, 0.0)  # falling: a constant
+    a, c = fit_line([(1, 0.0), (2, 1.0), (3, 2.0)])  # negative intercept: through 0
+    assert a == 0 and c > 0
+
+
+def test_sums_and_scaling():
+    p = Profile((LayerProfile("a", 1, 2, 3, 4, 0.5, 10, 100, 7),
+                 LayerProfile("b", 0, 1, 0, 1, 0.25, 20, 200, 9)))
+    assert p.fwd((0, 2), 2) == 1 + 2 * 2 + 2
+    assert p.bwd(range(1, 2), 3) == 3
+    assert p.fit((0, 2)) == (1, 3, 3, 5)
+    assert p.opt((0, 2)) == 0.75 and p.param_bytes((0, 2)) == 300 and p.act_bytes(0) == 7
+    s = p.scaled(2)
+    assert s.fwd((0, 2), 2) == 2 * p.fwd((0, 2), 2) and s.opt(1) == 0.5
+    assert s.out_bytes(1) == 20 and p.scaled(1) is p
+
+
+def test_csv_round_trip(tmp_path):
+    p = Profile.synthetic(5, fwd=(0.001, 0.002), bwd=(0.0005, 0.004), out_bytes=[1, 2, 3, 4, 5])
+    path = tmp_path / "p.csv"
+    p.to_csv(path)
+    lines = path.read_text().splitlines()
+    assert lines[0] == HEADER and len(lines) == 1 + 5 * 2
+    q = Profile.from_csv(path)
+    assert q.num_layers == 5 and q.names == p.names
+    for a, b in zip(p.layers, q.layers):
+        assert (b.fwd_a, b.fwd_c, b.bwd_a, b.bwd_c) == pytest.approx(
+            (a.fwd_a, a.fwd_c, a.bwd_a, a.bwd_c))
+        assert (b.opt_s, b.out_bytes, b.param_bytes, b.act_bytes) == (
+            a.opt_s, a.out_bytes, a.param_bytes, a.act_bytes)
+    q.to_csv(tmp_path / "q.csv")  # measured points written back as read
+    assert (tmp_path / "q.csv").read_text() == path.read_text()
+
+
+def test_single_batch_size_is_proportional(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text(f"{HEADER}\n0,conv,8,0.8,1.6,0.1,100,10,50\n1,fc,8,0.4,0.4,0.1,40,10,5\n")
+    p = Profile.from_csv(path)
+    assert p.fwd(0, 4) == pytest.approx(0.4) and p.bwd(0, 1) == pytest.approx(0.2)
+    assert p.layers[0].fwd_a == 0
+
+
+@pytest.mark.parametrize("body,where", [
+    ("layer,name,batch\n", "line 1: missing column 'fwd_s'"),
+    (HEADER + ",extra\n", "line 1: unknown column 'extra'"),
+    (HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1\n0,a,2,fast,0.2,0.1,1,1,1\n",
+     "line 3, column 'fwd_s': got 'fast', expected a number of seconds"),
+    (HEADER + "\n0,a,0,0.1,0.2,0.1,1,1,1\n", "line 2, column 'batch': got '0'"),
+    (HEADER + "\n0,a,1,-0.1,0.2,0.1,1,1,1\n", "line 2, column 'fwd_s': got '-0.1'"),
+    (HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1\n2,c,1,0.1,0.2,0.1,1,1,1\n",
+     "line 3, column 'layer': layer 1 is missing"),
+    (HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1\n0,b,2,0.1,0.2,0.1,1,1,1\n",
+     "line 3, column 'name': got 'b', expected 'a' as on line 2"),
+    (HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1\n0,a,1,0.1,0.2,0.1,1,1,1\n",
+     "line 3, column 'batch': batch 1 of layer 0 already on line 2"),
+    (HEADER + "\n0,a,1,0.1\n", "line 2: 4 fields, expected 9"),
+    (HEADER + "\n0,a,1,0.1,0.2,0.1,1.5,1,1\n", "line 2, column 'out_bytes': got '1.5'"),
+    (HEADER + "\n", "line 2: no rows"),
+    ("", "line 1: empty file"),
+])
+def test_bad_csv_one_line_error(tmp_path, body, where):
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    with pytest.raises(ProfileError) as err:
+        Profile.from_csv(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ") and where in msg and "\n" not in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ProfileError, match="cannot read the profile"):
+        Profile.from_csv(tmp_path / "nope.csv")
+
+
+def test_measure_tiny_model(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    p = measure_profile("mlp", (1, 8, 8), 10, "none", batch_sizes=(1, 4), repeats=1)
+    assert torch.get_num_threads() == threads  # restored
+    assert p.names == ["fc-64", "fc-64", "fc-32", "fc-10"]
+    assert [lp.out_bytes for lp in p.layers] == [256, 256, 128, 40]
+    assert [lp.param_bytes for lp in p.layers] == [(64 * 64 + 64) * 4, (64 * 64 + 64) * 4,
+                                                   (64 * 32 + 32) * 4, (32 * 10 + 10) * 4]
+    for lp in p.layers:
+        assert lp.act_bytes > 0 and lp.opt_s > 0 and len(lp.points) == 2
+        assert lp.fwd(4) > 0 and lp.bwd(4) > 0
+    p.to_csv(tmp_path / "m.csv")
+    q = Profile.from_csv(tmp_path / "m.csv")
+    assert [lp.points for lp in q.layers] == [lp.points for lp in p.layers]
