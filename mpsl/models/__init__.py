@@ -55,7 +55,8 @@ def build_model(
 
     Every child is one layer with a short ``label`` (``conv3-64``, ``res3-128``, ``bneck5-40``,
     ``fc-10``); a cut may fall between any two. ``norm`` is ``batch`` (BatchNorm2d), ``group``
-    (GroupNorm) or ``none``; dense layers are never normalized. Weights come from torch's
+    (GroupNorm) or ``none``; dense layers are never normalized (so the mlp ignores ``norm``),
+    and nothing uses dropout. Weights come from torch's
     default initialization, so the same seed gives the same model.
     """
     if name not in MODEL_NAMES:

@@ -1,0 +1,115 @@
+"""What the benchmarks share: topologies on free loopback ports, local runs, tables and files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mpsl.cli import num_layers  # noqa: E402
+from mpsl.plan import Plan, make_plan  # noqa: E402
+from mpsl.topology import Topology, load  # noqa: E402
+from nodes.launch import LocalCluster  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+NETWORKS = {"4G": (10.0, 25.0), "4G+": (20.0, 40.0), "WiFi": (50.0, 50.0)}
+console = Console(width=140)
+
+
+def free_ports(n: int) -> list[int]:
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def topology(*, owners: int, compute: int, mode: str, model: str = "vgg5",
+             dataset: Mapping[str, Any], training: Mapping[str, Any], up: float | None,
+             down: float | None, compute_scale: float = 1.0, cuts: Sequence[int] = (2,),
+             micro_batches: int = 1, labels: str = "shared", latency_ms: float = 0.0,
+             norm: str = "batch", timeout_s: float = 300) -> dict[str, Any]:
+    """A topology document with every node on a free loopback port."""
+    ports = free_ports(compute + 1)
+    base = max(free_ports(1)[0], 20000)
+    while any(base <= p < base + owners for p in ports):
+        base += owners + 1
+    return {
+        "name": "bench",
+        "model": {"name": model, "norm": norm},
+        "dataset": dict(dataset),
+        "training": dict(training),
+        "mode": mode,
+        "labels": labels,
+        "plan": {"cuts": list(cuts), "micro_batches": micro_batches},
+        "data_owners": {"count": owners, "base_port": base, "compute_scale": compute_scale,
+                        "uplink_mbps": up, "downlink_mbps": down, "latency_ms": latency_ms},
+        "compute_nodes": [{"name": f"node{i + 1}", "address": f"tcp://127.0.0.1:{ports[i]}"}
+                          for i in range(compute)],
+        "aggregator": {"address": f"tcp://127.0.0.1:{ports[compute]}"},
+        "runtime": {"timeout_s": timeout_s},
+    }
+
+
+def load_doc(doc: Mapping[str, Any], folder: Path) -> tuple[Path, Topology]:
+    path = folder / "topology.yaml"
+    path.write_text(yaml.safe_dump(dict(doc)))
+    return path, load(path)
+
+
+def run(doc: Mapping[str, Any], plan: Plan | None = None) -> dict[str, Any]:
+    """Run a topology locally (one process per node) and return its results.json."""
+    with tempfile.TemporaryDirectory(prefix="mpsl-bench-") as tmp:
+        path, topo = load_doc(doc, Path(tmp))
+        plan = plan or make_plan(topo, num_layers(topo))
+        return LocalCluster(str(path), (), topo, plan, Path(tmp) / "run").run()
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def save(name: str, rows: list[dict[str, Any]], meta: Mapping[str, Any]) -> None:
+    """bench/results/NAME.csv (one row per cell) and NAME.json (rows and how they were made)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"{name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": dict(meta), "rows": rows},
+                                                     indent=2) + "\n")
+
+
+def show(title: str, rows: list[dict[str, Any]], digits: int = 3) -> Table:
+    table = Table(title=title)
+    for col in rows[0]:
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(*[f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+                        for v in r.values()])
+    console.print(table)
+    return table
+
+
+def markdown(rows: list[dict[str, Any]], digits: int = 3) -> str:
+    """The rows as a Markdown table, for bench/README.md."""
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+                                     for v in r.values()) + " |")
+    return "\n".join(out)
