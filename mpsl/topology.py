@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mpsl.schema import MISSING, FieldReader, TopologyError, int_list, relative_to
 
 MODES = ("pipar", "sfl", "fl", "sl", "mpsl")
 LABELS = ("shared", "local")
@@ -17,24 +19,6 @@ OPTIMIZERS = ("sgd", "adam")
 PARTITIONS = ("iid", "dirichlet")
 NORMS = ("batch", "group", "none")
 OWNER = "owner"  # the placement name of a part that every data owner runs
-_ADDRESS = re.compile(r"^tcp://[A-Za-z0-9_.\-]+:(\d{1,5})$")
-
-
-class TopologyError(ValueError):
-    """A topology file is wrong: one line naming the file, the field, what was given and wanted."""
-
-    def __init__(self, source: str, field_path: str, given: Any, expected: str) -> None:
-        self.source, self.field, self.given, self.expected = source, field_path, given, expected
-        shown = "missing" if given is _MISSING else f"got {given!r}"
-        super().__init__(f"{source}: field '{field_path}': {shown}, expected {expected}")
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING = _Missing()
 
 
 @dataclass(frozen=True)
@@ -157,106 +141,9 @@ class Topology:
         return self.owner(name).address
 
 
-class _Reader:
-    """Reads one mapping of the YAML file, remembering the dotted path for errors."""
-
-    def __init__(self, source: str, data: Any, path: str) -> None:
-        self.source, self.path = source, path
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise TopologyError(source, path or "<top>", data, "a mapping")
-        self.data = data
-        self.used: set[str] = set()
-
-    def _field(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def fail(self, key: str, given: Any, expected: str) -> TopologyError:
-        return TopologyError(self.source, self._field(key), given, expected)
-
-    def raw(self, key: str, default: Any = _MISSING) -> Any:
-        self.used.add(key)
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING:
-            if default is _MISSING:
-                raise self.fail(key, _MISSING, "a value")
-            return default
-        return value
-
-    def sub(self, key: str, required: bool = False) -> _Reader:
-        value = self.raw(key, _MISSING if required else None)
-        return _Reader(self.source, value, self._field(key))
-
-    def text(self, key: str, default: Any = _MISSING, choices: Sequence[str] | None = None) -> Any:
-        value = self.raw(key, default)
-        if value is None and default is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, value, "a non-empty string")
-        if choices is not None and value not in choices:
-            raise self.fail(key, value, "one of " + ", ".join(choices))
-        return value
-
-    def integer(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
-        value = self.raw(key, default)
-        if value is None and default is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, value, "an integer" + _at_least(minimum))
-        if minimum is not None and value < minimum:
-            raise self.fail(key, value, "an integer" + _at_least(minimum))
-        return value
-
-    def number(self, key: str, default: Any = _MISSING, positive: bool = False) -> Any:
-        value = self.raw(key, default)
-        if value is None and default is None:
-            return None
-        wanted = "a positive number" if positive else "a number >= 0"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(key, value, wanted)
-        if value < 0 or (positive and value == 0) or value != value:
-            raise self.fail(key, value, wanted)
-        return float(value)
-
-    def flag(self, key: str, default: Any = _MISSING) -> Any:
-        value = self.raw(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, value, "true or false")
-        return value
-
-    def address(self, key: str, default: Any = _MISSING) -> Any:
-        value = self.raw(key, default)
-        if not isinstance(value, str) or not _ADDRESS.match(value) or not (
-            0 < int(_ADDRESS.match(value).group(1)) < 65536
-        ):
-            raise self.fail(key, value, "an address like tcp://127.0.0.1:5555")
-        return value
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used, key=str)
-        if unknown:
-            key = str(unknown[0])
-            known = ", ".join(sorted(self.used)) or "none"
-            raise self.fail(key, self.data[unknown[0]], f"no such field (known: {known})")
-
-
-def _at_least(minimum: int | None) -> str:
-    return "" if minimum is None else f" >= {minimum}"
-
-
-def _int_list(r: _Reader, key: str, value: Any, minimum: int = 1) -> tuple[int, ...]:
-    ok = isinstance(value, list) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value
-    )
-    if not ok or any(b <= a for a, b in zip(value, value[1:])):
-        raise r.fail(key, value, f"a strictly increasing list of integers >= {minimum}")
-    return tuple(value)
-
-
 def parse(data: Any, source: str = "<topology>") -> Topology:
     """Validate a parsed YAML document into a Topology; raise TopologyError on the first fault."""
-    top = _Reader(source, data, "")
+    top = FieldReader(source, data, "")
     name = top.text("name", Path(source).stem or "topology")
 
     m = top.sub("model", required=True)
@@ -343,34 +230,33 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
     return topo
 
 
-def _parse_plan(top: _Reader, training: TrainingSpec) -> PlanSpec:
+def _parse_plan(top: FieldReader, training: TrainingSpec) -> PlanSpec:
     raw = top.raw("plan", "auto")
     if raw == "auto":
         return PlanSpec(auto=True)
-    p = _Reader(top.source, raw, "plan")
+    p = FieldReader(top.source, raw, "plan")
     auto = p.flag("auto", False)
     cuts_raw = p.raw("cuts", None)
-    cuts = None if cuts_raw is None else _int_list(p, "cuts", cuts_raw)
-    pinned = _int_list(p, "pinned_cuts", p.raw("pinned_cuts", []))
+    cuts = None if cuts_raw is None else int_list(p, "cuts", cuts_raw)
+    pinned = int_list(p, "pinned_cuts", p.raw("pinned_cuts", []))
     micro = p.integer("micro_batches", 1, minimum=1)
     if micro > training.batch_size:
         raise p.fail("micro_batches", micro, f"at most training.batch_size ({training.batch_size})")
     profile = p.text("profile", None)
     p.finish()
     if not auto and cuts is None:
-        raise p.fail("cuts", _MISSING, "a list of cuts, or auto: true")
+        raise p.fail("cuts", MISSING, "a list of cuts, or auto: true")
     if auto and cuts is not None:
         raise p.fail("cuts", cuts_raw, "no cuts when auto is true (use pinned_cuts)")
-    if profile is not None and not Path(profile).is_absolute():
-        profile = str(Path(top.source).parent / profile)
+    profile = relative_to(top.source, profile)
     return PlanSpec(auto=auto, cuts=cuts, micro_batches=micro, pinned_cuts=pinned, profile=profile)
 
 
-def _parse_owners(r: _Reader, training: TrainingSpec) -> tuple[OwnerSpec, ...]:
+def _parse_owners(r: FieldReader, training: TrainingSpec) -> tuple[OwnerSpec, ...]:
     count = r.integer("count", minimum=1)
     host = r.text("host", "127.0.0.1")
     base_port = r.integer("base_port", 5600, minimum=1)
-    if base_port + count > 65535:
+    if base_port + count - 1 > 65535:
         raise r.fail("base_port", base_port, f"a port leaving room for {count} owners")
     shared = dict(
         compute_scale=r.number("compute_scale", 1.0, positive=True),
@@ -378,7 +264,7 @@ def _parse_owners(r: _Reader, training: TrainingSpec) -> tuple[OwnerSpec, ...]:
         downlink_mbps=r.number("downlink_mbps", None, positive=True),
         latency_ms=r.number("latency_ms", 0.0),
         memory_mb=r.number("memory_mb", None, positive=True),
-        profile=r.text("profile", None),
+        profile=relative_to(r.source, r.text("profile", None)),
     )
     overrides_raw = r.raw("overrides", [])
     if not isinstance(overrides_raw, list):
@@ -386,7 +272,7 @@ def _parse_owners(r: _Reader, training: TrainingSpec) -> tuple[OwnerSpec, ...]:
     r.finish()
     per_owner: dict[int, dict[str, Any]] = {}
     for i, item in enumerate(overrides_raw):
-        o = _Reader(r.source, item, f"{r.path}.overrides[{i}]")
+        o = FieldReader(r.source, item, f"{r.path}.overrides[{i}]")
         index = o.integer("index", minimum=0)
         if index >= count:
             raise o.fail("index", index, f"an owner index below count ({count})")
@@ -402,7 +288,7 @@ def _parse_owners(r: _Reader, training: TrainingSpec) -> tuple[OwnerSpec, ...]:
         if "memory_mb" in item:
             values["memory_mb"] = o.number("memory_mb", positive=True)
         if "profile" in item:
-            values["profile"] = o.text("profile")
+            values["profile"] = relative_to(r.source, o.text("profile"))
         if "address" in item:
             values["address"] = o.address("address")
         if "micro_batches" in item:
@@ -421,20 +307,20 @@ def _parse_owners(r: _Reader, training: TrainingSpec) -> tuple[OwnerSpec, ...]:
     return tuple(owners)
 
 
-def _parse_compute(top: _Reader, mode: str) -> tuple[ComputeSpec, ...]:
+def _parse_compute(top: FieldReader, mode: str) -> tuple[ComputeSpec, ...]:
     raw = top.raw("compute_nodes", [])
     if not isinstance(raw, list):
         raise top.fail("compute_nodes", raw, "a list of compute nodes")
     nodes = []
     for i, item in enumerate(raw):
-        c = _Reader(top.source, item, f"compute_nodes[{i}]")
+        c = FieldReader(top.source, item, f"compute_nodes[{i}]")
         nodes.append(
             ComputeSpec(
                 name=c.text("name"),
                 address=c.address("address"),
                 compute_scale=c.number("compute_scale", 1.0, positive=True),
                 memory_mb=c.number("memory_mb", None, positive=True),
-                profile=c.text("profile", None),
+                profile=relative_to(top.source, c.text("profile", None)),
             )
         )
         c.finish()
@@ -447,7 +333,7 @@ def _check_consistency(topo: Topology) -> None:
     src = topo.source
     names = [c.name for c in topo.compute_nodes]
     for i, n in enumerate(names):
-        if n in names[:i] or n == "aggregator" or re.fullmatch(r"owner\d+", n):
+        if n in names[:i] or n in ("aggregator", OWNER) or re.fullmatch(r"owner\d+", n):
             raise TopologyError(src, f"compute_nodes[{i}].name", n, "a unique name (not ownerN)")
     seen: dict[str, str] = {}
     for node in topo.node_names():
@@ -456,6 +342,8 @@ def _check_consistency(topo: Topology) -> None:
             wanted = f"an address not used by {seen[addr]}"
             raise TopologyError(src, f"{node}.address", addr, wanted)
         seen[addr] = node
+    if topo.mode == "mpsl" and topo.labels != "local":
+        raise TopologyError(src, "labels", topo.labels, "local in mode mpsl")
     cuts = topo.plan.cuts
     if cuts is not None and topo.mode != "fl":  # FL runs the whole model: cuts are ignored
         wanted = expected_cut_count(topo)
@@ -465,8 +353,6 @@ def _check_consistency(topo: Topology) -> None:
                 f"{wanted} cut(s) for mode {topo.mode} with labels {topo.labels} "
                 f"and {len(topo.chain)} compute node(s)",
             )
-    if topo.mode == "mpsl" and topo.labels != "local":
-        raise TopologyError(src, "labels", topo.labels, "local in mode mpsl")
 
 
 def expected_cut_count(topo: Topology) -> int:
@@ -489,7 +375,10 @@ def apply_overrides(data: Mapping[str, Any], assignments: Iterable[str], source:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise TopologyError(source, "--set", item, "key=value, e.g. training.epochs=2")
-        value = yaml.safe_load(text) if text else None
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            raise TopologyError(source, key, text, "a YAML value") from None
         node: Any = out
         parts = key.split(".")
         for part in parts[:-1]:
@@ -510,8 +399,9 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> Topology:
     source = str(path)
     try:
         text = Path(path).read_text()
-    except OSError as err:
-        raise TopologyError(source, "<file>", source, f"a readable file ({err.strerror})") from err
+    except (OSError, UnicodeDecodeError) as err:
+        why = getattr(err, "strerror", None) or str(err)
+        raise TopologyError(source, "<file>", source, f"a readable file ({why})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

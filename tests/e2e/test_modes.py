@@ -96,3 +96,19 @@ def test_run_rejects_a_bad_topology_in_one_line(tmp_path):
     assert done.returncode == 2
     assert f"{path}: field 'training.batch_size': got 0, expected an integer >= 1" in \
         done.stdout.replace("\n", "")
+
+
+def test_plan_auto_plans_before_running(tmp_path):
+    """`plan: auto`: `mpsl run` profiles, plans, prints the ranked candidates, runs the best."""
+    doc = topology_doc(owners=2, training={"max_iterations": 2}, plan="auto")
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mpsl.cli", "run", str(path), "--out", str(out), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((out / "results.json").read_text())
+    plan = json.loads((out / "plan.json").read_text())
+    assert results["plan"]["cuts"] == plan["cuts"] and len(plan["cuts"]) == 1
+    assert 1 <= plan["micro_batches"][0] <= 30
+    assert "bottleneck" in done.stdout.lower()
