@@ -259,7 +259,7 @@ def measure_profile(
     num_classes: int = 10,
     norm: str = "batch",
     batch_sizes: Sequence[int] = (1, 8, 32),
-    repeats: int = 3,
+    repeats: int = 5,
     optimizer: str = "sgd",
     momentum: float = 0.0,
     budget_s: float | None = None,
@@ -267,8 +267,8 @@ def measure_profile(
     """Time every layer of `model_name` on this host with one torch thread.
 
     Each layer runs on its own (input detached, requiring grad past layer 0; the last layer
-    includes the cross-entropy loss) at every batch size; times are the median of `repeats`
-    after one warm-up. `act_bytes` counts the distinct non-parameter storages saved for
+    includes the cross-entropy loss) at every batch size; times are the minimum of `repeats`
+    after one warm-up (the run least disturbed by other processes on a shared machine). `act_bytes` counts the distinct non-parameter storages saved for
     backward (saved_tensors_hooks), per sample. `budget_s` stops adding repeats once spent.
     """
     import torch
@@ -325,9 +325,8 @@ def measure_profile(
                 model.zero_grad(set_to_none=True)
                 if budget_s is not None and rep and time.perf_counter() - started > budget_s:
                     break
-            for i, s in enumerate(samples):
-                times[i].append((b, statistics.median(f for f, _ in s),
-                                 statistics.median(w for _, w in s)))
+            for i, s in enumerate(samples):  # the least disturbed run: others share the CPU
+                times[i].append((b, min(f for f, _ in s), min(w for _, w in s)))
         opt = _opt_times(mods, optimizer, momentum, repeats)
     finally:
         torch.set_num_threads(threads)
