@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 import statistics
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +22,11 @@ from mpsl.cli import num_layers  # noqa: E402
 from mpsl.plan import Plan, make_plan  # noqa: E402
 from mpsl.topology import Topology, load  # noqa: E402
 from nodes.launch import LocalCluster  # noqa: E402
+from nodes.ports import free_ports  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 NETWORKS = {"4G": (10.0, 25.0), "4G+": (20.0, 40.0), "WiFi": (50.0, 50.0)}
 console = Console(width=140)
-
-
-def free_ports(n: int) -> list[int]:
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 def topology(*, owners: int, compute: int, mode: str, model: str = "vgg5",
@@ -44,10 +35,8 @@ def topology(*, owners: int, compute: int, mode: str, model: str = "vgg5",
              micro_batches: int = 1, labels: str = "shared", latency_ms: float = 0.0,
              norm: str = "batch", timeout_s: float = 300) -> dict[str, Any]:
     """A topology document with every node on a free loopback port."""
-    ports = free_ports(compute + 1)
-    base = max(free_ports(1)[0], 20000)
-    while any(base <= p < base + owners for p in ports):
-        base += owners + 1
+    ports = free_ports(compute + 1 + owners, consecutive=True)
+    base = ports[compute + 1]
     return {
         "name": "bench",
         "model": {"name": model, "norm": norm},

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +13,9 @@ from mpsl.cli import num_layers
 from mpsl.plan import make_plan
 from mpsl.topology import load
 from nodes.launch import LocalCluster
+from nodes.ports import free_ports
 
 MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
-
-
-def free_ports(n: int) -> list[int]:
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -38,8 +29,7 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def topology_doc(owners: int = 1, compute: int = 1, **extra: Any) -> dict:
     """A small valid document: mlp on digits, unshaped links, every port free."""
-    ports = free_ports(compute + 2)
-    owner_ports = free_ports(owners)
+    ports = free_ports(compute + 1 + owners, consecutive=True)
     doc = {
         "name": "test",
         "model": {"name": "mlp", "norm": "none"},
@@ -49,18 +39,13 @@ def topology_doc(owners: int = 1, compute: int = 1, **extra: Any) -> dict:
         "mode": "pipar",
         "labels": "shared",
         "plan": {"cuts": [2], "micro_batches": 4},
-        "data_owners": {"count": owners, "base_port": owner_ports[0]},
+        "data_owners": {"count": owners, "base_port": ports[compute + 1]},
         "compute_nodes": [{"name": f"node{i + 1}", "address": f"tcp://127.0.0.1:{ports[i]}"}
                           for i in range(compute)],
         "aggregator": {"address": f"tcp://127.0.0.1:{ports[compute]}"},
         "runtime": {"timeout_s": 60},
     }
-    doc = _merge(doc, extra)
-    # owners take consecutive ports from base_port: make sure they are all free
-    base = doc["data_owners"]["base_port"]
-    if any(p in ports for p in range(base, base + owners)):
-        doc["data_owners"]["base_port"] = base + 100
-    return doc
+    return _merge(doc, extra)
 
 
 @pytest.fixture
