@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 
+import torch
 import zmq
 
 from nodes.wire import DEFAULT_MAX_BYTES, Message, WireError, decode, encode, message_nbytes
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 HWM = 100_000  # messages per socket; the Outbox queue bounds memory long before this
 MAX_CATCHUP_S = 0.25  # how far the virtual clock may start a transmission in the past
 _POLL_MS = 100  # how often a blocked socket call re-checks for close()
+STAGING_BYTES = 256 << 20  # idle snapshot buffers an Outbox keeps for reuse
+STAGING_MIN_BYTES = 64 << 10  # smaller buffers are cheap to allocate (and copied by pyzmq)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,45 @@ class LinkClock:
         self.free_at = max(self.free_at, start - self.burst_s) + nbytes / self.bps
         t1 = max(start, self.free_at)
         return start, t1, t1 + self.latency_s
+
+
+class _Staging:
+    """Snapshot buffers that ZeroMQ has let go of, kept for the next tensor of the same size.
+
+    Reuse avoids faulting in fresh pages for every message: glibc serves allocations of
+    32 MiB and more with a new mmap each time, which costs more than the copy itself.
+    """
+
+    def __init__(self, max_bytes: int = STAGING_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0
+        self._free: collections.OrderedDict[int, list[torch.Tensor]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> torch.Tensor:
+        if nbytes >= STAGING_MIN_BYTES:
+            with self._lock:
+                bufs = self._free.get(nbytes)
+                if bufs:
+                    self._free.move_to_end(nbytes)
+                    self.held -= nbytes
+                    return bufs.pop()
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+    def give(self, buf: torch.Tensor) -> None:
+        n = buf.numel()
+        if n < STAGING_MIN_BYTES or n > self.max_bytes:
+            return
+        with self._lock:
+            while self.held + n > self.max_bytes:  # evict the least recently used sizes
+                size, bufs = next(iter(self._free.items()))
+                bufs.pop()
+                self.held -= size
+                if not bufs:
+                    del self._free[size]
+            self._free.setdefault(n, []).append(buf)
+            self._free.move_to_end(n)
+            self.held += n
 
 
 def _tcp_addr(addr: str) -> str:
@@ -199,6 +241,9 @@ class Outbox:
         self.busy_s = 0.0
         self.dropped = 0
         self.clock = LinkClock(rate_mbps, burst_bytes, latency_s)
+        self._staging = _Staging()
+        self._direct = rate_mbps is None and self.latency_s == 0
+        self._send_lock = threading.Lock()  # the socket, in direct mode
         self._wall = time.time() - time.monotonic()
         self._queue: collections.deque[_Item] = collections.deque()
         self._unsent = 0  # accepted by send() and neither delivered nor dropped
@@ -213,20 +258,26 @@ class Outbox:
         self._sock.setsockopt(zmq.SNDHWM, HWM)
         self._sock.setsockopt(zmq.LINGER, -1)  # set for real in close()
         self._sock.connect(connect_addr)
-        self._thread = threading.Thread(target=self._run, name=f"outbox-{name}", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if not self._direct:  # a direct Outbox sends from the caller's thread
+            self._thread = threading.Thread(target=self._run, name=f"outbox-{name}", daemon=True)
+            self._thread.start()
 
     # ------------------------------------------------------------------ caller side
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Message, *, copy: bool = True) -> None:
         """Snapshot ``msg`` into frames and queue it; blocks only while the queue is full.
 
+        ``copy=False`` hands contiguous CPU tensors over without the snapshot (one memcpy
+        less): only for tensors that nobody modifies afterwards, ever.
         Raises WireError for a message that cannot be encoded, RuntimeError once closed.
         """
-        frames = encode(msg)
+        frames = encode(msg, copy=copy, alloc=self._staging.take)
         item = _Item(frames, message_nbytes(frames), str(msg.kind), msg.owner, msg.iter,
                      msg.mb, 0.0)
-        big = [f for f in frames[1:] if isinstance(f, memoryview) and f.nbytes]
+        # pyzmq copies smaller frames at once; only zero-copy frames are held by ZeroMQ
+        big = [f for f in frames[1:]
+               if isinstance(f, memoryview) and f.nbytes >= zmq.COPY_THRESHOLD]
         size = sum(f.nbytes for f in big)
         with self._cond:
             while not (self._closing or self._done) and (
@@ -238,13 +289,29 @@ class Outbox:
                 raise RuntimeError(f"outbox {self.name} is closed") from self._error
             self._inflight += size
             for f in big:  # released when ZeroMQ (or a drop) lets go of the snapshot
-                weakref.finalize(f.obj, self._release, f.nbytes).atexit = False
+                buf = f.obj.base if copy else None  # never pool a caller's tensor
+                weakref.finalize(f.obj, self._release, f.nbytes, buf).atexit = False
             item.enq = time.monotonic()
-            self._queue.append(item)
             self._unsent += 1
-            self._cond.notify_all()
+            if not self._direct:
+                self._queue.append(item)
+                self._cond.notify_all()
+                return
+        # No emulation: ZeroMQ's I/O thread already sends asynchronously, so hand the message
+        # over right here and spare a thread switch per message.
+        item.t0 = item.t1 = item.due = item.enq
+        with self._send_lock:
+            delivered = not self._sock.closed and self._deliver(item)
+        if not delivered:
+            with self._cond:
+                self._unsent -= 1
+                self.dropped += 1
+                self._cond.notify_all()
+            raise RuntimeError(f"outbox {self.name} closed while sending")
 
-    def _release(self, nbytes: int) -> None:
+    def _release(self, nbytes: int, buf: torch.Tensor | None) -> None:
+        if isinstance(buf, torch.Tensor) and buf.dtype == torch.uint8 and buf.dim() == 1:
+            self._staging.give(buf)
         with self._cond:
             self._inflight -= nbytes
             self._cond.notify_all()
@@ -278,17 +345,30 @@ class Outbox:
             if not drain:
                 self._abort = True
             self._cond.notify_all()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
-            with self._cond:
+        grace = 2 * _POLL_MS / 1000 + 1  # a blocked send notices the abort within this
+        if self._thread is None:  # direct: wait for a send() in progress in another thread
+            owned = self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            if not owned:
                 self._abort = True
-                self._cond.notify_all()
-            self._thread.join(2 * _POLL_MS / 1000 + 1)
+                owned = self._send_lock.acquire(timeout=grace)
+        else:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                with self._cond:
+                    self._abort = True
+                    self._cond.notify_all()
+                self._thread.join(grace)
+            owned = not self._thread.is_alive()  # the socket belongs to the thread till then
         if self.dropped:
             log.warning("outbox %s: closed with %d messages dropped", self.name, self.dropped)
         linger = int(max(0.0, deadline - time.monotonic()) * 1000) if drain else 0
-        if not self._thread.is_alive():  # the socket belongs to the thread until it ends
+        if owned:
             self._sock.close(linger=linger)
+            if self._thread is None:
+                self._send_lock.release()
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
 
     def __enter__(self) -> Outbox:
         return self

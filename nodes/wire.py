@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,32 +173,35 @@ def _numel(shape: Any, name: str, limit: int) -> int:
 # --------------------------------------------------------------------------- encode
 
 
-def _snapshot(t: torch.Tensor, copy: bool) -> torch.Tensor:
+def _frame(t: torch.Tensor, copy: bool, alloc: Callable[[int], torch.Tensor] | None
+           ) -> memoryview:
+    """The raw C-contiguous bytes of ``t``, in a buffer of its own unless ``copy`` is False."""
     if t.layout != torch.strided:
         raise WireError(f"layout {t.layout} is not supported")
-    t = t.detach()
-    if t.device.type != "cpu":
-        return t.to("cpu", memory_format=torch.contiguous_format)  # a fresh copy
-    t = t.resolve_conj().resolve_neg()
-    if not t.is_contiguous():
-        return t.clone(memory_format=torch.contiguous_format)
-    if not copy:
-        return t
-    # A single-threaded memcpy: torch's own copy may wake its intra-op thread pool, which
-    # costs milliseconds on a busy machine for no gain at these sizes.
-    out = torch.empty(t.shape, dtype=t.dtype)
-    if t.numel():
-        np.copyto(out.reshape(-1).view(torch.uint8).numpy(),
-                  t.reshape(-1).view(torch.uint8).numpy())
-    return out
+    t = t.detach().resolve_conj().resolve_neg()
+    plain = t.device.type == "cpu" and t.is_contiguous()
+    if plain and not copy:
+        return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+    n = t.numel() * t.element_size()
+    buf = alloc(n) if alloc is not None else torch.empty(n, dtype=torch.uint8)
+    if n and plain:
+        # A single-threaded memcpy: torch's copy_ may wake its intra-op thread pool, which
+        # costs milliseconds on a busy machine for no gain at these sizes.
+        np.copyto(buf.numpy(), t.reshape(-1).view(torch.uint8).numpy())
+    elif n:
+        buf.view(t.dtype).view(t.shape).copy_(t)  # strided or on an accelerator
+    return memoryview(buf.numpy())
 
 
-def encode(msg: Message, *, copy: bool = True) -> list[bytes | memoryview]:
+def encode(msg: Message, *, copy: bool = True,
+           alloc: Callable[[int], torch.Tensor] | None = None) -> list[bytes | memoryview]:
     """Frames of ``msg``: a msgpack header, then one raw buffer per tensor.
 
     With ``copy=True`` (the default) every tensor is snapshotted, so the caller may change its
     tensors right away. ``copy=False`` sends contiguous CPU tensors by reference: only for
-    callers that never modify them afterwards. Send with ``send_multipart(frames, copy=False)``.
+    callers that never modify them afterwards. ``alloc(nbytes)`` may supply the snapshot
+    buffers (1-D uint8 tensors of exactly ``nbytes``), for reuse. Send with
+    ``send_multipart(frames, copy=False)``.
     """
     kind = _check_kind(msg.kind.value if isinstance(msg.kind, Kind) else msg.kind)
     if not isinstance(msg.tensors, Mapping):
@@ -219,9 +222,8 @@ def encode(msg: Message, *, copy: bool = True) -> list[bytes | memoryview]:
             raise WireError(f"tensor {name!r}: dtype {t.dtype} not allowed")
         if t.dim() > MAX_DIMS:
             raise WireError(f"tensor {name!r}: more than {MAX_DIMS} dims")
-        s = _snapshot(t, copy)
-        descs.append({"name": name, "dtype": dname, "shape": list(s.shape)})
-        frames.append(memoryview(s.reshape(-1).view(torch.uint8).numpy()))
+        descs.append({"name": name, "dtype": dname, "shape": list(t.shape)})
+        frames.append(_frame(t, copy, alloc))
     header = {
         "v": WIRE_VERSION,
         "kind": kind.value,

@@ -268,8 +268,9 @@ def measure_profile(
 
     Each layer runs on its own (input detached, requiring grad past layer 0; the last layer
     includes the cross-entropy loss) at every batch size; times are the minimum of `repeats`
-    after one warm-up (the run least disturbed by other processes on a shared machine). `act_bytes` counts the distinct non-parameter storages saved for
-    backward (saved_tensors_hooks), per sample. `budget_s` stops adding repeats once spent.
+    after one warm-up (the run least disturbed by other processes on a shared machine).
+    `act_bytes` counts the distinct non-parameter storages saved for backward
+    (saved_tensors_hooks), per sample. `budget_s` stops adding repeats once spent.
     """
     import torch
 
