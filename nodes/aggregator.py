@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from mpsl.data import load_dataset
+from mpsl.data import load_dataset, partition_counts
 from mpsl.metrics import (
     Event,
     busy_seconds,
@@ -49,8 +49,10 @@ class Aggregator(Node):
         for c in topo.chain:
             self.connect(c, None)
         self.monitor = Outbox(self.ctx, monitor, name="aggregator->monitor") if monitor else None
-        _, _, parts = owner_partitions(topo)
+        _, train_y, parts = owner_partitions(topo)
         self.samples = [len(p) for p in parts]
+        classes = int(train_y.max()) + 1 if len(train_y) else 0
+        self.class_counts = partition_counts(parts, train_y, classes).tolist()
         self.iterations = owner_iterations(topo, parts)
         ds = topo.dataset
         self.test_x, self.test_y = load_dataset(ds.name, ds.root, "test", **ds.options)
@@ -195,6 +197,7 @@ class Aggregator(Node):
             "labels": self.topo.labels,
             "plan": {"cuts": list(self.plan.cuts), "placement": list(self.plan.placement),
                      "micro_batches": list(self.plan.micro_batches)},
+            "partition": {"samples": self.samples, "class_counts": self.class_counts},
             "epochs": self.epochs,
             "nodes": nodes,
             "links": links,

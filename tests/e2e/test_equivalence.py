@@ -70,6 +70,7 @@ def test_aggregation_is_sample_weighted_fedavg(run_topology, tmp_path):
     counts = [len(p) for p in parts]
     assert len(set(counts)) == 3, f"the partition must be unequal, got {counts}"
     assert results["summary"]["samples_per_owner"] == counts
+    assert [sum(row) for row in results["partition"]["class_counts"]] == counts
     models = [train_unsplit(path, k, 2) for k in range(3)]
     want = weighted_average(models, counts)
     assert_same_weights(trained(out), want)
