@@ -71,6 +71,7 @@ class Node:
             name=link,
             rate_mbps=rate_mbps,
             latency_s=latency_ms / 1000.0,
+            burst_bytes=0,  # one message at a time at the link's rate, as the cost model has it
             on_event=self._link_event,
         )
 
