@@ -5,7 +5,9 @@ time at ``rate_mbps`` (serialization time = bytes * 8 / rate, paced by a token b
 ``burst_bytes``), and each message is handed to ZeroMQ ``latency_s`` after its transmission
 ends. Latency is propagation: it delays messages but does not reduce throughput, so several
 messages may be in flight. Pacing uses a virtual clock (the time the link becomes free), so the
-thread's wake-up jitter delays a delivery but never accumulates into a lower rate.
+thread's wake-up jitter delays a delivery but never accumulates into a lower rate. Rates are
+in Mbps = 10**6 bit/s. An Outbox without rate and latency needs no emulation and sends from the
+caller's thread: ZeroMQ's own I/O thread already makes the send asynchronous.
 
 Nothing is dropped in normal operation: ``send`` blocks (back-pressure) while ``queue_max``
 messages wait for the link or ``max_inflight_bytes`` of tensor data have not yet been released
@@ -24,7 +26,7 @@ import weakref
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 import zmq
 
 from nodes.wire import DEFAULT_MAX_BYTES, Message, WireError, decode, encode, message_nbytes
@@ -59,10 +61,10 @@ class LinkClock:
 
     Pure bookkeeping on caller-given times (monotonic seconds), so that tests can pin it down.
     A message enqueued at ``enq`` starts when the bucket holds tokens again (``free_at``), or
-    at ``enq`` if later; a start more than ``max_catchup_s`` in the past (the sender thread
-    woke late) is moved to ``now - max_catchup_s``. It ends when its bytes have been paid for
-    at ``rate_mbps`` beyond the ``burst_bytes`` the bucket held, and is due at the receiver
-    ``latency_s`` later.
+    at ``enq`` if later (at once on an unshaped link); a start more than ``max_catchup_s`` in
+    the past (the sender thread woke late) is moved to ``now - max_catchup_s``. It ends when
+    its bytes have been paid for at ``rate_mbps`` beyond the ``burst_bytes`` the bucket held,
+    and is due at the receiver ``latency_s`` later.
     """
 
     def __init__(self, rate_mbps: float | None, burst_bytes: int = 0, latency_s: float = 0.0,
@@ -80,7 +82,8 @@ class LinkClock:
     def schedule(self, nbytes: int, enq: float, now: float) -> tuple[float, float, float]:
         """``(t0, t1, due)``: transmission start, end, and delivery time of the message."""
         if self.bps is None:
-            return now, now, now + self.latency_s
+            start = max(enq, now - self.max_catchup_s)
+            return start, start, start + self.latency_s
         start = max(enq, self.free_at, now - self.max_catchup_s)
         self.free_at = max(self.free_at, start - self.burst_s) + nbytes / self.bps
         t1 = max(start, self.free_at)
@@ -92,26 +95,27 @@ class _Staging:
 
     Reuse avoids faulting in fresh pages for every message: glibc serves allocations of
     32 MiB and more with a new mmap each time, which costs more than the copy itself.
+    ``take`` hands out a view of a pooled array; the Outbox gives the array (the view's
+    ``base``) back once ZeroMQ has released the view.
     """
 
     def __init__(self, max_bytes: int = STAGING_BYTES) -> None:
         self.max_bytes = max_bytes
         self.held = 0
-        self._free: collections.OrderedDict[int, list[torch.Tensor]] = collections.OrderedDict()
+        self._free: collections.OrderedDict[int, list[np.ndarray]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def take(self, nbytes: int) -> torch.Tensor:
-        if nbytes >= STAGING_MIN_BYTES:
-            with self._lock:
-                bufs = self._free.get(nbytes)
-                if bufs:
-                    self._free.move_to_end(nbytes)
-                    self.held -= nbytes
-                    return bufs.pop()
-        return torch.empty(nbytes, dtype=torch.uint8)
+    def take(self, nbytes: int) -> np.ndarray:
+        with self._lock:
+            bufs = self._free.get(nbytes)
+            if bufs:
+                self._free.move_to_end(nbytes)
+                self.held -= nbytes
+                return bufs.pop()[:]
+        return np.empty(nbytes, dtype=np.uint8)[:]
 
-    def give(self, buf: torch.Tensor) -> None:
-        n = buf.numel()
+    def give(self, buf: np.ndarray) -> None:
+        n = buf.nbytes
         if n < STAGING_MIN_BYTES or n > self.max_bytes:
             return
         with self._lock:
@@ -164,12 +168,13 @@ class Inbox:
         """
         deadline = time.monotonic() + timeout
         while True:
-            left_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            if not self._sock.poll(left_ms, zmq.POLLIN):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"no message on {self.address} within {timeout} s")
+            try:  # a message is often waiting already: skip the poll then
+                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                left_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+                if not self._sock.poll(left_ms, zmq.POLLIN) and time.monotonic() >= deadline:
+                    raise TimeoutError(f"no message on {self.address} within {timeout} s") from None
                 continue
-            frames = self._sock.recv_multipart(copy=False)
             try:
                 msg = decode(frames, known_senders=self.known_senders, max_bytes=self.max_bytes)
             except WireError as e:
@@ -207,8 +212,11 @@ class _Item:
 class Outbox:
     """A PUSH socket to one neighbour, sending from its own thread through an emulated link.
 
-    ``rate_mbps`` is in 10**6 bit/s (None: unshaped). ``on_event`` is called from the sender
-    thread with a LinkEvent after each message has been handed to ZeroMQ; keep it short.
+    ``rate_mbps`` is in 10**6 bit/s (None: unshaped). ``on_event`` is called with a LinkEvent
+    after each message has been handed to ZeroMQ, from the sender thread (or from the caller's
+    thread on an unshaped, zero-latency link); keep it short and thread-safe. Counters:
+    ``bytes_sent`` (header + frames), ``messages_sent``, ``busy_s`` (serialization time),
+    ``dropped`` (only by ``close``).
     """
 
     def __init__(
@@ -309,8 +317,8 @@ class Outbox:
                 self._cond.notify_all()
             raise RuntimeError(f"outbox {self.name} closed while sending")
 
-    def _release(self, nbytes: int, buf: torch.Tensor | None) -> None:
-        if isinstance(buf, torch.Tensor) and buf.dtype == torch.uint8 and buf.dim() == 1:
+    def _release(self, nbytes: int, buf: np.ndarray | None) -> None:
+        if buf is not None:
             self._staging.give(buf)
         with self._cond:
             self._inflight -= nbytes

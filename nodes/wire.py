@@ -7,13 +7,15 @@ bytes are only ever reinterpreted as one of the allow-listed dtypes.
 
 Ownership (why a send never sees a tensor change and a received tensor is never corrupted):
 
-* ``encode`` takes a contiguous snapshot of every tensor (one memcpy, ~10-30 GB/s) into a
-  buffer that only the returned frames reference, so the caller may modify or free its tensors
-  as soon as ``encode`` returns, even while an Outbox is still sending the frames.
-* ``decode`` wraps a received ``zmq.Frame`` (``recv_multipart(copy=False)``) with
-  ``torch.frombuffer`` without copying: such a frame is private to this message, writable, and
-  kept alive by the tensor. Small frames (< ``ZEROCOPY_MIN_BYTES``), misaligned frames and any
-  other buffer type (bytes, memoryview: possibly read-only or shared with the caller) are copied.
+* ``encode`` snapshots every tensor (one single-threaded memcpy) into a buffer that only the
+  returned frames reference (``bytes`` below 64 KiB), so the caller may modify or free its
+  tensors as soon as ``encode`` returns, even while an Outbox is still sending the frames.
+  ``encode(copy=False)`` skips the snapshot, for tensors nobody will ever modify.
+* ``decode`` wraps a received ``zmq.Frame`` (``recv_multipart(copy=False)``) without copying
+  (numpy ``frombuffer`` then ``torch.from_numpy``): such a frame is private to this message,
+  writable, and kept alive by the tensor. Small frames (< ``ZEROCOPY_MIN_BYTES``), frames not
+  aligned to the itemsize, and any other buffer (bytes, memoryview: read-only, or shared with
+  the caller) are copied into a fresh, aligned, writable buffer.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ DTYPES: dict[str, torch.dtype] = {
     "bool": torch.bool,
 }
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_NUMPY = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "int64": np.int64,
+          "int32": np.int32, "uint8": np.uint8, "bool": np.bool_}
 _ITEMSIZE = {k: torch.empty((), dtype=v).element_size() for k, v in DTYPES.items()}
 
 
@@ -173,34 +177,47 @@ def _numel(shape: Any, name: str, limit: int) -> int:
 # --------------------------------------------------------------------------- encode
 
 
-def _frame(t: torch.Tensor, copy: bool, alloc: Callable[[int], torch.Tensor] | None
-           ) -> memoryview:
-    """The raw C-contiguous bytes of ``t``, in a buffer of its own unless ``copy`` is False."""
+def _frame(t: torch.Tensor, copy: bool, alloc: Callable[[int], np.ndarray] | None
+           ) -> bytes | memoryview:
+    """The raw C-contiguous bytes of ``t``, in a buffer of its own unless ``copy`` is False.
+
+    Works through numpy where it can: on a busy machine every torch call costs microseconds.
+    """
     if t.layout != torch.strided:
         raise WireError(f"layout {t.layout} is not supported")
-    t = t.detach().resolve_conj().resolve_neg()
-    plain = t.device.type == "cpu" and t.is_contiguous()
-    if plain and not copy:
-        return memoryview(t.reshape(-1).view(torch.uint8).numpy())
-    n = t.numel() * t.element_size()
-    buf = alloc(n) if alloc is not None else torch.empty(n, dtype=torch.uint8)
-    if n and plain:
-        # A single-threaded memcpy: torch's copy_ may wake its intra-op thread pool, which
-        # costs milliseconds on a busy machine for no gain at these sizes.
-        np.copyto(buf.numpy(), t.reshape(-1).view(torch.uint8).numpy())
-    elif n:
-        buf.view(t.dtype).view(t.shape).copy_(t)  # strided or on an accelerator
-    return memoryview(buf.numpy())
+    if t.requires_grad:
+        t = t.detach()
+    src = None
+    if t.is_cpu and t.is_contiguous():
+        try:  # numpy has no bfloat16: carry its bytes as int16
+            src = (t.view(torch.int16) if t.dtype is torch.bfloat16 else t).numpy()
+        except RuntimeError:  # a lazy negation or conjugation bit: resolve it below
+            src = None
+    if src is None:
+        t = t.resolve_conj().resolve_neg().to("cpu").contiguous()  # a private copy
+        src = (t.view(torch.int16) if t.dtype is torch.bfloat16 else t).numpy()
+        copy = copy and alloc is not None  # already a private copy; move it into alloc's
+    raw = src.reshape(-1).view(np.uint8)
+    if not copy:
+        return memoryview(raw)
+    if raw.nbytes < ZEROCOPY_MIN_BYTES:
+        return raw.tobytes()  # small: an immutable snapshot (pyzmq copies these anyway)
+    # A single-threaded memcpy: torch's copy_ may wake its intra-op thread pool, which
+    # costs milliseconds on a busy machine for no gain.
+    buf = alloc(raw.nbytes) if alloc is not None else np.empty(raw.nbytes, dtype=np.uint8)
+    np.copyto(buf, raw)
+    return memoryview(buf)
 
 
 def encode(msg: Message, *, copy: bool = True,
-           alloc: Callable[[int], torch.Tensor] | None = None) -> list[bytes | memoryview]:
+           alloc: Callable[[int], np.ndarray] | None = None) -> list[bytes | memoryview]:
     """Frames of ``msg``: a msgpack header, then one raw buffer per tensor.
 
     With ``copy=True`` (the default) every tensor is snapshotted, so the caller may change its
     tensors right away. ``copy=False`` sends contiguous CPU tensors by reference: only for
     callers that never modify them afterwards. ``alloc(nbytes)`` may supply the snapshot
-    buffers (1-D uint8 tensors of exactly ``nbytes``), for reuse. Send with
+    buffers of 64 KiB and more (1-D uint8 numpy arrays of exactly ``nbytes``), for reuse;
+    smaller snapshots are ``bytes``. Send with
     ``send_multipart(frames, copy=False)``.
     """
     kind = _check_kind(msg.kind.value if isinstance(msg.kind, Kind) else msg.kind)
@@ -220,9 +237,10 @@ def encode(msg: Message, *, copy: bool = True,
         dname = _DTYPE_NAMES.get(t.dtype)
         if dname is None:
             raise WireError(f"tensor {name!r}: dtype {t.dtype} not allowed")
-        if t.dim() > MAX_DIMS:
+        shape = list(t.shape)
+        if len(shape) > MAX_DIMS:
             raise WireError(f"tensor {name!r}: more than {MAX_DIMS} dims")
-        descs.append({"name": name, "dtype": dname, "shape": list(t.shape)})
+        descs.append({"name": name, "dtype": dname, "shape": shape})
         frames.append(_frame(t, copy, alloc))
     header = {
         "v": WIRE_VERSION,
@@ -283,20 +301,16 @@ def _parse_header(buf: memoryview, max_bytes: int) -> dict[str, Any]:
 
 
 def _tensor(mv: memoryview, private: bool, dname: str, shape: list[int]) -> torch.Tensor:
-    dtype = DTYPES[dname]
-    if mv.nbytes == 0:
-        return torch.empty(shape, dtype=dtype)
-    t = None
-    if private and not mv.readonly and mv.nbytes >= ZEROCOPY_MIN_BYTES:
-        t = torch.frombuffer(mv, dtype=dtype)
-        if t.data_ptr() % _ITEMSIZE[dname]:
-            t = None  # misaligned: copy below
-    if t is None:
-        t = torch.empty(mv.nbytes // _ITEMSIZE[dname], dtype=dtype)
-        np.copyto(t.view(torch.uint8).numpy(), np.frombuffer(mv, dtype=np.uint8))
-    if dtype is torch.bool and int(np.frombuffer(mv, dtype=np.uint8).max()) > 1:
+    """A tensor over the frame's bytes: wrapped when private and large, else copied."""
+    raw = np.frombuffer(mv, dtype=np.uint8)
+    if not (private and not mv.readonly and mv.nbytes >= ZEROCOPY_MIN_BYTES
+            and raw.ctypes.data % _ITEMSIZE[dname] == 0):
+        raw = raw.copy()  # numpy allocations are aligned and writable
+    if dname == "bool" and raw.nbytes and int(raw.max()) > 1:
         raise WireError("bool tensor holds bytes other than 0 and 1")
-    return t.view(shape)
+    if dname == "bfloat16":
+        return torch.from_numpy(raw.view(np.int16).reshape(shape)).view(torch.bfloat16)
+    return torch.from_numpy(raw.view(_NUMPY[dname]).reshape(shape))
 
 
 def decode(
