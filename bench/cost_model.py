@@ -1,0 +1,333 @@
+"""Cost model against measurement: simulated vs measured epoch time, and memory per compute node.
+
+vgg5 on synthetic 32x32x3 data, run by the runtime on this machine (one process per node, one
+torch thread each) over FL, SFL, PiPar and MP-SL (U-shape, labels local), 4G / 4G+ / WiFi links,
+N micro-batches and K = 1..4 owners. Owners run `compute_scale` = 5 times slower than this host
+(they mostly sleep, so that 4 owners, the compute nodes and the aggregator can share 2 cores);
+compute nodes run at this host's speed. This host is profiled once (`measure_profile`, one
+thread, micro-batch sizes 1, 8 and 32) and the profile is given to `simulate`, which scales it
+per node by compute_scale.
+
+Each configuration runs 2 epochs, `--repeats` times, interleaved (every configuration once, then
+again); the measured time is epoch 2's `wall_s` (epoch 1 holds the warm-up and starts without a
+GLOBAL download), the median over the repeats. The estimate is `simulate(...).epoch_s`, which
+ends when GLOBAL reaches the owners: epoch 2, from one GLOBAL send to the next, spans the same
+work. Error = estimate / measured - 1.
+
+Column `est. (cold)` is a diagnosis, not the cost model: the same simulation with every F and B
+action costing a fixed penalty more, the "cold start" measured separately, before the runs, by
+`cold_start` (F and B as the runtime runs them, back to back as the profile times layers vs each
+after a 10 ms sleep, as an emulated owner runs them: the median extra time per action). It is
+added to the fit intercept of each part's first layer of the plan being simulated, in a copy
+of the profile; the cost model and the profiler are left as they are.
+
+Memory: per compute node, the cost model's estimate (copies x parameter state + peak of the
+activations kept for backward and the message buffers) against the runtime's
+`peak_tensor_bytes` (parameter state of all copies with buffers + peak of live saved
+activations, no message buffers).
+
+    .venv/bin/python bench/cost_model.py [--quick] [--repeats 3] [--max-load 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    NETWORKS,
+    RESULTS,
+    console,
+    load_doc,
+    markdown,
+    median,
+    run,
+    save,
+    show,
+    topology,
+)
+from mpsl.cli import num_layers
+from mpsl.plan import make_plan
+from planner import Estimate, Profile, measure_profile, simulate
+
+MODEL, SHAPE, CLASSES, BATCH = "vgg5", (3, 32, 32), 10, 32
+OWNER_SCALE = 5.0
+PROFILE_SIZES = (1, 8, 32)
+PROFILE_REPEATS = 11  # medians of 11: the profile is taken while other work may run
+TEST_SAMPLES = 64  # keep the aggregator's evaluation (run during epoch 2) short
+COLD_GAP_S = 0.01  # sleep before each action in the cold-start measurement
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str
+    net: str
+    owners: int
+    n: int = 1
+    iters: int = 4  # iterations per owner and epoch
+    cuts: tuple[int, ...] = (2,)
+    compute: int = 1
+    compute_mbps: float | None = None
+
+    @property
+    def name(self) -> str:
+        chain = f" x{self.compute}" if self.compute > 1 else ""
+        n = f" N={self.n}" if self.mode in ("pipar", "mpsl") else ""
+        return f"{self.mode}{chain} {self.net} K={self.owners}{n}"
+
+
+CONFIGS = [
+    Config("pipar", "4G", 4, 4, 3),
+    Config("pipar", "4G+", 4, 8, 4),
+    Config("pipar", "WiFi", 2, 4, 8),
+    Config("pipar", "4G", 1, 8, 6),
+    Config("pipar", "WiFi", 3, 2, 6),
+    Config("sfl", "4G", 4, iters=3),
+    Config("sfl", "4G+", 2, iters=6),
+    Config("sfl", "WiFi", 1, iters=10),
+    Config("fl", "4G+", 4, iters=3),
+    Config("fl", "WiFi", 2, iters=4),
+    Config("mpsl", "4G+", 4, 4, 2, cuts=(1, 3)),
+    Config("mpsl", "WiFi", 2, 8, 6, cuts=(1, 3)),
+    Config("mpsl", "4G", 1, 2, 2, cuts=(1, 3)),
+    Config("mpsl", "WiFi", 2, 4, 6, cuts=(1, 2, 3), compute=2, compute_mbps=100.0),
+]
+QUICK = [CONFIGS[0], CONFIGS[5], CONFIGS[8], CONFIGS[10]]
+
+
+def doc_for(cfg: Config, epochs: int = 2) -> dict[str, Any]:
+    up, down = NETWORKS[cfg.net]
+    doc = topology(
+        owners=cfg.owners, compute=cfg.compute, mode=cfg.mode, model=MODEL,
+        dataset={"name": "synthetic", "test_samples": TEST_SAMPLES,
+                 "options": {"shape": list(SHAPE), "num_classes": CLASSES,
+                             "size": BATCH * cfg.iters * cfg.owners}},
+        training={"epochs": epochs, "batch_size": BATCH, "lr": 0.01,
+                  "max_iterations": cfg.iters},
+        up=up, down=down, compute_scale=OWNER_SCALE, cuts=cfg.cuts, micro_batches=cfg.n,
+        labels="local" if cfg.mode == "mpsl" else "shared",
+    )
+    if cfg.compute_mbps is not None:
+        doc["links"] = {"compute_mbps": cfg.compute_mbps}
+    return doc
+
+
+# ------------------------------------------------------------------ running
+
+
+def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 20.0) -> float:
+    """Wait (bounded) until the 1-minute load average is below `max_load`; return it."""
+    deadline = time.monotonic() + max_wait_s
+    load = os.getloadavg()[0]
+    while load >= max_load and time.monotonic() < deadline:
+        console.print(f"[dim]load {load:.2f} >= {max_load}: waiting {poll_s:.0f} s[/dim]")
+        time.sleep(poll_s)
+        load = os.getloadavg()[0]
+    return load
+
+
+def host_profile() -> tuple[Profile, float]:
+    started = time.perf_counter()
+    prof = measure_profile(MODEL, SHAPE, CLASSES, "batch", PROFILE_SIZES, PROFILE_REPEATS)
+    return prof, time.perf_counter() - started
+
+
+def estimates(cfg: Config, prof: Profile,
+              penalty: tuple[float, float]) -> tuple[Estimate, Estimate]:
+    """The cost model's estimate, and the same with a cold-start `penalty` (s per F, per B)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _, topo = load_doc(doc_for(cfg), Path(tmp))
+    plan = make_plan(topo, num_layers(topo))
+    firsts = {a for a, _ in plan.parts}
+    cold = Profile(tuple(replace(lp, fwd_a=lp.fwd_a + penalty[0], bwd_a=lp.bwd_a + penalty[1])
+                         if i in firsts else lp for i, lp in enumerate(prof.layers)),
+                   f"{prof.source} + cold start", prof.meta)
+    return simulate(topo, plan, prof), simulate(topo, plan, cold)
+
+
+def cold_penalty(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """Median extra seconds of an F and of a B after a sleep (never below 0)."""
+    f = median(r["F after sleep ms"] - r["F warm ms"] for r in rows)
+    b = median(r["B after sleep ms"] - r["B warm ms"] for r in rows)
+    return max(0.0, f) / 1e3, max(0.0, b) / 1e3
+
+
+def cold_start(gap_s: float = COLD_GAP_S, reps: int = 25) -> list[dict[str, Any]]:
+    """F and B of the owner's part [0, 2) and the server's [2, 5) of vgg5 as the runtime runs
+    them (nodes.parts.PartRunner with its activation meter, one thread): back to back, as the
+    profile times layers, and each after a `gap_s` sleep, as an emulated owner runs them (every
+    action follows the previous one's emulation sleep). Median milliseconds."""
+    import torch
+
+    from mpsl.topology import parse
+    from nodes.memory import ActivationMeter
+    from nodes.parts import PartRunner, make_copies
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        topo = parse(doc_for(Config("pipar", "WiFi", 1)), "cold-start")
+        plan = make_plan(topo, num_layers(topo))
+        meter = ActivationMeter()
+        copies = make_copies(topo, plan, [0, 1], [0])
+        for c in copies.values():
+            meter.exclude(c.module.parameters())
+        runner = PartRunner(copies, 1, meter)
+        rows = []
+        for b in (1, 4, 8, 32):
+            x, y = torch.rand(b, *SHAPE), torch.randint(0, CLASSES, (b,))
+            for part in (0, 1):
+                with torch.no_grad():
+                    inp = x if part == 0 else copies[(0, 0)].module(x)
+                got: dict[float, tuple[float, float]] = {}
+                for gap in (0.0, gap_s):
+                    f, w = [], []
+                    for rep in range(reps + 3):
+                        time.sleep(gap)
+                        t0 = time.perf_counter()
+                        out = runner.forward(0, part, 0, inp, y if part else None)
+                        t1 = time.perf_counter()
+                        time.sleep(gap)
+                        t2 = time.perf_counter()
+                        runner.backward(0, part, 0, None if part else torch.ones_like(out))
+                        t3 = time.perf_counter()
+                        if rep >= 3:
+                            f.append(t1 - t0)
+                            w.append(t3 - t2)
+                    got[gap] = (median(f) * 1e3, median(w) * 1e3)
+                (fw, bw), (fc, bc) = got[0.0], got[gap_s]
+                rows.append({"part": str(plan.parts[part]), "b": b, "F warm ms": fw,
+                             "F after sleep ms": fc, "B warm ms": bw, "B after sleep ms": bc,
+                             "penalty per F+B ms": fc + bc - fw - bw})
+        return rows
+    finally:
+        torch.set_num_threads(threads)
+
+
+def pct(est: float, meas: float) -> float:
+    return 100.0 * (est / meas - 1.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="4 configurations, 1 repeat")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-load", type=float, default=2.0)
+    ap.add_argument("--max-wait", type=float, default=300.0, help="seconds to wait for quiet")
+    ap.add_argument("--round-wait", type=float, default=90.0,
+                    help="seconds to wait for quiet before each later round of repeats")
+    args = ap.parse_args()
+    configs = QUICK if args.quick else CONFIGS
+    repeats = 1 if args.quick else args.repeats
+    started = time.perf_counter()
+    load0 = wait_for_quiet(args.max_load, args.max_wait)
+    prof, profile_s = host_profile()
+    prof.to_csv(RESULTS / "cost_model.profile.csv")
+    cold = cold_start()
+    penalty = cold_penalty(cold)
+    est = {c: estimates(c, prof, penalty) for c in configs}
+
+    walls: dict[Config, list[float]] = {c: [] for c in configs}
+    last: dict[Config, dict[str, Any]] = {}
+    busy: dict[Config, list[dict[str, float]]] = {c: [] for c in configs}
+    loads: list[float] = [load0]
+    for r in range(repeats):
+        if r:  # let the machine settle again between rounds (bounded)
+            loads.append(wait_for_quiet(args.max_load, args.round_wait))
+        for c in configs:
+            res = run(doc_for(c))
+            walls[c].append(res["epochs"][1]["wall_s"])
+            last[c] = res
+            busy[c].append({n: v["busy_s"] for n, v in (res["nodes"] | res["links"]).items()})
+            loads.append(os.getloadavg()[0])
+            console.print(f"[dim]{r + 1}/{repeats} {c.name}: epochs "
+                          f"{[round(e['wall_s'], 3) for e in res['epochs']]} "
+                          f"(estimate {est[c][0].epoch_s:.3f}), load {loads[-1]:.2f}[/dim]")
+
+    rows, mem_rows, diag_rows = [], [], []
+    for c in configs:
+        e, warm_up = est[c]
+        meas = median(walls[c])
+        spread = (max(walls[c]) - min(walls[c])) / meas * 100 if len(walls[c]) > 1 else 0.0
+        rows.append({"config": c.name, "iters": c.iters, "estimate_s": e.epoch_s,
+                     "measured_s": meas, "error_pct": pct(e.epoch_s, meas),
+                     "spread_pct": spread, "min_s": min(walls[c]), "est_cold_s": warm_up.epoch_s,
+                     "error_cold_pct": pct(warm_up.epoch_s, meas)})
+        diag_rows.append(diagnosis(c, e, busy[c]))
+        for node in (n for n in last[c]["nodes"] if not n.startswith("owner")):
+            m = last[c]["nodes"][node]
+            d = e.memory_detail[node]
+            mem_rows.append({
+                "config": c.name, "node": node,
+                "est_MB": e.memory_bytes[node] / 1e6, "est_state_MB": d["params"] / 1e6,
+                "est_act_MB": d["activations"] / 1e6, "est_buf_MB": d["buffers"] / 1e6,
+                "meas_MB": m["peak_tensor_bytes"] / 1e6, "meas_state_MB": m["state_bytes"] / 1e6,
+                "meas_act_MB": m["activation_peak_bytes"] / 1e6,
+                "error_pct": pct(e.memory_bytes[node], m["peak_tensor_bytes"]),
+                "error_no_buf_pct": pct(d["params"] + d["activations"],
+                                        m["peak_tensor_bytes"]),
+            })
+
+    errs = [abs(r["error_pct"]) for r in rows]
+    errs_c = [abs(r["error_cold_pct"]) for r in rows]
+    merrs = [abs(r["error_pct"]) for r in mem_rows]
+    summary = [
+        {"metric": "epoch time, median |error| %", "value": median(errs), "target": "<= 3",
+         "met": median(errs) <= 3},
+        {"metric": "epoch time, max |error| %", "value": max(errs), "target": "<= 8",
+         "met": max(errs) <= 8},
+        {"metric": "(cold) median |error| %", "value": median(errs_c), "target": "diagnosis",
+         "met": "-"},
+        {"metric": "(cold) max |error| %", "value": max(errs_c), "target": "diagnosis",
+         "met": "-"},
+        {"metric": "memory per compute node, max |error| %", "value": max(merrs),
+         "target": "<= 15", "met": max(merrs) <= 15},
+    ]
+    when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    show("cost model: epoch time, estimate vs measured (epoch 2, median of repeats)", rows)
+    show("where the time goes: busy s per epoch, estimate vs measured", diag_rows)
+    show("memory per compute node (MB): estimate vs measured peak tensor bytes", mem_rows, 2)
+    show("cold start: F and B back to back vs after a 10 ms sleep (ms)", cold)
+    show("summary", summary, 2)
+    meta = {"date": when, "model": MODEL, "batch": BATCH, "owner_compute_scale": OWNER_SCALE,
+            "repeats": repeats, "quick": args.quick, "profile_s": profile_s,
+            "profile_sizes": PROFILE_SIZES, "cold_penalty_s": {"F": penalty[0], "B": penalty[1]},
+            "load_1min": {"start": load0, "max": max(loads), "median": median(loads)},
+            "walls": {c.name: walls[c] for c in configs}, "summary": summary,
+            "wall_s": time.perf_counter() - started}
+    name = "cost_model.quick" if args.quick else "cost_model"
+    save(name, rows, meta)
+    save(f"{name}.memory", mem_rows, {"date": when})
+    save(f"{name}.diagnosis", diag_rows, {"date": when})
+    save(f"{name}.cold", cold, {"date": when, "gap_s": COLD_GAP_S, "penalty_s": penalty})
+    (RESULTS / f"{name}.md").write_text(
+        f"Measured {when}, {repeats} repeat(s), 1-min load {load0:.2f} at start, "
+        f"max {max(loads):.2f}; whole run {meta['wall_s']:.0f} s.\n\n"
+        + markdown(rows) + "\n\n" + markdown(summary, 2) + "\n\n" + markdown(diag_rows)
+        + "\n\n" + markdown(mem_rows, 2) + "\n\n" + markdown(cold, 2) + "\n")
+    console.print(f"whole run {meta['wall_s']:.0f} s; wrote {RESULTS / name}.*")
+
+
+def diagnosis(c: Config, e: Estimate, measured: list[dict[str, float]]) -> dict[str, Any]:
+    """Busy seconds per epoch of owner0, its uplink and the first compute node, estimated and
+    measured (a run's busy time over both epochs / 2, so epoch 1's warm-up is in)."""
+    def meas(name: str) -> float:
+        return statistics.median(b.get(name, 0.0) for b in measured) / 2
+
+    up = "owner0->node1" if c.mode != "fl" else "owner0->aggregator"
+    out: dict[str, Any] = {"config": c.name, "bottleneck (est)": e.bottleneck}
+    for col, res in (("owner0", "owner0"), ("uplink", up), ("node1", "node1")):
+        out[f"{col} est"] = e.busy_s.get(res, 0.0)
+        out[f"{col} meas"] = meas(res)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Planner against the measured optimum: score = T_opt / T_plan, and planning time vs one epoch.
+
+PiPar's two-part case: K = 4 owners, `compute_scale` 5 (they mostly sleep, so that they, the
+server and the aggregator share this machine's 2 cores), one server at this host's speed, one
+torch thread per process, batch 32. Models: vgg5 (BatchNorm) and mobilenetv3_small (GroupNorm:
+BatchNorm cannot be profiled at micro-batch 1 where its maps are 1x1), both on synthetic 32x32x3
+data, on the 4G, 4G+ and WiFi links of bench/harness.py.
+
+For every (model, network):
+- the host is profiled once per model as `mpsl plan` does it (micro-batch sizes 1, B/4 and B,
+  3 repeats, one thread), and `choose_plan` plans the topology: its best plan is measured, T_plan;
+- `exhaustive` simulates every cut x N (1..32); the `--top` best by simulated epoch time are
+  measured too, and T_opt is the best measured among them and the planner's plan;
+- every plan runs 2 epochs, `--repeats` times, interleaved over all cases; its time is epoch 2's
+  `wall_s`, the median over the repeats. Score = T_opt / T_plan (1 when the planner's plan is the
+  measured best).
+
+Planning time is the profile plus `choose_plan`, against one epoch. The benchmark's epochs are
+cut to `ITERS` iterations to keep the run short, so it is also given for the full-size problem:
+the same topology with a CIFAR-10-sized training set (50,000 samples, 391 iterations per owner
+and epoch), planned anew and timed, against a full epoch extrapolated from the measured epoch
+per iteration. The resnet101 ILP solve time comes from bench/results/planner_solve.json (made
+by bench/planner_solve.py), when it exists.
+
+    .venv/bin/python bench/planner.py [--quick] [--repeats 3] [--top 3] [--max-load 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    NETWORKS,
+    RESULTS,
+    console,
+    load_doc,
+    markdown,
+    median,
+    run,
+    save,
+    show,
+    topology,
+)
+from mpsl.plan import Plan
+from mpsl.topology import Topology
+from planner import Profile, choose_plan, exhaustive, measure_profile
+
+K, BATCH, ITERS, OWNER_SCALE = 4, 32, 3, 5.0
+FULL_SAMPLES = 50_000  # CIFAR-10's training set, for the full-size planning time
+MODELS = {"vgg5": ((3, 32, 32), "batch"), "mobilenetv3_small": ((3, 32, 32), "group")}
+PROFILE_REPEATS = 3  # as planner.resources.host_profile
+
+
+def doc_for(model: str, net: str, samples: int | None = None) -> dict[str, Any]:
+    shape, norm = MODELS[model]
+    up, down = NETWORKS[net]
+    training: dict[str, Any] = {"epochs": 2, "batch_size": BATCH, "lr": 0.01}
+    if samples is None:
+        samples = BATCH * ITERS * K
+        training["max_iterations"] = ITERS
+    doc = topology(
+        owners=K, compute=1, mode="pipar", model=model, norm=norm,
+        dataset={"name": "synthetic", "test_samples": 64,
+                 "options": {"shape": list(shape), "num_classes": 10, "size": samples}},
+        training=training, up=up, down=down, compute_scale=OWNER_SCALE,
+    )
+    doc["plan"] = {"auto": True}
+    return doc
+
+
+def parse_doc(doc: dict[str, Any]) -> Topology:
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_doc(doc, Path(tmp))[1]
+
+
+def key(plan: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return plan.cuts, plan.micro_batches
+
+
+def profile(model: str) -> tuple[Profile, float]:
+    """This host's profile, as `mpsl plan` measures it (planner.resources.host_profile)."""
+    shape, norm = MODELS[model]
+    sizes = sorted({1, max(1, BATCH // 4), BATCH})
+    started = time.perf_counter()
+    prof = measure_profile(model, shape, 10, norm, sizes, PROFILE_REPEATS)
+    return prof, time.perf_counter() - started
+
+
+def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 20.0) -> float:
+    """Wait (bounded) until the 1-minute load average is below `max_load`; return it."""
+    deadline = time.monotonic() + max_wait_s
+    load = os.getloadavg()[0]
+    while load >= max_load and time.monotonic() < deadline:
+        console.print(f"[dim]load {load:.2f} >= {max_load}: waiting {poll_s:.0f} s[/dim]")
+        time.sleep(poll_s)
+        load = os.getloadavg()[0]
+    return load
+
+
+def plan_case(model: str, net: str, prof: Profile, top: int) -> dict[str, Any]:
+    """Plan one case and pick the plans to measure: the planner's and the simulated top."""
+    doc = doc_for(model, net)
+    topo = parse_doc(doc)
+    report = choose_plan(topo, prof)
+    cands = exhaustive(topo, prof)
+    sim = {key(c.plan): c.estimate.epoch_s for c in cands}
+    rank = {key(c.plan): i + 1 for i, c in enumerate(cands)}
+    plans: dict[Any, Plan] = {}
+    for c in cands:
+        if len(plans) >= top:
+            break
+        plans.setdefault(key(c.plan), c.plan)
+    best = report.best.plan
+    plans.setdefault(key(best), best)
+    full = parse_doc(doc_for(model, net, FULL_SAMPLES))
+    started = time.perf_counter()
+    full_report = choose_plan(full, prof)
+    full_s = time.perf_counter() - started
+    return {"model": model, "net": net, "doc": doc, "plans": plans, "best": key(best),
+            "sim": sim, "rank": rank, "plan_s": report.plan_s, "solve_s": report.solve_s,
+            "full_plan_s": full_s, "full_plan": full_report.best.plan.describe(),
+            "full_iters": math.ceil(FULL_SAMPLES / K / BATCH), "space": len(cands)}
+
+
+def describe(plan_key: Any, plans: dict[Any, Plan]) -> str:
+    return plans[plan_key].describe().replace("owner", "o").replace("node1", "s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="vgg5 on 4G only, 1 repeat, top 2")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--top", type=int, default=3, help="simulated-best plans to measure")
+    ap.add_argument("--max-load", type=float, default=2.0)
+    ap.add_argument("--max-wait", type=float, default=300.0, help="seconds to wait for quiet")
+    ap.add_argument("--round-wait", type=float, default=90.0,
+                    help="seconds to wait for quiet before each later round of repeats")
+    args = ap.parse_args()
+    repeats, top = (1, 2) if args.quick else (args.repeats, args.top)
+    models = ["vgg5"] if args.quick else list(MODELS)
+    nets = ["4G"] if args.quick else list(NETWORKS)
+    started = time.perf_counter()
+    load0 = wait_for_quiet(args.max_load, args.max_wait)
+
+    cases, profile_s = [], {}
+    for model in models:
+        prof, profile_s[model] = profile(model)
+        prof.to_csv(RESULTS / f"planner.{model}.profile.csv")
+        for net in nets:
+            cases.append(plan_case(model, net, prof, top))
+            c = cases[-1]
+            console.print(f"[dim]{model} {net}: planner {describe(c['best'], c['plans'])}, "
+                          f"measuring {len(c['plans'])} plans[/dim]")
+
+    times: dict[tuple[int, Any], list[float]] = {}
+    loads = [load0]
+    for r in range(repeats):
+        if r:  # let the machine settle again between rounds (bounded)
+            loads.append(wait_for_quiet(args.max_load, args.round_wait))
+        for i, c in enumerate(cases):
+            for k, plan in c["plans"].items():
+                res = run(c["doc"], plan)
+                times.setdefault((i, k), []).append(res["epochs"][1]["wall_s"])
+                loads.append(os.getloadavg()[0])
+                console.print(f"[dim]{r + 1}/{repeats} {c['model']} {c['net']} "
+                              f"{describe(k, c['plans'])}: {times[(i, k)][-1]:.3f} s "
+                              f"(simulated {c['sim'][k]:.3f}), load {loads[-1]:.2f}[/dim]")
+
+    rows, detail = [], []
+    for i, c in enumerate(cases):
+        measured = {k: median(times[(i, k)]) for k in c["plans"]}
+        opt = min(measured, key=lambda k: measured[k])
+        t_plan, t_opt = measured[c["best"]], measured[opt]
+        planning = profile_s[c["model"]] + c["plan_s"]
+        full_planning = profile_s[c["model"]] + c["full_plan_s"]
+        full_epoch = t_plan / ITERS * c["full_iters"]
+        rows.append({
+            "model": c["model"], "network": c["net"],
+            "planner's plan": describe(c["best"], c["plans"]),
+            "sim rank": c["rank"][c["best"]], "T_plan_s": t_plan,
+            "measured best": describe(opt, c["plans"]), "T_opt_s": t_opt,
+            "score": t_opt / t_plan, "same plan": opt == c["best"],
+            "score (min)": min(min(times[(i, k)]) for k in c["plans"])
+            / min(times[(i, c["best"])]),
+            "beyond noise": opt != c["best"]
+            and max(times[(i, opt)]) < min(times[(i, c["best"])]),
+            "planning_s": planning, "planning_pct_epoch": 100 * planning / t_plan,
+            "planning_full_s": full_planning,
+            "planning_pct_full_epoch": 100 * full_planning / full_epoch,
+        })
+        for k in c["plans"]:
+            detail.append({"model": c["model"], "network": c["net"],
+                           "plan": describe(k, c["plans"]), "sim rank": c["rank"][k],
+                           "simulated_s": c["sim"][k], "measured_s": measured[k],
+                           "runs": ", ".join(f"{t:.3f}" for t in times[(i, k)]),
+                           "planner's": k == c["best"]})
+
+    scores = [r["score"] for r in rows]
+    ones = sum(1 for r in rows if r["same plan"])
+    worst_pct = max(r["planning_pct_epoch"] for r in rows)
+    worst_full = max(r["planning_pct_full_epoch"] for r in rows)
+    summary = [
+        {"metric": "min score", "value": min(scores), "target": ">= 0.97",
+         "met": min(scores) >= 0.97},
+        {"metric": "cases with score = 1 (%)", "value": 100 * ones / len(rows),
+         "target": ">= 80", "met": ones / len(rows) >= 0.8},
+        {"metric": "planning / measured (short) epoch, max %", "value": worst_pct,
+         "target": "<= 30", "met": worst_pct <= 30},
+        {"metric": "planning / full-size epoch, max %", "value": worst_full,
+         "target": "<= 30", "met": worst_full <= 30},
+    ]
+    solve = resnet101_solve()
+    when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    show("planner: score = T_opt / T_plan (measured, epoch 2, median of repeats)", rows)
+    show("every plan measured", detail)
+    show("summary", summary, 2)
+    if solve:
+        show("resnet101 ILP, 35 layers into 5 parts, CBC (from planner_solve.json)", solve)
+    meta = {"date": when, "owners": K, "batch": BATCH, "iterations": ITERS,
+            "owner_compute_scale": OWNER_SCALE, "repeats": repeats, "top": top,
+            "quick": args.quick, "profile_s": profile_s,
+            "full_size": {f"{c['model']} {c['net']}": {"plan_s": c["full_plan_s"],
+                                                       "plan": c["full_plan"],
+                                                       "iterations": c["full_iters"]}
+                          for c in cases},
+            "plan_space": {f"{c['model']} {c['net']}": c["space"] for c in cases},
+            "load_1min": {"start": load0, "max": max(loads), "median": median(loads)},
+            "summary": summary, "resnet101_solve": solve,
+            "wall_s": time.perf_counter() - started}
+    name = "planner.quick" if args.quick else "planner"
+    save(name, rows, meta)
+    save(f"{name}.plans", detail, {"date": when})
+    text = (f"Measured {when}, {repeats} repeat(s), 1-min load {load0:.2f} at start, max "
+            f"{max(loads):.2f}; whole run {meta['wall_s']:.0f} s.\n\n" + markdown(rows) + "\n\n"
+            + markdown(summary, 2) + "\n\n" + markdown(detail) + "\n")
+    if solve:
+        text += "\n" + markdown(solve) + "\n"
+    (RESULTS / f"{name}.md").write_text(text)
+    console.print(f"whole run {meta['wall_s']:.0f} s; wrote {RESULTS / name}.*")
+
+
+def resnet101_solve() -> list[dict[str, Any]]:
+    """The CBC rows of bench/results/planner_solve.json, if bench/planner_solve.py made it."""
+    path = RESULTS / "planner_solve.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    rows = data["rows"] if isinstance(data, dict) else data
+    return [{"scenario": r["scenario"], "cuts": str(r.get("cuts")), "status": r.get("status"),
+             "solve_s": r.get("solve_s"), "optimal": r.get("optimal"),
+             "met (<= 5 s)": r.get("target_met")} for r in rows if r.get("solver") == "cbc"]
+
+
+if __name__ == "__main__":
+    main()
