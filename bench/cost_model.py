@@ -228,8 +228,9 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     started = time.perf_counter()
     load0 = wait_for_quiet(args.max_load, args.max_wait)
+    name = "cost_model.quick" if args.quick else "cost_model"
     prof, profile_s = host_profile()
-    prof.to_csv(RESULTS / "cost_model.profile.csv")
+    prof.to_csv(RESULTS / f"{name}.profile.csv")
     cold = cold_start()
     penalty = cold_penalty(cold)
     est = {c: estimates(c, prof, penalty) for c in configs}
@@ -302,7 +303,6 @@ def main() -> None:
             "load_1min": {"start": load0, "max": max(loads), "median": median(loads)},
             "walls": {c.name: walls[c] for c in configs}, "summary": summary,
             "wall_s": time.perf_counter() - started}
-    name = "cost_model.quick" if args.quick else "cost_model"
     save(name, rows, meta)
     save(f"{name}.memory", mem_rows, {"date": when})
     save(f"{name}.diagnosis", diag_rows, {"date": when})

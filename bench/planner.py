@@ -153,7 +153,7 @@ def main() -> None:
     cases, profile_s = [], {}
     for model in models:
         prof, profile_s[model] = profile(model)
-        prof.to_csv(RESULTS / f"planner.{model}.profile.csv")
+        prof.to_csv(RESULTS / f"planner{'.quick' if args.quick else ''}.{model}.profile.csv")
         for net in nets:
             cases.append(plan_case(model, net, prof, top))
             c = cases[-1]
