@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +165,7 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
         options=dict(options),
     )
     d.finish()
-    if dataset.root is not None and not Path(dataset.root).is_absolute():
-        dataset = _replace(dataset, root=str(Path(source).parent / dataset.root))
+    dataset = replace(dataset, root=relative_to(source, dataset.root))
 
     t = top.sub("training")
     training = TrainingSpec(
@@ -360,12 +359,6 @@ def expected_cut_count(topo: Topology) -> int:
     if topo.mode == "fl":
         return 0
     return len(topo.chain) + (1 if topo.labels == "local" else 0)
-
-
-def _replace(obj: Any, **changes: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(obj, **changes)
 
 
 def apply_overrides(data: Mapping[str, Any], assignments: Iterable[str], source: str) -> dict:
