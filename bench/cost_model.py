@@ -14,12 +14,8 @@ GLOBAL download), the median over the repeats. The estimate is `simulate(...).ep
 ends when GLOBAL reaches the owners: epoch 2, from one GLOBAL send to the next, spans the same
 work. Error = estimate / measured - 1.
 
-Column `est. (cold)` is a diagnosis, not the cost model: the same simulation with every F and B
-action costing a fixed penalty more, the "cold start" measured separately, before the runs, by
-`cold_start` (F and B as the runtime runs them, back to back as the profile times layers vs each
-after a 10 ms sleep, as an emulated owner runs them: the median extra time per action). It is
-added to the fit intercept of each part's first layer of the plan being simulated, in a copy
-of the profile; the cost model and the profiler are left as they are.
+The profile includes the wake-up cost (`wake_fwd_s`, `wake_bwd_s`: what a pass costs more
+when its processor was idle or asleep just before), which `measure_profile` measures itself.
 
 Memory: per compute node, the cost model's estimate (copies x parameter state + peak of the
 activations kept for backward and the message buffers) against the runtime's
@@ -37,7 +33,7 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +58,6 @@ OWNER_SCALE = 5.0
 PROFILE_SIZES = (1, 8, 32)
 PROFILE_REPEATS = 11  # the minimum of 11: the profile is taken while other work may run
 TEST_SAMPLES = 64  # keep the aggregator's evaluation (run during epoch 2) short
-COLD_GAP_S = 0.01  # sleep before each action in the cold-start measurement
 
 
 @dataclass(frozen=True)
@@ -139,76 +134,10 @@ def host_profile() -> tuple[Profile, float]:
     return prof, time.perf_counter() - started
 
 
-def estimates(cfg: Config, prof: Profile,
-              penalty: tuple[float, float]) -> tuple[Estimate, Estimate]:
-    """The cost model's estimate, and the same with a cold-start `penalty` (s per F, per B)."""
+def estimate(cfg: Config, prof: Profile) -> Estimate:
     with tempfile.TemporaryDirectory() as tmp:
         _, topo = load_doc(doc_for(cfg), Path(tmp))
-    plan = make_plan(topo, num_layers(topo))
-    firsts = {a for a, _ in plan.parts}
-    cold = Profile(tuple(replace(lp, fwd_a=lp.fwd_a + penalty[0], bwd_a=lp.bwd_a + penalty[1])
-                         if i in firsts else lp for i, lp in enumerate(prof.layers)),
-                   f"{prof.source} + cold start", prof.meta)
-    return simulate(topo, plan, prof), simulate(topo, plan, cold)
-
-
-def cold_penalty(rows: list[dict[str, Any]]) -> tuple[float, float]:
-    """Median extra seconds of an F and of a B after a sleep (never below 0)."""
-    f = median(r["F after sleep ms"] - r["F warm ms"] for r in rows)
-    b = median(r["B after sleep ms"] - r["B warm ms"] for r in rows)
-    return max(0.0, f) / 1e3, max(0.0, b) / 1e3
-
-
-def cold_start(gap_s: float = COLD_GAP_S, reps: int = 25) -> list[dict[str, Any]]:
-    """F and B of the owner's part [0, 2) and the server's [2, 5) of vgg5 as the runtime runs
-    them (nodes.parts.PartRunner with its activation meter, one thread): back to back, as the
-    profile times layers, and each after a `gap_s` sleep, as an emulated owner runs them (every
-    action follows the previous one's emulation sleep). Median milliseconds."""
-    import torch
-
-    from mpsl.topology import parse
-    from nodes.memory import ActivationMeter
-    from nodes.parts import PartRunner, make_copies
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        topo = parse(doc_for(Config("pipar", "WiFi", 1)), "cold-start")
-        plan = make_plan(topo, num_layers(topo))
-        meter = ActivationMeter()
-        copies = make_copies(topo, plan, [0, 1], [0])
-        for c in copies.values():
-            meter.exclude(c.module.parameters())
-        runner = PartRunner(copies, 1, meter)
-        rows = []
-        for b in (1, 4, 8, 32):
-            x, y = torch.rand(b, *SHAPE), torch.randint(0, CLASSES, (b,))
-            for part in (0, 1):
-                with torch.no_grad():
-                    inp = x if part == 0 else copies[(0, 0)].module(x)
-                got: dict[float, tuple[float, float]] = {}
-                for gap in (0.0, gap_s):
-                    f, w = [], []
-                    for rep in range(reps + 3):
-                        time.sleep(gap)
-                        t0 = time.perf_counter()
-                        out = runner.forward(0, part, 0, inp, y if part else None)
-                        t1 = time.perf_counter()
-                        time.sleep(gap)
-                        t2 = time.perf_counter()
-                        runner.backward(0, part, 0, None if part else torch.ones_like(out))
-                        t3 = time.perf_counter()
-                        if rep >= 3:
-                            f.append(t1 - t0)
-                            w.append(t3 - t2)
-                    got[gap] = (median(f) * 1e3, median(w) * 1e3)
-                (fw, bw), (fc, bc) = got[0.0], got[gap_s]
-                rows.append({"part": str(plan.parts[part]), "b": b, "F warm ms": fw,
-                             "F after sleep ms": fc, "B warm ms": bw, "B after sleep ms": bc,
-                             "penalty per F+B ms": fc + bc - fw - bw})
-        return rows
-    finally:
-        torch.set_num_threads(threads)
+    return simulate(topo, make_plan(topo, num_layers(topo)), prof)
 
 
 def pct(est: float, meas: float) -> float:
@@ -231,9 +160,7 @@ def main() -> None:
     name = "cost_model.quick" if args.quick else "cost_model"
     prof, profile_s = host_profile()
     prof.to_csv(RESULTS / f"{name}.profile.csv")
-    cold = cold_start()
-    penalty = cold_penalty(cold)
-    est = {c: estimates(c, prof, penalty) for c in configs}
+    est = {c: estimate(c, prof) for c in configs}
 
     walls: dict[Config, list[float]] = {c: [] for c in configs}
     last: dict[Config, dict[str, Any]] = {}
@@ -250,17 +177,16 @@ def main() -> None:
             loads.append(os.getloadavg()[0])
             console.print(f"[dim]{r + 1}/{repeats} {c.name}: epochs "
                           f"{[round(e['wall_s'], 3) for e in res['epochs']]} "
-                          f"(estimate {est[c][0].epoch_s:.3f}), load {loads[-1]:.2f}[/dim]")
+                          f"(estimate {est[c].epoch_s:.3f}), load {loads[-1]:.2f}[/dim]")
 
     rows, mem_rows, diag_rows = [], [], []
     for c in configs:
-        e, warm_up = est[c]
+        e = est[c]
         meas = median(walls[c])
         spread = (max(walls[c]) - min(walls[c])) / meas * 100 if len(walls[c]) > 1 else 0.0
         rows.append({"config": c.name, "iters": c.iters, "estimate_s": e.epoch_s,
                      "measured_s": meas, "error_pct": pct(e.epoch_s, meas),
-                     "spread_pct": spread, "min_s": min(walls[c]), "est_cold_s": warm_up.epoch_s,
-                     "error_cold_pct": pct(warm_up.epoch_s, meas)})
+                     "spread_pct": spread, "min_s": min(walls[c])})
         diag_rows.append(diagnosis(c, e, busy[c]))
         for node in (n for n in last[c]["nodes"] if not n.startswith("owner")):
             m = last[c]["nodes"][node]
@@ -277,17 +203,12 @@ def main() -> None:
             })
 
     errs = [abs(r["error_pct"]) for r in rows]
-    errs_c = [abs(r["error_cold_pct"]) for r in rows]
     merrs = [abs(r["error_pct"]) for r in mem_rows]
     summary = [
         {"metric": "epoch time, median |error| %", "value": median(errs), "target": "<= 3",
          "met": median(errs) <= 3},
         {"metric": "epoch time, max |error| %", "value": max(errs), "target": "<= 8",
          "met": max(errs) <= 8},
-        {"metric": "(cold) median |error| %", "value": median(errs_c), "target": "diagnosis",
-         "met": "-"},
-        {"metric": "(cold) max |error| %", "value": max(errs_c), "target": "diagnosis",
-         "met": "-"},
         {"metric": "memory per compute node, max |error| %", "value": max(merrs),
          "target": "<= 15", "met": max(merrs) <= 15},
     ]
@@ -295,23 +216,22 @@ def main() -> None:
     show("cost model: epoch time, estimate vs measured (epoch 2, median of repeats)", rows)
     show("where the time goes: busy s per epoch, estimate vs measured", diag_rows)
     show("memory per compute node (MB): estimate vs measured peak tensor bytes", mem_rows, 2)
-    show("cold start: F and B back to back vs after a 10 ms sleep (ms)", cold)
     show("summary", summary, 2)
     meta = {"date": when, "model": MODEL, "batch": BATCH, "owner_compute_scale": OWNER_SCALE,
             "repeats": repeats, "quick": args.quick, "profile_s": profile_s,
-            "profile_sizes": PROFILE_SIZES, "cold_penalty_s": {"F": penalty[0], "B": penalty[1]},
+            "profile_sizes": PROFILE_SIZES,
+            "wake_s": {"F": prof.wake_fwd_s, "B": prof.wake_bwd_s},
             "load_1min": {"start": load0, "max": max(loads), "median": median(loads)},
             "walls": {c.name: walls[c] for c in configs}, "summary": summary,
             "wall_s": time.perf_counter() - started}
     save(name, rows, meta)
     save(f"{name}.memory", mem_rows, {"date": when})
     save(f"{name}.diagnosis", diag_rows, {"date": when})
-    save(f"{name}.cold", cold, {"date": when, "gap_s": COLD_GAP_S, "penalty_s": penalty})
     (RESULTS / f"{name}.md").write_text(
         f"Measured {when}, {repeats} repeat(s), 1-min load {load0:.2f} at start, "
         f"max {max(loads):.2f}; whole run {meta['wall_s']:.0f} s.\n\n"
         + markdown(rows) + "\n\n" + markdown(summary, 2) + "\n\n" + markdown(diag_rows)
-        + "\n\n" + markdown(mem_rows, 2) + "\n\n" + markdown(cold, 2) + "\n")
+        + "\n\n" + markdown(mem_rows, 2) + "\n")
     console.print(f"whole run {meta['wall_s']:.0f} s; wrote {RESULTS / name}.*")
 
 

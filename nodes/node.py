@@ -115,12 +115,18 @@ class Node:
     @contextmanager
     def timed(self, kind: str, owner: int = -1, iteration: int = -1,
               mb: int = -1) -> Iterator[None]:
-        """Record the action on this node's processor; emulate a slower device by waiting."""
-        t0 = time.time()
+        """Record the action on this node's processor; emulate a slower device by waiting.
+
+        A device `scale` times slower takes `scale` x the CPU time the action used here, so
+        the node sleeps that long minus the wall time already spent. Counting CPU time, not
+        wall time, keeps a wait for a core on a shared host from being multiplied too.
+        """
+        t0, c0 = time.time(), time.thread_time()
         yield
-        took = time.time() - t0
         if self.scale > 1.0:
-            time.sleep((self.scale - 1.0) * took)
+            left = self.scale * (time.thread_time() - c0) - (time.time() - t0)
+            if left > 0:
+                time.sleep(left)
         self.events.append(Event(self.name, CPU, kind, owner, iteration, mb, t0, time.time()))
 
     # life cycle ------------------------------------------------------------------------------

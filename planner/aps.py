@@ -50,13 +50,14 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile]) -> tupl
         best = B
         for n in range(1, B + 1):
             b = B / n
-            f = own.fwd(parts[0], b)
+            f = own.fwd(parts[0], b) + (own.wake_fwd_s if o.compute_scale > 1 else 0.0)
             trip = 0.0
             for p in range(1, plan.num_parts):
                 node = plan.placement[p]
                 prof = own if node == OWNER else profs[node]
                 mult = 1 if node == OWNER else K
-                trip += mult * (prof.fwd(parts[p], b) + prof.bwd(parts[p], b))
+                trip += mult * (prof.fwd(parts[p], b) + prof.bwd(parts[p], b)
+                                + prof.wake_fwd_s + prof.wake_bwd_s)
                 src = plan.node_of(p - 1, o.name)
                 dst = plan.node_of(p, o.name)
                 act = outb[p] * b + (LABEL_BYTES * b if labels else 0) + HEADER_BYTES

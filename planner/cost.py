@@ -6,7 +6,9 @@ node are done; a barrier once every earlier task of its owner on that node is do
 processor runs the ready task whose message arrived first (ties: lower owner index, then
 readiness order). Actions run back to back: F and B take the node's profile time for the
 micro-batch size, SEND takes no processor time and queues the message on its link, STEP the
-optimizer time. A link sends one message at a time in queue order, taking bytes*8/rate, and
+optimizer time. The first F or B of a task that starts on an idle processor costs the profile's
+wake-up time more; on an emulated device (compute_scale > 1, which sleeps after every action)
+every F and B does. A link sends one message at a time in queue order, taking bytes*8/rate, and
 delivers it `latency` later. Owners start their next iteration at their STEP, or, at an
 aggregation, when GLOBAL arrives: every owner uploads PARAMS to the aggregator, which averages
 (K x parameter bytes of memory traffic) and sends GLOBAL back; compute nodes average their K

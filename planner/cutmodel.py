@@ -4,7 +4,8 @@ A form is linear in two kinds of 0/1 unknowns: x(l, p), layer l is in part p, an
 cut p (the boundary after part p) falls right after layer l. Per iteration of every owner:
 
 - a processor's busy time: sum over its parts and layers of N*(fa+ba) + B*(fc+bc) + opt,
-  times the owners it serves (one at a time in SL);
+  times the owners it serves (one at a time in SL), plus N wake-ups (F and B) per part on an
+  emulated device, which sleeps after every pass;
 - a link's busy time: the bytes of the ACT or GRAD at each cut it carries (B*out per sample,
   + labels when shared, + N headers) * 8 / rate, summed over the owners sharing it;
 - an owner's two critical paths (lower bounds of its iteration): its N forwards, one
@@ -150,7 +151,8 @@ def build(topo: Topology, profs: dict[str, Profile], ns: Sequence[int],
     for i, (o, n) in enumerate(zip(specs, ns)):
         name = f"owner{i}"
         prof = profs.get(name, profs[specs[0].name])
-        key = (id(prof), n, o.uplink_mbps, o.downlink_mbps, o.latency_ms, caps_all[o.name])
+        key = (id(prof), n, o.uplink_mbps, o.downlink_mbps, o.latency_ms, caps_all[o.name],
+               o.compute_scale > 1)
         if key in groups:
             groups[key].members.append(name)
         else:
@@ -176,26 +178,39 @@ def build(topo: Topology, profs: dict[str, Profile], ns: Sequence[int],
     def one_mb(prof: Profile, b: float) -> list[float]:
         return [lp.fwd(b) + lp.bwd(b) for lp in prof.layers]
 
+    sleeps = {c.name: c.compute_scale > 1 for c in topo.compute_nodes}
     for g in groups.values():
         mult = 1 if sl else len(g.members)
         out = [lp.out_bytes for lp in g.profile.layers]
         bbar = B / g.n
+        owner_sleeps = specs[int(g.rep[len("owner"):])].compute_scale > 1
         for p, node in enumerate(placement):  # processors
             res = g.rep if node == OWNER else node if len(groups) == 1 or not sl else \
                 f"{node}/{g.rep}"
-            loads.setdefault(res, Form()).add_x(p, work(prof_of(node, g), g.n),
-                                                1 if node == OWNER else mult)
+            k = 1 if node == OWNER else mult
+            prof = prof_of(node, g)
+            form = loads.setdefault(res, Form())
+            form.add_x(p, work(prof, g.n), k)
+            # an emulated device wakes for every pass; a busy node runs its passes warm
+            if (owner_sleeps if node == OWNER else sleeps.get(node, False)):
+                form.const += k * g.n * (prof.wake_fwd_s + prof.wake_bwd_s)
         burst, drain = Form(), Form()
         own = g.profile.layers
+        gp = g.profile
         burst.add_x(0, [g.n * lp.fwd_a + B * lp.fwd_c + lp.bwd(bbar) for lp in own])
         drain.add_x(0, [lp.fwd(bbar) + g.n * lp.bwd_a + B * lp.bwd_c for lp in own])
+        bursts = g.n if owner_sleeps else 1  # forwards (burst) or backwards (drain) that wake
+        burst.const += bursts * gp.wake_fwd_s + gp.wake_bwd_s
+        drain.const += gp.wake_fwd_s + bursts * gp.wake_bwd_s
         for p, node in enumerate(placement):
             if node == OWNER:
                 for f in (burst, drain):
                     f.add_x(p, [lp.opt_s for lp in own])
-            if p:
+            if p:  # one micro-batch's round trip: every node on it wakes from a wait
+                prof = prof_of(node, g)
                 for f in (burst, drain):
-                    f.add_x(p, one_mb(prof_of(node, g), bbar))
+                    f.add_x(p, one_mb(prof, bbar))
+                    f.const += prof.wake_fwd_s + prof.wake_bwd_s
         for p in range(P - 1):  # links at cut p: ACT a->b, GRAD b->a
             a, b = placement[p], placement[p + 1]
             for src, dst, msg in ((a, b, "ACT"), (b, a, "GRAD")):

@@ -49,10 +49,12 @@ class _Inst:
 
 class _Node:
     __slots__ = ("name", "ready", "gated", "busy", "avg_queued", "avg_done", "pending", "avg_s",
-                 "mem", "prof")
+                 "mem", "prof", "sleeps", "free_at")
 
-    def __init__(self, name: str, prof: Profile | None) -> None:
+    def __init__(self, name: str, prof: Profile | None, sleeps: bool = False) -> None:
         self.name, self.prof = name, prof
+        self.sleeps = sleeps  # emulated slower device: it sleeps after every action
+        self.free_at = -math.inf  # when its processor last finished a task
         self.ready: list[tuple[Any, ...]] = []
         self.gated: list[tuple[Any, ...]] = []
         self.busy, self.avg_queued = False, False
@@ -85,10 +87,12 @@ class Engine:
         self.registry: dict[tuple[Any, ...], _Inst] = {}
         bprof = profs[self.onames[0]]
         self.cut_out = [0] + [bprof.out_bytes(c - 1) for c in plan.bounds[1:-1]]
-        self.nodes = {n: _Node(n, profs[n]) for n in self.onames}
+        scale = {o.name: o.compute_scale for o in topo.owners}
+        scale.update((c.name, c.compute_scale) for c in topo.compute_nodes)
+        self.nodes = {n: _Node(n, profs[n], scale[n] > 1) for n in self.onames}
         for n in plan.placement[1:]:
             if n != "owner" and n not in self.nodes:
-                self.nodes[n] = _Node(n, profs[n])
+                self.nodes[n] = _Node(n, profs[n], scale.get(n, 1.0) > 1)
         self.part_cost: dict[tuple[int, int], tuple[float, ...]] = {}
         self.owner_params = sum(bprof.param_bytes(plan.parts[p]) for p in plan.parts_on("owner"))
         # per owner: the batch sizes of its iterations, grouped in aggregation rounds
@@ -216,6 +220,8 @@ class Engine:
         if inst.nbytes:
             node.mem.append((t, -inst.nbytes, 1))
         cur, k, it, sizes = t, inst.owner, inst.it, inst.sizes
+        cold = t > node.free_at  # the processor idled before this task: its first pass wakes
+        prof = node.prof
         for a in inst.task.actions:
             kind = a.kind
             if kind == SEND:
@@ -224,12 +230,14 @@ class Engine:
             c = self._cost(node, a.part)
             if kind == FORWARD:
                 b = sizes[a.mb]
-                d = c[0] + c[1] * b
+                d = c[0] + c[1] * b + (prof.wake_fwd_s if cold or node.sleeps else 0.0)
+                cold = False
                 if c[5]:
                     node.mem.append((cur, c[5] * b, 0))
             elif kind == BACKWARD:
                 b = sizes[a.mb]
-                d = c[2] + c[3] * b
+                d = c[2] + c[3] * b + (prof.wake_bwd_s if cold or node.sleeps else 0.0)
+                cold = False
                 if c[5]:
                     node.mem.append((cur + d, -c[5] * b, 0))
             else:
@@ -278,6 +286,7 @@ class Engine:
 
     def on_done(self, node: _Node, inst: _Inst | None, t: float) -> None:
         node.busy = False
+        node.free_at = t
         self.dirty.add(node)
         if inst is None:
             node.avg_done += 1

@@ -13,6 +13,10 @@ from typing import Any
 
 COLUMNS = ("layer", "name", "batch", "fwd_s", "bwd_s", "opt_s", "out_bytes", "param_bytes",
            "act_bytes")
+# Optional, after COLUMNS: seconds a forward (backward) action costs more when it starts on a
+# processor that was idle or asleep, the same on every row (0 when the columns are absent).
+WAKE_COLUMNS = ("wake_fwd_s", "wake_bwd_s")
+WAKE_GAP_S = 0.01  # idle time before each pass when the wake-up cost is measured
 LayerRange = range | tuple[int, int] | int
 
 
@@ -74,11 +78,18 @@ def _span(layers: LayerRange) -> range:
 
 @dataclass(frozen=True)
 class Profile:
-    """Per-layer costs of one model on one machine; `fwd((a, b), n)` sums layers [a, b)."""
+    """Per-layer costs of one model on one machine; `fwd((a, b), n)` sums layers [a, b).
+
+    `wake_fwd_s` / `wake_bwd_s`: what a forward / backward action (a part's layers run back
+    to back) costs more when the processor was idle just before it (caches refilled after a
+    wait or a sleep); layers are timed warm, back to back.
+    """
 
     layers: tuple[LayerProfile, ...]
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    wake_fwd_s: float = 0.0
+    wake_bwd_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -130,7 +141,8 @@ class Profile:
                     points=tuple((b, f * s, w * s) for b, f, w in lp.points))
             for lp in self.layers
         )
-        return Profile(out, f"{self.source} x{s:g}" if self.source else f"x{s:g}", self.meta)
+        return Profile(out, f"{self.source} x{s:g}" if self.source else f"x{s:g}", self.meta,
+                       self.wake_fwd_s * s, self.wake_bwd_s * s)
 
     @classmethod
     def synthetic(cls, num_layers: int, *, fwd: tuple[float, float] = (0.0, 1e-3),
@@ -157,12 +169,13 @@ class Profile:
                 out.append(dict(layer=i, name=lp.name, batch=b, fwd_s=repr(float(f)),
                                 bwd_s=repr(float(w)), opt_s=repr(float(lp.opt_s)),
                                 out_bytes=lp.out_bytes, param_bytes=lp.param_bytes,
-                                act_bytes=lp.act_bytes))
+                                act_bytes=lp.act_bytes, wake_fwd_s=repr(float(self.wake_fwd_s)),
+                                wake_bwd_s=repr(float(self.wake_bwd_s))))
         return out
 
     def to_csv(self, path: str | Path) -> None:
         with open(path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+            w = csv.DictWriter(fh, fieldnames=COLUMNS + WAKE_COLUMNS, lineterminator="\n")
             w.writeheader()
             w.writerows(self.rows())
 
@@ -180,25 +193,39 @@ class Profile:
         if not rows:
             raise ProfileError(f"{src}: line 1: empty file, expected the header "
                                f"{','.join(COLUMNS)}")
-        header = [h.strip() for h in rows[0]]
-        if tuple(header) != COLUMNS:
-            extra = [h for h in header if h not in COLUMNS]
+        header = tuple(h.strip() for h in rows[0])
+        if header not in (COLUMNS, COLUMNS + WAKE_COLUMNS):
+            known = COLUMNS + WAKE_COLUMNS
+            extra = [h for h in header if h not in known]
             missing = [c for c in COLUMNS if c not in header]
             what = (f"unknown column '{extra[0]}'" if extra else
                     f"missing column '{missing[0]}'" if missing else "columns out of order")
-            raise ProfileError(f"{src}: line 1: {what}; expected the header {','.join(COLUMNS)}")
-        return cls.from_rows(((n, r) for n, r in enumerate(rows[1:], start=2) if r), src)
+            raise ProfileError(f"{src}: line 1: {what}; expected the header {','.join(COLUMNS)}"
+                               f" (optionally followed by {','.join(WAKE_COLUMNS)})")
+        return cls.from_rows(((n, r) for n, r in enumerate(rows[1:], start=2) if r), src,
+                             header)
 
     @classmethod
-    def from_rows(cls, rows: Iterable[tuple[int, Sequence[str]]], source: str) -> Profile:
-        """Build from numbered CSV rows (line, fields) in COLUMNS order."""
+    def from_rows(cls, rows: Iterable[tuple[int, Sequence[str]]], source: str,
+                  columns: Sequence[str] = COLUMNS) -> Profile:
+        """Build from numbered CSV rows (line, fields) in `columns` order."""
+        columns = tuple(columns)
         by_layer: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        wake: tuple[int, tuple[float, float]] | None = None
         for line, raw in rows:
-            if len(raw) != len(COLUMNS):
+            if len(raw) != len(columns):
                 raise ProfileError(f"{source}: line {line}: {len(raw)} fields, expected "
-                                   f"{len(COLUMNS)} ({','.join(COLUMNS)})")
-            rec = {col: _cell(source, line, col, text) for col, text in zip(COLUMNS, raw)}
+                                   f"{len(columns)} ({','.join(columns)})")
+            rec = {col: _cell(source, line, col, text) for col, text in zip(columns, raw)}
             by_layer.setdefault(rec["layer"], []).append((line, rec))
+            here = (rec.get("wake_fwd_s", 0.0), rec.get("wake_bwd_s", 0.0))
+            if wake is None:
+                wake = (line, here)
+            elif here != wake[1]:
+                j = 0 if here[0] != wake[1][0] else 1
+                raise ProfileError(f"{source}: line {line}, column '{WAKE_COLUMNS[j]}': got "
+                                   f"{here[j]!r}, expected {wake[1][j]!r} as on line {wake[0]}"
+                                   f" (one value per profile)")
         if not by_layer:
             raise ProfileError(f"{source}: line 2: no rows, expected one per layer and batch")
         layers = []
@@ -208,7 +235,8 @@ class Profile:
                 raise ProfileError(f"{source}: line {line}, column 'layer': layer {i} is missing"
                                    f" (layers must be numbered 0..L-1)")
             layers.append(_layer(source, by_layer[i]))
-        return cls(tuple(layers), source)
+        wf, wb = wake[1] if wake else (0.0, 0.0)
+        return cls(tuple(layers), source, wake_fwd_s=wf, wake_bwd_s=wb)
 
 
 def _cell(source: str, line: int, col: str, text: str) -> Any:
@@ -263,6 +291,7 @@ def measure_profile(
     optimizer: str = "sgd",
     momentum: float = 0.0,
     budget_s: float | None = None,
+    wake_repeats: int = 3,
 ) -> Profile:
     """Time every layer of `model_name` on this host with one torch thread.
 
@@ -271,6 +300,11 @@ def measure_profile(
     after one warm-up (the run least disturbed by other processes on a shared machine).
     `act_bytes` counts the distinct non-parameter storages saved for backward
     (saved_tensors_hooks), per sample. `budget_s` stops adding repeats once spent.
+
+    The wake-up cost: every layer's forward and backward also run `wake_repeats` times each
+    after WAKE_GAP_S of sleep; `wake_fwd_s` (`wake_bwd_s`) is the median over layers and batch
+    sizes of that time (median over repeats) minus the warm one. It is charged once per action
+    that follows an idle processor, since the layers after the first of an action run warm.
     """
     import torch
 
@@ -291,6 +325,8 @@ def measure_profile(
         times: list[list[tuple[int, float, float]]] = [[] for _ in mods]
         out_b = [0] * len(mods)
         act_b = [0] * len(mods)
+        wake_f: list[float] = []
+        wake_b: list[float] = []
         for b in sorted(set(batch_sizes)):
             x0 = torch.rand(b, c, h, w)
             y = torch.randint(0, num_classes, (b,))
@@ -328,6 +364,10 @@ def measure_profile(
                     break
             for i, s in enumerate(samples):  # the least disturbed run: others share the CPU
                 times[i].append((b, min(f for f, _ in s), min(w for _, w in s)))
+            if wake_repeats:
+                for i, (cold_f, cold_b) in enumerate(_cold_times(mods, x0, y, wake_repeats)):
+                    wake_f.append(cold_f - times[i][-1][1])
+                    wake_b.append(cold_b - times[i][-1][2])
         opt = _opt_times(mods, optimizer, momentum, repeats)
     finally:
         torch.set_num_threads(threads)
@@ -338,8 +378,41 @@ def measure_profile(
         ba, bc = fit_line([(b, w) for b, _, w in pts])
         pb = sum(p.numel() * p.element_size() for p in mod.parameters())
         layers.append(LayerProfile(labels[i], fa, fc, ba, bc, opt[i], out_b[i], pb, act_b[i], pts))
+    wake = (max(0.0, statistics.median(wake_f)), max(0.0, statistics.median(wake_b))) \
+        if wake_f else (0.0, 0.0)
     return Profile(tuple(layers), f"measured:{model_name}",
-                   {"model": model_name, "input_shape": list(input_shape), "norm": norm})
+                   {"model": model_name, "input_shape": list(input_shape), "norm": norm},
+                   *wake)
+
+
+def _cold_times(mods: Sequence[Any], x0: Any, y: Any, repeats: int) -> list[tuple[float, float]]:
+    """Median (forward, backward) seconds of every layer, each pass after WAKE_GAP_S asleep."""
+    import torch
+
+    out = []
+    x = x0
+    for i, mod in enumerate(mods):
+        fs, ws = [], []
+        for _ in range(repeats):
+            inp = x.detach().requires_grad_(i > 0)
+            time.sleep(WAKE_GAP_S)
+            t0 = time.perf_counter()
+            res = mod(inp)
+            loss = torch.nn.functional.cross_entropy(res, y) if i == len(mods) - 1 else None
+            t1 = time.perf_counter()
+            time.sleep(WAKE_GAP_S)
+            t2 = time.perf_counter()
+            if loss is not None:
+                loss.backward()
+            else:
+                res.backward(torch.ones_like(res))
+            t3 = time.perf_counter()
+            fs.append(t1 - t0)
+            ws.append(t3 - t2)
+        mod.zero_grad(set_to_none=True)
+        out.append((statistics.median(fs), statistics.median(ws)))
+        x = res.detach()
+    return out
 
 
 def _opt_times(mods: Sequence[Any], optimizer: str, momentum: float, repeats: int) -> list[float]:

@@ -8,6 +8,7 @@ import pytest
 
 from mpsl.plan import make_plan
 from planner.cost import simulate
+from planner.profile import Profile
 from planner.resources import AVERAGE_BYTES_PER_S, HEADER_BYTES
 
 from .util import act_bytes, grad_bytes, layer, profile, rate_for, topo
@@ -67,6 +68,57 @@ def test_pipar_fig2_one_owner():
     assert est.memory_detail["owner0"] == {"params": 0, "activations": 30,
                                            "buffers": 2 * act_bytes(O, 1)}
     assert est.memory_bytes["owner0"] == 30 + 2 * act_bytes(O, 1)
+
+
+WAKE_F, WAKE_B = 0.25, 0.5  # extra seconds of a pass after an idle processor
+
+
+def with_wake(prof):
+    return Profile(prof.layers, prof.source, wake_fwd_s=WAKE_F, wake_bwd_s=WAKE_B)
+
+
+def test_wake_up_after_idle_only():
+    """Fig. 2 with wake-ups: a task that starts on an idle processor pays for its first pass;
+    the server's queued tasks and the owner's queued backwards run warm."""
+    t, prof = pipar_one_owner()
+    est = simulate(t, make_plan(t, 2), with_wake(prof), iterations=1, record=True)
+    check(timeline(est), {
+        ("owner0", "0F", 0, 0): (0, 1.25), ("owner0", "0F", 0, 1): (1.25, 2.25),
+        ("owner0", "0F", 0, 2): (2.25, 3.25),
+        ("owner0->server", "ACT", 0, 0): (1.25, 3.25),
+        ("owner0->server", "ACT", 0, 1): (3.25, 5.25),
+        ("owner0->server", "ACT", 0, 2): (5.25, 7.25),
+        ("server", "1F", 0, 0): (3.25, 4.5), ("server", "1B", 0, 0): (4.5, 5.5),
+        ("server", "1F", 0, 1): (5.5, 6.5), ("server", "1B", 0, 1): (6.5, 7.5),
+        ("server", "1F", 0, 2): (7.5, 8.5), ("server", "1B", 0, 2): (8.5, 9.5),
+        ("server", "STEP", 0, -1): (9.5, 10),
+        ("server->owner0", "GRAD", 0, 0): (5.5, 6.5),
+        ("server->owner0", "GRAD", 0, 1): (7.5, 8.5),
+        ("server->owner0", "GRAD", 0, 2): (9.5, 10.5),
+        ("owner0", "0B", 0, 0): (6.5, 9), ("owner0", "0B", 0, 1): (9, 11),
+        ("owner0", "0B", 0, 2): (11, 13), ("owner0", "STEP", 0, -1): (13, 13.5),
+    })
+
+
+def test_emulated_device_wakes_for_every_pass():
+    """An owner with compute_scale > 1 sleeps after every pass, so each one pays."""
+    t, prof = pipar_one_owner()
+    t = topo(training={"batch_size": 3}, plan={"cuts": [1], "micro_batches": 3},
+             data_owners={"count": 1, "compute_scale": 2,
+                          "uplink_mbps": t.owners[0].uplink_mbps,
+                          "downlink_mbps": t.owners[0].downlink_mbps})
+    prof = with_wake(prof)  # given per node: used as is, not scaled
+    est = simulate(t, make_plan(t, 2), {"owner0": prof, "server": prof}, iterations=1,
+                   record=True)
+    got = timeline(est)
+    owner = {k: v for k, v in got.items() if k[0] == "owner0"}
+    check(owner, {
+        ("owner0", "0F", 0, 0): (0, 1.25), ("owner0", "0F", 0, 1): (1.25, 2.5),
+        ("owner0", "0F", 0, 2): (2.5, 3.75),
+        ("owner0", "0B", 0, 0): (6.5, 9), ("owner0", "0B", 0, 1): (9, 11.5),
+        ("owner0", "0B", 0, 2): (11.5, 14), ("owner0", "STEP", 0, -1): (14, 14.5),
+    })
+    assert got[("owner0->server", "ACT", 0, 2)] == pytest.approx((5.25, 7.25))
 
 
 def test_next_iteration_starts_at_step():

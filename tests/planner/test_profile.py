@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from planner.profile import COLUMNS, LayerProfile, Profile, ProfileError, fit_line, measure_profile
+from planner.profile import (
+    COLUMNS,
+    WAKE_COLUMNS,
+    LayerProfile,
+    Profile,
+    ProfileError,
+    fit_line,
+    measure_profile,
+)
 
 HEADER = ",".join(COLUMNS)
+FULL_HEADER = ",".join(COLUMNS + WAKE_COLUMNS)
 
 
 def test_fit_line():
@@ -27,16 +36,20 @@ def test_sums_and_scaling():
     s = p.scaled(2)
     assert s.fwd((0, 2), 2) == 2 * p.fwd((0, 2), 2) and s.opt(1) == 0.5
     assert s.out_bytes(1) == 20 and p.scaled(1) is p
+    w = Profile(p.layers, wake_fwd_s=0.25, wake_bwd_s=0.5).scaled(4)
+    assert (w.wake_fwd_s, w.wake_bwd_s) == (1.0, 2.0)
 
 
 def test_csv_round_trip(tmp_path):
     p = Profile.synthetic(5, fwd=(0.001, 0.002), bwd=(0.0005, 0.004), out_bytes=[1, 2, 3, 4, 5])
+    p = Profile(p.layers, p.source, wake_fwd_s=0.0007, wake_bwd_s=0.0009)
     path = tmp_path / "p.csv"
     p.to_csv(path)
     lines = path.read_text().splitlines()
-    assert lines[0] == HEADER and len(lines) == 1 + 5 * 2
+    assert lines[0] == FULL_HEADER and len(lines) == 1 + 5 * 2
     q = Profile.from_csv(path)
     assert q.num_layers == 5 and q.names == p.names
+    assert (q.wake_fwd_s, q.wake_bwd_s) == (0.0007, 0.0009)
     for a, b in zip(p.layers, q.layers):
         assert (b.fwd_a, b.fwd_c, b.bwd_a, b.bwd_c) == pytest.approx(
             (a.fwd_a, a.fwd_c, a.bwd_a, a.bwd_c))
@@ -52,6 +65,8 @@ def test_single_batch_size_is_proportional(tmp_path):
     p = Profile.from_csv(path)
     assert p.fwd(0, 4) == pytest.approx(0.4) and p.bwd(0, 1) == pytest.approx(0.2)
     assert p.layers[0].fwd_a == 0
+    assert (p.wake_fwd_s, p.wake_bwd_s) == (0, 0)  # the optional columns left out: no wake-up
+
 
 
 @pytest.mark.parametrize("body,where", [
@@ -70,6 +85,11 @@ def test_single_batch_size_is_proportional(tmp_path):
     (HEADER + "\n0,a,1,0.1\n", "line 2: 4 fields, expected 9"),
     (HEADER + "\n0,a,1,0.1,0.2,0.1,1.5,1,1\n", "line 2, column 'out_bytes': got '1.5'"),
     (HEADER + "\n", "line 2: no rows"),
+    (FULL_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1\n", "line 2: 9 fields, expected 11"),
+    (FULL_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1,0.001,0.002\n1,b,1,0.1,0.2,0.1,1,1,1,0.001,0.003\n",
+     "line 3, column 'wake_bwd_s': got 0.003, expected 0.002 as on line 2"),
+    (FULL_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1,-1,0.002\n", "line 2, column 'wake_fwd_s'"),
+    (HEADER + ",wake_fwd_s\n", "line 1: columns out of order"),
     ("", "line 1: empty file"),
 ])
 def test_bad_csv_one_line_error(tmp_path, body, where):
@@ -96,6 +116,7 @@ def test_measure_tiny_model(tmp_path):
     assert [lp.out_bytes for lp in p.layers] == [256, 256, 128, 40]
     assert [lp.param_bytes for lp in p.layers] == [(64 * 64 + 64) * 4, (64 * 64 + 64) * 4,
                                                    (64 * 32 + 32) * 4, (32 * 10 + 10) * 4]
+    assert p.wake_fwd_s >= 0 and p.wake_bwd_s >= 0
     for lp in p.layers:
         assert lp.act_bytes > 0 and lp.opt_s > 0 and len(lp.points) == 2
         assert lp.fwd(4) > 0 and lp.bwd(4) > 0
