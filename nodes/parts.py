@@ -177,8 +177,14 @@ def weighted_average(states: list[Mapping[str, torch.Tensor]], weights: list[flo
         if len(states) == 1:
             out[key] = ref.clone()
             continue
+        if ref.is_floating_point():  # in place, one allocation per tensor
+            acc = ref.mul(weights[0] / total)
+            for st, w in zip(states[1:], weights[1:]):
+                acc.add_(st[key], alpha=w / total)
+            out[key] = acc
+            continue
         acc = torch.zeros_like(ref, dtype=torch.float64)
         for st, w in zip(states, weights):
             acc += st[key].to(torch.float64) * (w / total)
-        out[key] = acc.round().to(ref.dtype) if not ref.is_floating_point() else acc.to(ref.dtype)
+        out[key] = acc.round().to(ref.dtype)
     return out

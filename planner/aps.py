@@ -24,6 +24,9 @@ from planner.resources import (
 
 Profiles = Profile | Mapping[str, Profile]
 SIM_BUDGET = 500  # owner-iterations simulated per N compared; fewer iterations past that
+# Simulated epochs within 1% count as tied, and the fewest micro-batches wins: every message
+# costs a little CPU (encode, decode) that the cost model leaves out.
+NEAR_TIE = 0.01
 
 
 def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile]) -> tuple[int, ...]:
@@ -81,7 +84,8 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     """N per owner for `plan`: eq. 14's start, then the simulator over nearby N.
 
     Tries the start scaled by 1/4, 1/2, 1, 2, 4 (all owners together), then walks +-1 from
-    the best while the simulated epoch improves; ties go to fewer micro-batches. The whole
+    the best while the simulated epoch improves; near-ties (NEAR_TIE) go to fewer
+    micro-batches. The whole
     epoch is simulated while it is at most SIM_BUDGET owner-iterations, else `iterations`
     (default SIM_BUDGET / K, at least 3) per owner.
     """
@@ -108,14 +112,20 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     def clamp(ns: Iterable[float]) -> tuple[int, ...]:
         return tuple(min(B, max(1, round(n))) for n in ns)
 
+    def pick() -> tuple[int, ...]:
+        """The fewest micro-batches among the N within NEAR_TIE of the fastest."""
+        fastest = min(seen.values())
+        near = [ns for ns in seen if seen[ns] <= fastest * (1 + NEAR_TIE)]
+        return min(near, key=lambda ns: (sum(ns), seen[ns]))
+
     for factor in (1, 0.5, 2, 0.25, 4):
         cost(clamp(n * factor for n in start))
-    best = min(seen, key=lambda ns: (seen[ns], sum(ns)))
+    best = pick()
     for _ in range(max_steps):
         around = [clamp(n + d for n in best) for d in (-1, 1)]
         for ns in around:
             cost(ns)
-        nxt = min(seen, key=lambda ns: (seen[ns], sum(ns)))
+        nxt = pick()
         if nxt == best:
             break
         best = nxt

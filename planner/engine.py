@@ -49,12 +49,13 @@ class _Inst:
 
 class _Node:
     __slots__ = ("name", "ready", "gated", "busy", "avg_queued", "avg_done", "pending", "avg_s",
-                 "mem", "prof", "sleeps", "free_at")
+                 "mem", "prof", "sleeps", "free_at", "last_owner")
 
     def __init__(self, name: str, prof: Profile | None, sleeps: bool = False) -> None:
         self.name, self.prof = name, prof
         self.sleeps = sleeps  # emulated slower device: it sleeps after every action
         self.free_at = -math.inf  # when its processor last finished a task
+        self.last_owner = -1  # whose task (model copy) it ran last
         self.ready: list[tuple[Any, ...]] = []
         self.gated: list[tuple[Any, ...]] = []
         self.busy, self.avg_queued = False, False
@@ -220,7 +221,10 @@ class Engine:
         if inst.nbytes:
             node.mem.append((t, -inst.nbytes, 1))
         cur, k, it, sizes = t, inst.owner, inst.it, inst.sizes
-        cold = t > node.free_at  # the processor idled before this task: its first pass wakes
+        # the first pass of a task wakes (caches refilled) after an idle processor or when it
+        # works on another owner's copy than the task before
+        cold = t > node.free_at or inst.owner != node.last_owner
+        node.last_owner = inst.owner
         prof = node.prof
         for a in inst.task.actions:
             kind = a.kind

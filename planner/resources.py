@@ -13,7 +13,10 @@ from planner.profile import Profile
 HEADER_BYTES = 300  # msgpack header of one message
 LABEL_BYTES = 8  # int64 label per sample, riding with every ACT when labels are shared
 BYTES_PER_MB = 1 << 20  # `memory_mb` in a topology counts MiB
-AVERAGE_BYTES_PER_S = 4e9  # memory traffic rate of averaging model copies
+# Parameter bytes per second of averaging model copies and loading the average back
+# (nodes.parts.weighted_average + load_state_dict, one thread): 1.4-1.7e9 for 4 copies of
+# vgg5's 2.3 MB server part on the 2-core development VM.
+AVERAGE_BYTES_PER_S = 1.5e9
 AGGREGATOR = "aggregator"
 HOST = "*"  # key of a profiles mapping: this host's profile, scaled by each node's compute_scale
 TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000,
