@@ -2,9 +2,9 @@
 
 PiPar's two-part case: K = 4 owners, `compute_scale` 5 (they mostly sleep, so that they, the
 server and the aggregator share this machine's 2 cores), one server at this host's speed, one
-torch thread per process, batch 32. Models: vgg5 (BatchNorm) and mobilenetv3_small (GroupNorm:
-BatchNorm cannot be profiled at micro-batch 1 where its maps are 1x1), both on synthetic 32x32x3
-data, on the 4G, 4G+ and WiFi links of bench/harness.py.
+torch thread per process, batch 32. Models: vgg5 (BatchNorm) and mobilenetv3_small (GroupNorm,
+as in earlier runs; with BatchNorm its 1x1 maps need micro-batches of 2 or more), both on
+synthetic 32x32x3 data, on the 4G, 4G+ and WiFi links of bench/harness.py.
 
 For every (model, network):
 - the host is profiled once per model as `mpsl plan` does it (micro-batch sizes 1, B/4 and B,

@@ -18,6 +18,7 @@ from planner.resources import (
     LABEL_BYTES,
     Links,
     iterations_per_epoch,
+    max_micro_batches,
     node_profiles,
     owner_samples,
 )
@@ -35,13 +36,15 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile]) -> tupl
     For owner k with micro-batches of b = B/N samples, let f(b) be its forward of part 0 and
     R(b) the round trip of one micro-batch after it: every later part's F + B (times the
     owners sharing its node, who are served in turn) plus every hop's transmission and
-    latency, both ways. N is the smallest in 1..B with (N - 1) f(b) >= R(b), so the owner is
-    still busy with its burst when the first gradient returns and never idles in between;
-    B if none is. With t(b) = a + c*b the condition is not monotone in general, hence a scan.
+    latency, both ways. N is the smallest in 1..N_max (B, or B/2 for BatchNorm on 1x1 maps)
+    with (N - 1) f(b) >= R(b), so the owner is still busy with its burst when the first
+    gradient returns and never idles in between; N_max if none is. With t(b) = a + c*b the
+    condition is not monotone in general, hence a scan.
     """
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)
     B = topo.training.batch_size
+    n_max = max_micro_batches(topo)
     K = 1 if topo.mode == "sl" else len(topo.owners)
     links = Links(topo)
     labels = topo.labels == "shared"
@@ -50,8 +53,8 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile]) -> tupl
     for o in topo.owners:
         own = profs[o.name]
         outb = [0] + [own.out_bytes(c - 1) for c in plan.bounds[1:-1]]
-        best = B
-        for n in range(1, B + 1):
+        best = n_max
+        for n in range(1, n_max + 1):
             b = B / n
             f = own.fwd(parts[0], b) + (own.wake_fwd_s if o.compute_scale > 1 else 0.0)
             trip = 0.0
@@ -92,7 +95,6 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)
     profs = node_profiles(topo, profiles, measure=False)
-    B = topo.training.batch_size
     start = eq14_start(topo, plan, profs)
     if iterations is None:
         if samples is None:
@@ -109,8 +111,10 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
             seen[ns] = est.epoch_s
         return seen[ns]
 
+    n_max = max_micro_batches(topo)
+
     def clamp(ns: Iterable[float]) -> tuple[int, ...]:
-        return tuple(min(B, max(1, round(n))) for n in ns)
+        return tuple(min(n_max, max(1, round(n))) for n in ns)
 
     def pick() -> tuple[int, ...]:
         """The fewest micro-batches among the N within NEAR_TIE of the fastest."""
@@ -136,12 +140,12 @@ def exhaustive(topo: Topology, profiles: Profiles, *, ns: Iterable[int] | None =
                iterations: int | None = None, samples: list[int] | None = None,
                memory: bool = True) -> list[Candidate]:
     """Every cut tuple (with the pinned cuts, within the memory caps when `memory`) x every N
-    (default 1..B, 1 in SFL, SL and FL), simulated and ranked by epoch time."""
+    (default 1..B, or as far as BatchNorm allows, 1 in SFL, SL and FL), simulated and ranked
+    by epoch time."""
     profs = node_profiles(topo, profiles, measure=False)
     L = next(iter(profs.values())).num_layers
-    B = topo.training.batch_size
     if ns is None:
-        ns = [1] if topo.mode in SINGLE_BATCH_MODES else range(1, B + 1)
+        ns = [1] if topo.mode in SINGLE_BATCH_MODES else range(1, max_micro_batches(topo) + 1)
     if samples is None and iterations is None:
         samples = owner_samples(topo)
     P = len(placement_for(topo))

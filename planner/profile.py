@@ -301,14 +301,16 @@ def measure_profile(
     `act_bytes` counts the distinct non-parameter storages saved for backward
     (saved_tensors_hooks), per sample. `budget_s` stops adding repeats once spent.
 
-    The wake-up cost: every layer's forward and backward also run `wake_repeats` times each
-    after WAKE_GAP_S of sleep; `wake_fwd_s` (`wake_bwd_s`) is the median over layers and batch
-    sizes of that time (median over repeats) minus the warm one. It is charged once per action
-    that follows an idle processor, since the layers after the first of an action run warm.
+    Batch sizes below the smallest the model trains on (2 for BatchNorm on 1x1 maps) are
+    raised to it. The wake-up cost: every layer's forward and backward also run
+    `wake_repeats` times each after WAKE_GAP_S of sleep; `wake_fwd_s` (`wake_bwd_s`) is the
+    median over layers and batch sizes of that time (median over repeats) minus the warm
+    one. It is charged once per action that follows an idle processor, since the layers
+    after the first of an action run warm.
     """
     import torch
 
-    from mpsl.models import build_model, layer_labels
+    from mpsl.models import build_model, layer_labels, smallest_batch
 
     if len(input_shape) != 3 or min(batch_sizes, default=0) < 1 or repeats < 1:
         raise ValueError(f"need input_shape (C, H, W), batch sizes >= 1 and repeats >= 1; got "
@@ -320,6 +322,8 @@ def measure_profile(
         torch.manual_seed(0)
         c, h, w = input_shape
         model = build_model(model_name, num_classes, c, h, norm).train()
+        low = smallest_batch(model, input_shape)  # BatchNorm on 1x1 maps: at least 2
+        batch_sizes = sorted({max(low, b) for b in batch_sizes})
         labels, mods = layer_labels(model), list(model.children())
         pids = {p.untyped_storage().data_ptr() for p in model.parameters()}
         times: list[list[tuple[int, float, float]]] = [[] for _ in mods]
@@ -349,10 +353,7 @@ def measure_profile(
                         loss = (torch.nn.functional.cross_entropy(out, y)
                                 if i == len(mods) - 1 else None)
                     t1 = time.perf_counter()
-                    if loss is not None:
-                        loss.backward()
-                    else:
-                        out.backward(torch.ones_like(out))
+                    _backward(out, loss)
                     t2 = time.perf_counter()
                     if rep:
                         samples[i].append((t1 - t0, t2 - t1))
@@ -381,8 +382,19 @@ def measure_profile(
     wake = (max(0.0, statistics.median(wake_f)), max(0.0, statistics.median(wake_b))) \
         if wake_f else (0.0, 0.0)
     return Profile(tuple(layers), f"measured:{model_name}",
-                   {"model": model_name, "input_shape": list(input_shape), "norm": norm},
+                   {"model": model_name, "input_shape": list(input_shape), "norm": norm,
+                    "smallest_batch": low},
                    *wake)
+
+
+def _backward(out: Any, loss: Any) -> None:
+    """A layer's backward pass: from the loss on the last layer, else from ones."""
+    import torch
+
+    if loss is not None:
+        loss.backward()
+    else:
+        out.backward(torch.ones_like(out))
 
 
 def _cold_times(mods: Sequence[Any], x0: Any, y: Any, repeats: int) -> list[tuple[float, float]]:
@@ -402,10 +414,7 @@ def _cold_times(mods: Sequence[Any], x0: Any, y: Any, repeats: int) -> list[tupl
             t1 = time.perf_counter()
             time.sleep(WAKE_GAP_S)
             t2 = time.perf_counter()
-            if loss is not None:
-                loss.backward()
-            else:
-                res.backward(torch.ones_like(res))
+            _backward(res, loss)
             t3 = time.perf_counter()
             fs.append(t1 - t0)
             ws.append(t3 - t2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -180,6 +181,27 @@ def host_profile(topo: Topology, repeats: int = 3) -> Profile:
     sizes = sorted({1, max(1, b // 4), b})
     return measure_profile(topo.model.name, shape, classes, topo.model.norm, sizes, repeats,
                            topo.training.optimizer, topo.training.momentum)
+
+
+def smallest_micro_batch(topo: Topology) -> int:
+    """The smallest micro-batch the topology's model trains on (see mpsl.models.smallest_batch)."""
+    shape, classes = input_shape(topo)
+    return _smallest(topo.model.name, topo.model.norm, shape, classes)
+
+
+@functools.lru_cache(maxsize=32)
+def _smallest(name: str, norm: str, shape: tuple[int, int, int], classes: int) -> int:
+    from mpsl.models import build_model, smallest_batch
+
+    return smallest_batch(build_model(name, classes, shape[0], shape[1], norm), shape)
+
+
+def max_micro_batches(topo: Topology) -> int:
+    """The largest N whose micro-batches (floor(B/N) samples) the model can train on."""
+    B = topo.training.batch_size
+    if topo.model.norm != "batch":
+        return B
+    return max(1, B // smallest_micro_batch(topo))
 
 
 def owner_samples(topo: Topology) -> list[int]:

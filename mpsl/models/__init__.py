@@ -40,6 +40,7 @@ __all__ = [
     "layer_labels",
     "part_key_map",
     "part_ranges",
+    "smallest_batch",
     "split_model",
 ]
 
@@ -76,3 +77,23 @@ def build_model(
     if name in MOBILENET_CONFIGS:
         return build_mobilenetv3(name, num_classes, in_channels, image_size, norm)
     return build_mlp(num_classes, in_channels, image_size)
+
+
+def smallest_batch(model: nn.Sequential, input_shape: tuple[int, ...]) -> int:
+    """The smallest batch `model` trains on: 2 when a BatchNorm would see a single value per
+    channel at batch 1 (1x1 maps, or a flat input), which training-mode BatchNorm refuses."""
+    import torch
+
+    seen: list[int] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0][0, 0].numel()))
+             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return 2 if seen and min(seen) == 1 else 1

@@ -21,6 +21,11 @@ SETUP = dict(
              "test_samples": 2000},
     training={"epochs": 2, "batch_size": 32, "lr": 0.02, "momentum": 0.9},
 )
+# Two equally good models differ on 2000 test images by about 0.75 points (binomial, at 94%)
+# before any difference in training: BatchNorm sees micro-batches of 8 in PiPar and MP-SL, and
+# the float kernels differ between CPUs. Seen: fl 95.2 / pipar 94.7 / unsplit 94.0 on one VM,
+# fl 95.3 / pipar 93.9 / unsplit 93.2 on another. 2 points is about 2.7 standard deviations.
+TOLERANCE = 0.02
 MODES = {
     "fl": dict(mode="fl"),
     "pipar": dict(mode="pipar", plan={"cuts": [2], "micro_batches": 4}),
@@ -58,4 +63,4 @@ def test_pipar_and_mpsl_match_fl_and_unsplit(run_topology, tmp_path):
     assert accuracy["fl"] > 0.9, accuracy
     for mode in ("pipar", "mpsl"):
         for ref in ("fl", "unsplit"):
-            assert abs(accuracy[mode] - accuracy[ref]) <= 0.01, (mode, ref, accuracy)
+            assert abs(accuracy[mode] - accuracy[ref]) <= TOLERANCE, (mode, ref, accuracy)

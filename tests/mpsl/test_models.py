@@ -18,6 +18,7 @@ from mpsl.models import (
     layer_labels,
     part_key_map,
     part_ranges,
+    smallest_batch,
     split_model,
 )
 from mpsl.models.layers import group_count
@@ -519,3 +520,15 @@ def test_batch_norm_breaks_micro_batch_equivalence() -> None:
     _step_micro(micro, x, y, 4, "sgd")
     with pytest.raises(AssertionError):
         _assert_same_weights(reference, micro)
+
+
+def test_smallest_batch() -> None:
+    """Training-mode BatchNorm refuses one value per channel: 1x1 maps need 2 samples."""
+    bn = build_model("mobilenetv3_small", 10, 3, 32, "batch")
+    assert smallest_batch(bn, (3, 32, 32)) == 2
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn.train()(torch.zeros(1, 3, 32, 32))
+    bn(torch.zeros(2, 3, 32, 32))  # two samples train
+    assert bn.training  # left in the mode it was in
+    assert smallest_batch(build_model("mobilenetv3_small", 10, 3, 32, "group"), (3, 32, 32)) == 1
+    assert smallest_batch(build_model("vgg5", 10, 3, 32, "batch"), (3, 32, 32)) == 1

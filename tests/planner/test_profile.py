@@ -123,3 +123,11 @@ def test_measure_tiny_model(tmp_path):
     p.to_csv(tmp_path / "m.csv")
     q = Profile.from_csv(tmp_path / "m.csv")
     assert [lp.points for lp in q.layers] == [lp.points for lp in p.layers]
+
+
+def test_measure_batch_norm_on_1x1_maps():
+    """A micro-batch of 1 cannot train BatchNorm on 1x1 maps: measured from 2 samples up."""
+    p = measure_profile("mobilenetv3_small", (3, 32, 32), 10, "batch", batch_sizes=(1, 4),
+                        repeats=1, wake_repeats=1)
+    assert p.meta["smallest_batch"] == 2
+    assert {b for lp in p.layers for b, _, _ in lp.points} == {2, 4}
