@@ -17,6 +17,7 @@ from planner.resources import (
     HEADER_BYTES,
     LABEL_BYTES,
     Links,
+    emulated_nodes,
     iterations_per_epoch,
     max_micro_batches,
     node_profiles,
@@ -47,6 +48,7 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile]) -> tupl
     n_max = max_micro_batches(topo)
     K = 1 if topo.mode == "sl" else len(topo.owners)
     links = Links(topo)
+    emulated = emulated_nodes(topo)
     labels = topo.labels == "shared"
     parts = plan.parts
     out = []
@@ -56,7 +58,7 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile]) -> tupl
         best = n_max
         for n in range(1, n_max + 1):
             b = B / n
-            f = own.fwd(parts[0], b) + (own.wake_fwd_s if o.compute_scale > 1 else 0.0)
+            f = own.fwd(parts[0], b) + (own.wake_fwd_s if o.name in emulated else 0.0)
             trip = 0.0
             for p in range(1, plan.num_parts):
                 node = plan.placement[p]
@@ -88,9 +90,8 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
 
     Tries the start scaled by 1/4, 1/2, 1, 2, 4 (all owners together), then walks +-1 from
     the best while the simulated epoch improves; near-ties (NEAR_TIE) go to fewer
-    micro-batches. The whole
-    epoch is simulated while it is at most SIM_BUDGET owner-iterations, else `iterations`
-    (default SIM_BUDGET / K, at least 3) per owner.
+    micro-batches. The whole epoch is simulated while it is at most SIM_BUDGET
+    owner-iterations, else `iterations` (default SIM_BUDGET / K, at least 3) per owner.
     """
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)

@@ -39,6 +39,7 @@ from planner.resources import (
     Hop,
     Links,
     copies_on_compute,
+    emulated_nodes,
     memory_caps,
     state_factor,
 )
@@ -82,6 +83,7 @@ class OwnerGroup:
     uplink: float | None
     downlink: float | None
     cap: float | None
+    sleeps: bool = False  # emulated slower device: it wakes for every pass
 
 
 @dataclass
@@ -147,17 +149,19 @@ def build(topo: Topology, profs: dict[str, Profile], ns: Sequence[int],
     if owners is not None and owners != len(specs):
         specs = [specs[0]] * owners
         ns = [ns[0]] * owners
+    emulated = emulated_nodes(topo)
     groups: dict[tuple, OwnerGroup] = {}
     for i, (o, n) in enumerate(zip(specs, ns)):
         name = f"owner{i}"
         prof = profs.get(name, profs[specs[0].name])
+        sleeps = o.name in emulated
         key = (id(prof), n, o.uplink_mbps, o.downlink_mbps, o.latency_ms, caps_all[o.name],
-               o.compute_scale > 1)
+               sleeps)
         if key in groups:
             groups[key].members.append(name)
         else:
             groups[key] = OwnerGroup(name, [name], prof, min(n, B), o.uplink_mbps,
-                                     o.downlink_mbps, caps_all[o.name])
+                                     o.downlink_mbps, caps_all[o.name], sleeps)
     links = Links(topo, {f"owner{i}": o for i, o in enumerate(specs)})
     K = len(specs)
     copies = copies_on_compute(topo, K)
@@ -178,12 +182,10 @@ def build(topo: Topology, profs: dict[str, Profile], ns: Sequence[int],
     def one_mb(prof: Profile, b: float) -> list[float]:
         return [lp.fwd(b) + lp.bwd(b) for lp in prof.layers]
 
-    sleeps = {c.name: c.compute_scale > 1 for c in topo.compute_nodes}
     for g in groups.values():
         mult = 1 if sl else len(g.members)
         out = [lp.out_bytes for lp in g.profile.layers]
         bbar = B / g.n
-        owner_sleeps = specs[int(g.rep[len("owner"):])].compute_scale > 1
         for p, node in enumerate(placement):  # processors
             res = g.rep if node == OWNER else node if len(groups) == 1 or not sl else \
                 f"{node}/{g.rep}"
@@ -192,14 +194,14 @@ def build(topo: Topology, profs: dict[str, Profile], ns: Sequence[int],
             form = loads.setdefault(res, Form())
             form.add_x(p, work(prof, g.n), k)
             # an emulated device wakes for every pass; a busy node runs its passes warm
-            if (owner_sleeps if node == OWNER else sleeps.get(node, False)):
+            if g.sleeps if node == OWNER else node in emulated:
                 form.const += k * g.n * (prof.wake_fwd_s + prof.wake_bwd_s)
         burst, drain = Form(), Form()
         own = g.profile.layers
         gp = g.profile
         burst.add_x(0, [g.n * lp.fwd_a + B * lp.fwd_c + lp.bwd(bbar) for lp in own])
         drain.add_x(0, [lp.fwd(bbar) + g.n * lp.bwd_a + B * lp.bwd_c for lp in own])
-        bursts = g.n if owner_sleeps else 1  # forwards (burst) or backwards (drain) that wake
+        bursts = g.n if g.sleeps else 1  # forwards (burst) or backwards (drain) that wake
         burst.const += bursts * gp.wake_fwd_s + gp.wake_bwd_s
         drain.const += gp.wake_fwd_s + bursts * gp.wake_bwd_s
         for p, node in enumerate(placement):

@@ -19,6 +19,7 @@ from planner.resources import (
     HEADER_BYTES,
     Links,
     copies_on_compute,
+    emulated_nodes,
     iterations_per_epoch,
     message_bytes,
     owner_samples,
@@ -88,12 +89,11 @@ class Engine:
         self.registry: dict[tuple[Any, ...], _Inst] = {}
         bprof = profs[self.onames[0]]
         self.cut_out = [0] + [bprof.out_bytes(c - 1) for c in plan.bounds[1:-1]]
-        scale = {o.name: o.compute_scale for o in topo.owners}
-        scale.update((c.name, c.compute_scale) for c in topo.compute_nodes)
-        self.nodes = {n: _Node(n, profs[n], scale[n] > 1) for n in self.onames}
+        emulated = emulated_nodes(topo)
+        self.nodes = {n: _Node(n, profs[n], n in emulated) for n in self.onames}
         for n in plan.placement[1:]:
             if n != "owner" and n not in self.nodes:
-                self.nodes[n] = _Node(n, profs[n], scale.get(n, 1.0) > 1)
+                self.nodes[n] = _Node(n, profs[n], n in emulated)
         self.part_cost: dict[tuple[int, int], tuple[float, ...]] = {}
         self.owner_params = sum(bprof.param_bytes(plan.parts[p]) for p in plan.parts_on("owner"))
         # per owner: the batch sizes of its iterations, grouped in aggregation rounds

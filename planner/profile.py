@@ -331,7 +331,7 @@ def measure_profile(
         act_b = [0] * len(mods)
         wake_f: list[float] = []
         wake_b: list[float] = []
-        for b in sorted(set(batch_sizes)):
+        for b in batch_sizes:
             x0 = torch.rand(b, c, h, w)
             y = torch.randint(0, num_classes, (b,))
             samples: list[list[tuple[float, float]]] = [[] for _ in mods]

@@ -86,6 +86,13 @@ def state_factor(topo: Topology) -> int:
     return 2 + optimizer_copies(topo)
 
 
+def emulated_nodes(topo: Topology) -> set[str]:
+    """Owners and compute nodes with compute_scale > 1: they sleep after every pass."""
+    nodes = [(o.name, o.compute_scale) for o in topo.owners]
+    nodes += [(c.name, c.compute_scale) for c in topo.compute_nodes]
+    return {name for name, scale in nodes if scale > 1}
+
+
 def copies_on_compute(topo: Topology, owners: int) -> int:
     """Model copies a compute node keeps: one per owner, a single shared one in SL."""
     return 1 if topo.mode == "sl" else owners
