@@ -56,7 +56,7 @@ from planner import Estimate, Profile, measure_profile, simulate
 MODEL, SHAPE, CLASSES, BATCH = "vgg5", (3, 32, 32), 10, 32
 OWNER_SCALE = 5.0
 PROFILE_SIZES = (1, 8, 32)
-PROFILE_REPEATS = 11  # the minimum of 11: the profile is taken while other work may run
+PROFILE_REPEATS = 11  # the median of 11: robust to the passes other work disturbs
 TEST_SAMPLES = 64  # keep the aggregator's evaluation (run during epoch 2) short
 
 

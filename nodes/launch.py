@@ -23,6 +23,7 @@ from typing import Any
 
 import zmq
 
+from mpsl.allocator import keep_freed_memory
 from mpsl.plan import Plan
 from mpsl.topology import Topology
 from nodes.link import Inbox
@@ -53,6 +54,7 @@ def plan_from_json(data: dict[str, Any], source: str = "plan") -> Plan:
 def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None = None,
              monitor: str | None = None) -> None:
     """Run one node to the end of training (imports stay local: a node loads only its role)."""
+    keep_freed_memory()
     if role == "aggregator":
         from nodes.aggregator import Aggregator
 

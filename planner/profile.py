@@ -296,8 +296,10 @@ def measure_profile(
     """Time every layer of `model_name` on this host with one torch thread.
 
     Each layer runs on its own (input detached, requiring grad past layer 0; the last layer
-    includes the cross-entropy loss) at every batch size; times are the minimum of `repeats`
-    after one warm-up (the run least disturbed by other processes on a shared machine).
+    includes the cross-entropy loss) at every batch size; times are the median of `repeats`
+    after one warm-up: the typical pass, which is what a run meets (the minimum, the least
+    disturbed pass, made every estimate 2-12% short), and robust to a few passes that other
+    processes on a shared machine disturb.
     `act_bytes` counts the distinct non-parameter storages saved for backward
     (saved_tensors_hooks), per sample. `budget_s` stops adding repeats once spent.
 
@@ -306,11 +308,15 @@ def measure_profile(
     `wake_repeats` times each after WAKE_GAP_S of sleep; `wake_fwd_s` (`wake_bwd_s`) is the
     median over layers and batch sizes of that time (median over repeats) minus the warm
     one. It is charged once per action that follows an idle processor, since the layers
-    after the first of an action run warm.
+    after the first of an action run warm. The C allocator is set as in a node process
+    (`keep_freed_memory`), so that the times are those the nodes will see.
     """
     import torch
 
+    from mpsl.allocator import keep_freed_memory
     from mpsl.models import build_model, layer_labels, smallest_batch
+
+    keep_freed_memory()
 
     if len(input_shape) != 3 or min(batch_sizes, default=0) < 1 or repeats < 1:
         raise ValueError(f"need input_shape (C, H, W), batch sizes >= 1 and repeats >= 1; got "
@@ -363,8 +369,9 @@ def measure_profile(
                 model.zero_grad(set_to_none=True)
                 if budget_s is not None and rep and time.perf_counter() - started > budget_s:
                     break
-            for i, s in enumerate(samples):  # the least disturbed run: others share the CPU
-                times[i].append((b, min(f for f, _ in s), min(w for _, w in s)))
+            for i, s in enumerate(samples):
+                times[i].append((b, statistics.median(f for f, _ in s),
+                                 statistics.median(w for _, w in s)))
             if wake_repeats:
                 for i, (cold_f, cold_b) in enumerate(_cold_times(mods, x0, y, wake_repeats)):
                     wake_f.append(cold_f - times[i][-1][1])
