@@ -48,6 +48,7 @@ from harness import (
     save,
     show,
     topology,
+    wait_for_quiet,
 )
 from mpsl.cli import num_layers
 from mpsl.plan import make_plan
@@ -115,17 +116,6 @@ def doc_for(cfg: Config, epochs: int = 2) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ running
-
-
-def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 20.0) -> float:
-    """Wait (bounded) until the 1-minute load average is below `max_load`; return it."""
-    deadline = time.monotonic() + max_wait_s
-    load = os.getloadavg()[0]
-    while load >= max_load and time.monotonic() < deadline:
-        console.print(f"[dim]load {load:.2f} >= {max_load}: waiting {poll_s:.0f} s[/dim]")
-        time.sleep(poll_s)
-        load = os.getloadavg()[0]
-    return load
 
 
 def host_profile() -> tuple[Profile, float]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -102,3 +104,14 @@ def markdown(rows: list[dict[str, Any]], digits: int = 3) -> str:
         out.append("| " + " | ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v)
                                      for v in r.values()) + " |")
     return "\n".join(out)
+
+
+def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 20.0) -> float:
+    """Wait (bounded) until the 1-minute load average is below `max_load`; return it."""
+    deadline = time.monotonic() + max_wait_s
+    load = os.getloadavg()[0]
+    while load >= max_load and time.monotonic() < deadline:
+        console.print(f"[dim]load {load:.2f} >= {max_load}: waiting {poll_s:.0f} s[/dim]")
+        time.sleep(poll_s)
+        load = os.getloadavg()[0]
+    return load

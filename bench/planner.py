@@ -50,6 +50,7 @@ from harness import (
     save,
     show,
     topology,
+    wait_for_quiet,
 )
 from mpsl.plan import Plan
 from mpsl.topology import Topology
@@ -95,17 +96,6 @@ def profile(model: str) -> tuple[Profile, float]:
     started = time.perf_counter()
     prof = measure_profile(model, shape, 10, norm, sizes, PROFILE_REPEATS)
     return prof, time.perf_counter() - started
-
-
-def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 20.0) -> float:
-    """Wait (bounded) until the 1-minute load average is below `max_load`; return it."""
-    deadline = time.monotonic() + max_wait_s
-    load = os.getloadavg()[0]
-    while load >= max_load and time.monotonic() < deadline:
-        console.print(f"[dim]load {load:.2f} >= {max_load}: waiting {poll_s:.0f} s[/dim]")
-        time.sleep(poll_s)
-        load = os.getloadavg()[0]
-    return load
 
 
 def plan_case(model: str, net: str, prof: Profile, top: int) -> dict[str, Any]:
