@@ -16,12 +16,14 @@ _kept = False
 def keep_freed_memory() -> bool:
     """Let glibc keep freed memory for the next step instead of returning it to the OS.
 
-    By default glibc serves each allocation above a (moving) threshold with its own mmap and
-    trims the heap when its top is free, so a training step page-faults its activations and
-    gradients in anew every time. That costs CPU time in the kernel: on this project's 2-core
-    VM, a data owner's backward of vgg5's first two layers (micro-batch 32) took 68 ms instead
-    of 31 ms. Allocations up to 32 MiB now come from the heap, which keeps up to 1 GiB of free
-    memory. Once per process; returns False where the C library has no mallopt (not glibc).
+    By default glibc serves each allocation above a moving threshold with its own mmap, and
+    trims the heap once its free top exceeds another. A node's mix of sizes (activations,
+    gradients, messages, several threads) keeps defeating the moving threshold, so its steps
+    page-fault their tensors in again: kernel CPU time, which an emulated device multiplies
+    by its compute_scale. On this project's 2-core VM, a data owner's backward of vgg5's first
+    two layers (micro-batch 32, scale 5) took 68 ms instead of 31 ms. Allocations up to 32 MiB
+    now come from the heap, which keeps up to 1 GiB free. Once per process; returns False
+    where the C library has no mallopt (not glibc).
     """
     global _kept
     if _kept:

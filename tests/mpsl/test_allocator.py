@@ -1,4 +1,4 @@
-"""Tests of mpsl.allocator: a training step page-faults less once freed memory is kept."""
+"""Tests of mpsl.allocator: freed tensor memory stays with the process for the next step."""
 
 from __future__ import annotations
 
@@ -8,48 +8,36 @@ import sys
 
 import pytest
 
-from mpsl.allocator import keep_freed_memory
-
-# Ten training steps of vgg5's first two layers (micro-batch 32, as a data owner runs them),
-# in a fresh process; prints the minor page faults per step.
-STEPS = """
-import resource, sys, torch
+# In a fresh process: hold 8 tensors of 24 MiB (pages touched), free them, and print how many
+# MiB the resident set shrank by. glibc's defaults give such memory back to the OS (munmap, or
+# a heap trim), so the next step page-faults it in again; kept, it does not shrink. Each
+# mode runs in its own process: the setting holds for a whole process.
+FREE_AND_MEASURE = """
+import os, sys, torch
 if sys.argv[1] == "keep":
     from mpsl.allocator import keep_freed_memory
-    assert keep_freed_memory()
-from mpsl.models import build_model
-torch.set_num_threads(1)
-model = build_model("vgg5", 10, 3, 32, "batch").train()
-part = torch.nn.Sequential(*list(model.children())[:2])
-x = torch.rand(32, 3, 32, 32)
-def step():
-    out = part(x)
-    out.backward(torch.ones_like(out))
-for _ in range(3):
-    step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
-    step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+    assert keep_freed_memory() and keep_freed_memory()  # set, then already set
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+held = [torch.empty(6 * 2**20).fill_(1.0) for _ in range(8)]
+before = rss()
+del held
+print((before - rss()) / 2**20)
 """
 
 ON_GLIBC = sys.platform.startswith("linux") and bool(ctypes.util.find_library("c"))
 glibc = pytest.mark.skipif(not ON_GLIBC, reason="mallopt is glibc's")
 
 
-def faults_per_step(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", STEPS, mode], capture_output=True, text=True,
-                         timeout=120, check=True)
+def shrink_mib(mode: str) -> float:
+    out = subprocess.run([sys.executable, "-c", FREE_AND_MEASURE, mode], capture_output=True,
+                         text=True, timeout=120, check=True)
     return float(out.stdout.strip())
 
 
 @glibc
-def test_keep_freed_memory_is_set_once_and_says_so() -> None:
-    assert keep_freed_memory() is True
-    assert keep_freed_memory() is True
-
-
-@glibc
-def test_a_training_step_faults_less_with_freed_memory_kept() -> None:
-    default, kept = faults_per_step("default"), faults_per_step("keep")
-    assert kept < 0.7 * default, (default, kept)
+def test_freed_tensors_stay_with_the_process_only_when_kept() -> None:
+    default, kept = shrink_mib("default"), shrink_mib("keep")
+    assert default > 150, f"glibc's default gave back only {default} MiB of 192"
+    assert kept < 10, f"kept memory still shrank by {kept} MiB"
