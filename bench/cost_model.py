@@ -8,11 +8,11 @@ compute nodes run at this host's speed. This host is profiled once (`measure_pro
 thread, micro-batch sizes 1, 8 and 32) and the profile is given to `simulate`, which scales it
 per node by compute_scale.
 
-Each configuration runs 2 epochs, `--repeats` times, interleaved (every configuration once, then
-again); the measured time is epoch 2's `wall_s` (epoch 1 holds the warm-up and starts without a
-GLOBAL download), the median over the repeats. The estimate is `simulate(...).epoch_s`, which
-ends when GLOBAL reaches the owners: epoch 2, from one GLOBAL send to the next, spans the same
-work. Error = estimate / measured - 1.
+Each configuration runs EPOCHS epochs, `--repeats` times, interleaved (every configuration once,
+then again); a run's time is the mean `wall_s` of its epochs after the first (epoch 1 holds the
+warm-up and starts without a GLOBAL download), the measured time the median over the repeats.
+The estimate is `simulate(...).epoch_s`, which ends when GLOBAL reaches the owners: a later
+epoch, from one GLOBAL send to the next, spans the same work. Error = estimate / measured - 1.
 
 The profile includes the wake-up cost (`wake_fwd_s`, `wake_bwd_s`: what a pass costs more
 when its processor was idle or asleep just before), which `measure_profile` measures itself.
@@ -41,6 +41,7 @@ from harness import (
     NETWORKS,
     RESULTS,
     console,
+    epoch_time,
     load_doc,
     markdown,
     median,
@@ -58,7 +59,8 @@ MODEL, SHAPE, CLASSES, BATCH = "vgg5", (3, 32, 32), 10, 32
 OWNER_SCALE = 5.0
 PROFILE_SIZES = (1, 8, 32)
 PROFILE_REPEATS = 11  # the median of 11: robust to the passes other work disturbs
-TEST_SAMPLES = 64  # keep the aggregator's evaluation (run during epoch 2) short
+TEST_SAMPLES = 64  # keep the aggregator's evaluation (run during the next epoch) short
+EPOCHS = 4  # epoch 1 is the warm-up; 2-4 are measured
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ CONFIGS = [
 QUICK = [CONFIGS[0], CONFIGS[5], CONFIGS[8], CONFIGS[10]]
 
 
-def doc_for(cfg: Config, epochs: int = 2) -> dict[str, Any]:
+def doc_for(cfg: Config, epochs: int = EPOCHS) -> dict[str, Any]:
     up, down = NETWORKS[cfg.net]
     doc = topology(
         owners=cfg.owners, compute=cfg.compute, mode=cfg.mode, model=MODEL,
@@ -161,7 +163,7 @@ def main() -> None:
             loads.append(wait_for_quiet(args.max_load, args.round_wait))
         for c in configs:
             res = run(doc_for(c))
-            walls[c].append(res["epochs"][1]["wall_s"])
+            walls[c].append(epoch_time(res))
             last[c] = res
             busy[c].append({n: v["busy_s"] for n, v in (res["nodes"] | res["links"]).items()})
             loads.append(os.getloadavg()[0])
@@ -203,7 +205,7 @@ def main() -> None:
          "target": "<= 15", "met": max(merrs) <= 15},
     ]
     when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    show("cost model: epoch time, estimate vs measured (epoch 2, median of repeats)", rows)
+    show("cost model: epoch time, estimate vs measured (epochs 2-4, median of repeats)", rows)
     show("where the time goes: busy s per epoch, estimate vs measured", diag_rows)
     show("memory per compute node (MB): estimate vs measured peak tensor bytes", mem_rows, 2)
     show("summary", summary, 2)
@@ -227,9 +229,9 @@ def main() -> None:
 
 def diagnosis(c: Config, e: Estimate, measured: list[dict[str, float]]) -> dict[str, Any]:
     """Busy seconds per epoch of owner0, its uplink and the first compute node, estimated and
-    measured (a run's busy time over both epochs / 2, so epoch 1's warm-up is in)."""
+    measured (a run's busy time over all its epochs / EPOCHS, so epoch 1's warm-up is in)."""
     def meas(name: str) -> float:
-        return statistics.median(b.get(name, 0.0) for b in measured) / 2
+        return statistics.median(b.get(name, 0.0) for b in measured) / EPOCHS
 
     up = "owner0->node1" if c.mode != "fl" else "owner0->aggregator"
     out: dict[str, Any] = {"config": c.name, "bottleneck (est)": e.bottleneck}

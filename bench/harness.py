@@ -70,6 +70,11 @@ def run(doc: Mapping[str, Any], plan: Plan | None = None) -> dict[str, Any]:
         return LocalCluster(str(path), (), topo, plan, Path(tmp) / "run").run()
 
 
+def epoch_time(results: Mapping[str, Any]) -> float:
+    """A run's epoch time: the mean `wall_s` of its epochs after the first (the warm-up)."""
+    return statistics.fmean(e["wall_s"] for e in results["epochs"][1:])
+
+
 def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 

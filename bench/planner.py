@@ -33,7 +33,6 @@ import datetime
 import json
 import math
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from harness import (
     NETWORKS,
     RESULTS,
     console,
+    epoch_time,
     load_doc,
     markdown,
     median,
@@ -238,11 +238,6 @@ def main() -> None:
         text += "\n" + markdown(solve) + "\n"
     (RESULTS / f"{name}.md").write_text(text)
     console.print(f"whole run {meta['wall_s']:.0f} s; wrote {RESULTS / name}.*")
-
-
-def epoch_time(results: dict[str, Any]) -> float:
-    """A run's epoch time: the mean over its epochs after the first, which holds the warm-up."""
-    return statistics.fmean(e["wall_s"] for e in results["epochs"][1:])
 
 
 def resnet101_solve() -> list[dict[str, Any]]:
