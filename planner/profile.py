@@ -297,9 +297,8 @@ def measure_profile(
 
     Each layer runs on its own (input detached, requiring grad past layer 0; the last layer
     includes the cross-entropy loss) at every batch size; times are the median of `repeats`
-    after one warm-up: the typical pass, which is what a run meets (the minimum, the least
-    disturbed pass, made every estimate 2-12% short), and robust to a few passes that other
-    processes on a shared machine disturb.
+    after one warm-up: the typical pass, which is what a run meets (the least disturbed pass
+    is shorter), robust to the few passes that other processes on a shared machine disturb.
     `act_bytes` counts the distinct non-parameter storages saved for backward
     (saved_tensors_hooks), per sample. `budget_s` stops adding repeats once spent.
 
