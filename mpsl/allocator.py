@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import sys
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -26,16 +24,11 @@ def keep_freed_memory() -> bool:
     where the C library has no mallopt (not glibc).
     """
     global _kept
-    if _kept:
-        return True
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None or sys.platform == "darwin":
-        return False
-    _kept = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    if not _kept:
+        try:
+            mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+        except (OSError, AttributeError):
+            return False
+        _kept = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+            mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     return _kept
