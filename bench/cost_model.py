@@ -158,6 +158,7 @@ def main() -> None:
     last: dict[Config, dict[str, Any]] = {}
     busy: dict[Config, list[dict[str, float]]] = {c: [] for c in configs}
     loads: list[float] = [load0]
+    steals: list[float] = []
     for r in range(repeats):
         if r:  # let the machine settle again between rounds (bounded)
             loads.append(wait_for_quiet(args.max_load, args.round_wait))
@@ -167,9 +168,11 @@ def main() -> None:
             last[c] = res
             busy[c].append({n: v["busy_s"] for n, v in (res["nodes"] | res["links"]).items()})
             loads.append(os.getloadavg()[0])
+            steals.append(res["steal_pct"])
             console.print(f"[dim]{r + 1}/{repeats} {c.name}: epochs "
                           f"{[round(e['wall_s'], 3) for e in res['epochs']]} "
-                          f"(estimate {est[c].epoch_s:.3f}), load {loads[-1]:.2f}[/dim]")
+                          f"(estimate {est[c].epoch_s:.3f}), load {loads[-1]:.2f}, "
+                          f"steal {steals[-1]:.1f}%[/dim]")
 
     rows, mem_rows, diag_rows = [], [], []
     for c in configs:
@@ -214,6 +217,7 @@ def main() -> None:
             "profile_sizes": PROFILE_SIZES,
             "wake_s": {"F": prof.wake_fwd_s, "B": prof.wake_bwd_s},
             "load_1min": {"start": load0, "max": max(loads), "median": median(loads)},
+            "steal_pct": {"median": median(steals), "max": max(steals)},
             "walls": {c.name: walls[c] for c in configs}, "summary": summary,
             "wall_s": time.perf_counter() - started}
     save(name, rows, meta)
@@ -221,7 +225,8 @@ def main() -> None:
     save(f"{name}.diagnosis", diag_rows, {"date": when})
     (RESULTS / f"{name}.md").write_text(
         f"Measured {when}, {repeats} repeat(s), 1-min load {load0:.2f} at start, "
-        f"max {max(loads):.2f}; whole run {meta['wall_s']:.0f} s.\n\n"
+        f"max {max(loads):.2f}; CPU steal per run median {median(steals):.1f}%, max "
+        f"{max(steals):.1f}%; whole run {meta['wall_s']:.0f} s.\n\n"
         + markdown(rows) + "\n\n" + markdown(summary, 2) + "\n\n" + markdown(diag_rows)
         + "\n\n" + markdown(mem_rows, 2) + "\n")
     console.print(f"whole run {meta['wall_s']:.0f} s; wrote {RESULTS / name}.*")

@@ -63,11 +63,34 @@ def load_doc(doc: Mapping[str, Any], folder: Path) -> tuple[Path, Topology]:
 
 
 def run(doc: Mapping[str, Any], plan: Plan | None = None) -> dict[str, Any]:
-    """Run a topology locally (one process per node) and return its results.json."""
+    """Run a topology locally (one process per node) and return its results.json, plus
+    `steal_pct`: the share of this VM's CPU time the hypervisor gave elsewhere meanwhile."""
     with tempfile.TemporaryDirectory(prefix="mpsl-bench-") as tmp:
         path, topo = load_doc(doc, Path(tmp))
         plan = plan or make_plan(topo, num_layers(topo))
-        return LocalCluster(str(path), (), topo, plan, Path(tmp) / "run").run()
+        before = cpu_jiffies()
+        res = LocalCluster(str(path), (), topo, plan, Path(tmp) / "run").run()
+        res["steal_pct"] = steal_pct(before, cpu_jiffies())
+        return res
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(steal, total) CPU time of this machine so far, from /proc/stat; (0, 0) elsewhere.
+
+    On a shared VM, steal is the time other guests ran on this guest's cores: the load
+    average does not see it, and it slows every process alike.
+    """
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
 
 
 def epoch_time(results: Mapping[str, Any]) -> float:
@@ -111,12 +134,18 @@ def markdown(rows: list[dict[str, Any]], digits: int = 3) -> str:
     return "\n".join(out)
 
 
-def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 20.0) -> float:
-    """Wait (bounded) until the 1-minute load average is below `max_load`; return it."""
+def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 20.0,
+                   max_steal_pct: float = 5.0, window_s: float = 3.0) -> float:
+    """Wait (bounded) until the 1-minute load average is below `max_load` and CPU steal over
+    `window_s` below `max_steal_pct`; return the load."""
     deadline = time.monotonic() + max_wait_s
-    load = os.getloadavg()[0]
-    while load >= max_load and time.monotonic() < deadline:
-        console.print(f"[dim]load {load:.2f} >= {max_load}: waiting {poll_s:.0f} s[/dim]")
-        time.sleep(poll_s)
+    while True:
+        before = cpu_jiffies()
+        time.sleep(window_s)
+        steal = steal_pct(before, cpu_jiffies())
         load = os.getloadavg()[0]
-    return load
+        if load < max_load and steal < max_steal_pct or time.monotonic() >= deadline:
+            return load
+        console.print(f"[dim]load {load:.2f} (< {max_load}?), steal {steal:.1f}% "
+                      f"(< {max_steal_pct}%?): waiting {poll_s:.0f} s[/dim]")
+        time.sleep(poll_s)

@@ -15,6 +15,12 @@ For every (model, network):
   the mean `wall_s` of its epochs after the first (which holds the warm-up), the plan's time the
   median over the repeats. Score = T_opt / T_plan (1 when the planner's plan is the measured
   best).
+- held-out score: the first half of the rounds selects the measured best plan, the second half
+  times it and the planner's plan; score = min(1, T_best / T_plan) on the second half. Picking
+  the fastest of several noisy medians and timing it with the same runs biases T_opt low (the
+  winner's curse): plans the simulation puts 0.1% apart would score < 1 against each other by
+  noise alone. The held-out score is the one the targets are judged on; the score over all
+  repeats is reported beside it.
 
 Planning time is the profile plus `choose_plan`, against one epoch. The benchmark's epochs are
 cut to `ITERS` iterations to keep the run short, so it is also given for the full-size problem:
@@ -23,7 +29,7 @@ and epoch), planned anew and timed, against a full epoch extrapolated from the m
 per iteration. The resnet101 ILP solve time comes from bench/results/planner_solve.json (made
 by bench/planner_solve.py), when it exists.
 
-    .venv/bin/python bench/planner.py [--quick] [--repeats 3] [--top 3] [--max-load 2]
+    .venv/bin/python bench/planner.py [--quick] [--repeats 6] [--top 3] [--max-load 2]
 """
 
 from __future__ import annotations
@@ -129,15 +135,16 @@ def describe(plan_key: Any, plans: dict[Any, Plan]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="vgg5 on 4G only, 1 repeat, top 2")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="vgg5 on 4G only, 2 repeats, top 2")
+    ap.add_argument("--repeats", type=int, default=6,
+                    help="rounds; the first half selects, the second half scores")
     ap.add_argument("--top", type=int, default=3, help="simulated-best plans to measure")
     ap.add_argument("--max-load", type=float, default=2.0)
     ap.add_argument("--max-wait", type=float, default=300.0, help="seconds to wait for quiet")
     ap.add_argument("--round-wait", type=float, default=90.0,
                     help="seconds to wait for quiet before each later round of repeats")
     args = ap.parse_args()
-    repeats, top = (1, 2) if args.quick else (args.repeats, args.top)
+    repeats, top = (2, 2) if args.quick else (max(2, args.repeats), args.top)
     models = ["vgg5"] if args.quick else list(MODELS)
     nets = ["4G"] if args.quick else list(NETWORKS)
     started = time.perf_counter()
@@ -154,7 +161,7 @@ def main() -> None:
                           f"measuring {len(c['plans'])} plans[/dim]")
 
     times: dict[tuple[int, Any], list[float]] = {}
-    loads = [load0]
+    loads, steals = [load0], []
     for r in range(repeats):
         if r:  # let the machine settle again between rounds (bounded)
             loads.append(wait_for_quiet(args.max_load, args.round_wait))
@@ -163,22 +170,32 @@ def main() -> None:
                 res = run(c["doc"], plan)
                 times.setdefault((i, k), []).append(epoch_time(res))
                 loads.append(os.getloadavg()[0])
+                steals.append(res["steal_pct"])
                 console.print(f"[dim]{r + 1}/{repeats} {c['model']} {c['net']} "
                               f"{describe(k, c['plans'])}: {times[(i, k)][-1]:.3f} s "
-                              f"(simulated {c['sim'][k]:.3f}), load {loads[-1]:.2f}[/dim]")
+                              f"(simulated {c['sim'][k]:.3f}), load {loads[-1]:.2f}, "
+                              f"steal {steals[-1]:.1f}%[/dim]")
 
     rows, detail = [], []
     for i, c in enumerate(cases):
         measured = {k: median(times[(i, k)]) for k in c["plans"]}
         opt = min(measured, key=lambda k: measured[k])
         t_plan, t_opt = measured[c["best"]], measured[opt]
+        half = repeats // 2
+        chosen = {k: median(times[(i, k)][:half]) for k in c["plans"]}
+        picked = min(chosen, key=lambda k: chosen[k])
+        later = {k: median(times[(i, k)][half:]) for k in c["plans"]}
+        held_out = min(1.0, later[picked] / later[c["best"]])
         planning = profile_s[c["model"]] + c["plan_s"]
         full_planning = profile_s[c["model"]] + c["full_plan_s"]
         full_epoch = t_plan / ITERS * c["full_iters"]
         rows.append({
             "model": c["model"], "network": c["net"],
             "planner's plan": describe(c["best"], c["plans"]),
-            "sim rank": c["rank"][c["best"]], "T_plan_s": t_plan,
+            "sim rank": c["rank"][c["best"]],
+            "selected (1st half)": describe(picked, c["plans"]),
+            "held-out score": held_out,
+            "T_plan_s": t_plan,
             "measured best": describe(opt, c["plans"]), "T_opt_s": t_opt,
             "score": t_opt / t_plan, "same plan": opt == c["best"],
             "score (min)": min(min(times[(i, k)]) for k in c["plans"])
@@ -198,12 +215,18 @@ def main() -> None:
 
     scores = [r["score"] for r in rows]
     ones = sum(1 for r in rows if r["same plan"])
+    held = [r["held-out score"] for r in rows]
+    held_ones = sum(1 for h in held if h == 1.0)
     worst_pct = max(r["planning_pct_epoch"] for r in rows)
     worst_full = max(r["planning_pct_full_epoch"] for r in rows)
     summary = [
-        {"metric": "min score", "value": min(scores), "target": ">= 0.97",
-         "met": min(scores) >= 0.97},
-        {"metric": "cases with score = 1 (%)", "value": 100 * ones / len(rows),
+        {"metric": "min held-out score", "value": min(held), "target": ">= 0.97",
+         "met": min(held) >= 0.97},
+        {"metric": "cases with held-out score = 1 (%)", "value": 100 * held_ones / len(rows),
+         "target": ">= 80", "met": held_ones / len(rows) >= 0.8},
+        {"metric": "min score, all repeats (best-of-k, biased low)", "value": min(scores),
+         "target": ">= 0.97", "met": min(scores) >= 0.97},
+        {"metric": "cases with score = 1, all repeats (%)", "value": 100 * ones / len(rows),
          "target": ">= 80", "met": ones / len(rows) >= 0.8},
         {"metric": "planning / measured (short) epoch, max %", "value": worst_pct,
          "target": "<= 30", "met": worst_pct <= 30},
@@ -226,13 +249,15 @@ def main() -> None:
                           for c in cases},
             "plan_space": {f"{c['model']} {c['net']}": c["space"] for c in cases},
             "load_1min": {"start": load0, "max": max(loads), "median": median(loads)},
+            "steal_pct": {"median": median(steals), "max": max(steals)},
             "summary": summary, "resnet101_solve": solve,
             "wall_s": time.perf_counter() - started}
     name = "planner.quick" if args.quick else "planner"
     save(name, rows, meta)
     save(f"{name}.plans", detail, {"date": when})
     text = (f"Measured {when}, {repeats} repeat(s), 1-min load {load0:.2f} at start, max "
-            f"{max(loads):.2f}; whole run {meta['wall_s']:.0f} s.\n\n" + markdown(rows) + "\n\n"
+            f"{max(loads):.2f}; CPU steal per run median {median(steals):.1f}%, max "
+            f"{max(steals):.1f}%; whole run {meta['wall_s']:.0f} s.\n\n" + markdown(rows) + "\n\n"
             + markdown(summary, 2) + "\n\n" + markdown(detail) + "\n")
     if solve:
         text += "\n" + markdown(solve) + "\n"
