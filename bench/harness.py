@@ -92,6 +92,46 @@ def run_calm(doc: Mapping[str, Any], plan: Plan | None = None, max_steal_pct: fl
     return best
 
 
+class SpeedProbe:
+    """This machine's speed right now: the CPU seconds of one training step of a model.
+
+    On a shared VM the same single-threaded step can take 1.5x longer a few minutes later
+    with no steal recorded (neighbours' use of caches and memory bandwidth). Probing
+    around each run tells how fast the machine was during it, so that run-to-run spread
+    can be told apart from the plan's doing.
+    """
+
+    def __init__(self, batch: int = 8, duration_s: float = 0.3) -> None:
+        self.batch, self.duration_s = batch, duration_s
+        self._models: dict[tuple[str, tuple[int, ...], str], Any] = {}
+
+    def __call__(self, model: str, shape: Sequence[int], norm: str = "batch") -> float:
+        """Median thread CPU seconds of one forward + backward step of `model`, one thread."""
+        import torch
+
+        from mpsl.models import build_model
+
+        key = (model, tuple(shape), norm)
+        if key not in self._models:
+            self._models[key] = build_model(model, 10, shape[0], shape[1], norm).train()
+        net = self._models[key]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            x = torch.rand(self.batch, *shape)
+            net(x).sum().backward()  # warm-up
+            steps: list[float] = []
+            deadline = time.perf_counter() + self.duration_s
+            while time.perf_counter() < deadline or len(steps) < 3:
+                c0 = time.thread_time()
+                net(x).sum().backward()
+                steps.append(time.thread_time() - c0)
+            net.zero_grad(set_to_none=True)
+            return statistics.median(steps)
+        finally:
+            torch.set_num_threads(threads)
+
+
 def cpu_jiffies() -> tuple[int, int]:
     """(steal, total) CPU time of this machine so far, from /proc/stat; (0, 0) elsewhere.
 
