@@ -95,7 +95,7 @@ def run_calm(doc: Mapping[str, Any], plan: Plan | None = None, max_steal_pct: fl
 class SpeedProbe:
     """This machine's speed right now: the CPU seconds of one training step of a model.
 
-    On a shared VM the same single-threaded step can take 1.5x longer a few minutes later
+    On a shared VM the same single-threaded step can take 1.6x longer a few minutes later
     with no steal recorded (neighbours' use of caches and memory bandwidth). Probing
     around each run tells how fast the machine was during it, so that run-to-run spread
     can be told apart from the plan's doing.
