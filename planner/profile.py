@@ -16,7 +16,11 @@ COLUMNS = ("layer", "name", "batch", "fwd_s", "bwd_s", "opt_s", "out_bytes", "pa
 # Optional, after COLUMNS: seconds a forward (backward) action costs more when it starts on a
 # processor that was idle or asleep, the same on every row (0 when the columns are absent).
 WAKE_COLUMNS = ("wake_fwd_s", "wake_bwd_s")
-WAKE_GAP_S = 0.01  # idle time before each pass when the wake-up cost is measured
+# Idle time before each pass when the wake-up cost is measured. The cost grows with the gap
+# (vgg5 on a 2-core VM: about 0.1 ms after 1 ms, 0.5-0.9 ms after 10 ms, 1.3-2.4 ms per part
+# after 50 ms; bench/wake_gap.py), and the processors that pay it most, emulated devices,
+# sleep (compute_scale - 1) x every pass: tens of ms.
+WAKE_GAP_S = 0.05
 LayerRange = range | tuple[int, int] | int
 
 
@@ -292,6 +296,7 @@ def measure_profile(
     momentum: float = 0.0,
     budget_s: float | None = None,
     wake_repeats: int = 3,
+    wake_gap_s: float = WAKE_GAP_S,
 ) -> Profile:
     """Time every layer of `model_name` on this host with one torch thread.
 
@@ -304,7 +309,7 @@ def measure_profile(
 
     Batch sizes below the smallest the model trains on (2 for BatchNorm on 1x1 maps) are
     raised to it. The wake-up cost: every layer's forward and backward also run
-    `wake_repeats` times each after WAKE_GAP_S of sleep; `wake_fwd_s` (`wake_bwd_s`) is the
+    `wake_repeats` times each after `wake_gap_s` of sleep; `wake_fwd_s` (`wake_bwd_s`) is the
     median over layers and batch sizes of that time (median over repeats) minus the warm
     one. It is charged once per action that follows an idle processor, since the layers
     after the first of an action run warm. The C allocator is set as in a node process
@@ -372,7 +377,8 @@ def measure_profile(
                 times[i].append((b, statistics.median(f for f, _ in s),
                                  statistics.median(w for _, w in s)))
             if wake_repeats:
-                for i, (cold_f, cold_b) in enumerate(_cold_times(mods, x0, y, wake_repeats)):
+                for i, (cold_f, cold_b) in enumerate(_cold_times(mods, x0, y, wake_repeats,
+                                                                    wake_gap_s)):
                     wake_f.append(cold_f - times[i][-1][1])
                     wake_b.append(cold_b - times[i][-1][2])
         opt = _opt_times(mods, optimizer, momentum, repeats)
@@ -403,8 +409,9 @@ def _backward(out: Any, loss: Any) -> None:
         out.backward(torch.ones_like(out))
 
 
-def _cold_times(mods: Sequence[Any], x0: Any, y: Any, repeats: int) -> list[tuple[float, float]]:
-    """Median (forward, backward) seconds of every layer, each pass after WAKE_GAP_S asleep."""
+def _cold_times(mods: Sequence[Any], x0: Any, y: Any, repeats: int,
+                gap_s: float = WAKE_GAP_S) -> list[tuple[float, float]]:
+    """Median (forward, backward) seconds of every layer, each pass after `gap_s` asleep."""
     import torch
 
     out = []
@@ -413,12 +420,12 @@ def _cold_times(mods: Sequence[Any], x0: Any, y: Any, repeats: int) -> list[tupl
         fs, ws = [], []
         for _ in range(repeats):
             inp = x.detach().requires_grad_(i > 0)
-            time.sleep(WAKE_GAP_S)
+            time.sleep(gap_s)
             t0 = time.perf_counter()
             res = mod(inp)
             loss = torch.nn.functional.cross_entropy(res, y) if i == len(mods) - 1 else None
             t1 = time.perf_counter()
-            time.sleep(WAKE_GAP_S)
+            time.sleep(gap_s)
             t2 = time.perf_counter()
             _backward(res, loss)
             t3 = time.perf_counter()

@@ -131,3 +131,15 @@ def test_measure_batch_norm_on_1x1_maps():
                         repeats=1, wake_repeats=1)
     assert p.meta["smallest_batch"] == 2
     assert {b for lp in p.layers for b, _, _ in lp.points} == {2, 4}
+
+
+def test_wake_up_cost_is_measured_after_the_given_gap(monkeypatch):
+    """Every pass timed for the wake-up cost follows `wake_gap_s` of sleep: 2 per layer
+    (forward, backward), per repeat and batch size, and no other sleep."""
+    import planner.profile as profile_module
+
+    slept: list[float] = []
+    monkeypatch.setattr(profile_module.time, "sleep", slept.append)
+    p = measure_profile("mlp", (1, 8, 8), 10, "none", batch_sizes=(1, 4), repeats=1,
+                        wake_repeats=2, wake_gap_s=0.123)
+    assert slept == [0.123] * (2 * len(p.layers) * 2 * 2)
