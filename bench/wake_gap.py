@@ -34,9 +34,10 @@ from harness import RESULTS, console, markdown, save, show
 from planner import Profile, measure_profile
 
 
-def part_wake(layers: int, batch: int, gap_s: float, passes: int) -> tuple[float, float]:
+def part_wake(layers: int, batch: int, gaps: list[float],
+              passes: int) -> dict[float, tuple[float, float]]:
     """Extra CPU seconds of a forward and a backward of vgg5's first `layers` layers at
-    `batch` when `gap_s` of sleep precedes each pass, over back-to-back passes (medians)."""
+    `batch`, for every gap of sleep before each pass, over back-to-back passes (medians)."""
     import torch
 
     from mpsl.allocator import keep_freed_memory
@@ -68,8 +69,12 @@ def part_wake(layers: int, batch: int, gap_s: float, passes: int) -> tuple[float
                 bwd.append(c3 - c2)
         return statistics.median(fwd), statistics.median(bwd)
 
-    warm, cold = median_pass(0.0), median_pass(gap_s)
-    return cold[0] - warm[0], cold[1] - warm[1]
+    warm = median_pass(0.0)
+    extra = {}
+    for gap in gaps:
+        cold = median_pass(gap)
+        extra[gap] = (cold[0] - warm[0], cold[1] - warm[1])
+    return extra
 
 
 def errors(prof: Profile, measured: dict[str, float]) -> list[float]:
@@ -96,12 +101,13 @@ def main() -> None:
                 "errors_pct": " ".join(f"{e:+.1f}" for e in errs)}
 
     rows.append(row("as run", base, {}))
+    extra = {b: part_wake(2, b, args.gaps, args.passes) for b in (8, 32)}
     for gap in args.gaps:
         prof = measure_profile(cost_model.MODEL, cost_model.SHAPE, cost_model.CLASSES, "batch",
                                cost_model.PROFILE_SIZES, 3, wake_gap_s=gap)
         parts: dict[str, float] = {}
-        for b in (8, 32):
-            f, w = part_wake(2, b, gap, args.passes)
+        for b, by_gap in extra.items():
+            f, w = by_gap[gap]
             parts[f"part[0:2) b={b} fwd_ms"] = 1e3 * f
             parts[f"part[0:2) b={b} bwd_ms"] = 1e3 * w
         with_wake = replace(base, wake_fwd_s=prof.wake_fwd_s, wake_bwd_s=prof.wake_bwd_s)

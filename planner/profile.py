@@ -17,7 +17,7 @@ COLUMNS = ("layer", "name", "batch", "fwd_s", "bwd_s", "opt_s", "out_bytes", "pa
 # processor that was idle or asleep, the same on every row (0 when the columns are absent).
 WAKE_COLUMNS = ("wake_fwd_s", "wake_bwd_s")
 # Idle time before each pass when the wake-up cost is measured. The cost grows with the gap
-# (vgg5 on a 2-core VM: about 0.1 ms after 1 ms, 0.5-0.9 ms after 10 ms, 1.3-2.4 ms per part
+# (vgg5 on a 2-core VM: 0-0.3 ms after 1 ms, 0.2-0.9 ms after 10 ms, 1.3-2.4 ms per part
 # after 50 ms; bench/wake_gap.py), and the processors that pay it most, emulated devices,
 # sleep (compute_scale - 1) x every pass: tens of ms.
 WAKE_GAP_S = 0.05
