@@ -7,7 +7,7 @@ as in earlier runs; with BatchNorm its 1x1 maps need micro-batches of 2 or more)
 synthetic 32x32x3 data, on the 4G, 4G+ and WiFi links of bench/harness.py.
 
 For every (model, network):
-- the host is profiled once per model as `mpsl plan` does it (micro-batch sizes 1, B/4 and B,
+- the host is profiled once per model as `mpsl plan` does it (micro-batch sizes 1, 2, 4, ... B,
   3 repeats, one thread), and `choose_plan` plans the topology: its best plan is measured, T_plan;
 - `exhaustive` simulates every cut x N (1..32); the `--top` best by simulated epoch time are
   measured too, and T_opt is the best measured among them and the planner's plan;
@@ -76,7 +76,7 @@ from harness import (
 )
 from mpsl.plan import Plan
 from mpsl.topology import Topology
-from planner import Profile, choose_plan, exhaustive, measure_profile
+from planner import Profile, choose_plan, exhaustive, measure_profile, profile_sizes
 
 K, BATCH, ITERS, OWNER_SCALE = 4, 32, 3, 5.0
 EPOCHS = 6  # epoch 1 is the warm-up; 2-6 are measured
@@ -114,7 +114,7 @@ def key(plan: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
 def profile(model: str) -> tuple[Profile, float]:
     """This host's profile, as `mpsl plan` measures it (planner.resources.host_profile)."""
     shape, norm = MODELS[model]
-    sizes = sorted({1, max(1, BATCH // 4), BATCH})
+    sizes = profile_sizes(BATCH)
     started = time.perf_counter()
     prof = measure_profile(model, shape, 10, norm, sizes, PROFILE_REPEATS)
     return prof, time.perf_counter() - started

@@ -6,7 +6,7 @@ cost (`wake_fwd_s`, `wake_bwd_s`) after `wake_gap_s` of sleep, as the median ove
 batch sizes. Emulated devices sleep (compute_scale - 1) x every pass, often tens of ms, so the
 gap matters. For each gap this script reports:
 
-- the profile's wake-up cost, measured with that gap (vgg5, batch sizes 1, 8, 32, as in
+- the profile's wake-up cost, measured with that gap (vgg5, batch sizes 1, 2, 4, ..., 32, as in
   bench/cost_model.py);
 - the extra CPU time of a whole owner part (vgg5 layers [0:2), as in the cost-model runs) at
   micro-batches 8 and 32 after that gap, against back-to-back passes: what the runtime meets;

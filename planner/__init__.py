@@ -8,6 +8,7 @@ from typing import Any
 _EXPORTS = {
     "Profile": "planner.profile", "ProfileError": "planner.profile",
     "measure_profile": "planner.profile",
+    "profile_sizes": "planner.profile",
     "Estimate": "planner.estimate", "SimEvent": "planner.estimate",
     "simulate": "planner.cost",
     "IlpResult": "planner.ilp", "Infeasible": "planner.ilp", "solve_cuts": "planner.ilp",

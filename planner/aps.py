@@ -39,8 +39,8 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile]) -> tupl
     owners sharing its node, who are served in turn) plus every hop's transmission and
     latency, both ways. N is the smallest in 1..N_max (B, or B/2 for BatchNorm on 1x1 maps)
     with (N - 1) f(b) >= R(b), so the owner is still busy with its burst when the first
-    gradient returns and never idles in between; N_max if none is. With t(b) = a + c*b the
-    condition is not monotone in general, hence a scan.
+    gradient returns and never idles in between; N_max if none is. With t(b) not
+    proportional to b the condition is not monotone in general, hence a scan.
     """
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)

@@ -73,7 +73,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     except ERRORS as err:
         _err(f"error: {err}")
         return 2
-    t = Table(title=f"profile of {topo.model.name} (t(b) = a + c*b, seconds)")
+    t = Table(title=f"profile of {topo.model.name} (least-squares t(b) = a + c*b, seconds; "
+                    "the planner interpolates between the measured batch sizes)")
     for col in ("layer", "name", "fwd a", "fwd c", "bwd a", "bwd c", "opt", "out B/sample",
                 "params B", "act B/sample"):
         t.add_column(col, justify="left" if col == "name" else "right")

@@ -176,8 +176,7 @@ def build(topo: Topology, profs: dict[str, Profile], ns: Sequence[int],
         return g.profile if node == OWNER else profs[node]
 
     def work(prof: Profile, n: int) -> list[float]:
-        return [n * (lp.fwd_a + lp.bwd_a) + B * (lp.fwd_c + lp.bwd_c) + lp.opt_s
-                for lp in prof.layers]
+        return [n * (lp.fwd(B / n) + lp.bwd(B / n)) + lp.opt_s for lp in prof.layers]
 
     def one_mb(prof: Profile, b: float) -> list[float]:
         return [lp.fwd(b) + lp.bwd(b) for lp in prof.layers]
@@ -199,8 +198,8 @@ def build(topo: Topology, profs: dict[str, Profile], ns: Sequence[int],
         burst, drain = Form(), Form()
         own = g.profile.layers
         gp = g.profile
-        burst.add_x(0, [g.n * lp.fwd_a + B * lp.fwd_c + lp.bwd(bbar) for lp in own])
-        drain.add_x(0, [lp.fwd(bbar) + g.n * lp.bwd_a + B * lp.bwd_c for lp in own])
+        burst.add_x(0, [g.n * lp.fwd(bbar) + lp.bwd(bbar) for lp in own])
+        drain.add_x(0, [lp.fwd(bbar) + g.n * lp.bwd(bbar) for lp in own])
         bursts = g.n if g.sleeps else 1  # forwards (burst) or backwards (drain) that wake
         burst.const += bursts * gp.wake_fwd_s + gp.wake_bwd_s
         drain.const += gp.wake_fwd_s + bursts * gp.wake_bwd_s

@@ -94,7 +94,8 @@ class Engine:
         for n in plan.placement[1:]:
             if n != "owner" and n not in self.nodes:
                 self.nodes[n] = _Node(n, profs[n], n in emulated)
-        self.part_cost: dict[tuple[int, int], tuple[float, ...]] = {}
+        self.part_cost: dict[tuple[int, int], tuple[float, int]] = {}
+        self.pass_cost: dict[tuple[int, int, int], tuple[float, float]] = {}
         self.owner_params = sum(bprof.param_bytes(plan.parts[p]) for p in plan.parts_on("owner"))
         # per owner: the batch sizes of its iterations, grouped in aggregation rounds
         B = topo.training.batch_size
@@ -158,19 +159,29 @@ class Engine:
                     for node in gated:
                         node.pending[r] += len(by_node.get(node.name, ()))
 
-    def _cost(self, node: _Node, part: int) -> tuple[float, ...]:
+    def _cost(self, node: _Node, part: int) -> tuple[float, int]:
+        """(optimizer seconds, activation bytes kept per sample) of a part on the node."""
         key = (id(node.prof), part)
         c = self.part_cost.get(key)
         if c is None:
             prof = node.prof
             if part < 0:  # the owner's STEP: every part it runs
                 spans = [self.plan.parts[p] for p in self.plan.parts_on("owner")]
-                c = (0.0,) * 4 + (math.fsum(prof.opt(s) for s in spans), 0)
+                c = (math.fsum(prof.opt(s) for s in spans), 0)
             else:
                 span = self.plan.parts[part]
-                c = (*prof.fit(span), prof.opt(span), prof.act_bytes(span))
+                c = (prof.opt(span), prof.act_bytes(span))
             self.part_cost[key] = c
         return c
+
+    def _pass_s(self, node: _Node, part: int, b: int) -> tuple[float, float]:
+        """(forward, backward) seconds of a part on the node for a micro-batch of `b`."""
+        key = (id(node.prof), part, b)
+        d = self.pass_cost.get(key)
+        if d is None:
+            span = self.plan.parts[part]
+            d = self.pass_cost[key] = (node.prof.fwd(span, b), node.prof.bwd(span, b))
+        return d
 
     # ---------------------------------------------------------------------------- running
 
@@ -231,21 +242,23 @@ class Engine:
             if kind == SEND:
                 self.send(node, inst, a.part, a.mb, a.msg, a.dst, cur)
                 continue
-            c = self._cost(node, a.part)
+            opt_s, act = self._cost(node, a.part)
             if kind == FORWARD:
                 b = sizes[a.mb]
-                d = c[0] + c[1] * b + (prof.wake_fwd_s if cold or node.sleeps else 0.0)
+                d = self._pass_s(node, a.part, b)[0] + (prof.wake_fwd_s if cold or node.sleeps
+                                                         else 0.0)
                 cold = False
-                if c[5]:
-                    node.mem.append((cur, c[5] * b, 0))
+                if act:
+                    node.mem.append((cur, act * b, 0))
             elif kind == BACKWARD:
                 b = sizes[a.mb]
-                d = c[2] + c[3] * b + (prof.wake_bwd_s if cold or node.sleeps else 0.0)
+                d = self._pass_s(node, a.part, b)[1] + (prof.wake_bwd_s if cold or node.sleeps
+                                                         else 0.0)
                 cold = False
-                if c[5]:
-                    node.mem.append((cur + d, -c[5] * b, 0))
+                if act:
+                    node.mem.append((cur + d, -act * b, 0))
             else:
-                d = c[4]
+                d = opt_s
             if self.record:
                 label = kind if kind == STEP else f"{a.part}{kind}"
                 self._event(node.name, label, k, it, a.mb, cur, cur + d)

@@ -1,7 +1,9 @@
-"""Layer profiles: forward/backward time fits t(b) = a + c*b, optimizer time, bytes; CSV I/O."""
+"""Layer profiles: forward/backward times per micro-batch size (measured points, interpolated;
+the least-squares line t(b) = a + c*b as summary), optimizer time, bytes; CSV I/O."""
 
 from __future__ import annotations
 
+import bisect
 import csv
 import math
 import statistics
@@ -30,10 +32,15 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class LayerProfile:
-    """One layer: fwd/bwd seconds a + c*b for a micro-batch of b samples, and sizes.
+    """One layer: fwd/bwd seconds for a micro-batch of b samples, and sizes.
 
-    `out_bytes` and `act_bytes` (saved for backward) are per sample; `points` keeps the
-    measured (batch, fwd_s, bwd_s) the fit came from, for the CSV.
+    `points` keeps the measured (batch, fwd_s, bwd_s). With two or more batch sizes, a
+    time is interpolated piecewise linearly between the measured sizes and extended along
+    the end segments beyond them: a layer's time is not one line in b (vgg5 on a 2-core VM:
+    the least-squares line through b = 1, 8, 32 is 8% short at b = 8, where the points
+    are exact). `fwd_a + fwd_c * b` is the least-squares line through the points: what a
+    layer without points (or with one batch size: proportional) takes, and the summary
+    `mpsl profile` prints. `out_bytes` and `act_bytes` (saved for backward) are per sample.
     """
 
     name: str
@@ -47,11 +54,40 @@ class LayerProfile:
     act_bytes: int = 0
     points: tuple[tuple[int, float, float], ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "points", tuple(sorted(self.points)))
+
     def fwd(self, b: float) -> float:
-        return self.fwd_a + self.fwd_c * b
+        if len(self.points) < 2:
+            return self.fwd_a + self.fwd_c * b
+        return _interpolate(self.points, 1, b, self.fwd_a + self.fwd_c * b)
 
     def bwd(self, b: float) -> float:
-        return self.bwd_a + self.bwd_c * b
+        if len(self.points) < 2:
+            return self.bwd_a + self.bwd_c * b
+        return _interpolate(self.points, 2, b, self.bwd_a + self.bwd_c * b)
+
+
+def _interpolate(points: Sequence[tuple[int, float, float]], col: int, b: float,
+                 line: float) -> float:
+    """Column `col` of the sorted `points` at batch `b`: piecewise linear, the end segments
+    extended; `line` (the least-squares value) when one batch size was measured."""
+    if points[0][0] == points[-1][0]:
+        return line
+    i = bisect.bisect_left(points, b, key=lambda p: p[0])
+    i = min(max(i, 1), len(points) - 1)
+    (b0, *t0), (b1, *t1) = points[i - 1], points[i]
+    y0, y1 = t0[col - 1], t1[col - 1]
+    if b1 == b0:
+        return y0
+    return max(0.0, y0 + (y1 - y0) * (b - b0) / (b1 - b0))
+
+
+def profile_sizes(batch: int) -> list[int]:
+    """The micro-batch sizes to profile for batches of `batch`: the powers of 2 below it and
+    `batch` itself, so that every size B/N lies between two measured ones."""
+    return sorted({1 << k for k in range(max(1, batch).bit_length()) if 1 << k < batch}
+                  | {max(1, batch)})
 
 
 def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -290,7 +326,7 @@ def measure_profile(
     input_shape: tuple[int, int, int],
     num_classes: int = 10,
     norm: str = "batch",
-    batch_sizes: Sequence[int] = (1, 8, 32),
+    batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
     repeats: int = 5,
     optimizer: str = "sgd",
     momentum: float = 0.0,
@@ -309,10 +345,11 @@ def measure_profile(
 
     Batch sizes below the smallest the model trains on (2 for BatchNorm on 1x1 maps) are
     raised to it. The wake-up cost: every layer's forward and backward also run
-    `wake_repeats` times each after `wake_gap_s` of sleep; `wake_fwd_s` (`wake_bwd_s`) is the
-    median over layers and batch sizes of that time (median over repeats) minus the warm
-    one. It is charged once per action that follows an idle processor, since the layers
-    after the first of an action run warm. The C allocator is set as in a node process
+    `wake_repeats` times each after `wake_gap_s` of sleep, at the smallest, the middle and
+    the largest batch size; `wake_fwd_s` (`wake_bwd_s`) is the median over layers and those
+    batch sizes of that time (median over repeats) minus the warm one. It is charged once
+    per action that follows an idle processor, since the layers after the first of an
+    action run warm. The C allocator is set as in a node process
     (`keep_freed_memory`), so that the times are those the nodes will see.
     """
     import torch
@@ -334,6 +371,8 @@ def measure_profile(
         model = build_model(model_name, num_classes, c, h, norm).train()
         low = smallest_batch(model, input_shape)  # BatchNorm on 1x1 maps: at least 2
         batch_sizes = sorted({max(low, b) for b in batch_sizes})
+        # the wake-up cost (0.3 s of sleep per layer and batch size) at 3 sizes at most
+        wake_sizes = {batch_sizes[0], batch_sizes[len(batch_sizes) // 2], batch_sizes[-1]}
         labels, mods = layer_labels(model), list(model.children())
         pids = {p.untyped_storage().data_ptr() for p in model.parameters()}
         times: list[list[tuple[int, float, float]]] = [[] for _ in mods]
@@ -376,7 +415,7 @@ def measure_profile(
             for i, s in enumerate(samples):
                 times[i].append((b, statistics.median(f for f, _ in s),
                                  statistics.median(w for _, w in s)))
-            if wake_repeats:
+            if wake_repeats and b in wake_sizes:
                 for i, (cold_f, cold_b) in enumerate(_cold_times(mods, x0, y, wake_repeats,
                                                                     wake_gap_s)):
                     wake_f.append(cold_f - times[i][-1][1])

@@ -180,12 +180,11 @@ def input_shape(topo: Topology) -> tuple[tuple[int, int, int], int]:
 
 
 def host_profile(topo: Topology, repeats: int = 3) -> Profile:
-    """Measure the topology's model on this host at micro-batch sizes 1, B/4 and B."""
-    from planner.profile import measure_profile
+    """Measure the topology's model on this host at micro-batch sizes 1, 2, 4, ... and B."""
+    from planner.profile import measure_profile, profile_sizes
 
     shape, classes = input_shape(topo)
-    b = topo.training.batch_size
-    sizes = sorted({1, max(1, b // 4), b})
+    sizes = profile_sizes(topo.training.batch_size)
     return measure_profile(topo.model.name, shape, classes, topo.model.norm, sizes, repeats,
                            topo.training.optimizer, topo.training.momentum)
 

@@ -72,7 +72,7 @@ def test_profile_writes_csv(tmp_path, capsys):
     assert cmd_profile(args) == 0
     p = Profile.from_csv(out)
     assert p.names == ["fc-64", "fc-64", "fc-32", "fc-10"]
-    assert {b for b, _, _ in p.layers[0].points} == {1, 4, 16}
+    assert {b for b, _, _ in p.layers[0].points} == {1, 2, 4, 8, 16}  # profile_sizes(16)
     assert "fc-32" in capsys.readouterr().out
 
 

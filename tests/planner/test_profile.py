@@ -12,6 +12,7 @@ from planner.profile import (
     ProfileError,
     fit_line,
     measure_profile,
+    profile_sizes,
 )
 
 HEADER = ",".join(COLUMNS)
@@ -38,6 +39,29 @@ def test_sums_and_scaling():
     assert s.out_bytes(1) == 20 and p.scaled(1) is p
     w = Profile(p.layers, wake_fwd_s=0.25, wake_bwd_s=0.5).scaled(4)
     assert (w.wake_fwd_s, w.wake_bwd_s) == (1.0, 2.0)
+
+
+def test_times_interpolate_between_measured_batch_sizes():
+    """Piecewise linear through the points, the end segments extended, never below 0; the
+    least-squares line stays the summary."""
+    lp = LayerProfile("conv", *fit_line([(1, 1.0), (4, 4.0), (8, 5.0)]),
+                      *fit_line([(1, 2.0), (4, 2.0), (8, 10.0)]),
+                      points=((8, 5.0, 10.0), (1, 1.0, 2.0), (4, 4.0, 2.0)))  # any order
+    assert [b for b, _, _ in lp.points] == [1, 4, 8]
+    assert [lp.fwd(b) for b in (1, 2, 4, 6, 8)] == pytest.approx([1, 2, 4, 4.5, 5])
+    assert lp.fwd(16) == pytest.approx(7) and lp.fwd(0.5) == pytest.approx(0.5)
+    assert [lp.bwd(b) for b in (2, 4, 6, 12)] == pytest.approx([2, 2, 6, 18])
+    assert lp.fwd(4) != pytest.approx(lp.fwd_a + lp.fwd_c * 4)  # the points, not the line
+    falling = LayerProfile("x", 0, 0, 0, 0, points=((1, 3.0, 3.0), (2, 1.0, 1.0)))
+    assert falling.fwd(4) == 0.0  # extended below zero: none
+    p = Profile((lp, lp)).scaled(2)
+    assert p.fwd((0, 2), 6) == pytest.approx(2 * 2 * 4.5)
+
+
+def test_profile_sizes_bracket_every_micro_batch():
+    assert profile_sizes(32) == [1, 2, 4, 8, 16, 32]
+    assert profile_sizes(50) == [1, 2, 4, 8, 16, 32, 50]
+    assert profile_sizes(1) == [1] and profile_sizes(3) == [1, 2, 3]
 
 
 def test_csv_round_trip(tmp_path):
