@@ -55,18 +55,22 @@ def test_choose_n_finds_the_best_n():
     assert all(times[k] > best * (1 + NEAR_TIE) for k in range(1, n[0]))
 
 
-def test_choose_n_scans_past_a_step_in_the_epoch_time(monkeypatch):
-    """Simulated epochs that fall in 0.1% steps and then drop at N = 7: every N is tried, so
-    the drop is found; a +-1 walk that breaks 1% ties on the way stops at small N."""
+def test_choose_n_scans_past_a_local_minimum_and_breaks_ties_last(monkeypatch):
+    """Every N is simulated, so a drop past a local minimum is found; ties (within 1%) are
+    broken among all N tried, after the walk, so 0.1% steps do not hold it at small N."""
     import types
 
     import planner.aps as aps
 
-    curve = {1: 10.0, 2: 9.0, 3: 8.99, 4: 8.98, 5: 8.97, 6: 8.96, 7: 5.0, 8: 9.5}
+    curve: dict[int, float] = {}
     monkeypatch.setattr(aps, "simulate", lambda topo, plan, *a, **k: types.SimpleNamespace(
         epoch_s=curve[plan.micro_batches[0]]))
+    monkeypatch.setattr(aps, "eq14_start", lambda *a: (2, 2))  # tries 1, 2, 4, 8 first
     t, prof = small_two_hop()
     assert max_micro_batches(t) == 8
+    curve.update({1: 10.0, 2: 9.0, 3: 8.5, 4: 8.0, 5: 8.5, 6: 9.0, 7: 5.0, 8: 9.5})
+    assert choose_n(t, make_plan(t, 5), prof) == (7, 7)  # past the local minimum at 4
+    curve.update({1: 10.0, 2: 9.0, 3: 8.99, 4: 8.98, 5: 8.97, 6: 8.96, 7: 5.0, 8: 9.5})
     assert choose_n(t, make_plan(t, 5), prof) == (7, 7)
     curve[6] = 5.04  # within NEAR_TIE of the fastest: fewer micro-batches win
     assert choose_n(t, make_plan(t, 5), prof) == (6, 6)
