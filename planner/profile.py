@@ -60,20 +60,17 @@ class LayerProfile:
     def fwd(self, b: float) -> float:
         if len(self.points) < 2:
             return self.fwd_a + self.fwd_c * b
-        return _interpolate(self.points, 1, b, self.fwd_a + self.fwd_c * b)
+        return _interpolate(self.points, 1, b)
 
     def bwd(self, b: float) -> float:
         if len(self.points) < 2:
             return self.bwd_a + self.bwd_c * b
-        return _interpolate(self.points, 2, b, self.bwd_a + self.bwd_c * b)
+        return _interpolate(self.points, 2, b)
 
 
-def _interpolate(points: Sequence[tuple[int, float, float]], col: int, b: float,
-                 line: float) -> float:
-    """Column `col` of the sorted `points` at batch `b`: piecewise linear, the end segments
-    extended; `line` (the least-squares value) when one batch size was measured."""
-    if points[0][0] == points[-1][0]:
-        return line
+def _interpolate(points: Sequence[tuple[int, float, float]], col: int, b: float) -> float:
+    """Column `col` of the sorted `points` (two or more) at batch `b`: piecewise linear, the
+    end segments extended."""
     i = bisect.bisect_left(points, b, key=lambda p: p[0])
     i = min(max(i, 1), len(points) - 1)
     (b0, *t0), (b1, *t1) = points[i - 1], points[i]
