@@ -335,18 +335,21 @@ def measure_profile(
 
     Each layer runs on its own (input detached, requiring grad past layer 0; the last layer
     includes the cross-entropy loss) at every batch size; times are the median of `repeats`
-    after one warm-up: the typical pass, which is what a run meets (the least disturbed pass
-    is shorter), robust to the few passes that other processes on a shared machine disturb.
+    after one warm-up: the typical pass, which is what a run meets. The repeats are rounds
+    over every batch size, so each (layer, batch) median draws on passes spread over the whole
+    measurement: a shared host's slow spells, seconds long, then disturb a minority of each
+    median instead of every pass of one batch size (vgg5 on a 2-core VM: back-to-back
+    profiles timed in blocks read the owner part 4.98-7.99 ms forward at b = 8).
     `act_bytes` counts the distinct non-parameter storages saved for backward
-    (saved_tensors_hooks), per sample. `budget_s` stops adding repeats once spent.
+    (saved_tensors_hooks), per sample. `budget_s` stops adding rounds once spent.
 
     Batch sizes below the smallest the model trains on (2 for BatchNorm on 1x1 maps) are
     raised to it. The wake-up cost: every layer's forward and backward also run
     `wake_repeats` times each after `wake_gap_s` of sleep, at the smallest, the middle and
-    the largest batch size; `wake_fwd_s` (`wake_bwd_s`) is the median over layers and those
-    batch sizes of that time (median over repeats) minus the warm one. It is charged once
-    per action that follows an idle processor, since the layers after the first of an
-    action run warm. The C allocator is set as in a node process
+    the largest batch size, in rounds spread among the warm ones; `wake_fwd_s` (`wake_bwd_s`)
+    is the median over layers and those batch sizes of that time (median over repeats) minus
+    the warm one. It is charged once per action that follows an idle processor, since the
+    layers after the first of an action run warm. The C allocator is set as in a node process
     (`keep_freed_memory`), so that the times are those the nodes will see.
     """
     import torch
@@ -370,53 +373,36 @@ def measure_profile(
         batch_sizes = sorted({max(low, b) for b in batch_sizes})
         # the wake-up cost (0.3 s of sleep per layer and batch size) at 3 sizes at most
         wake_sizes = {batch_sizes[0], batch_sizes[len(batch_sizes) // 2], batch_sizes[-1]}
+        # the warm rounds after which the cold passes run, spread over rounds 1..repeats
+        cold_after = [1 + i * repeats // wake_repeats for i in range(wake_repeats)]
         labels, mods = layer_labels(model), list(model.children())
         pids = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        times: list[list[tuple[int, float, float]]] = [[] for _ in mods]
+        data = {b: (torch.rand(b, c, h, w), torch.randint(0, num_classes, (b,)))
+                for b in batch_sizes}
+        warm = {b: [([], []) for _ in mods] for b in batch_sizes}
+        cold = {b: [([], []) for _ in mods] for b in wake_sizes}
         out_b = [0] * len(mods)
         act_b = [0] * len(mods)
-        wake_f: list[float] = []
-        wake_b: list[float] = []
-        for b in batch_sizes:
-            x0 = torch.rand(b, c, h, w)
-            y = torch.randint(0, num_classes, (b,))
-            samples: list[list[tuple[float, float]]] = [[] for _ in mods]
-            for rep in range(repeats + 1):
-                x = x0
-                for i, mod in enumerate(mods):
-                    inp = x.detach().requires_grad_(i > 0)
-                    saved: dict[int, int] = {}
-
-                    def pack(t: torch.Tensor, saved: dict[int, int] = saved) -> torch.Tensor:
-                        st = t.untyped_storage()
-                        if st.data_ptr() not in pids:
-                            saved[st.data_ptr()] = st.nbytes()
-                        return t
-
-                    t0 = time.perf_counter()
-                    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                        out = mod(inp)
-                        loss = (torch.nn.functional.cross_entropy(out, y)
-                                if i == len(mods) - 1 else None)
-                    t1 = time.perf_counter()
-                    _backward(out, loss)
-                    t2 = time.perf_counter()
-                    if rep:
-                        samples[i].append((t1 - t0, t2 - t1))
-                    out_b[i] = out.numel() * out.element_size() // b
-                    act_b[i] = sum(saved.values()) // b
-                    x = out.detach()
+        for rnd in range(repeats + 1):  # round 0 warms up
+            for b in batch_sizes:
+                x0, y = data[b]
+                for i, (f, w) in enumerate(_warm_times(mods, x0, y, pids, out_b, act_b)):
+                    if rnd:
+                        warm[b][i][0].append(f)
+                        warm[b][i][1].append(w)
                 model.zero_grad(set_to_none=True)
-                if budget_s is not None and rep and time.perf_counter() - started > budget_s:
-                    break
-            for i, s in enumerate(samples):
-                times[i].append((b, statistics.median(f for f, _ in s),
-                                 statistics.median(w for _, w in s)))
-            if wake_repeats and b in wake_sizes:
-                for i, (cold_f, cold_b) in enumerate(_cold_times(mods, x0, y, wake_repeats,
-                                                                    wake_gap_s)):
-                    wake_f.append(cold_f - times[i][-1][1])
-                    wake_b.append(cold_b - times[i][-1][2])
+                for _ in range(cold_after.count(rnd) if b in wake_sizes else 0):
+                    for i, (f, w) in enumerate(_cold_times(mods, x0, y, wake_gap_s)):
+                        cold[b][i][0].append(f)
+                        cold[b][i][1].append(w)
+            if budget_s is not None and rnd and time.perf_counter() - started > budget_s:
+                break
+        times = [[(b, statistics.median(warm[b][i][0]), statistics.median(warm[b][i][1]))
+                  for b in batch_sizes] for i in range(len(mods))]
+        wake_f = [statistics.median(fs) - statistics.median(warm[b][i][0])
+                  for b in wake_sizes for i, (fs, _) in enumerate(cold[b]) if fs]
+        wake_b = [statistics.median(ws) - statistics.median(warm[b][i][1])
+                  for b in wake_sizes for i, (_, ws) in enumerate(cold[b]) if ws]
         opt = _opt_times(mods, optimizer, momentum, repeats)
     finally:
         torch.set_num_threads(threads)
@@ -445,30 +431,59 @@ def _backward(out: Any, loss: Any) -> None:
         out.backward(torch.ones_like(out))
 
 
-def _cold_times(mods: Sequence[Any], x0: Any, y: Any, repeats: int,
+def _warm_times(mods: Sequence[Any], x0: Any, y: Any, pids: set[int], out_b: list[int],
+                act_b: list[int]) -> list[tuple[float, float]]:
+    """(forward, backward) seconds of every layer, one after the other with no pause; sets
+    `out_b` and `act_b` (output and saved bytes per sample, parameters' storages `pids` not
+    counted)."""
+    import torch
+
+    out = []
+    x, b = x0, x0.shape[0]
+    for i, mod in enumerate(mods):
+        inp = x.detach().requires_grad_(i > 0)
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor, saved: dict[int, int] = saved) -> torch.Tensor:
+            st = t.untyped_storage()
+            if st.data_ptr() not in pids:
+                saved[st.data_ptr()] = st.nbytes()
+            return t
+
+        t0 = time.perf_counter()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            res = mod(inp)
+            loss = torch.nn.functional.cross_entropy(res, y) if i == len(mods) - 1 else None
+        t1 = time.perf_counter()
+        _backward(res, loss)
+        t2 = time.perf_counter()
+        out.append((t1 - t0, t2 - t1))
+        out_b[i] = res.numel() * res.element_size() // b
+        act_b[i] = sum(saved.values()) // b
+        x = res.detach()
+    return out
+
+
+def _cold_times(mods: Sequence[Any], x0: Any, y: Any,
                 gap_s: float = WAKE_GAP_S) -> list[tuple[float, float]]:
-    """Median (forward, backward) seconds of every layer, each pass after `gap_s` asleep."""
+    """(forward, backward) seconds of every layer, each pass after `gap_s` asleep."""
     import torch
 
     out = []
     x = x0
     for i, mod in enumerate(mods):
-        fs, ws = [], []
-        for _ in range(repeats):
-            inp = x.detach().requires_grad_(i > 0)
-            time.sleep(gap_s)
-            t0 = time.perf_counter()
-            res = mod(inp)
-            loss = torch.nn.functional.cross_entropy(res, y) if i == len(mods) - 1 else None
-            t1 = time.perf_counter()
-            time.sleep(gap_s)
-            t2 = time.perf_counter()
-            _backward(res, loss)
-            t3 = time.perf_counter()
-            fs.append(t1 - t0)
-            ws.append(t3 - t2)
+        inp = x.detach().requires_grad_(i > 0)
+        time.sleep(gap_s)
+        t0 = time.perf_counter()
+        res = mod(inp)
+        loss = torch.nn.functional.cross_entropy(res, y) if i == len(mods) - 1 else None
+        t1 = time.perf_counter()
+        time.sleep(gap_s)
+        t2 = time.perf_counter()
+        _backward(res, loss)
+        t3 = time.perf_counter()
         mod.zero_grad(set_to_none=True)
-        out.append((statistics.median(fs), statistics.median(ws)))
+        out.append((t1 - t0, t3 - t2))
         x = res.detach()
     return out
 

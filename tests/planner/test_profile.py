@@ -167,3 +167,31 @@ def test_wake_up_cost_is_measured_after_the_given_gap(monkeypatch):
     p = measure_profile("mlp", (1, 8, 8), 10, "none", batch_sizes=(1, 4), repeats=1,
                         wake_repeats=2, wake_gap_s=0.123)
     assert slept == [0.123] * (2 * len(p.layers) * 2 * 2)
+
+
+def test_repeats_are_rounds_over_every_batch_size(monkeypatch):
+    """A round times every batch size once, so each (layer, batch) median draws on passes
+    spread over the whole measurement; the wake-up passes run inside rounds spread among
+    the warm ones, not in one block."""
+    import planner.profile as profile_module
+
+    order: list[tuple[str, int]] = []
+    warm, cold = profile_module._warm_times, profile_module._cold_times
+
+    def log_warm(mods, x0, *rest):
+        order.append(("warm", x0.shape[0]))
+        return warm(mods, x0, *rest)
+
+    def log_cold(mods, x0, *rest):
+        order.append(("cold", x0.shape[0]))
+        return cold(mods, x0, *rest)
+
+    monkeypatch.setattr(profile_module.time, "sleep", lambda s: None)
+    monkeypatch.setattr(profile_module, "_warm_times", log_warm)
+    monkeypatch.setattr(profile_module, "_cold_times", log_cold)
+    measure_profile("mlp", (1, 8, 8), 10, "none", batch_sizes=(1, 4), repeats=4,
+                    wake_repeats=2)
+    plain = [("warm", 1), ("warm", 4)]
+    with_cold = [("warm", 1), ("cold", 1), ("warm", 4), ("cold", 4)]
+    # round 0 warms up; the wake-up passes follow rounds 1 and 3 of 1..4
+    assert order == plain + with_cold + plain + with_cold + plain
