@@ -28,7 +28,9 @@ The estimate is `simulate(...).epoch_s`, which ends when GLOBAL reaches the owne
 epoch, from one GLOBAL send to the next, spans the same work. Error = estimate / measured - 1.
 
 The profile includes the wake-up cost (`wake_fwd_s`, `wake_bwd_s`: what a pass costs more
-when its processor was idle or asleep just before), which `measure_profile` measures itself.
+when its processor was idle or asleep just before) and the STEP's cost as a node takes it
+(`step_s` per part beyond the layers' warm `opt_s`, `wake_step_s` more after a sleep), which
+`measure_profile` measures itself.
 
 Memory: per compute node, the cost model's estimate (copies x parameter state + peak of the
 activations kept for backward and the message buffers) against the runtime's
@@ -68,6 +70,7 @@ from harness import (
 from mpsl.cli import num_layers
 from mpsl.plan import make_plan
 from planner import Estimate, Profile, measure_profile, profile_sizes, simulate
+from planner.profile import PROFILE_COLUMNS
 
 MODEL, SHAPE, CLASSES, BATCH = "vgg5", (3, 32, 32), 10, 32
 OWNER_SCALE = 5.0
@@ -170,7 +173,7 @@ def main() -> None:
     run_est: dict[Config, list[Estimate]] = {c: [] for c in configs}
     after_est: dict[Config, list[Estimate]] = {c: [] for c in configs}  # the next profile's
     just_run: Config | None = None
-    wakes: list[tuple[float, float]] = []
+    wakes: list[tuple[float, ...]] = []  # every run's profile: PROFILE_COLUMNS
 
     walls: dict[Config, list[float]] = {c: [] for c in configs}
     runs: dict[Config, list[dict[str, Any]]] = {c: [] for c in configs}  # compute nodes' results
@@ -184,7 +187,7 @@ def main() -> None:
             if r or c != configs[0]:  # the first run uses the first profile
                 prof, _ = host_profile()
                 after_est[just_run].append(estimate(just_run, prof))
-            wakes.append((prof.wake_fwd_s, prof.wake_bwd_s))
+            wakes.append(prof.profile_values)
             run_est[c].append(estimate(c, prof))
             res = run(doc_for(c))
             walls[c].append(epoch_time(res))
@@ -262,9 +265,9 @@ def main() -> None:
     meta = {"date": when, "model": MODEL, "batch": BATCH, "owner_compute_scale": OWNER_SCALE,
             "repeats": repeats, "quick": args.quick, "profile_s": profile_s,
             "profile_sizes": PROFILE_SIZES,
-            "wake_s": {"F": median(f for f, _ in wakes), "B": median(b for _, b in wakes),
-                       "F_range": [min(f for f, _ in wakes), max(f for f, _ in wakes)],
-                       "B_range": [min(b for _, b in wakes), max(b for _, b in wakes)]},
+            "per_action_s": {col: {"median": median(v[j] for v in wakes),
+                                   "range": [min(v[j] for v in wakes), max(v[j] for v in wakes)]}
+                             for j, col in enumerate(PROFILE_COLUMNS)},
             "load_1min": {"start": load0, "max": max(loads), "median": median(loads)},
             "steal_pct": {"median": median(steals), "max": max(steals)},
             "walls": {c.name: walls[c] for c in configs},

@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from mpsl.topology import Topology, parse  # noqa: E402
 from planner.cutmodel import CutModel, build  # noqa: E402
 from planner.ilp import Infeasible, highs_available, solve_model  # noqa: E402
-from planner.profile import Profile, measure_profile  # noqa: E402
+from planner.measure import measure_profile  # noqa: E402
+from planner.profile import Profile  # noqa: E402
 from planner.resources import BYTES_PER_MB, node_profiles  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -7,8 +7,8 @@ from typing import Any
 
 _EXPORTS = {
     "Profile": "planner.profile", "ProfileError": "planner.profile",
-    "measure_profile": "planner.profile",
-    "profile_sizes": "planner.profile",
+    "measure_profile": "planner.measure",
+    "profile_sizes": "planner.measure",
     "Estimate": "planner.estimate", "SimEvent": "planner.estimate",
     "simulate": "planner.cost",
     "IlpResult": "planner.ilp", "Infeasible": "planner.ilp", "solve_cuts": "planner.ilp",

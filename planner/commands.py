@@ -83,6 +83,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
                   f"{lp.bwd_c:.2e}", f"{lp.opt_s:.2e}", f"{lp.out_bytes:,}",
                   f"{lp.param_bytes:,}", f"{lp.act_bytes:,}")
     console.print(t)
+    console.print(f"per action: wake-up {1e3 * prof.wake_fwd_s:.3f} ms forward, "
+                  f"{1e3 * prof.wake_bwd_s:.3f} ms backward; STEP {1e3 * prof.step_s:.3f} ms "
+                  f"per part beyond opt, {1e3 * prof.wake_step_s:.3f} ms more after a sleep",
+                  markup=False)
     if getattr(args, "out", None):
         console.print(f"wrote {args.out}", markup=False)
     return 0

@@ -6,15 +6,16 @@ node are done; a barrier once every earlier task of its owner on that node is do
 processor runs the ready task whose message arrived first (ties: lower owner index, then
 readiness order). Actions run back to back: F and B take the node's profile time for the micro-
 batch size, SEND takes no processor time and queues the message on its link, STEP the optimizer
-time. The first F or B of a task that starts on an idle processor, or on another owner's model
-copy than the task before, costs the profile's wake-up time more; on an emulated device
-(compute_scale > 1, which sleeps after every action) every F and B does. A link sends one
-message at a time in queue order, taking bytes*8/rate, and delivers it `latency` later. Owners
-start their next iteration at their STEP, or, at an aggregation, when GLOBAL arrives: every
-owner uploads PARAMS to the aggregator, which averages (K x parameter bytes of memory traffic)
-and sends GLOBAL back; compute nodes average their K copies once all of the round's tasks are
-done and before any of the next round's. In SL the owners take turns, handing their parameters
-on through the aggregator, and there is one copy.
+time of its layers plus the profile's `step_s` per part it steps, and `wake_step_s` more on an
+emulated device (`Profile.step`). The first F or B of a task that starts on an idle processor,
+or on another owner's model copy than the task before, costs the profile's wake-up time more; on
+an emulated device (compute_scale > 1, which sleeps after every action) every F and B does. A
+link sends one message at a time in queue order, taking bytes*8/rate, and delivers it `latency`
+later. Owners start their next iteration at their STEP, or, at an aggregation, when GLOBAL
+arrives: every owner uploads PARAMS to the aggregator, which averages (K x parameter bytes of
+memory traffic) and sends GLOBAL back; compute nodes average their K copies once all of the
+round's tasks are done and before any of the next round's. In SL the owners take turns,
+handing their parameters on through the aggregator, and there is one copy.
 """
 from __future__ import annotations
 

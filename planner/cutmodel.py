@@ -192,9 +192,13 @@ def build(topo: Topology, profs: dict[str, Profile], ns: Sequence[int],
             prof = prof_of(node, g)
             form = loads.setdefault(res, Form())
             form.add_x(p, work(prof, g.n), k)
-            # an emulated device wakes for every pass; a busy node runs its passes warm
+            form.const += k * prof.step_s  # every part has its optimizer
+            # an emulated device wakes for every pass and its STEP (the owner's one STEP steps
+            # all its parts); a busy node runs its passes warm
             if g.sleeps if node == OWNER else node in emulated:
                 form.const += k * g.n * (prof.wake_fwd_s + prof.wake_bwd_s)
+                if node != OWNER or p == 0:
+                    form.const += k * prof.wake_step_s
         burst, drain = Form(), Form()
         own = g.profile.layers
         gp = g.profile
@@ -207,6 +211,7 @@ def build(topo: Topology, profs: dict[str, Profile], ns: Sequence[int],
             if node == OWNER:
                 for f in (burst, drain):
                     f.add_x(p, [lp.opt_s for lp in own])
+                    f.const += gp.step_s + (gp.wake_step_s if g.sleeps and p == 0 else 0.0)
             if p:  # one micro-batch's round trip: every node on it wakes from a wait
                 prof = prof_of(node, g)
                 for f in (burst, drain):

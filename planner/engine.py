@@ -94,7 +94,7 @@ class Engine:
         for n in plan.placement[1:]:
             if n != "owner" and n not in self.nodes:
                 self.nodes[n] = _Node(n, profs[n], n in emulated)
-        self.part_cost: dict[tuple[int, int], tuple[float, int]] = {}
+        self.part_cost: dict[tuple[int, bool, int], tuple[float, int]] = {}
         self.pass_cost: dict[tuple[int, int, int], tuple[float, float]] = {}
         self.owner_params = sum(bprof.param_bytes(plan.parts[p]) for p in plan.parts_on("owner"))
         # per owner: the batch sizes of its iterations, grouped in aggregation rounds
@@ -160,17 +160,17 @@ class Engine:
                         node.pending[r] += len(by_node.get(node.name, ()))
 
     def _cost(self, node: _Node, part: int) -> tuple[float, int]:
-        """(optimizer seconds, activation bytes kept per sample) of a part on the node."""
-        key = (id(node.prof), part)
+        """(STEP seconds, activation bytes kept per sample) of a part on the node."""
+        key = (id(node.prof), node.sleeps, part)
         c = self.part_cost.get(key)
         if c is None:
             prof = node.prof
             if part < 0:  # the owner's STEP: every part it runs
                 spans = [self.plan.parts[p] for p in self.plan.parts_on("owner")]
-                c = (math.fsum(prof.opt(s) for s in spans), 0)
+                c = (prof.step(spans, node.sleeps), 0)
             else:
                 span = self.plan.parts[part]
-                c = (prof.opt(span), prof.act_bytes(span))
+                c = (prof.step([span], node.sleeps), prof.act_bytes(span))
             self.part_cost[key] = c
         return c
 

@@ -181,7 +181,7 @@ def input_shape(topo: Topology) -> tuple[tuple[int, int, int], int]:
 
 def host_profile(topo: Topology, repeats: int = 3) -> Profile:
     """Measure the topology's model on this host at micro-batch sizes 1, 2, 4, ... and B."""
-    from planner.profile import measure_profile, profile_sizes
+    from planner.measure import measure_profile, profile_sizes
 
     shape, classes = input_shape(topo)
     sizes = profile_sizes(topo.training.batch_size)

@@ -73,7 +73,9 @@ def test_profile_writes_csv(tmp_path, capsys):
     p = Profile.from_csv(out)
     assert p.names == ["fc-64", "fc-64", "fc-32", "fc-10"]
     assert {b for b, _, _ in p.layers[0].points} == {1, 2, 4, 8, 16}  # profile_sizes(16)
-    assert "fc-32" in capsys.readouterr().out
+    printed = " ".join(capsys.readouterr().out.split())  # as one line, however it wrapped
+    assert "fc-32" in printed
+    assert f"STEP {1e3 * p.step_s:.3f} ms per part beyond opt" in printed
 
 
 def test_simulate_1000_owners_100_layers(tmp_path, capsys):

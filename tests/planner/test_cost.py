@@ -121,6 +121,25 @@ def test_emulated_device_wakes_for_every_pass():
     assert got[("owner0->server", "ACT", 0, 2)] == pytest.approx((5.25, 7.25))
 
 
+def test_step_costs_step_s_per_part_and_wake_step_s_after_a_sleep():
+    """The test above with step_s = 0.125 and wake_step_s = 0.0625: the server's STEP takes
+    0.5 + 0.125, the emulated owner's, which slept after its last backward, 0.5 + 0.125 +
+    0.0625; the passes are as before."""
+    t, prof = pipar_one_owner()
+    t = topo(training={"batch_size": 3}, plan={"cuts": [1], "micro_batches": 3},
+             data_owners={"count": 1, "compute_scale": 2,
+                          "uplink_mbps": t.owners[0].uplink_mbps,
+                          "downlink_mbps": t.owners[0].downlink_mbps})
+    prof = Profile(prof.layers, prof.source, wake_fwd_s=WAKE_F, wake_bwd_s=WAKE_B,
+                   step_s=0.125, wake_step_s=0.0625)
+    est = simulate(t, make_plan(t, 2), {"owner0": prof, "server": prof}, iterations=1,
+                   record=True)
+    got = timeline(est)
+    assert got[("server", "STEP", 0, -1)] == pytest.approx((9.5, 10.125))
+    assert got[("owner0", "0B", 0, 2)] == pytest.approx((11.5, 14))
+    assert got[("owner0", "STEP", 0, -1)] == pytest.approx((14, 14.6875))
+
+
 def test_next_iteration_starts_at_step():
     t, prof = pipar_one_owner()
     est = simulate(t, make_plan(t, 2), prof, iterations=2, record=True)

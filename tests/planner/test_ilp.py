@@ -146,14 +146,21 @@ def test_pinned_cuts_from_topology():
         solve_cuts(Profile.synthetic(8), t, pinned_cuts=[9])
 
 
-def test_loads_match_simulated_busy_time():
-    """One full-batch iteration: the ILP's busy seconds are the simulator's."""
+@pytest.mark.parametrize("step_costs", [False, True])
+def test_loads_match_simulated_busy_time(step_costs):
+    """One full-batch iteration: the ILP's busy seconds are the simulator's; with step costs,
+    also the STEP's cost per part and its wake-up on an emulated owner (the U-shape's owner
+    steps its two parts in one STEP)."""
     rng = random.Random(7)
+    owners = {"count": 3, "uplink_mbps": 7, "downlink_mbps": 30}
+    if step_costs:
+        owners["overrides"] = [{"index": 1, "compute_scale": 2.0}]
     t = topo(mode="mpsl", labels="local", compute_nodes=NODES, training={"batch_size": 12},
-             plan={"auto": True, "micro_batches": 5},
-             data_owners={"count": 3, "uplink_mbps": 7, "downlink_mbps": 30},
+             plan={"auto": True, "micro_batches": 5}, data_owners=owners,
              links={"compute_mbps": 80})
     prof = random_profile(rng, 7)
+    if step_costs:
+        prof = Profile(prof.layers, prof.source, step_s=3e-4, wake_step_s=2e-4)
     res = solve_cuts(prof, t, round_iterations=None)
     est = simulate(t, make_plan(t, 7, res.cuts), prof, iterations=1, record=True)
     for resource, busy in res.loads.items():

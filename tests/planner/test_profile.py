@@ -1,4 +1,4 @@
-"""Profiles: the line fit, CSV round trips, one-line errors, a real measurement."""
+"""Profiles: the line fit, interpolation, STEP time, CSV round trips, one-line errors."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import pytest
 
 from planner.profile import (
     COLUMNS,
+    PROFILE_COLUMNS,
     WAKE_COLUMNS,
     LayerProfile,
     Profile,
     ProfileError,
     fit_line,
-    measure_profile,
-    profile_sizes,
 )
 
 HEADER = ",".join(COLUMNS)
-FULL_HEADER = ",".join(COLUMNS + WAKE_COLUMNS)
+WAKE_HEADER = ",".join(COLUMNS + WAKE_COLUMNS)  # files written before step_s
+FULL_HEADER = ",".join(COLUMNS + PROFILE_COLUMNS)
 
 
 def test_fit_line():
@@ -37,8 +37,22 @@ def test_sums_and_scaling():
     s = p.scaled(2)
     assert s.fwd((0, 2), 2) == 2 * p.fwd((0, 2), 2) and s.opt(1) == 0.5
     assert s.out_bytes(1) == 20 and p.scaled(1) is p
-    w = Profile(p.layers, wake_fwd_s=0.25, wake_bwd_s=0.5).scaled(4)
-    assert (w.wake_fwd_s, w.wake_bwd_s) == (1.0, 2.0)
+    w = Profile(p.layers, wake_fwd_s=0.25, wake_bwd_s=0.5, step_s=0.125,
+                wake_step_s=0.0625).scaled(4)
+    assert w.profile_values == (1.0, 2.0, 0.5, 0.25)
+
+
+def test_step_is_the_layers_opt_plus_a_cost_per_part():
+    """A STEP action: every layer's opt_s, step_s once per part (each part has its own
+    optimizer), wake_step_s once when the processor slept before it."""
+    layers = tuple(LayerProfile(f"l{i}", 0, 0, 0, 0, opt) for i, opt in
+                   enumerate((0.25, 0.5, 1.0, 2.0)))
+    p = Profile(layers, step_s=8.0, wake_step_s=16.0)
+    assert p.step([(0, 2)]) == 0.75 + 8
+    assert p.step([(0, 1), (3, 4)]) == 0.25 + 2 + 2 * 8
+    assert p.step([(0, 1), (3, 4)], slept=True) == 0.25 + 2 + 2 * 8 + 16
+    assert p.step([], slept=True) == 0.0
+    assert Profile(layers).step([(0, 4)], slept=True) == 3.75  # profiles without the columns
 
 
 def test_times_interpolate_between_measured_batch_sizes():
@@ -58,22 +72,17 @@ def test_times_interpolate_between_measured_batch_sizes():
     assert p.fwd((0, 2), 6) == pytest.approx(2 * 2 * 4.5)
 
 
-def test_profile_sizes_bracket_every_micro_batch():
-    assert profile_sizes(32) == [1, 2, 4, 8, 16, 32]
-    assert profile_sizes(50) == [1, 2, 4, 8, 16, 32, 50]
-    assert profile_sizes(1) == [1] and profile_sizes(3) == [1, 2, 3]
-
-
 def test_csv_round_trip(tmp_path):
     p = Profile.synthetic(5, fwd=(0.001, 0.002), bwd=(0.0005, 0.004), out_bytes=[1, 2, 3, 4, 5])
-    p = Profile(p.layers, p.source, wake_fwd_s=0.0007, wake_bwd_s=0.0009)
+    p = Profile(p.layers, p.source, wake_fwd_s=0.0007, wake_bwd_s=0.0009, step_s=0.0002,
+                wake_step_s=0.0001)
     path = tmp_path / "p.csv"
     p.to_csv(path)
     lines = path.read_text().splitlines()
     assert lines[0] == FULL_HEADER and len(lines) == 1 + 5 * 2
     q = Profile.from_csv(path)
     assert q.num_layers == 5 and q.names == p.names
-    assert (q.wake_fwd_s, q.wake_bwd_s) == (0.0007, 0.0009)
+    assert q.profile_values == (0.0007, 0.0009, 0.0002, 0.0001)
     for a, b in zip(p.layers, q.layers):
         assert (b.fwd_a, b.fwd_c, b.bwd_a, b.bwd_c) == pytest.approx(
             (a.fwd_a, a.fwd_c, a.bwd_a, a.bwd_c))
@@ -89,7 +98,15 @@ def test_single_batch_size_is_proportional(tmp_path):
     p = Profile.from_csv(path)
     assert p.fwd(0, 4) == pytest.approx(0.4) and p.bwd(0, 1) == pytest.approx(0.2)
     assert p.layers[0].fwd_a == 0
-    assert (p.wake_fwd_s, p.wake_bwd_s) == (0, 0)  # the optional columns left out: no wake-up
+    assert p.profile_values == (0, 0, 0, 0)  # the optional columns left out: none
+
+
+def test_files_without_the_step_columns_are_read(tmp_path):
+    """A profile written before step_s and wake_step_s existed: those are 0."""
+    path = tmp_path / "wake.csv"
+    path.write_text(f"{WAKE_HEADER}\n0,conv,8,0.8,1.6,0.1,100,10,50,0.001,0.002\n")
+    p = Profile.from_csv(path)
+    assert p.profile_values == (0.001, 0.002, 0, 0)
 
 
 
@@ -109,11 +126,17 @@ def test_single_batch_size_is_proportional(tmp_path):
     (HEADER + "\n0,a,1,0.1\n", "line 2: 4 fields, expected 9"),
     (HEADER + "\n0,a,1,0.1,0.2,0.1,1.5,1,1\n", "line 2, column 'out_bytes': got '1.5'"),
     (HEADER + "\n", "line 2: no rows"),
-    (FULL_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1\n", "line 2: 9 fields, expected 11"),
-    (FULL_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1,0.001,0.002\n1,b,1,0.1,0.2,0.1,1,1,1,0.001,0.003\n",
+    (WAKE_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1\n", "line 2: 9 fields, expected 11"),
+    (WAKE_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1,0.001,0.002\n1,b,1,0.1,0.2,0.1,1,1,1,0.001,0.003\n",
      "line 3, column 'wake_bwd_s': got 0.003, expected 0.002 as on line 2"),
-    (FULL_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1,-1,0.002\n", "line 2, column 'wake_fwd_s'"),
+    (WAKE_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1,-1,0.002\n", "line 2, column 'wake_fwd_s'"),
+    (FULL_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1,0,0,0.001\n", "line 2: 12 fields, expected 13"),
+    (FULL_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1,0,0,1e-4,2e-4\n"
+     "1,b,1,0.1,0.2,0.1,1,1,1,0,0,1e-4,3e-4\n",
+     "line 3, column 'wake_step_s': got 0.0003, expected 0.0002 as on line 2"),
+    (FULL_HEADER + "\n0,a,1,0.1,0.2,0.1,1,1,1,0,0,-1,0\n", "line 2, column 'step_s': got '-1'"),
     (HEADER + ",wake_fwd_s\n", "line 1: columns out of order"),
+    (HEADER + ",step_s,wake_step_s\n", "line 1: columns out of order"),
     ("", "line 1: empty file"),
 ])
 def test_bad_csv_one_line_error(tmp_path, body, where):
@@ -128,70 +151,3 @@ def test_bad_csv_one_line_error(tmp_path, body, where):
 def test_missing_file(tmp_path):
     with pytest.raises(ProfileError, match="cannot read the profile"):
         Profile.from_csv(tmp_path / "nope.csv")
-
-
-def test_measure_tiny_model(tmp_path):
-    import torch
-
-    threads = torch.get_num_threads()
-    p = measure_profile("mlp", (1, 8, 8), 10, "none", batch_sizes=(1, 4), repeats=1)
-    assert torch.get_num_threads() == threads  # restored
-    assert p.names == ["fc-64", "fc-64", "fc-32", "fc-10"]
-    assert [lp.out_bytes for lp in p.layers] == [256, 256, 128, 40]
-    assert [lp.param_bytes for lp in p.layers] == [(64 * 64 + 64) * 4, (64 * 64 + 64) * 4,
-                                                   (64 * 32 + 32) * 4, (32 * 10 + 10) * 4]
-    assert p.wake_fwd_s >= 0 and p.wake_bwd_s >= 0
-    for lp in p.layers:
-        assert lp.act_bytes > 0 and lp.opt_s > 0 and len(lp.points) == 2
-        assert lp.fwd(4) > 0 and lp.bwd(4) > 0
-    p.to_csv(tmp_path / "m.csv")
-    q = Profile.from_csv(tmp_path / "m.csv")
-    assert [lp.points for lp in q.layers] == [lp.points for lp in p.layers]
-
-
-def test_measure_batch_norm_on_1x1_maps():
-    """A micro-batch of 1 cannot train BatchNorm on 1x1 maps: measured from 2 samples up."""
-    p = measure_profile("mobilenetv3_small", (3, 32, 32), 10, "batch", batch_sizes=(1, 4),
-                        repeats=1, wake_repeats=1)
-    assert p.meta["smallest_batch"] == 2
-    assert {b for lp in p.layers for b, _, _ in lp.points} == {2, 4}
-
-
-def test_wake_up_cost_is_measured_after_the_given_gap(monkeypatch):
-    """Every pass timed for the wake-up cost follows `wake_gap_s` of sleep: 2 per layer
-    (forward, backward), per repeat and batch size, and no other sleep."""
-    import planner.profile as profile_module
-
-    slept: list[float] = []
-    monkeypatch.setattr(profile_module.time, "sleep", slept.append)
-    p = measure_profile("mlp", (1, 8, 8), 10, "none", batch_sizes=(1, 4), repeats=1,
-                        wake_repeats=2, wake_gap_s=0.123)
-    assert slept == [0.123] * (2 * len(p.layers) * 2 * 2)
-
-
-def test_repeats_are_rounds_over_every_batch_size(monkeypatch):
-    """A round times every batch size once, so each (layer, batch) median draws on passes
-    spread over the whole measurement; the wake-up passes run inside rounds spread among
-    the warm ones, not in one block."""
-    import planner.profile as profile_module
-
-    order: list[tuple[str, int]] = []
-    warm, cold = profile_module._warm_times, profile_module._cold_times
-
-    def log_warm(mods, x0, *rest):
-        order.append(("warm", x0.shape[0]))
-        return warm(mods, x0, *rest)
-
-    def log_cold(mods, x0, *rest):
-        order.append(("cold", x0.shape[0]))
-        return cold(mods, x0, *rest)
-
-    monkeypatch.setattr(profile_module.time, "sleep", lambda s: None)
-    monkeypatch.setattr(profile_module, "_warm_times", log_warm)
-    monkeypatch.setattr(profile_module, "_cold_times", log_cold)
-    measure_profile("mlp", (1, 8, 8), 10, "none", batch_sizes=(1, 4), repeats=4,
-                    wake_repeats=2)
-    plain = [("warm", 1), ("warm", 4)]
-    with_cold = [("warm", 1), ("cold", 1), ("warm", 4), ("cold", 4)]
-    # round 0 warms up; the wake-up passes follow rounds 1 and 3 of 1..4
-    assert order == plain + with_cold + plain + with_cold + plain

@@ -1,0 +1,261 @@
+"""Measuring a profile on this host: every layer's passes at several micro-batch sizes, warm and
+after a sleep, and its optimizer step, warm and as a node takes it (right after a backward)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from planner.profile import LayerProfile, Profile, fit_line
+
+# Idle time before each pass when the wake-up cost is measured. The cost grows with the gap
+# (vgg5 on a 2-core VM: 0-0.3 ms after 1 ms, 0.2-0.9 ms after 10 ms, 1.3-2.4 ms per part
+# after 50 ms; bench/wake_gap.py), and the processors that pay it most, emulated devices,
+# sleep (compute_scale - 1) x every pass: tens of ms.
+WAKE_GAP_S = 0.05
+
+
+def profile_sizes(batch: int) -> list[int]:
+    """The micro-batch sizes to profile for batches of `batch`: the powers of 2 below it and
+    `batch` itself, so that every size B/N lies between two measured ones."""
+    return sorted({1 << k for k in range(max(1, batch).bit_length()) if 1 << k < batch}
+                  | {max(1, batch)})
+
+
+def measure_profile(
+    model_name: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    norm: str = "batch",
+    batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
+    repeats: int = 5,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    budget_s: float | None = None,
+    wake_repeats: int = 3,
+    wake_gap_s: float = WAKE_GAP_S,
+) -> Profile:
+    """Time every layer of `model_name` on this host with one torch thread.
+
+    Each layer runs on its own (input detached, requiring grad past layer 0; the last layer
+    includes the cross-entropy loss) at every batch size; times are the median of `repeats`
+    after one warm-up: the typical pass, which is what a run meets. The repeats are rounds
+    over every batch size, so each (layer, batch) median draws on passes spread over the whole
+    measurement: a shared host's slow spells, seconds long, then disturb a minority of each
+    median instead of every pass of one batch size (vgg5 on a 2-core VM: back-to-back
+    profiles timed in blocks read the owner part 4.98-7.99 ms forward at b = 8).
+    `act_bytes` counts the distinct non-parameter storages saved for backward
+    (saved_tensors_hooks), per sample. `budget_s` stops adding rounds once spent.
+
+    Batch sizes below the smallest the model trains on (2 for BatchNorm on 1x1 maps) are
+    raised to it. The wake-up cost: every layer's forward and backward also run
+    `wake_repeats` times each after `wake_gap_s` of sleep, at the smallest, the middle and
+    the largest batch size, in rounds spread among the warm ones; `wake_fwd_s` (`wake_bwd_s`)
+    is the median over layers and those batch sizes of that time (median over repeats) minus
+    the warm one. It is charged once per action that follows an idle processor, since the
+    layers after the first of an action run warm.
+
+    The optimizer step: `opt_s` is a layer's step repeated warm (no backward in between).
+    A node steps right after a backward, with zero_grad, and that costs more (vgg5 layers
+    [0:2) on a 2-core VM: 0.23 ms against 0.04 ms warm). So every warm and cold pass is
+    followed by the layer's step as a node takes it (cold: after `wake_gap_s` asleep, as an
+    emulated device steps); `step_s` is the median over layers with parameters of that step
+    minus `opt_s`, `wake_step_s` the median of the cold one minus the warm one. The steps use
+    lr = 0, so the weights do not move. The C allocator is set as in a node process
+    (`keep_freed_memory`), so that the times are those the nodes will see.
+    """
+    import torch
+
+    from mpsl.allocator import keep_freed_memory
+    from mpsl.models import build_model, layer_labels, smallest_batch
+
+    keep_freed_memory()
+
+    if len(input_shape) != 3 or min(batch_sizes, default=0) < 1 or repeats < 1:
+        raise ValueError(f"need input_shape (C, H, W), batch sizes >= 1 and repeats >= 1; got "
+                         f"{input_shape}, {list(batch_sizes)}, {repeats}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    try:
+        torch.manual_seed(0)
+        c, h, w = input_shape
+        model = build_model(model_name, num_classes, c, h, norm).train()
+        low = smallest_batch(model, input_shape)  # BatchNorm on 1x1 maps: at least 2
+        batch_sizes = sorted({max(low, b) for b in batch_sizes})
+        # the wake-up cost (0.45 s of sleep per layer and batch size) at 3 sizes at most
+        wake_sizes = {batch_sizes[0], batch_sizes[len(batch_sizes) // 2], batch_sizes[-1]}
+        # the warm rounds after which the cold passes run, spread over rounds 1..repeats
+        cold_after = [1 + i * repeats // wake_repeats for i in range(wake_repeats)]
+        labels, mods = layer_labels(model), list(model.children())
+        opts = [_optimizer(m.parameters(), optimizer, momentum, 0.0) for m in mods]
+        pids = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        data = {b: (torch.rand(b, c, h, w), torch.randint(0, num_classes, (b,)))
+                for b in batch_sizes}
+        warm = {b: [([], [], []) for _ in mods] for b in batch_sizes}
+        cold = {b: [([], [], []) for _ in mods] for b in wake_sizes}
+        out_b = [0] * len(mods)
+        act_b = [0] * len(mods)
+        for rnd in range(repeats + 1):  # round 0 warms up
+            for b in batch_sizes:
+                x0, y = data[b]
+                for i, times in enumerate(_warm_times(mods, opts, x0, y, pids, out_b, act_b)):
+                    if rnd:
+                        _append(warm[b][i], times)
+                for _ in range(cold_after.count(rnd) if b in wake_sizes else 0):
+                    for i, times in enumerate(_cold_times(mods, opts, x0, y, wake_gap_s)):
+                        _append(cold[b][i], times)
+            if budget_s is not None and rnd and time.perf_counter() - started > budget_s:
+                break
+        opt = _opt_times(mods, optimizer, momentum, repeats)
+    finally:
+        torch.set_num_threads(threads)
+    med = statistics.median
+    times = [[(b, med(warm[b][i][0]), med(warm[b][i][1])) for b in batch_sizes]
+             for i in range(len(mods))]
+    # (cold - warm) of every layer at the wake sizes, column j: 0 forward, 1 backward, 2 step
+    wake = [[med(cold[b][i][j]) - med(warm[b][i][j]) for b in wake_sizes
+             for i in range(len(mods)) if cold[b][i][j]] for j in range(3)]
+    step = [med(warm[b][i][2]) - opt[i] for b in batch_sizes for i in range(len(mods))
+            if warm[b][i][2]]
+    layers = []
+    for i, mod in enumerate(mods):
+        pts = tuple(times[i])
+        fa, fc = fit_line([(b, f) for b, f, _ in pts])
+        ba, bc = fit_line([(b, w) for b, _, w in pts])
+        pb = sum(p.numel() * p.element_size() for p in mod.parameters())
+        layers.append(LayerProfile(labels[i], fa, fc, ba, bc, opt[i], out_b[i], pb, act_b[i], pts))
+    wake_f, wake_b, wake_step = (_positive_median(v) for v in wake)
+    return Profile(tuple(layers), f"measured:{model_name}",
+                   {"model": model_name, "input_shape": list(input_shape), "norm": norm,
+                    "smallest_batch": low},
+                   wake_f, wake_b, _positive_median(step), wake_step)
+
+
+def _positive_median(values: list[float]) -> float:
+    return max(0.0, statistics.median(values)) if values else 0.0
+
+
+def _append(lists: tuple[list[float], ...], times: tuple[float | None, ...]) -> None:
+    for acc, t in zip(lists, times):
+        if t is not None:
+            acc.append(t)
+
+
+def _optimizer(params: Any, optimizer: str, momentum: float, lr: float) -> Any:
+    """The optimizer a node would build (planner does not import nodes), or None for a layer
+    without parameters."""
+    import torch
+
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return None
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+
+def _backward(out: Any, loss: Any) -> None:
+    """A layer's backward pass: from the loss on the last layer, else from ones."""
+    import torch
+
+    if loss is not None:
+        loss.backward()
+    else:
+        out.backward(torch.ones_like(out))
+
+
+def _step(opt: Any) -> float | None:
+    """Seconds of a node's STEP over one optimizer: step, then zero_grad (None: no parameters)."""
+    if opt is None:
+        return None
+    t0 = time.perf_counter()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def _warm_times(mods: Sequence[Any], opts: Sequence[Any], x0: Any, y: Any, pids: set[int],
+                out_b: list[int], act_b: list[int]) -> list[tuple[float, float, float | None]]:
+    """(forward, backward, step) seconds of every layer, one after the other with no pause;
+    sets `out_b` and `act_b` (output and saved bytes per sample, parameters' storages `pids`
+    not counted)."""
+    import torch
+
+    out = []
+    x, b = x0, x0.shape[0]
+    for i, mod in enumerate(mods):
+        inp = x.detach().requires_grad_(i > 0)
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor, saved: dict[int, int] = saved) -> torch.Tensor:
+            st = t.untyped_storage()
+            if st.data_ptr() not in pids:
+                saved[st.data_ptr()] = st.nbytes()
+            return t
+
+        t0 = time.perf_counter()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            res = mod(inp)
+            loss = torch.nn.functional.cross_entropy(res, y) if i == len(mods) - 1 else None
+        t1 = time.perf_counter()
+        _backward(res, loss)
+        t2 = time.perf_counter()
+        out.append((t1 - t0, t2 - t1, _step(opts[i])))
+        out_b[i] = res.numel() * res.element_size() // b
+        act_b[i] = sum(saved.values()) // b
+        x = res.detach()
+    return out
+
+
+def _cold_times(mods: Sequence[Any], opts: Sequence[Any], x0: Any, y: Any,
+                gap_s: float = WAKE_GAP_S) -> list[tuple[float, float, float | None]]:
+    """(forward, backward, step) seconds of every layer, each after `gap_s` asleep."""
+    import torch
+
+    out = []
+    x = x0
+    for i, mod in enumerate(mods):
+        inp = x.detach().requires_grad_(i > 0)
+        time.sleep(gap_s)
+        t0 = time.perf_counter()
+        res = mod(inp)
+        loss = torch.nn.functional.cross_entropy(res, y) if i == len(mods) - 1 else None
+        t1 = time.perf_counter()
+        time.sleep(gap_s)
+        t2 = time.perf_counter()
+        _backward(res, loss)
+        t3 = time.perf_counter()
+        if opts[i] is not None:
+            time.sleep(gap_s)
+        out.append((t1 - t0, t3 - t2, _step(opts[i])))
+        x = res.detach()
+    return out
+
+
+def _opt_times(mods: Sequence[Any], optimizer: str, momentum: float, repeats: int) -> list[float]:
+    """Median seconds of one optimizer step over each layer's parameters (grads set to ones),
+    repeated warm."""
+    import torch
+
+    out = []
+    for mod in mods:
+        opt = _optimizer(mod.parameters(), optimizer, momentum, 1e-3)
+        if opt is None:
+            out.append(0.0)
+            continue
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for p in params:
+            p.grad = torch.ones_like(p)
+        ts = []
+        for rep in range(repeats + 1):
+            t0 = time.perf_counter()
+            opt.step()
+            if rep:
+                ts.append(time.perf_counter() - t0)
+        for p in params:
+            p.grad = None
+        out.append(statistics.median(ts))
+    return out
