@@ -173,7 +173,7 @@ def main() -> None:
     run_est: dict[Config, list[Estimate]] = {c: [] for c in configs}
     after_est: dict[Config, list[Estimate]] = {c: [] for c in configs}  # the next profile's
     just_run: Config | None = None
-    wakes: list[tuple[float, ...]] = []  # every run's profile: PROFILE_COLUMNS
+    per_action: list[tuple[float, ...]] = []  # every run's profile: PROFILE_COLUMNS
 
     walls: dict[Config, list[float]] = {c: [] for c in configs}
     runs: dict[Config, list[dict[str, Any]]] = {c: [] for c in configs}  # compute nodes' results
@@ -187,7 +187,7 @@ def main() -> None:
             if r or c != configs[0]:  # the first run uses the first profile
                 prof, _ = host_profile()
                 after_est[just_run].append(estimate(just_run, prof))
-            wakes.append(prof.profile_values)
+            per_action.append(prof.profile_values)
             run_est[c].append(estimate(c, prof))
             res = run(doc_for(c))
             walls[c].append(epoch_time(res))
@@ -265,9 +265,8 @@ def main() -> None:
     meta = {"date": when, "model": MODEL, "batch": BATCH, "owner_compute_scale": OWNER_SCALE,
             "repeats": repeats, "quick": args.quick, "profile_s": profile_s,
             "profile_sizes": PROFILE_SIZES,
-            "per_action_s": {col: {"median": median(v[j] for v in wakes),
-                                   "range": [min(v[j] for v in wakes), max(v[j] for v in wakes)]}
-                             for j, col in enumerate(PROFILE_COLUMNS)},
+            "per_action_s": {col: {"median": median(vs), "range": [min(vs), max(vs)]}
+                             for col, vs in zip(PROFILE_COLUMNS, zip(*per_action))},
             "load_1min": {"start": load0, "max": max(loads), "median": median(loads)},
             "steal_pct": {"median": median(steals), "max": max(steals)},
             "walls": {c.name: walls[c] for c in configs},
