@@ -35,6 +35,7 @@ __all__ = [
     "batches",
     "dataset_info",
     "load_dataset",
+    "load_labels",
     "micro_batches",
     "partition",
     "partition_counts",
@@ -178,6 +179,20 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None, split: s
     else:
         x = np.ascontiguousarray(images, dtype=np.float32)
     return torch.from_numpy(x), torch.from_numpy(np.array(labels, dtype=np.int64))
+
+
+def load_labels(name: str, root: str | os.PathLike[str] | None = None, split: str = "train",
+                **kwargs: Any) -> np.ndarray:
+    """The labels of one split, as `load_dataset` gives them (synthetic: without images)."""
+    spec = _spec(name, kwargs)
+    if spec.load is _load_synthetic:
+        info = _synthetic_info(kwargs.get("shape", (3, 32, 32)), kwargs.get("num_classes", 10))
+        size = int(kwargs.get("size", 1024))
+        test = kwargs.get("test_size")
+        n = size if split == "train" else (size // 4 if test is None else int(test))
+        rng = np.random.default_rng([int(kwargs.get("seed", 0)), 1 if split == "train" else 2])
+        return rng.integers(0, info.num_classes, n).astype(np.int64)
+    return load_dataset(name, root, split, **kwargs)[1].numpy()
 
 
 # ---------------------------------------------------------------------------- partitions

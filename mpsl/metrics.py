@@ -1,39 +1,18 @@
-"""Timeline events and what is derived from them: busy and idle time, bytes, bottleneck bound."""
+"""What is derived from a trace: busy time, bytes per link, the bottleneck bound, per-action
+durations measured against simulated, and the run's results files."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-CPU = "cpu"  # the resource name of a node's processor
-
-
-@dataclass(frozen=True)
-class Event:
-    """One action on one resource: a node's processor or a link (`src->dst`)."""
-
-    node: str
-    resource: str
-    kind: str
-    owner: int
-    iter: int
-    mb: int
-    t0: float
-    t1: float
-    bytes: int = 0
-
-    @property
-    def seconds(self) -> float:
-        return self.t1 - self.t0
-
-    @property
-    def resource_name(self) -> str:
-        """`node` for a processor, the link's own name for a link."""
-        return self.node if self.resource == CPU else self.resource
+from mpsl.names import CPU
+from mpsl.trace import Event
 
 
 def busy_seconds(events: Iterable[Event]) -> dict[str, float]:
@@ -61,25 +40,54 @@ def bottleneck_bound(events: Iterable[Event]) -> tuple[str, float]:
     return name, busy[name]
 
 
-def write_events(path: str | Path, events: Iterable[Event]) -> None:
-    with open(path, "w") as f:
-        for e in events:
-            f.write(json.dumps(asdict(e)) + "\n")
+def action_means(events: Iterable[Event]) -> dict[tuple[str, str], tuple[float, int]]:
+    """Mean seconds and count of every action kind on every resource."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for e in events:
+        s = sums.setdefault((e.resource_name, e.kind), [0.0, 0])
+        s[0] += e.seconds
+        s[1] += 1
+    return {k: (total / n, int(n)) for k, (total, n) in sums.items()}
 
 
-def read_events(path: str | Path) -> list[Event]:
-    with open(path) as f:
-        return [Event(**json.loads(line)) for line in f if line.strip()]
+@dataclass(frozen=True)
+class ActionRow:
+    """One action kind on one resource: measured against simulated mean duration."""
+
+    resource: str
+    kind: str
+    measured_s: float | None
+    measured_n: int
+    simulated_s: float | None
+    simulated_n: int
+
+    @property
+    def error_pct(self) -> float | None:
+        """(simulated - measured) / measured, in percent; None where either is missing or 0."""
+        if not self.measured_s or self.simulated_s is None:
+            return None
+        return 100.0 * (self.simulated_s - self.measured_s) / self.measured_s
 
 
-def events_to_rows(events: Iterable[Event]) -> list[list[Any]]:
-    """Compact rows for messages: [node, resource, kind, owner, iter, mb, t0, t1, bytes]."""
-    return [[e.node, e.resource, e.kind, e.owner, e.iter, e.mb, e.t0, e.t1, e.bytes]
-            for e in events]
+def compare_actions(measured: Iterable[Event], simulated: Iterable[Event]) -> list[ActionRow]:
+    """Every (resource, action kind) of either trace, measured beside simulated, sorted."""
+    m, s = action_means(measured), action_means(simulated)
+    rows = []
+    for key in sorted(set(m) | set(s)):
+        ms, mn = m.get(key, (None, 0))
+        ss, sn = s.get(key, (None, 0))
+        rows.append(ActionRow(key[0], key[1], ms, mn, ss, sn))
+    return rows
 
 
-def events_from_rows(rows: Iterable[Iterable[Any]]) -> list[Event]:
-    return [Event(*row) for row in rows]
+def write_action_rows(path: str | Path, rows: Iterable[ActionRow]) -> None:
+    """actions.csv: resource, kind, measured and simulated mean seconds and counts, error %."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([fd.name for fd in fields(ActionRow)] + ["error_pct"])
+        for r in rows:
+            err = r.error_pct
+            w.writerow([*astuple(r), "" if err is None or math.isnan(err) else f"{err:.3f}"])
 
 
 def write_results(run_dir: str | Path, results: Mapping[str, Any]) -> None:

@@ -1,13 +1,20 @@
-"""Plans: the cuts, which node runs each part, and N micro-batches per data owner."""
+"""Plans: the cuts, which node runs each part, N micro-batches per data owner, the schedule;
+and the plan file that `mpsl plan --out` writes and every node reads."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from mpsl.topology import OWNER, Topology, expected_cut_count
+from mpsl.models.split import check_cuts
+from mpsl.names import OWNER
+from mpsl.topology import SCHEDULE_NAMES, Topology, expected_cut_count
 
 SINGLE_BATCH_MODES = ("sfl", "sl", "fl")  # modes that run one micro-batch per iteration
+PLAN_FILE_MAX_BYTES = 1 << 20
 
 
 class PlanError(ValueError):
@@ -16,21 +23,28 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class Plan:
-    """Cuts, placement and micro-batch counts.
+    """Cuts, placement, micro-batch counts and the schedule.
 
     `cuts` are the first layers of the parts after the first, so part i is
     `[bounds[i], bounds[i+1])` with bounds = (0, *cuts, num_layers). `placement[i]` is
     `OWNER` (every data owner runs it) or a compute node's name. `micro_batches[k]` is N for
-    owner k. The loss is computed where the last part runs.
+    owner k. The loss is computed where the last part runs. `schedule` names the order of
+    the owner's passes (`mpsl.schedule.SCHEDULES`); `max_in_flight` bounds the micro-batches
+    between forward and backward under `1f1b` (None: one per part).
     """
 
     num_layers: int
     cuts: tuple[int, ...]
     placement: tuple[str, ...]
     micro_batches: tuple[int, ...]
+    schedule: str = "gpipe"
+    max_in_flight: int | None = None
 
     def __post_init__(self) -> None:
-        check_cuts(self.cuts, self.num_layers)
+        try:
+            check_cuts(self.num_layers, self.cuts)
+        except ValueError as err:
+            raise PlanError(str(err)) from None
         if len(self.placement) != len(self.cuts) + 1:
             raise PlanError(f"{len(self.cuts)} cuts need {len(self.cuts) + 1} placements, "
                             f"got {list(self.placement)}")
@@ -38,6 +52,11 @@ class Plan:
             raise PlanError(f"the first part runs on the data owner, got {self.placement[0]!r}")
         if not self.micro_batches or min(self.micro_batches) < 1:
             raise PlanError(f"micro_batches must be >= 1 per owner, got {list(self.micro_batches)}")
+        if self.schedule not in SCHEDULE_NAMES:
+            raise PlanError(f"unknown schedule {self.schedule!r}; valid: "
+                            f"{', '.join(SCHEDULE_NAMES)}")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise PlanError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
 
     @property
     def bounds(self) -> tuple[int, ...]:
@@ -65,23 +84,104 @@ class Plan:
         n = self.placement[part]
         return owner_name if n == OWNER else n
 
+    def part_of_layer(self, layer: int) -> int:
+        """The part that holds `layer`."""
+        return next(i for i, (a, b) in enumerate(self.parts) if a <= layer < b)
+
     def describe(self) -> str:
         spans = [f"{n}[{a}:{b})" for n, (a, b) in zip(self.placement, self.parts)]
         ns = sorted(set(self.micro_batches))
         n_text = str(ns[0]) if len(ns) == 1 else "/".join(map(str, self.micro_batches))
-        return " -> ".join(spans) + f", N={n_text}"
+        sched = "" if self.schedule == "gpipe" else f", {self.schedule}" + (
+            f" (max {self.max_in_flight} in flight)" if self.max_in_flight else "")
+        return " -> ".join(spans) + f", N={n_text}{sched}"
 
+    def to_json(self) -> dict[str, Any]:
+        """The plan file's content."""
+        return {"num_layers": self.num_layers, "cuts": list(self.cuts),
+                "placement": list(self.placement), "micro_batches": list(self.micro_batches),
+                "schedule": self.schedule, "max_in_flight": self.max_in_flight}
 
-def check_cuts(cuts: Sequence[int], num_layers: int) -> None:
-    """Cuts must be strictly increasing and inside (0, num_layers)."""
-    prev = 0
-    for c in cuts:
-        if not isinstance(c, int) or c <= prev or c >= num_layers:
-            raise PlanError(
-                f"cut {c!r} is out of place in {list(cuts)}: cuts must be strictly increasing "
-                f"integers in 1..{num_layers - 1} for a model of {num_layers} layers"
+    @staticmethod
+    def from_json(data: Any, source: str = "plan") -> Plan:
+        """The plan of a plan file's content; PlanError naming `source` and the field."""
+        if not isinstance(data, Mapping):
+            raise PlanError(f"{source}: not a plan: expected a JSON object")
+        try:
+            return Plan(
+                num_layers=_int(data, "num_layers", source),
+                cuts=tuple(_ints(data, "cuts", source)),
+                placement=tuple(_strings(data, "placement", source)),
+                micro_batches=tuple(_ints(data, "micro_batches", source)),
+                schedule=str(data.get("schedule", "gpipe")),
+                max_in_flight=(None if data.get("max_in_flight") is None
+                               else _int(data, "max_in_flight", source)),
             )
-        prev = c
+        except PlanError as err:
+            if str(err).startswith(source):
+                raise
+            raise PlanError(f"{source}: {err}") from None
+
+
+def _int(data: Mapping[str, Any], key: str, source: str) -> int:
+    v = data.get(key)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise PlanError(f"{source}: field '{key}': got {v!r}, expected an integer")
+    return v
+
+
+def _ints(data: Mapping[str, Any], key: str, source: str) -> list[int]:
+    v = data.get(key)
+    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) for x in v):
+        raise PlanError(f"{source}: field '{key}': got {v!r}, expected a list of integers")
+    return v
+
+
+def _strings(data: Mapping[str, Any], key: str, source: str) -> list[str]:
+    v = data.get(key)
+    if not isinstance(v, list) or not v or any(not isinstance(x, str) for x in v):
+        raise PlanError(f"{source}: field '{key}': got {v!r}, expected a list of node names")
+    return v
+
+
+def read_plan_file(path: str | Path) -> Plan:
+    """A plan file, read with a size limit; one-line errors naming the file."""
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(PLAN_FILE_MAX_BYTES + 1)
+    except OSError as err:
+        raise PlanError(f"{source}: cannot read the plan file ({err.strerror or err})") from None
+    if len(raw) > PLAN_FILE_MAX_BYTES:
+        raise PlanError(f"{source}: not a plan file: larger than {PLAN_FILE_MAX_BYTES} bytes")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PlanError(f"{source}: not a plan file: not JSON ({err})") from None
+    return Plan.from_json(data, source)
+
+
+def write_plan_file(path: str | Path, plan: Plan) -> None:
+    Path(path).write_text(json.dumps(plan.to_json(), indent=2) + "\n")
+
+
+def check_plan_fits(plan: Plan, topo: Topology, num_layers: int, source: str = "plan") -> None:
+    """A plan made for this topology and model: its layers, placement and owners match."""
+    if plan.num_layers != num_layers:
+        raise PlanError(f"{source}: the plan has {plan.num_layers} layers, model "
+                        f"{topo.model.name} of {topo.source} has {num_layers}")
+    want = placement_for(topo)
+    if plan.placement != want:
+        raise PlanError(f"{source}: the plan places its parts on {list(plan.placement)}, "
+                        f"{topo.source} (mode {topo.mode}, labels {topo.labels}) needs "
+                        f"{list(want)}")
+    if len(plan.micro_batches) != len(topo.owners):
+        raise PlanError(f"{source}: the plan has N for {len(plan.micro_batches)} owners, "
+                        f"{topo.source} has {len(topo.owners)}")
+    B = topo.training.batch_size
+    if max(plan.micro_batches) > B:
+        raise PlanError(f"{source}: N = {max(plan.micro_batches)} micro-batches exceed "
+                        f"training.batch_size ({B}) of {topo.source}")
 
 
 def placement_for(topo: Topology) -> tuple[str, ...]:
@@ -105,8 +205,9 @@ def make_plan(
     num_layers: int,
     cuts: Sequence[int] | None = None,
     micro_batches: int | Sequence[int] | None = None,
+    schedule: str | None = None,
 ) -> Plan:
-    """The plan a topology states, or one with the given cuts and N (from the planner)."""
+    """The plan a topology states, or one with the given cuts, N and schedule (the planner's)."""
     placement = placement_for(topo)
     if topo.mode == "fl":
         cuts = ()
@@ -126,6 +227,8 @@ def make_plan(
         if len(ns) != len(topo.owners):
             raise PlanError(f"{len(ns)} micro-batch counts for {len(topo.owners)} owners")
     try:
-        return Plan(num_layers=num_layers, cuts=tuple(cuts), placement=placement, micro_batches=ns)
+        return Plan(num_layers=num_layers, cuts=tuple(cuts), placement=placement,
+                    micro_batches=ns, schedule=schedule or topo.schedule.name,
+                    max_in_flight=topo.schedule.max_in_flight)
     except PlanError as err:
         raise PlanError(f"{topo.source}: {err}") from None

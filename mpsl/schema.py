@@ -97,9 +97,8 @@ class FieldReader:
 
     def address(self, key: str, default: Any = MISSING) -> Any:
         value = self.raw(key, default)
-        if not isinstance(value, str) or not _ADDRESS.match(value) or not (
-            0 < int(_ADDRESS.match(value).group(1)) < 65536
-        ):
+        m = _ADDRESS.match(value) if isinstance(value, str) else None
+        if m is None or not 0 < int(m.group(1)) < 65536:
             raise self.fail(key, value, "an address like tcp://127.0.0.1:5555")
         return value
 

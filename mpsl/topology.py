@@ -1,144 +1,50 @@
-"""Topology files: the YAML schema, its validation into typed objects, and `--set` overrides."""
+"""Topology files: the YAML schema and its validation into a typed `Topology` (mpsl.spec).
+
+`load` reads a file, applies `--set` overrides (mpsl.overrides) and validates the result;
+every fault is one TopologyError line naming the file, the field, what was given and what
+was expected.
+"""
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mpsl.names import AGGREGATOR, OWNER
+from mpsl.overrides import apply_overrides
 from mpsl.schema import MISSING, FieldReader, TopologyError, int_list, relative_to
+from mpsl.spec import (
+    LABELS,
+    MODES,
+    NORMS,
+    OPTIMIZERS,
+    PARTITIONS,
+    SCHEDULE_NAMES,
+    ComputeSpec,
+    DatasetSpec,
+    LinkSpec,
+    ModelSpec,
+    OwnerSpec,
+    PlanSpec,
+    RuntimeSpec,
+    ScheduleSpec,
+    Topology,
+    TrainingSpec,
+    expected_cut_count,
+)
 
-MODES = ("pipar", "sfl", "fl", "sl", "mpsl")
-LABELS = ("shared", "local")
-OPTIMIZERS = ("sgd", "adam")
-PARTITIONS = ("iid", "dirichlet")
-NORMS = ("batch", "group", "none")
-OWNER = "owner"  # the placement name of a part that every data owner runs
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    norm: str = "batch"
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    root: str | None = None
-    partition: str = "iid"
-    alpha: float = 0.5
-    samples_per_owner: int | None = None
-    test_samples: int | None = None
-    seed: int = 0
-    options: Mapping[str, Any] = field(default_factory=dict)  # e.g. synthetic shape and size
-
-
-@dataclass(frozen=True)
-class TrainingSpec:
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    aggregate_every: int | None = None  # iterations; None aggregates at the end of each epoch
-    seed: int = 0
-    max_iterations: int | None = None  # per owner and epoch, for short runs
-
-
-@dataclass(frozen=True)
-class PlanSpec:
-    auto: bool = False
-    cuts: tuple[int, ...] | None = None
-    micro_batches: int = 1
-    pinned_cuts: tuple[int, ...] = ()
-    profile: str | None = None
-
-
-@dataclass(frozen=True)
-class OwnerSpec:
-    index: int
-    name: str
-    address: str
-    compute_scale: float = 1.0
-    uplink_mbps: float | None = None
-    downlink_mbps: float | None = None
-    latency_ms: float = 0.0
-    memory_mb: float | None = None
-    profile: str | None = None
-    micro_batches: int | None = None  # overrides plan.micro_batches for this owner
-
-
-@dataclass(frozen=True)
-class ComputeSpec:
-    name: str
-    address: str
-    compute_scale: float = 1.0
-    memory_mb: float | None = None
-    profile: str | None = None
-
-
-@dataclass(frozen=True)
-class LinkSpec:
-    compute_mbps: float | None = None  # compute-to-compute rate; None is unshaped
-    compute_latency_ms: float = 0.0
-
-
-@dataclass(frozen=True)
-class RuntimeSpec:
-    torch_threads: int = 1
-    timeout_s: float = 120.0
-    monitor: str | None = None
-
-
-@dataclass(frozen=True)
-class Topology:
-    source: str
-    name: str
-    model: ModelSpec
-    dataset: DatasetSpec
-    training: TrainingSpec
-    mode: str
-    labels: str
-    plan: PlanSpec
-    owners: tuple[OwnerSpec, ...]
-    compute_nodes: tuple[ComputeSpec, ...]
-    links: LinkSpec
-    aggregator: str
-    runtime: RuntimeSpec
-
-    @property
-    def chain(self) -> tuple[str, ...]:
-        """Names of the compute nodes in chain order (empty for FL)."""
-        return () if self.mode == "fl" else tuple(c.name for c in self.compute_nodes)
-
-    def owner(self, name_or_index: str | int) -> OwnerSpec:
-        for o in self.owners:
-            if name_or_index in (o.name, o.index):
-                return o
-        raise KeyError(f"{self.source}: no data owner {name_or_index!r}")
-
-    def compute(self, name: str) -> ComputeSpec:
-        for c in self.compute_nodes:
-            if c.name == name:
-                return c
-        raise KeyError(f"{self.source}: no compute node {name!r}")
-
-    def node_names(self) -> list[str]:
-        return [o.name for o in self.owners] + list(self.chain) + ["aggregator"]
-
-    def address_of(self, name: str) -> str:
-        if name == "aggregator":
-            return self.aggregator
-        if name in self.chain:
-            return self.compute(name).address
-        return self.owner(name).address
+__all__ = [
+    "LABELS", "MODES", "NORMS", "OPTIMIZERS", "OWNER", "PARTITIONS", "SCHEDULE_NAMES",
+    "ComputeSpec", "DatasetSpec", "LinkSpec", "ModelSpec", "OwnerSpec", "PlanSpec",
+    "RuntimeSpec", "ScheduleSpec", "Topology", "TopologyError", "TrainingSpec",
+    "apply_overrides", "expected_cut_count", "load", "parse",
+]
+MAX_FILE_BYTES = 1 << 20  # a topology file is read with this limit
 
 
 def parse(data: Any, source: str = "<topology>") -> Topology:
@@ -185,6 +91,7 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
     labels = top.text("labels", "local" if mode == "mpsl" else "shared", LABELS)
 
     plan = _parse_plan(top, training)
+    schedule = _parse_schedule(top)
 
     owners = _parse_owners(top.sub("data_owners", required=True), training)
 
@@ -224,6 +131,7 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
         links=links,
         aggregator=aggregator,
         runtime=runtime,
+        schedule=schedule,
     )
     _check_consistency(topo)
     return topo
@@ -249,6 +157,21 @@ def _parse_plan(top: FieldReader, training: TrainingSpec) -> PlanSpec:
         raise p.fail("cuts", cuts_raw, "no cuts when auto is true (use pinned_cuts)")
     profile = relative_to(top.source, profile)
     return PlanSpec(auto=auto, cuts=cuts, micro_batches=micro, pinned_cuts=pinned, profile=profile)
+
+
+def _parse_schedule(top: FieldReader) -> ScheduleSpec:
+    raw = top.raw("schedule", "gpipe")
+    if isinstance(raw, str):
+        if raw not in SCHEDULE_NAMES:
+            raise top.fail("schedule", raw, "one of " + ", ".join(SCHEDULE_NAMES))
+        return ScheduleSpec(raw)
+    s = FieldReader(top.source, raw, "schedule")
+    spec = ScheduleSpec(s.text("name", "gpipe", SCHEDULE_NAMES),
+                        s.integer("max_in_flight", None, minimum=1))
+    s.finish()
+    if spec.max_in_flight is not None and spec.name != "1f1b":
+        raise s.fail("max_in_flight", spec.max_in_flight, "no max_in_flight for gpipe")
+    return spec
 
 
 def _parse_owners(r: FieldReader, training: TrainingSpec) -> tuple[OwnerSpec, ...]:
@@ -332,7 +255,7 @@ def _check_consistency(topo: Topology) -> None:
     src = topo.source
     names = [c.name for c in topo.compute_nodes]
     for i, n in enumerate(names):
-        if n in names[:i] or n in ("aggregator", OWNER) or re.fullmatch(r"owner\d+", n):
+        if n in names[:i] or n in (AGGREGATOR, OWNER) or re.fullmatch(r"owner\d+", n):
             raise TopologyError(src, f"compute_nodes[{i}].name", n, "a unique name (not ownerN)")
     seen: dict[str, str] = {}
     for node in topo.node_names():
@@ -345,53 +268,27 @@ def _check_consistency(topo: Topology) -> None:
         raise TopologyError(src, "labels", topo.labels, "local in mode mpsl")
     cuts = topo.plan.cuts
     if cuts is not None and topo.mode != "fl":  # FL runs the whole model: cuts are ignored
-        wanted = expected_cut_count(topo)
-        if len(cuts) != wanted:
+        count = expected_cut_count(topo)
+        if len(cuts) != count:
             raise TopologyError(
                 src, "plan.cuts", list(cuts),
-                f"{wanted} cut(s) for mode {topo.mode} with labels {topo.labels} "
+                f"{count} cut(s) for mode {topo.mode} with labels {topo.labels} "
                 f"and {len(topo.chain)} compute node(s)",
             )
 
 
-def expected_cut_count(topo: Topology) -> int:
-    """Cuts a plan of this topology has: one per compute node, one more when labels are local."""
-    if topo.mode == "fl":
-        return 0
-    return len(topo.chain) + (1 if topo.labels == "local" else 0)
-
-
-def apply_overrides(data: Mapping[str, Any], assignments: Iterable[str], source: str) -> dict:
-    """Apply `key.sub=value` assignments (values parsed as YAML) to a copy of a raw document."""
-    out = copy.deepcopy(dict(data))
-    for item in assignments:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise TopologyError(source, "--set", item, "key=value, e.g. training.epochs=2")
-        try:
-            value = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
-            raise TopologyError(source, key, text, "a YAML value") from None
-        node: Any = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if node.get(part) is None or not isinstance(node.get(part), dict):
-                if isinstance(node.get(part), str):  # e.g. plan: auto -> a mapping
-                    node[part] = {"auto": True} if node[part] == "auto" else {}
-                else:
-                    node[part] = {} if node.get(part) is None else node[part]
-                if not isinstance(node[part], dict):
-                    raise TopologyError(source, key, item, "a path through mappings")
-            node = node[part]
-        node[parts[-1]] = value
-    return out
-
-
 def load(path: str | Path, overrides: Iterable[str] = ()) -> Topology:
-    """Read and validate a topology file; `overrides` are `key=value` strings applied first."""
+    """Read and validate a topology file; `overrides` are `key=value` strings applied first
+    (paths they give resolve against the working directory, those of the file against its
+    folder)."""
     source = str(path)
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise TopologyError(source, "<file>", f"over {MAX_FILE_BYTES} bytes",
+                                "a topology file of at most 1 MiB")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         why = getattr(err, "strerror", None) or str(err)
         raise TopologyError(source, "<file>", source, f"a readable file ({why})") from None
@@ -403,5 +300,6 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> Topology:
         raise TopologyError(source, where, "invalid YAML", "a valid YAML mapping") from err
     if not isinstance(data, Mapping):
         raise TopologyError(source, "<top>", data, "a mapping at the top level")
+    overrides = tuple(overrides)
     data = apply_overrides(data, overrides, source)
-    return parse(data, source)
+    return replace(parse(data, source), overrides=overrides)

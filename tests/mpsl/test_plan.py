@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from mpsl.models.split import check_cuts
 from mpsl.plan import (
     SINGLE_BATCH_MODES,
     Plan,
     PlanError,
-    check_cuts,
     make_plan,
     owner_micro_batches,
     placement_for,
@@ -87,17 +87,19 @@ def test_plan_is_frozen() -> None:
 )
 def test_plan_rejects_bad_cuts(cuts: tuple, num_layers: int) -> None:
     placement = (O,) + ("server",) * len(cuts)
-    with pytest.raises(PlanError, match="cuts must be strictly increasing integers in 1.."):
+    bad = r"cut \S+ (is out of range|does not follow|is not an integer)"
+    with pytest.raises(PlanError, match=bad):
         Plan(num_layers, cuts, placement, (1,))
-    with pytest.raises(PlanError, match="out of place"):
-        check_cuts(cuts, num_layers)
+    with pytest.raises(ValueError, match=bad):
+        check_cuts(num_layers, cuts)
 
 
 def test_check_cuts_accepts_good_cuts() -> None:
-    check_cuts((), 1)
-    check_cuts((1, 2, 3, 4), 5)
-    with pytest.raises(PlanError, match=r"in 1\.\.4 for a model of 5 layers"):
-        check_cuts((4, 5), 5)
+    assert check_cuts(1, ()) == []
+    assert check_cuts(5, (1, 2, 3, 4)) == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"cut 5 is out of range: cuts must lie in \(0, 5\) "
+                       "for a model of 5 layers"):
+        check_cuts(5, (4, 5))
 
 
 def test_plan_placement_length() -> None:
@@ -210,9 +212,9 @@ def test_make_plan_wrong_cut_count_mpsl() -> None:
 
 
 def test_make_plan_bad_cuts_name_the_source() -> None:
-    with pytest.raises(PlanError, match=r"^plan.yaml: cut 7 is out of place"):
+    with pytest.raises(PlanError, match=r"^plan.yaml: cut 7 is out of range"):
         make_plan(topo(), 5, cuts=[7])
-    with pytest.raises(PlanError, match="plan.yaml: cut 2 is out of place"):
+    with pytest.raises(PlanError, match="plan.yaml: cut 2 is out of range"):
         make_plan(topo(), 2)  # the topology's cut does not fit a 2-layer model
 
 
@@ -221,3 +223,84 @@ def test_make_plan_micro_batch_list_length() -> None:
         make_plan(topo(), 5, micro_batches=[1, 2])
     with pytest.raises(PlanError, match="plan.yaml: micro_batches must be >= 1"):
         make_plan(topo(), 5, micro_batches=[1, 0, 1])
+
+
+# ----------------------------------------------------------------------------------------------
+# The plan file
+
+
+def test_plan_json_round_trip(tmp_path) -> None:
+    from mpsl.plan import read_plan_file, write_plan_file
+
+    plan = Plan(5, (1, 3), (O, "node", O), (2, 3), "1f1b", 2)
+    assert plan.to_json() == {"num_layers": 5, "cuts": [1, 3], "placement": [O, "node", O],
+                              "micro_batches": [2, 3], "schedule": "1f1b", "max_in_flight": 2}
+    assert Plan.from_json(plan.to_json()) == plan
+    write_plan_file(tmp_path / "p.json", plan)
+    assert read_plan_file(tmp_path / "p.json") == plan
+    old = {"num_layers": 5, "cuts": [2], "placement": [O, "s"], "micro_batches": [4]}
+    assert Plan.from_json(old) == Plan(5, (2,), (O, "s"), (4,))  # gpipe when not given
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\xff\xfe", "not a plan file: not JSON"),
+    (b"{", "not a plan file: not JSON"),
+    (b"[1, 2]", "not a plan: expected a JSON object"),
+    (b'{"num_layers": "5", "cuts": [], "placement": ["owner"], "micro_batches": [1]}',
+     "field 'num_layers': got '5', expected an integer"),
+    (b'{"num_layers": 5, "cuts": [2.5], "placement": ["owner", "s"], "micro_batches": [1]}',
+     "field 'cuts': got [2.5], expected a list of integers"),
+    (b'{"num_layers": 5, "cuts": [2], "placement": "owner", "micro_batches": [1]}',
+     "field 'placement'"),
+    (b'{"num_layers": 5, "cuts": [7], "placement": ["owner", "s"], "micro_batches": [1]}',
+     "cut 7 is out of range"),
+    (b'{"num_layers": 5, "cuts": [2], "placement": ["owner", "s"], "micro_batches": [1],'
+     b' "schedule": "zigzag"}', "unknown schedule 'zigzag'"),
+])
+def test_read_plan_file_errors_name_the_file(tmp_path, content: bytes, message: str) -> None:
+    from mpsl.plan import read_plan_file
+
+    path = tmp_path / "plan.json"
+    path.write_bytes(content)
+    with pytest.raises(PlanError) as info:
+        read_plan_file(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+
+
+def test_read_plan_file_limits_and_missing(tmp_path) -> None:
+    from mpsl.plan import PLAN_FILE_MAX_BYTES, read_plan_file
+
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (PLAN_FILE_MAX_BYTES + 1))
+    with pytest.raises(PlanError, match="larger than"):
+        read_plan_file(big)
+    with pytest.raises(PlanError, match="cannot read the plan file"):
+        read_plan_file(tmp_path / "none.json")
+
+
+def test_check_plan_fits_names_what_differs() -> None:
+    from mpsl.plan import check_plan_fits
+
+    t = topo()
+    good = make_plan(t, 5)
+    check_plan_fits(good, t, 5, "p.json")
+    with pytest.raises(PlanError, match="p.json: the plan has 5 layers, model vgg5 .* has 7"):
+        check_plan_fits(good, t, 7, "p.json")
+    other = Plan(5, (1, 3), (O, "server", O), (1, 1, 1))
+    with pytest.raises(PlanError, match=r"places its parts on \['owner', 'server', 'owner'\]"):
+        check_plan_fits(other, t, 5, "p.json")
+    few = Plan(5, (2,), (O, "server"), (1, 1))
+    with pytest.raises(PlanError, match="N for 2 owners, plan.yaml has 3"):
+        check_plan_fits(few, t, 5, "p.json")
+    many = Plan(5, (2,), (O, "server"), (1, 99, 1))
+    with pytest.raises(PlanError, match="N = 99 micro-batches exceed training.batch_size"):
+        check_plan_fits(many, t, 5, "p.json")
+
+
+def test_make_plan_takes_the_topology_schedule() -> None:
+    t = topo(schedule={"name": "1f1b", "max_in_flight": 2})
+    plan = make_plan(t, 5)
+    assert (plan.schedule, plan.max_in_flight) == ("1f1b", 2)
+    assert make_plan(t, 5, schedule="gpipe").schedule == "gpipe"
+    assert "1f1b (max 2 in flight)" in plan.describe()

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mpsl.actions import Action, Msg, Op, Task, Trigger
+from mpsl.dryrun import ScheduleError, dry_run
+from mpsl.names import CPU, OWNER, owner_name
 from mpsl.plan import Plan
-from mpsl.schedule import (
-    ACT,
-    BACKWARD,
-    FORWARD,
-    GRAD,
-    SEND,
-    STEP,
-    Action,
-    Task,
-    Trigger,
-    format_tasks,
-    iteration_tasks,
-    owner_name,
-    tasks_by_node,
-)
-from mpsl.topology import OWNER
+from mpsl.schedule import iteration_tasks, tasks_by_node
+from mpsl.schedule_text import format_tasks
 
 O = OWNER
 PROPS = settings(max_examples=150, deadline=None, derandomize=True)
@@ -99,9 +86,9 @@ def test_u_shape_one_compute_node() -> None:
     )
     # the two messages of each kind on the link are told apart by the part they are for
     tasks = iteration_tasks(Plan(5, (1, 3), (O, "node", O), (2,)), 0, 2)
-    triggers = [t.trigger for t in tasks if t.trigger is not None]
-    assert Trigger(ACT, 0, 1, "owner0") in triggers and Trigger(ACT, 0, 2, "node") in triggers
-    assert Trigger(GRAD, 0, 1, "owner0") in triggers and Trigger(GRAD, 0, 0, "node") in triggers
+    keys = {(t.node, t.key) for t in tasks if t.key is not None}
+    assert ("node", (Msg.ACT, 1, 0)) in keys and ("owner0", (Msg.ACT, 2, 0)) in keys
+    assert ("node", (Msg.GRAD, 1, 0)) in keys and ("owner0", (Msg.GRAD, 0, 0)) in keys
 
 
 def test_three_compute_nodes_shared_labels() -> None:
@@ -115,16 +102,79 @@ def test_three_compute_nodes_shared_labels() -> None:
     )
 
 
-def test_string_forms() -> None:
-    assert str(Action(FORWARD, 1, 0)) == "1F0"
-    assert str(Action(BACKWARD, 0, 12)) == "0B12"
-    assert str(Action(SEND, 2, 3, GRAD, "node1")) == ">node1:GRAD3"
-    assert str(Action(STEP)) == "STEP" and str(Action(STEP, 2)) == "STEP2"
-    assert str(Trigger(ACT, 4, 1, "owner3")) == "<owner3:ACT4"
-    assert str(Task("n", 0, None, (Action(STEP),))) == "[STEP]"
-    task = Task("n", 0, Trigger(GRAD, 1, 0, "s"), (Action(BACKWARD, 0, 1),))
-    assert str(task) == "[<s:GRAD1 0B1]"
+def one_f_one_b(placement: tuple[str, ...], n_mb: int, window: int | None) -> str:
+    cuts = tuple(range(1, len(placement)))
+    plan = Plan(6, cuts, placement, (n_mb,), schedule="1f1b", max_in_flight=window)
+    return format_tasks(iteration_tasks(plan, 0, n_mb))
+
+
+def test_1f1b_two_parts_keeps_the_window() -> None:
+    assert one_f_one_b((O, "s"), 4, 2) == (
+        "owner0: [0F0 >s:ACT0 0F1 >s:ACT1] [<s:GRAD0 0B0 0F2 >s:ACT2]"
+        " [<s:GRAD1 0B1 0F3 >s:ACT3] [<s:GRAD2 0B2] [<s:GRAD3 0B3] [STEP]\n"
+        "s: [<owner0:ACT0 1F0 1B0 >owner0:GRAD0] [<owner0:ACT1 1F1 1B1 >owner0:GRAD1]"
+        " [<owner0:ACT2 1F2 1B2 >owner0:GRAD2] [<owner0:ACT3 1F3 1B3 >owner0:GRAD3 STEP1]"
+    )
+
+
+def test_1f1b_window_defaults_to_the_parts_and_is_capped_by_n() -> None:
+    default = one_f_one_b((O, "a", O), 5, None)  # three parts: three in flight
+    assert default.startswith("owner0: [0F0 >a:ACT0 0F1 >a:ACT1 0F2 >a:ACT2] [<a:ACT0 2F0")
+    assert "[<a:GRAD0 0B0 0F3 >a:ACT3] [<a:GRAD1 0B1 0F4 >a:ACT4] [<a:GRAD2 0B2]" in default
+    wide = one_f_one_b((O, "s"), 2, 8)  # a window wider than N is GPipe
+    assert wide == schedule((O, "s"), 2)
+
+
+def test_1f1b_is_gpipe_in_fl_and_for_compute_nodes() -> None:
+    assert one_f_one_b((O,), 3, 1) == schedule((O,), 3)
+    gp = iteration_tasks(Plan(6, (1, 3), (O, "a", "b"), (4,)), 0, 4)
+    ob = iteration_tasks(Plan(6, (1, 3), (O, "a", "b"), (4,), "1f1b", 1), 0, 4)
+    assert [t for t in gp if t.node != "owner0"] == [t for t in ob if t.node != "owner0"]
+
+
+def test_string_forms_round_trip() -> None:
+    cases = {
+        Action.forward(1, 0): "1F0",
+        Action.backward(0, 12): "0B12",
+        Action.send(Msg.GRAD, "node1", 3): ">node1:GRAD3",
+        Action.send(Msg.PARAMS, "aggregator"): ">aggregator:PARAMS",
+        Action.step(): "STEP",
+        Action.step(2): "STEP2",
+        Action.avg(): "AVG",
+        Action.avg(1): "AVG1",
+    }
+    for action, text in cases.items():
+        assert str(action) == text and Action.from_str(text) == action
+    assert Trigger("owner3", Msg.ACT, 4) == Trigger.from_str("<owner3:ACT4")
+    assert str(Trigger("owner3", Msg.ACT, 4)) == "<owner3:ACT4"
+    assert str(Task("n", 0, None, (Action.step(),))) == "[STEP]"
+    task = Task("n", 0, Trigger("s", Msg.GRAD, 1), (Action.backward(0, 1),))
+    assert str(task) == "[<s:GRAD1 0B1]" and Task.from_str("n", 0, str(task)) == task
     assert owner_name(7) == "owner7"
+    assert Action.forward(1, 0).kind == "1F" and Action.send(Msg.ACT, "s", 2).kind == ">s:ACT"
+
+
+@pytest.mark.parametrize("text", ["", "F0", "1X0", ">server", ">s:FOO1", "STEPx", "1F", "[0F0"])
+def test_from_str_refuses_what_is_not_an_action(text: str) -> None:
+    from mpsl.actions import ActionError
+
+    with pytest.raises(ActionError):
+        Task.from_str("n", 0, text) if text.startswith("[") else Action.from_str(text)
+
+
+def test_tasks_check_their_actions() -> None:
+    from mpsl.actions import ActionError
+
+    with pytest.raises(ActionError, match="begins with the pass it feeds"):
+        Task("n", 0, Trigger("s", Msg.GRAD, 1), (Action.forward(0, 1),))
+    with pytest.raises(ActionError, match="does not follow"):
+        Task("n", 0, None, (Action.forward(0, 0), Action.send(Msg.ACT, "s", 1)))
+    with pytest.raises(ActionError, match="no actions"):
+        Task("n", 0, None, ())
+    with pytest.raises(ActionError):
+        Action(Op.SEND, part=1, msg=Msg.ACT, dst="s")  # a SEND has no part of its own
+    t = Task("n", 0, None, (Action.forward(2, 0), Action.send(Msg.ACT, "s", 0)))
+    assert t.sent_part(1) == 2 and list(t.sends()) == [(1, t.actions[1], 2)]
 
 
 def test_rejects_zero_micro_batches() -> None:
@@ -142,7 +192,7 @@ def test_tasks_by_node_and_format_keep_order() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Structural properties over random plans
+# Structural properties over random plans of both schedules
 
 
 @st.composite
@@ -157,11 +207,14 @@ def plans(draw: st.DrawFn, max_owners: int = 3) -> Plan:
                                max_size=len(placement) - 1)))
     k = draw(st.integers(1, max_owners))
     ns = tuple(draw(st.lists(st.integers(1, 4), min_size=k, max_size=k)))
-    return Plan(layers, tuple(cuts), placement, ns)
+    sched = draw(st.sampled_from(["gpipe", "1f1b"]))
+    window = draw(st.one_of(st.none(), st.integers(1, 4))) if sched == "1f1b" else None
+    return Plan(layers, tuple(cuts), placement, ns, sched, window)
 
 
-def dest_part(a: Action) -> int:
-    return a.part + 1 if a.msg == ACT else a.part - 1
+def dest_part(task: Task, index: int) -> int:
+    a = task.actions[index]
+    return task.sent_part(index) + (1 if a.msg is Msg.ACT else -1)
 
 
 @PROPS
@@ -179,197 +232,151 @@ def test_structure(plan: Plan, data: st.DataObject) -> None:
     assert order == list(dict.fromkeys(node))
     assert [t.node for t in tasks] == sorted((t.node for t in tasks), key=order.index)
 
-    # one F and one B per part and micro-batch, on the node running the part; F before B
-    fb = Counter((a.kind, a.part, a.mb, t.node) for t in tasks for a in t.actions
-                 if a.kind in (FORWARD, BACKWARD))
-    want = {(k, p, mb, node[p]): 1 for k in (FORWARD, BACKWARD)
+    # one F and one B per part and micro-batch, on the node running the part
+    fb = Counter((a.op, a.part, a.mb, t.node) for t in tasks for a in t.actions if a.is_pass)
+    want = {(k, p, mb, node[p]): 1 for k in (Op.FORWARD, Op.BACKWARD)
             for p in range(plan.num_parts) for mb in range(n)}
     assert dict(fb) == want
 
     # every SEND meets exactly one task triggered by it, and every trigger has its SEND
-    sends = [(t, a) for t in tasks for a in t.actions if a.kind == SEND]
+    sends = [(t, i) for t in tasks for i, _, _ in t.sends()]
     triggered = [t for t in tasks if t.trigger is not None]
     assert len(sends) == len(triggered) == 2 * n * (plan.num_parts - 1)
     matched: list[Task] = []
-    for t, a in sends:
-        assert a.msg in (ACT, GRAD) and t.node == node[a.part]
-        q = dest_part(a)
-        assert 0 <= q < plan.num_parts and a.dst == node[q]
+    for t, i in sends:
+        a = t.actions[i]
+        q = dest_part(t, i)
+        assert t.node == node[t.sent_part(i)] and 0 <= q < plan.num_parts and a.dst == node[q]
         hits = [u for u in triggered
-                if u.trigger == Trigger(a.msg, a.mb, q, t.node) and u.node == a.dst]
+                if u.trigger == Trigger(t.node, a.msg, a.mb) and u.node == a.dst
+                and u.key == (a.msg, q, a.mb)]
         assert len(hits) == 1, (str(a), t)
         matched.append(hits[0])
-        # the message leaves after the action that makes it, in the same task
-        made = Action(FORWARD if a.msg == ACT else BACKWARD, a.part, a.mb)
-        assert made in t.actions and t.actions.index(made) < t.actions.index(a)
     assert len({id(u) for u in matched}) == len(triggered)
 
     # a triggered task starts with the pass its message feeds
     for u in triggered:
-        tr = u.trigger
-        assert u.actions[0] == Action(FORWARD if tr.msg == ACT else BACKWARD, tr.part, tr.mb)
-        assert u.node == node[tr.part]
+        assert u.key is not None and u.node == node[u.key[1]]
 
     # compute nodes STEP their part once, last, in the task of its last backward
-    steps = [(t, a) for t in tasks for a in t.actions if a.kind == STEP]
+    steps = [(t, a) for t in tasks for a in t.actions if a.op is Op.STEP]
     compute_parts = [p for p in range(plan.num_parts) if plan.placement[p] != O]
-    assert sorted(a.part for _, a in steps if a.part >= 0) == compute_parts
+    assert sorted(a.part for _, a in steps if a.part is not None) == compute_parts
     for t, a in steps:
-        if a.part >= 0:
+        if a.part is not None:
             assert t.node == node[a.part] and t.actions[-1] == a
-            assert Action(BACKWARD, a.part, n - 1) in t.actions
+            assert Action.backward(a.part, n - 1) in t.actions
 
-    # the owner ends with exactly one untriggered [STEP]
+    # the owner ends with exactly one untriggered [STEP] and opens with its forward burst
     own = [t for t in tasks if t.node == me]
-    assert own[-1] == Task(me, owner, None, (Action(STEP),))
-    assert sum(a == Action(STEP) for t in tasks for a in t.actions) == 1
-    # and opens with its untriggered forward burst
-    assert own[0].trigger is None and own[0].actions[0] == Action(FORWARD, 0, 0)
+    assert own[-1] == Task(me, owner, None, (Action.step(),))
+    assert sum(a == Action.step() for t in tasks for a in t.actions) == 1
+    assert own[0].trigger is None and own[0].actions[0] == Action.forward(0, 0)
     assert [t for t in tasks if t.trigger is None] == [own[0], own[-1]]
+
+    # every action prints and parses back, and so does every task
+    assert all(Task.from_str(t.node, t.owner, str(t)) == t for t in tasks)
 
 
 # ----------------------------------------------------------------------------------------------
-# Dry run: the documented execution rule, K owners sharing the compute nodes
+# The dry run (mpsl.dryrun): the execution rule of mpsl.taskqueue, K owners sharing the nodes
 
 
-def dry_run(plan: Plan, rng: random.Random, latency: bool,
-            make: Callable[[Plan, int, int], list[Task]] = iteration_tasks) -> list[tuple]:
-    """Run every owner's iteration under the module's rule; return (t0, t1, node, owner, action).
+def shaken(seed: int, latency: bool):  # noqa: ANN201 - (duration, delay) for dry_run
+    rng = random.Random(seed)
+    delays: dict[tuple[str, str], float] = {}
 
-    A node runs one task at a time; a triggered task is ready once its message arrived and the
-    barriers before it (of the same owner, on that node) are done; a barrier waits for every
-    earlier task of its owner on that node; the ready task whose message arrived first runs
-    first. Links deliver in order, after a latency (0: unlimited speed). Fails on a deadlock.
-    """
-    queues: dict[str, list[Task]] = defaultdict(list)
-    for k, n in enumerate(plan.micro_batches):
-        for t in make(plan, k, n):
-            queues[t.node].append(t)
-    done: dict[int, bool] = {id(t): False for ts in queues.values() for t in ts}
-    started: set[int] = set()
-    arrived: dict[tuple, float] = {}
-    link_free: dict[tuple[str, str], float] = defaultdict(float)
-    link_delay: dict[tuple[str, str], float] = {}
-    busy_until: dict[str, float] = defaultdict(float)
-    events: list[tuple] = []  # (time, seq, kind, payload)
-    seq = 0
-    log: list[tuple] = []
+    def duration(node: str, a: Action) -> float:
+        return 0.0 if a.op is Op.SEND else rng.uniform(0.1, 1.0)
 
-    def push(time: float, kind: str, payload: object) -> None:
-        nonlocal seq
-        seq += 1
-        heapq.heappush(events, (time, seq, kind, payload))
+    def delay(src: str, dst: str) -> float:
+        if (src, dst) not in delays:
+            delays[(src, dst)] = rng.uniform(0.0, 2.0) if latency else 0.0
+        return delays[(src, dst)]
 
-    def ready(node: str, i: int) -> float | None:
-        t = queues[node][i]
-        earlier = [u for u in queues[node][:i] if u.owner == t.owner]
-        if t.trigger is None:
-            return -1.0 if all(done[id(u)] for u in earlier) else None
-        if not all(done[id(u)] for u in earlier if u.trigger is None):
-            return None
-        return arrived.get((node, t.owner, t.trigger))
-
-    def start(node: str, now: float) -> None:
-        if busy_until[node] > now:
-            return
-        cands = [(ready(node, i), i) for i, t in enumerate(queues[node])
-                 if id(t) not in started]
-        cands = [c for c in cands if c[0] is not None]
-        if not cands:
-            return
-        _, i = min(cands)
-        t = queues[node][i]
-        started.add(id(t))
-        clock = now
-        for a in t.actions:
-            dur = rng.uniform(0.1, 1.0) if a.kind in (FORWARD, BACKWARD, STEP) else 0.01
-            log.append((clock, clock + dur, node, t.owner, a))
-            clock += dur
-            if a.kind == SEND:
-                link = (node, a.dst)
-                if link not in link_delay:
-                    link_delay[link] = rng.uniform(0.0, 2.0) if latency else 0.0
-                at = max(clock + link_delay[link], link_free[link])  # in order
-                link_free[link] = at
-                key = (a.dst, t.owner, Trigger(a.msg, a.mb, dest_part(a), node))
-                push(at, "arrive", key)
-        busy_until[node] = clock
-        push(clock, "done", (node, id(t)))
-
-    for node in queues:
-        start(node, 0.0)
-    while events:
-        now, _, kind, payload = heapq.heappop(events)
-        if kind == "arrive":
-            assert payload not in arrived, f"message delivered twice: {payload}"
-            arrived[payload] = now
-        else:
-            done[payload[1]] = True
-        for node in queues:
-            start(node, now)
-    stuck = [f"{node}: {t}" for node, ts in queues.items() for t in ts if not done[id(t)]]
-    assert not stuck, "deadlock, never ran: " + "; ".join(stuck)
-    used = {(k[0], k[1], k[2]) for k in arrived}
-    wanted = {(node, t.owner, t.trigger) for node, ts in queues.items() for t in ts if t.trigger}
-    assert used == wanted  # no message went unused
-    return log
+    return duration, delay
 
 
-def check_causality(plan: Plan, log: list[tuple]) -> None:
+def check_causality(plan: Plan, log: list) -> None:
     when: dict[tuple, tuple[float, float]] = {}
-    for t0, t1, _node, owner, a in log:
-        if a.kind in (FORWARD, BACKWARD):
-            key = (owner, a.kind, a.part, a.mb)
+    cpu = [e for e in log if e.resource == CPU]
+    for e in cpu:
+        a = Action.from_str(e.action)
+        if a.is_pass:
+            key = (e.owner, a.op, a.part, a.mb)
             assert key not in when
-            when[key] = (t0, t1)
-    for (owner, kind, p, mb), (t0, _) in when.items():
-        if kind == FORWARD and p > 0:
-            assert when[(owner, FORWARD, p - 1, mb)][1] <= t0
-        if kind == BACKWARD:
-            assert when[(owner, FORWARD, p, mb)][1] <= t0
+            when[key] = (e.t0, e.t1)
+    for (owner, op, p, mb), (t0, _) in when.items():
+        if op is Op.FORWARD and p > 0:
+            assert when[(owner, Op.FORWARD, p - 1, mb)][1] <= t0
+        if op is Op.BACKWARD:
+            assert when[(owner, Op.FORWARD, p, mb)][1] <= t0
             if p < plan.num_parts - 1:
-                assert when[(owner, BACKWARD, p + 1, mb)][1] <= t0
-    for t0, _, node, owner, a in log:
-        if a.kind != STEP:
+                assert when[(owner, Op.BACKWARD, p + 1, mb)][1] <= t0
+    for e in cpu:
+        a = Action.from_str(e.action)
+        if a.op is not Op.STEP:
             continue
-        parts = [a.part] if a.part >= 0 else plan.parts_on(O)
+        parts = [a.part] if a.part is not None else plan.parts_on(O)
         for p in parts:  # a step follows every backward of the parts it steps
-            for mb in range(plan.micro_batches[owner]):
-                assert when[(owner, BACKWARD, p, mb)][1] <= t0, (node, owner, str(a))
+            for mb in range(plan.micro_batches[e.owner]):
+                assert when[(e.owner, Op.BACKWARD, p, mb)][1] <= e.t0, (e.node, e.action)
     per_node: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for t0, t1, node, *_ in log:
-        per_node[node].append((t0, t1))
+    for e in cpu:
+        per_node[e.node].append((e.t0, e.t1))
     for spans in per_node.values():  # one action at a time per processor
         spans.sort()
         assert all(a[1] <= b[0] + 1e-12 for a, b in zip(spans, spans[1:]))
+    if plan.schedule == "1f1b" and plan.num_parts > 1:  # never more than W in flight
+        window = plan.max_in_flight or plan.num_parts
+        for owner in range(len(plan.micro_batches)):
+            edges = sorted([(t0, 1) for (k, op, p, _), (t0, _) in when.items()
+                            if k == owner and op is Op.FORWARD and p == 0]
+                           + [(t1, -1) for (k, op, p, _), (_, t1) in when.items()
+                              if k == owner and op is Op.BACKWARD and p == 0])
+            live = peak = 0
+            for _, d in edges:
+                live += d
+                peak = max(peak, live)
+            assert peak <= window
 
 
 @SIMS
 @given(plan=plans(), seed=st.integers(0, 2**32 - 1), latency=st.booleans())
 def test_dry_run_every_task_runs(plan: Plan, seed: int, latency: bool) -> None:
-    log = dry_run(plan, random.Random(seed), latency)
+    duration, delay = shaken(seed, latency)
+    log = dry_run(plan, duration=duration, delay=delay)
     check_causality(plan, log)
     expected = sum(len(t.actions) for k, n in enumerate(plan.micro_batches)
                    for t in iteration_tasks(plan, k, n))
     assert len(log) == expected
 
 
+@pytest.mark.parametrize("sched", ["gpipe", "1f1b"])
 @pytest.mark.parametrize("placement", [(O,), (O, "s"), (O, "s", O), (O, "a", "b", O),
                                        (O, "a", "b", "c"), (O, "a", "b", "c", O)])
 @pytest.mark.parametrize("ns", [(1,), (3,), (2, 2), (1, 4, 2)])
-def test_dry_run_fixed_cases(placement: tuple[str, ...], ns: tuple[int, ...]) -> None:
-    plan = Plan(8, tuple(range(1, len(placement))), placement, ns)
+def test_dry_run_fixed_cases(placement: tuple[str, ...], ns: tuple[int, ...], sched: str) -> None:
+    plan = Plan(8, tuple(range(1, len(placement))), placement, ns, sched)
     for seed in range(3):
-        check_causality(plan, dry_run(plan, random.Random(seed), latency=seed > 0))
+        duration, delay = shaken(seed, latency=seed > 0)
+        check_causality(plan, dry_run(plan, duration=duration, delay=delay))
 
 
 def test_dry_run_detects_a_deadlock() -> None:
     """The checker itself: a schedule missing a message never finishes."""
     plan = Plan(5, (2,), (O, "server"), (2,))
+    tasks = iteration_tasks(plan, 0, 2)
+    burst = Task("owner0", 0, None, tasks[0].actions[:-1])  # ACT1 is never sent
+    with pytest.raises(ScheduleError, match=r"deadlock, never ran: owner0: \[<server:GRAD1 0B1\]"
+                       r" \[STEP\]; server: \[<owner0:ACT1 1F1 1B1 >owner0:GRAD1 STEP1\]$"):
+        dry_run(plan, {0: [burst, *tasks[1:]]})
 
-    def broken(p: Plan, owner: int, n: int) -> list[Task]:
-        lost = Trigger(ACT, 1, 1, "owner0")
-        return [t for t in iteration_tasks(p, owner, n) if t.trigger != lost]
 
-    with pytest.raises(AssertionError, match="deadlock, never ran: owner0: .*STEP"):
-        dry_run(plan, random.Random(0), latency=False, make=broken)
+def test_dry_run_detects_a_message_nobody_takes() -> None:
+    plan = Plan(5, (2,), (O, "server"), (1,))
+    tasks = iteration_tasks(plan, 0, 1)
+    send = Action.send(Msg.ACT, "server", 0)
+    extra = Task("owner0", 0, None, (Action.forward(0, 0), send, send))  # sent twice
+    with pytest.raises(ScheduleError, match="server: no task of owner 0 takes >server:ACT0"):
+        dry_run(plan, {0: [extra, *tasks[1:]]})

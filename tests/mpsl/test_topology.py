@@ -283,6 +283,16 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "plan.cuts", "3 cut(s) for mode mpsl with labels local and 2 compute node(s)"),
     ("mpsl-shared-labels", {"mode": "mpsl", "labels": "shared", "plan": "auto"}, "labels",
      "got 'shared', expected local in mode mpsl"),
+    ("schedule-unknown", {"schedule": "zigzag"}, "schedule",
+     "got 'zigzag', expected one of gpipe, 1f1b"),
+    ("schedule-name", {"schedule": {"name": "zigzag"}}, "schedule.name",
+     "expected one of gpipe, 1f1b"),
+    ("schedule-window", {"schedule": {"name": "1f1b", "max_in_flight": 0}},
+     "schedule.max_in_flight", "expected an integer >= 1"),
+    ("schedule-window-gpipe", {"schedule": {"name": "gpipe", "max_in_flight": 2}},
+     "schedule.max_in_flight", "expected no max_in_flight for gpipe"),
+    ("schedule-extra", {"schedule": {"name": "1f1b", "window": 2}}, "schedule.window",
+     "no such field"),
 ]
 
 
@@ -663,3 +673,44 @@ def test_owner_ports_just_below_the_limit() -> None:
     topo = parse(mutate({"data_owners": {"count": 2, "base_port": 65533}}), "t.yaml")
     assert topo.owners[-1].address == "tcp://127.0.0.1:65534"
     assert parse(mutate({"aggregator.address": "tcp://h-1.x:65535"})).aggregator.endswith("65535")
+
+
+# ----------------------------------------------------------------------------------------------
+# schedule, overrides kept, paths of --set, size limit
+
+
+def test_schedule_defaults_and_forms() -> None:
+    from mpsl.topology import ScheduleSpec
+
+    assert parse(copy.deepcopy(BASE), "s.yaml").schedule == ScheduleSpec("gpipe", None)
+    assert parse(mutate({"schedule": "1f1b"}), "s.yaml").schedule == ScheduleSpec("1f1b", None)
+    two = parse(mutate({"schedule": {"name": "1f1b", "max_in_flight": 2}}), "s.yaml")
+    assert two.schedule == ScheduleSpec("1f1b", 2)
+
+
+def test_load_keeps_its_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    assert load(path).overrides == ()
+    assert load(path, ["training.epochs=2"]).overrides == ("training.epochs=2",)
+
+
+def test_paths_given_on_the_command_line_resolve_against_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sub = tmp_path / "topologies"
+    sub.mkdir()
+    path = write(sub, mutate({"dataset.root": "data", "plan": {"auto": True,
+                                                               "profile": "prof.csv"}}))
+    monkeypatch.chdir(tmp_path)
+    t = load(path)
+    assert t.dataset.root == str(sub / "data") and t.plan.profile == str(sub / "prof.csv")
+    t = load(path, ["dataset.root=../mnist", "plan.profile=p.csv"])
+    assert t.dataset.root == str(Path(tmp_path.parent, "mnist"))
+    assert t.plan.profile == str(tmp_path / "p.csv")
+
+
+def test_load_refuses_a_huge_file(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("#" * (2 << 20))
+    with pytest.raises(TopologyError) as info:
+        load(path)
+    check_error(info.value, str(path), "<file>", "expected a topology file of at most 1 MiB")

@@ -1,0 +1,125 @@
+"""The dry run: every owner's iteration executed by the task queue, without models or time.
+
+It checks a plan before any node starts: a schedule whose tasks cannot all run (a message
+nobody sends, one sent twice or never used, a barrier that waits forever) raises
+`ScheduleError` naming the node and the stuck tasks. Durations and link delays are
+functions, so tests can shake the timing; the default is one time unit per pass and STEP,
+messages arriving at once, in order per link.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+
+from mpsl.actions import Action, Msg, Op, Task, TriggerKey
+from mpsl.names import CPU, link_name
+from mpsl.plan import Plan
+from mpsl.schedule import iteration_tasks
+from mpsl.taskqueue import Entry, TaskQueue
+from mpsl.trace import Event
+
+Duration = Callable[[str, Action], float]  # (node, action) -> seconds
+Delay = Callable[[str, str], float]  # (src, dst) -> seconds of a message on that link
+
+
+class ScheduleError(ValueError):
+    """A schedule that cannot run to its end: one line naming the node and the tasks."""
+
+
+def _unit(node: str, a: Action) -> float:
+    return 0.0 if a.op is Op.SEND else 1.0
+
+
+def _instant(src: str, dst: str) -> float:
+    return 0.0
+
+
+def dry_run(plan: Plan, tasks: Mapping[int, Sequence[Task]] | None = None, *,
+            duration: Duration = _unit, delay: Delay = _instant) -> list[Event]:
+    """One iteration of every owner under the execution rule; the trace of what ran.
+
+    `tasks` maps each owner to its iteration's tasks (default: the plan's schedule with the
+    owner's N). Nodes run one task at a time; links deliver in order. Raises ScheduleError
+    on a deadlock or a message that no task takes.
+    """
+    if tasks is None:
+        tasks = {k: iteration_tasks(plan, k, n) for k, n in enumerate(plan.micro_batches)}
+    queues: dict[str, TaskQueue] = {}
+    for k, ts in tasks.items():
+        for node, mine in _by_node(ts).items():
+            queues.setdefault(node, TaskQueue()).add(k, 0, mine, 0.0)
+    events: list[Event] = []
+    messages: list[tuple[float, int, str, int, TriggerKey, str]] = []  # (at, seq, dst, ...)
+    ends: list[tuple[float, int, str, Entry]] = []
+    seq = itertools.count()
+    busy: dict[str, bool] = dict.fromkeys(queues, False)
+    link_free: dict[str, float] = {}
+
+    def run(node: str, now: float) -> None:
+        entry = queues[node].pop()
+        if entry is None:
+            return
+        busy[node] = True
+        clock = now
+        for i, a in enumerate(entry.task.actions):
+            d = duration(node, a)
+            if a.op is Op.SEND:
+                assert a.dst is not None and a.msg is not None and a.mb is not None
+                to = entry.task.sent_part(i) + (1 if a.msg is Msg.ACT else -1)
+                link = link_name(node, a.dst)
+                at = max(clock + delay(node, a.dst), link_free.get(link, 0.0))
+                link_free[link] = at
+                events.append(Event(node, link, str(a), entry.owner, 0, a.mb, clock, at))
+                key = (a.msg, to, a.mb)
+                heapq.heappush(messages, (at, next(seq), a.dst, entry.owner, key, str(a)))
+            else:
+                events.append(Event(node, CPU, str(a), entry.owner, 0, a.mb, clock, clock + d))
+            clock += d
+        heapq.heappush(ends, (clock, next(seq), node, entry))
+
+    for node in queues:
+        run(node, 0.0)
+    while messages or ends:
+        if messages and (not ends or messages[0][:2] < ends[0][:2]):
+            now, _, dst, owner, key, text = heapq.heappop(messages)
+            queue = queues.get(dst)
+            if queue is None or queue.deliver(owner, 0, key, now) is None:
+                raise ScheduleError(f"{dst}: no task of owner {owner} takes {text} "
+                                    f"(sent twice, or to the wrong node)")
+        else:
+            now, _, node, done = heapq.heappop(ends)
+            queues[node].finish(done, now)
+            busy[node] = False
+        for node, q in queues.items():
+            if not busy[node] and q:
+                run(node, now)
+    _check_all_ran(queues, tasks, events)
+    return events
+
+
+def _by_node(tasks: Sequence[Task]) -> dict[str, list[Task]]:
+    out: dict[str, list[Task]] = {}
+    for t in tasks:
+        out.setdefault(t.node, []).append(t)
+    return out
+
+
+def _check_all_ran(queues: Mapping[str, TaskQueue], tasks: Mapping[int, Sequence[Task]],
+                   events: Sequence[Event]) -> None:
+    stuck = [(n, q) for n, q in queues.items() if q.unfinished]
+    if not stuck:
+        return
+    ran = {(e.node, e.owner, e.action) for e in events if e.resource == CPU}
+    lines = []
+    for node, _ in stuck:
+        waiting = [str(t) for k, ts in tasks.items() for t in ts if t.node == node
+                   and not all((node, k, str(a)) in ran for a in t.actions if a.op is not Op.SEND)]
+        lines.append(f"{node}: {' '.join(waiting)}")
+    raise ScheduleError("deadlock, never ran: " + "; ".join(lines))
+
+
+def check_schedule(plan: Plan) -> None:
+    """Raise ScheduleError unless every owner's iteration of `plan` runs to its end."""
+    dry_run(plan)

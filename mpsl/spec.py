@@ -1,0 +1,156 @@
+"""The typed topology: what a validated topology file says, and queries over it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpsl.names import AGGREGATOR
+
+MODES = ("pipar", "sfl", "fl", "sl", "mpsl")
+LABELS = ("shared", "local")
+OPTIMIZERS = ("sgd", "adam")
+PARTITIONS = ("iid", "dirichlet")
+NORMS = ("batch", "group", "none")
+SCHEDULE_NAMES = ("gpipe", "1f1b")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    norm: str = "batch"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    root: str | None = None
+    partition: str = "iid"
+    alpha: float = 0.5
+    samples_per_owner: int | None = None
+    test_samples: int | None = None
+    seed: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)  # e.g. synthetic shape and size
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    aggregate_every: int | None = None  # iterations; None aggregates at the end of each epoch
+    seed: int = 0
+    max_iterations: int | None = None  # per owner and epoch, for short runs
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    auto: bool = False
+    cuts: tuple[int, ...] | None = None
+    micro_batches: int = 1
+    pinned_cuts: tuple[int, ...] = ()
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """The order of an owner's passes: `gpipe` (all forwards, then the backwards) or `1f1b`
+    (at most `max_in_flight` micro-batches between forward and backward; None: one per
+    part)."""
+
+    name: str = "gpipe"
+    max_in_flight: int | None = None
+
+
+@dataclass(frozen=True)
+class OwnerSpec:
+    index: int
+    name: str
+    address: str
+    compute_scale: float = 1.0
+    uplink_mbps: float | None = None
+    downlink_mbps: float | None = None
+    latency_ms: float = 0.0
+    memory_mb: float | None = None
+    profile: str | None = None
+    micro_batches: int | None = None  # overrides plan.micro_batches for this owner
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    name: str
+    address: str
+    compute_scale: float = 1.0
+    memory_mb: float | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    compute_mbps: float | None = None  # compute-to-compute rate; None is unshaped
+    compute_latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    torch_threads: int = 1
+    timeout_s: float = 120.0
+    monitor: str | None = None
+
+
+@dataclass(frozen=True)
+class Topology:
+    source: str
+    name: str
+    model: ModelSpec
+    dataset: DatasetSpec
+    training: TrainingSpec
+    mode: str
+    labels: str
+    plan: PlanSpec
+    owners: tuple[OwnerSpec, ...]
+    compute_nodes: tuple[ComputeSpec, ...]
+    links: LinkSpec
+    aggregator: str
+    runtime: RuntimeSpec
+    schedule: ScheduleSpec = ScheduleSpec()
+    overrides: tuple[str, ...] = ()  # the `--set` assignments it was loaded with
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """Names of the compute nodes in chain order (empty for FL)."""
+        return () if self.mode == "fl" else tuple(c.name for c in self.compute_nodes)
+
+    def owner(self, name_or_index: str | int) -> OwnerSpec:
+        for o in self.owners:
+            if name_or_index in (o.name, o.index):
+                return o
+        raise KeyError(f"{self.source}: no data owner {name_or_index!r}")
+
+    def compute(self, name: str) -> ComputeSpec:
+        for c in self.compute_nodes:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.source}: no compute node {name!r}")
+
+    def node_names(self) -> list[str]:
+        return [o.name for o in self.owners] + list(self.chain) + [AGGREGATOR]
+
+    def address_of(self, name: str) -> str:
+        if name == AGGREGATOR:
+            return self.aggregator
+        if name in self.chain:
+            return self.compute(name).address
+        return self.owner(name).address
+
+
+
+def expected_cut_count(topo: Topology) -> int:
+    """Cuts a plan of this topology has: one per compute node, one more when labels are local."""
+    if topo.mode == "fl":
+        return 0
+    return len(topo.chain) + (1 if topo.labels == "local" else 0)

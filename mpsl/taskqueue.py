@@ -1,0 +1,156 @@
+"""The execution rule, once: which task of a node runs next.
+
+Used by the data owner and the compute node (wall-clock times), by the simulator (simulated
+times) and by the dry run that checks a plan for deadlocks. The rule:
+
+- a node's tasks of one owner's iteration keep their list order (`iteration_tasks`);
+- a barrier (a task without a trigger) is ready once every earlier task of that iteration on
+  the node is done;
+- a triggered task is ready once its message has arrived and the barriers before it are done;
+- among ready tasks, the one that became ready first runs first: for a triggered task, the
+  time its message arrived; ties go to the lower owner index, then to the order of readiness;
+- with round gating (a compute node that averages its copies), tasks of a round wait until
+  `open` has admitted that round.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from mpsl.actions import Task, TriggerKey
+
+
+class _Iteration:
+    """One owner's tasks of one iteration on this node."""
+
+    __slots__ = ("entries", "done", "barrier", "waiting", "round")
+
+    def __init__(self, round_id: int) -> None:
+        self.entries: list[Entry] = []
+        self.done = 0
+        self.barrier = 0  # index of the next barrier (len(entries): none left)
+        self.waiting: list[Entry] = []  # arrived, behind a barrier not yet done
+        self.round = round_id
+
+
+class Entry:
+    """A task of one owner's iteration, with what its message brought (`payload`)."""
+
+    __slots__ = ("task", "index", "group", "owner", "iteration", "arrival", "payload")
+
+    def __init__(self, task: Task, index: int, group: _Iteration, owner: int,
+                 iteration: int) -> None:
+        self.task, self.index, self.group = task, index, group
+        self.owner, self.iteration = owner, iteration
+        self.arrival = 0.0
+        self.payload: Any = None
+
+    @property
+    def round(self) -> int:
+        return self.group.round
+
+    def __repr__(self) -> str:
+        return f"Entry(owner {self.owner}, iteration {self.iteration}, {self.task})"
+
+
+class TaskQueue:
+    """One node's tasks of every owner's iterations, released by the execution rule."""
+
+    def __init__(self, gated: bool = False) -> None:
+        self._ready: list[tuple[float, int, int, Entry]] = []
+        self._gated: list[tuple[float, int, int, Entry]] = []
+        self._expected: dict[tuple[int, int, TriggerKey], Entry] = {}
+        self._seq = itertools.count()
+        self.open_round = 0 if gated else math.inf  # rounds up to this one may run
+        self.unfinished = 0  # iterations added and not yet done
+
+    def add(self, owner: int, iteration: int, tasks: Sequence[Task], t: float,
+            round_id: int = 0) -> None:
+        """Register this node's tasks (list order) of one iteration of `owner` at time `t`."""
+        group = _Iteration(round_id)
+        group.barrier = len(tasks)
+        for i, task in enumerate(tasks):
+            entry = Entry(task, i, group, owner, iteration)
+            group.entries.append(entry)
+            key = task.key
+            if key is None:
+                group.barrier = min(group.barrier, i)
+            else:
+                self._expected[(owner, iteration, key)] = entry
+        if not group.entries:
+            return
+        self.unfinished += 1
+        if group.barrier == 0:
+            self._make_ready(group.entries[0], t)
+
+    def expects(self, owner: int, iteration: int, key: TriggerKey) -> bool:
+        return (owner, iteration, key) in self._expected
+
+    def deliver(self, owner: int, iteration: int, key: TriggerKey, t: float,
+                payload: Any = None) -> Entry | None:
+        """A message arrived at `t`: the task it triggers, or None if no task waits for it."""
+        entry = self._expected.pop((owner, iteration, key), None)
+        if entry is None:
+            return None
+        entry.arrival, entry.payload = t, payload
+        if entry.index < entry.group.barrier:
+            self._make_ready(entry, t)
+        else:
+            entry.group.waiting.append(entry)
+        return entry
+
+    def pop(self) -> Entry | None:
+        """The ready task to run next, or None when none is ready."""
+        return heapq.heappop(self._ready)[3] if self._ready else None
+
+    def __bool__(self) -> bool:
+        """Whether a task is ready."""
+        return bool(self._ready)
+
+    def finish(self, entry: Entry, t: float) -> bool:
+        """`entry` ended at `t`; True when it was the last task of its iteration here."""
+        group = entry.group
+        group.done += 1
+        if entry.task.trigger is None:  # a barrier: move to the next one, free the waiting
+            nxt = next((i for i in range(entry.index + 1, len(group.entries))
+                        if group.entries[i].task.trigger is None), len(group.entries))
+            group.barrier = nxt
+            still = []
+            for w in group.waiting:
+                if w.index < nxt:
+                    self._make_ready(w, w.arrival)
+                else:
+                    still.append(w)
+            group.waiting = still
+        if group.barrier < len(group.entries) and group.done == group.barrier:
+            self._make_ready(group.entries[group.barrier], t)
+        finished = group.done == len(group.entries)
+        if finished:
+            self.unfinished -= 1
+        return finished
+
+    def open(self, round_id: int) -> None:
+        """Admit the tasks of rounds up to `round_id` (after a compute node's averaging)."""
+        self.open_round = round_id
+        keep = []
+        for item in self._gated:
+            if item[3].round <= round_id:
+                heapq.heappush(self._ready, item)
+            else:
+                keep.append(item)
+        self._gated = keep
+
+    def stuck(self) -> list[Entry]:
+        """Tasks still waiting for a message (for deadlock reports)."""
+        return list(self._expected.values())
+
+    def _make_ready(self, entry: Entry, key: float) -> None:
+        item = (key, entry.owner, next(self._seq), entry)
+        if entry.group.round > self.open_round:
+            self._gated.append(item)
+        else:
+            heapq.heappush(self._ready, item)
