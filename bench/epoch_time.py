@@ -1,23 +1,51 @@
 """Epoch time of FL, SFL, PiPar and MP-SL on emulated Raspberry Pi owners and 4G/4G+/WiFi links.
 
-vgg5 on synthetic 32x32x3 data, K = 4 owners, one server, all processes on this machine. The
-owners run `compute_scale` times slower than this host (see `rpi3b_scale`). PiPar, SFL and MP-SL
-take their cuts (and PiPar and MP-SL their N) from the planner, as a user of `plan: auto` would.
+What runs: vgg5 on synthetic 32x32x3 data, K = 4 owners x 160 samples, B = 32 (5 iterations
+per owner and epoch), SGD with momentum 0.9, one server, every node a process on this machine.
+The owners run `compute_scale` times slower than this host (`rpi3b_scale`: this host's
+single-thread GFLOP/s over RPI3B_GFLOPS).
 
-    .venv/bin/python bench/epoch_time.py [--repeats 3] [--quick]
+Definitions (version 2, issue 17; the same in every run):
+- Plans: PiPar, SFL and MP-SL (owner, server, owner with the loss) are planned exactly as
+  `mpsl run` plans `plan: auto` (`mpsl.cli.common.resolve_plan`): `choose_plan(topo)` with
+  no profile, so it measures this host with `planner.resources.host_profile` (micro-batch
+  sizes 1, 2, 4, ..., 32, 3 repeats, the topology's optimizer), once per (network, mode).
+  FL has nothing to plan.
+- Epoch time: each run trains `--epochs` (2) epochs; its time is the median `wall_s` of the
+  epochs after the first (epoch 1 holds the warm-up); a cell is the median over `--repeats`.
+- Idle, per epoch: epoch wall time minus the node's processor busy time in that epoch (from
+  the run's trace, events clipped to the epoch), the mean over the epochs after the first:
+  the warm-up is left out as from the epoch time. Devices: the median over owners.
+- `time_over_bound`: training time over the busiest processor or link (results.json).
+- CPU steal is recorded per run (bench/harness.py); its median and max are in the JSON.
+Nothing is fitted; `RPI3B_GFLOPS` is an assumption about the device, stated below.
+
+    .venv/bin/python -m bench.epoch_time [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import time
+from typing import Any
 
 import torch
 
-from harness import NETWORKS, console, load_doc, markdown, median, run, save, show, topology
+from bench import stats
+from bench.harness import (
+    NETWORKS,
+    Measured,
+    console,
+    parse_doc,
+    publish,
+    run,
+    run_meta,
+    synthetic,
+    topology,
+)
+from mpsl.cli.common import resolve_plan
 from mpsl.models import build_model
-from planner import choose_plan, measure_profile
+from mpsl.names import owner_index
 
 K = 4
 SAMPLES = 160  # per owner: 5 iterations of 32
@@ -26,6 +54,12 @@ BATCH = 32
 # training with its 4 threads: NEON peaks near 4x9.6 GFLOP/s, and convolution training
 # reaches 5-10% of peak on it (Linpack, which is far friendlier, reaches about 6 GFLOP/s).
 RPI3B_GFLOPS = 2.5
+MODES: dict[str, dict[str, Any]] = {
+    "FL": {"mode": "fl", "compute": 1},
+    "SFL": {"mode": "sfl", "compute": 1},
+    "PiPar": {"mode": "pipar", "compute": 1},
+    "MP-SL": {"mode": "mpsl", "compute": 1, "labels": "local", "cuts": (1, 3)},
+}
 
 
 def rpi3b_scale() -> tuple[float, float]:
@@ -52,99 +86,99 @@ def rpi3b_scale() -> tuple[float, float]:
     for i in range(13):
         t = time.perf_counter()
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        torch.nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
         opt.step()
         if i >= 3:
             times.append(time.perf_counter() - t)
     flops = 3 * 2 * macs * BATCH  # forward + backward ~ 3x the forward multiply-adds
-    host = flops / median(times) / 1e9
+    host = flops / stats.median(times) / 1e9
     return round(host / RPI3B_GFLOPS, 1), host
 
 
-MODES = {
-    "FL": dict(mode="fl", compute=1),
-    "SFL": dict(mode="sfl", compute=1),
-    "PiPar": dict(mode="pipar", compute=1),
-    "MP-SL": dict(mode="mpsl", compute=1, labels="local", cuts=(1, 3)),
-}
-
-
-def doc_for(mode: str, net: str, scale: float, epochs: int) -> dict:
+def doc_for(mode: str, net: str, scale: float, epochs: int) -> dict[str, Any]:
     up, down = NETWORKS[net]
-    spec = dict(MODES[mode])
-    return topology(
-        owners=K, dataset={"name": "synthetic", "options": {"shape": [3, 32, 32],
-                                                             "num_classes": 10,
-                                                             "size": SAMPLES * K}},
+    doc = topology(
+        owners=K, dataset=synthetic(SAMPLES * K),
         training={"epochs": epochs, "batch_size": BATCH, "lr": 0.01, "momentum": 0.9},
-        up=up, down=down, compute_scale=scale, **spec,
+        up=up, down=down, compute_scale=scale, **MODES[mode],
     )
+    if mode != "FL":
+        doc["plan"] = {"auto": True}
+    return doc
+
+
+def entry(m: Measured) -> dict[str, Any]:
+    """One run's epoch time, idle per epoch after the warm-up, time over bound and steal."""
+    res = m.results
+    owners = [n for n in res["nodes"] if owner_index(n) is not None]
+    server = "node1" if "node1" in res["nodes"] else None
+
+    def idle(node: str) -> float:  # the trace's clock: epoch 1 starts at t_start
+        return stats.idle_per_epoch(m.events, node, m.walls, start=res["t_start"])
+
+    return {
+        "epoch_s": stats.median_after_warmup(m.walls),
+        "server_idle_s": idle(server) if server else float("nan"),
+        "device_idle_s": stats.median(idle(o) for o in owners),
+        "time_over_bound": res["summary"]["time_over_bound"],
+        "steal_pct": m.steal_pct,
+        "plan": res["plan"],
+    }
+
+
+def cell_rows(net: str, cell: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    t = {m: stats.median(e["epoch_s"] for e in cell[m]) for m in MODES}
+    rows = []
+    for mode, es in cell.items():
+        rows.append({
+            "network": net, "mode": mode,
+            "cuts": "-" if mode == "FL" else str(es[0]["plan"]["cuts"]),
+            "N": es[0]["plan"]["micro_batches"][0], "epoch_s": t[mode],
+            "server_idle_s": stats.median(e["server_idle_s"] for e in es),
+            "device_idle_s": stats.median(e["device_idle_s"] for e in es),
+            "pipar_speedup": t[mode] / t["PiPar"],
+            "time_over_bound": stats.median(e["time_over_bound"] for e in es),
+            "fastest": "yes" if t[mode] == min(t.values()) else ""})
+    return rows
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="4G only, one repeat")
     args = ap.parse_args()
+    started = time.perf_counter()
     nets = ["4G"] if args.quick else list(NETWORKS)
     repeats = 1 if args.quick else args.repeats
     scale, host = rpi3b_scale()
     console.print(f"host: {host:.1f} GFLOP/s on one thread; Pi 3B assumed {RPI3B_GFLOPS} "
                   f"GFLOP/s -> owners' compute_scale = {scale}")
-    profile = measure_profile("vgg5", (3, 32, 32), 10, "batch", batch_sizes=(4, 16, 32))
-    import tempfile
-    from pathlib import Path
-
     rows, raw = [], []
     for net in nets:
-        plans = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for mode in MODES:
-                _, topo = load_doc(doc_for(mode, net, scale, args.epochs), Path(tmp))
-                if mode != "FL":
-                    plans[mode] = choose_plan(topo, profile).best.plan
-        cell: dict[str, list[dict]] = {m: [] for m in MODES}
+        # `mpsl run`'s own path for `plan: auto`: choose_plan profiles this host itself
+        plans = {mode: resolve_plan(parse_doc(doc_for(mode, net, scale, args.epochs)), None)
+                 for mode in MODES}
+        cell: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
         for rep in range(repeats):
             for mode in MODES:
-                res = run(doc_for(mode, net, scale, args.epochs), plans.get(mode))
-                epoch_s = median(e["wall_s"] for e in res["epochs"][1:] or res["epochs"])
-                owners = [v for k, v in res["nodes"].items() if k.startswith("owner")]
-                server = res["nodes"].get("node1")
-                # idle per epoch, as PiPar defines it: epoch wall time - processor busy time
-                n_ep = len(res["epochs"])
-                entry = {
-                    "epoch_s": epoch_s,
-                    "server_idle_s": server["idle_s"] / n_ep if server else float("nan"),
-                    "device_idle_s": median(o["idle_s"] for o in owners) / n_ep,
-                    "efficiency": res["summary"]["efficiency"],
-                    "plan": res["plan"],
-                }
-                cell[mode].append(entry)
-                raw.append({"network": net, "mode": mode, "repeat": rep, **entry})
-                console.print(f"{net} {mode} rep {rep}: epoch {epoch_s:.2f} s, plan "
-                              f"{res['plan']['cuts']} N={res['plan']['micro_batches'][0]}")
-        t = {m: median(e["epoch_s"] for e in cell[m]) for m in MODES}
-        for mode in MODES:
-            es = cell[mode]
-            rows.append({
-                "network": net, "mode": mode,
-                "cuts": "-" if mode == "FL" else str(es[0]["plan"]["cuts"]),
-                "N": es[0]["plan"]["micro_batches"][0],
-                "epoch_s": t[mode],
-                "server_idle_s": median(e["server_idle_s"] for e in es),
-                "device_idle_s": median(e["device_idle_s"] for e in es),
-                "pipar_speedup": t[mode] / t["PiPar"],
-                "efficiency": median(e["efficiency"] for e in es),
-                "fastest": "yes" if t[mode] == min(t.values()) else "",
-            })
-    show("Epoch time (median of repeats); pipar_speedup = this mode's time / PiPar's", rows, 2)
-    meta = {"date": datetime.date.today().isoformat(), "owners": K, "samples_per_owner": SAMPLES,
-            "batch": BATCH, "repeats": repeats, "epochs": args.epochs,
-            "compute_scale": scale, "host_gflops": host, "rpi3b_gflops": RPI3B_GFLOPS,
-            "raw": raw}
-    save("epoch_time", rows, meta)
-    console.print(markdown(rows, 2))
+                e = entry(run(doc_for(mode, net, scale, args.epochs), plans.get(mode)))
+                cell[mode].append(e)
+                raw.append({"network": net, "mode": mode, "repeat": rep, **e})
+                console.print(f"{net} {mode} rep {rep}: epoch {e['epoch_s']:.2f} s, plan "
+                              f"{e['plan']['cuts']} N={e['plan']['micro_batches'][0]}, steal "
+                              f"{e['steal_pct']:.1f}%")
+        rows += cell_rows(net, cell)
+    steals = [r["steal_pct"] for r in raw]
+    meta = run_meta(owners=K, samples_per_owner=SAMPLES, batch=BATCH, repeats=repeats,
+                    epochs=args.epochs, compute_scale=scale, host_gflops=host,
+                    rpi3b_gflops=RPI3B_GFLOPS, raw=raw,
+                    steal_pct={"median": stats.median(steals), "max": max(steals)},
+                    wall_s=time.perf_counter() - started)
+    name = "epoch_time.quick" if args.quick else "epoch_time"
+    publish(name, "python -m bench.epoch_time" + (" --quick" if args.quick else ""),
+            meta, [("", "Epoch time (median of repeats); pipar_speedup = time / PiPar's",
+                    rows, 2)])
 
 
 if __name__ == "__main__":

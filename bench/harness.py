@@ -1,15 +1,18 @@
-"""What the benchmarks share: topologies on free loopback ports, local runs, tables and files."""
+"""What the benchmarks share: topologies on free loopback ports, local runs with their trace and
+the machine's CPU steal, the machine and commit they ran on, tables and result files."""
 
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import os
-import statistics
-import sys
+import platform
+import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +20,32 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from mpsl.plan import Plan, make_plan
+from mpsl.topology import Topology, load
+from mpsl.trace import Event, read_events
+from mpsl.training import num_layers
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from mpsl.cli import num_layers  # noqa: E402
-from mpsl.plan import Plan, make_plan  # noqa: E402
-from mpsl.topology import Topology, load  # noqa: E402
-from nodes.launch import LocalCluster  # noqa: E402
-from nodes.ports import free_ports  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
 NETWORKS = {"4G": (10.0, 25.0), "4G+": (20.0, 40.0), "WiFi": (50.0, 50.0)}
 console = Console(width=140)
+__all__ = ["NETWORKS", "RESULTS", "Measured", "console", "load_doc", "num_layers", "parse_doc",
+           "publish", "run", "run_calm", "run_meta", "synthetic", "topology", "wait_for_quiet"]
 
 
 def topology(*, owners: int, compute: int, mode: str, model: str = "vgg5",
              dataset: Mapping[str, Any], training: Mapping[str, Any], up: float | None,
              down: float | None, compute_scale: float = 1.0, cuts: Sequence[int] = (2,),
              micro_batches: int = 1, labels: str = "shared", latency_ms: float = 0.0,
-             norm: str = "batch", timeout_s: float = 300) -> dict[str, Any]:
-    """A topology document with every node on a free loopback port."""
-    ports = free_ports(compute + 1 + owners, consecutive=True)
+             norm: str = "batch", timeout_s: float = 300, schedule: str = "gpipe",
+             ports: Sequence[int] | None = None) -> dict[str, Any]:
+    """A topology document with every node on a loopback port (`ports`: free ones)."""
+    if ports is None:
+        from nodes.ports import free_ports
+
+        ports = free_ports(compute + 1 + owners, consecutive=True)
     base = ports[compute + 1]
-    return {
+    doc: dict[str, Any] = {
         "name": "bench",
         "model": {"name": model, "norm": norm},
         "dataset": dict(dataset),
@@ -54,6 +60,25 @@ def topology(*, owners: int, compute: int, mode: str, model: str = "vgg5",
         "aggregator": {"address": f"tcp://127.0.0.1:{ports[compute]}"},
         "runtime": {"timeout_s": timeout_s},
     }
+    if schedule != "gpipe":
+        doc["schedule"] = schedule
+    return doc
+
+
+SYNTHETIC_SHAPE = (3, 32, 32)  # the synthetic data set's default image shape
+
+
+def synthetic(size: int, shape: Sequence[int] = SYNTHETIC_SHAPE, classes: int = 10,
+              test_samples: int | None = None) -> dict[str, Any]:
+    """The `dataset:` of a synthetic data set. The default shape is left out of its options:
+    a YAML list there is unhashable where mpsl.training caches labels by the options."""
+    options: dict[str, Any] = {"num_classes": classes, "size": size}
+    if tuple(shape) != SYNTHETIC_SHAPE:
+        options["shape"] = list(shape)
+    doc: dict[str, Any] = {"name": "synthetic", "options": options}
+    if test_samples is not None:
+        doc["test_samples"] = test_samples
+    return doc
 
 
 def load_doc(doc: Mapping[str, Any], folder: Path) -> tuple[Path, Topology]:
@@ -62,74 +87,61 @@ def load_doc(doc: Mapping[str, Any], folder: Path) -> tuple[Path, Topology]:
     return path, load(path)
 
 
-def run(doc: Mapping[str, Any], plan: Plan | None = None) -> dict[str, Any]:
-    """Run a topology locally (one process per node) and return its results.json, plus
-    `steal_pct`: the share of this VM's CPU time the hypervisor gave elsewhere meanwhile."""
+def parse_doc(doc: Mapping[str, Any]) -> Topology:
+    """The topology of a document (loaded from a temporary file, as `mpsl` loads one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_doc(doc, Path(tmp))[1]
+
+
+@dataclass
+class Measured:
+    """One local run: its results.json, its trace (events.jsonl), the CPU steal during it,
+    and the seconds from starting the nodes to their end (`wall_s`, start-up included)."""
+
+    results: dict[str, Any]
+    events: list[Event]
+    steal_pct: float
+    wall_s: float
+    steal_attempts: list[float] = field(default_factory=list)
+
+    @property
+    def walls(self) -> list[float]:
+        """Every epoch's `wall_s`, in order."""
+        return [e["wall_s"] for e in self.results["epochs"]]
+
+
+def run(doc: Mapping[str, Any], plan: Plan | None = None) -> Measured:
+    """Run a topology locally, one process per node (nodes.launch.LocalCluster)."""
+    from nodes.launch import LocalCluster
+
     with tempfile.TemporaryDirectory(prefix="mpsl-bench-") as tmp:
         path, topo = load_doc(doc, Path(tmp))
         plan = plan or make_plan(topo, num_layers(topo))
-        before = cpu_jiffies()
+        before, started = cpu_jiffies(), time.perf_counter()
         res = LocalCluster(str(path), (), topo, plan, Path(tmp) / "run").run()
-        res["steal_pct"] = steal_pct(before, cpu_jiffies())
-        return res
+        wall = time.perf_counter() - started
+        trace = Path(tmp) / "run" / "events.jsonl"
+        events = read_events(trace) if trace.exists() else []
+        steal = steal_pct(before, cpu_jiffies())
+        return Measured(res, events, steal, wall, [steal])
 
 
 def run_calm(doc: Mapping[str, Any], plan: Plan | None = None, max_steal_pct: float = 5.0,
-             attempts: int = 3) -> dict[str, Any]:
+             attempts: int = 3) -> Measured:
     """`run`, repeated (at most `attempts` times) while CPU steal during the run exceeds
     `max_steal_pct`; the attempt with the least steal counts.
 
     The choice looks at steal only, never at the measured time, so it does not favour fast
     runs. `steal_attempts` lists the steal of every attempt, in order.
     """
-    tried: list[dict[str, Any]] = []
+    tried: list[Measured] = []
     for _ in range(max(1, attempts)):
         tried.append(run(doc, plan))
-        if tried[-1]["steal_pct"] <= max_steal_pct:
+        if tried[-1].steal_pct <= max_steal_pct:
             break
-    best = min(tried, key=lambda res: res["steal_pct"])
-    best["steal_attempts"] = [res["steal_pct"] for res in tried]
+    best = min(tried, key=lambda m: m.steal_pct)
+    best.steal_attempts = [m.steal_pct for m in tried]
     return best
-
-
-class SpeedProbe:
-    """This machine's speed right now: the CPU seconds of one training step of a model.
-
-    On a shared VM the same single-threaded step can take 1.6x longer a few minutes later
-    with no steal recorded (neighbours' use of caches and memory bandwidth). Probing
-    around each run tells how fast the machine was during it, so that run-to-run spread
-    can be told apart from the plan's doing.
-    """
-
-    def __init__(self, batch: int = 8, duration_s: float = 0.3) -> None:
-        self.batch, self.duration_s = batch, duration_s
-        self._models: dict[tuple[str, tuple[int, ...], str], Any] = {}
-
-    def __call__(self, model: str, shape: Sequence[int], norm: str = "batch") -> float:
-        """Median thread CPU seconds of one forward + backward step of `model`, one thread."""
-        import torch
-
-        from mpsl.models import build_model
-
-        key = (model, tuple(shape), norm)
-        if key not in self._models:
-            self._models[key] = build_model(model, 10, shape[0], shape[1], norm).train()
-        net = self._models[key]
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            x = torch.rand(self.batch, *shape)
-            net(x).sum().backward()  # warm-up
-            steps: list[float] = []
-            deadline = time.perf_counter() + self.duration_s
-            while time.perf_counter() < deadline or len(steps) < 3:
-                c0 = time.thread_time()
-                net(x).sum().backward()
-                steps.append(time.thread_time() - c0)
-            net.zero_grad(set_to_none=True)
-            return statistics.median(steps)
-        finally:
-            torch.set_num_threads(threads)
 
 
 def cpu_jiffies() -> tuple[int, int]:
@@ -151,53 +163,6 @@ def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
     return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
 
 
-def epoch_time(results: Mapping[str, Any]) -> float:
-    """A run's epoch time: the mean `wall_s` of its epochs after the first (the warm-up)."""
-    return statistics.fmean(e["wall_s"] for e in results["epochs"][1:])
-
-
-def steady_epoch_time(results: Mapping[str, Any]) -> float:
-    """The median `wall_s` of a run's epochs after the first: like `epoch_time`, but one
-    epoch hit by a burst of load from elsewhere does not move it."""
-    return statistics.median(e["wall_s"] for e in results["epochs"][1:])
-
-
-def median(values: Iterable[float]) -> float:
-    return statistics.median(list(values))
-
-
-def save(name: str, rows: list[dict[str, Any]], meta: Mapping[str, Any]) -> None:
-    """bench/results/NAME.csv (one row per cell) and NAME.json (rows and how they were made)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / f"{name}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": dict(meta), "rows": rows},
-                                                     indent=2) + "\n")
-
-
-def show(title: str, rows: list[dict[str, Any]], digits: int = 3) -> Table:
-    table = Table(title=title)
-    for col in rows[0]:
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(*[f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-                        for v in r.values()])
-    console.print(table)
-    return table
-
-
-def markdown(rows: list[dict[str, Any]], digits: int = 3) -> str:
-    """The rows as a Markdown table, for bench/README.md."""
-    cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-                                     for v in r.values()) + " |")
-    return "\n".join(out)
-
-
 def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 20.0,
                    max_steal_pct: float = 5.0, window_s: float = 3.0) -> float:
     """Wait (bounded) until the 1-minute load average is below `max_load` and CPU steal over
@@ -213,3 +178,102 @@ def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 20.0,
         console.print(f"[dim]load {load:.2f} (< {max_load}?), steal {steal:.1f}% "
                       f"(< {max_steal_pct}%?): waiting {poll_s:.0f} s[/dim]")
         time.sleep(poll_s)
+
+
+# ---------------------------------------------------------------- where and when
+
+
+def machine() -> str:
+    """This machine in a few words: CPU model and cores."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def commit() -> str:
+    """The repository's commit, `+dirty` when the working tree has changes."""
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_meta(**extra: Any) -> dict[str, Any]:
+    """What every results JSON records: date (UTC), commit, machine, and `extra`."""
+    return {"date": now(), "commit": commit(), "machine": machine(), **extra}
+
+
+# ---------------------------------------------------------------- tables and files
+
+
+def save(name: str, rows: list[dict[str, Any]], meta: Mapping[str, Any]) -> None:
+    """bench/results/NAME.csv (one row per cell) and NAME.json (rows and how they were made)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"{name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": dict(meta), "rows": rows},
+                                                     indent=2) + "\n")
+
+
+def cell(v: Any, digits: int) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def show(title: str, rows: list[dict[str, Any]], digits: int = 3) -> Table:
+    table = Table(title=title)
+    for col in rows[0]:
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(*[cell(v, digits) for v in r.values()])
+    console.print(table)
+    return table
+
+
+def markdown(rows: list[dict[str, Any]], digits: int = 3) -> str:
+    """The rows as a Markdown table, for bench/README.md."""
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(cell(v, digits) for v in r.values()) + " |")
+    return "\n".join(out)
+
+
+def header(meta: Mapping[str, Any], command: str) -> str:
+    """The first lines of a results .md file: command, date, commit, machine, load, steal."""
+    lines = [f"`{command}`: {meta['date']}, commit {meta['commit']}, {meta['machine']}."]
+    if "load_1min" in meta and "steal_pct" in meta:
+        ld, st = meta["load_1min"], meta["steal_pct"]
+        lines.append(f"1-min load {ld['start']:.2f} at the start, max {ld['max']:.2f}; CPU "
+                     f"steal per run median {st['median']:.1f}%, max {st['max']:.1f}%; whole "
+                     f"run {meta.get('wall_s', 0.0):.0f} s.")
+    return "\n".join(lines) + "\n\n"
+
+
+def publish(name: str, command: str, meta: Mapping[str, Any],
+            tables: Sequence[tuple[str, str, list[dict[str, Any]], int]]) -> None:
+    """Show every table and write it: bench/results/NAME{suffix}.csv and .json for each
+    (suffix, title, rows, digits), and NAME.md with the header and all tables."""
+    parts = [header(meta, command)]
+    for suffix, title, rows, digits in tables:
+        if not rows:
+            continue
+        show(title, rows, digits)
+        save(name + suffix, rows, meta if not suffix else {"date": meta["date"]})
+        parts.append(f"{title}:\n\n{markdown(rows, digits)}\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(parts))
+    console.print(f"whole run {meta.get('wall_s', 0.0):.0f} s; wrote {RESULTS / name}.*")

@@ -6,8 +6,10 @@ middle ones, 10 owners. The profile is measured on this host (32x32 inputs, micr
 is solved `--repeats` times (median time reported) and checked against enumeration of all
 C(34, 4) = 46,376 cut tuples. Scenarios: no caps; owners capped at 60% of their uncapped
 need; nodes also capped where the cap binds but leaves a solution; owners capped at 1 MB.
+Metric: the median solve time of CBC per scenario, and whether its objective equals the
+enumerated optimum (`CutModel.evaluate_all`). Target: optimal in <= 5 s. Nothing is fitted.
 
-    python bench/planner_solve.py [--repeats 3] [--remeasure] [--no-check]
+    .venv/bin/python -m bench.planner_solve [--repeats 3] [--remeasure] [--no-check]
 """
 
 from __future__ import annotations
@@ -17,25 +19,20 @@ import csv
 import itertools
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.harness import RESULTS
+from mpsl.topology import Topology, parse
+from planner.cutmodel import CutModel, build
+from planner.ilp import Infeasible, highs_available, solve_model
+from planner.measure import measure_profile
+from planner.profile import Profile
+from planner.resources import BYTES_PER_MB, node_profiles
 
-from mpsl.topology import Topology, parse  # noqa: E402
-from planner.cutmodel import CutModel, build  # noqa: E402
-from planner.ilp import Infeasible, highs_available, solve_model  # noqa: E402
-from planner.measure import measure_profile  # noqa: E402
-from planner.profile import Profile  # noqa: E402
-from planner.resources import BYTES_PER_MB, node_profiles  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
 PROFILE = RESULTS / "planner_solve.profile.csv"
 OWNERS, BATCH, N = 10, 32, 4
 
@@ -66,25 +63,11 @@ def profile(remeasure: bool) -> Profile:
 
 
 def enumerate_all(model: CutModel) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Every cut tuple, its objective and each node's memory (numpy over the tuples)."""
+    """Every cut tuple, its objective and each node's memory (`CutModel.evaluate_all`)."""
     L, P = model.num_layers, model.num_parts
     cuts = np.array(list(itertools.combinations(range(1, L), P - 1)), dtype=np.int64)
-    bounds = np.hstack([np.zeros((len(cuts), 1), np.int64), cuts,
-                        np.full((len(cuts), 1), L, np.int64)])
-
-    def values(form) -> np.ndarray:
-        v = np.full(len(cuts), form.const)
-        for p, row in form.x.items():
-            pre = np.concatenate([[0.0], np.cumsum(row)])
-            v += pre[bounds[:, p + 1]] - pre[bounds[:, p]]
-        for p, row in form.z.items():
-            v += np.asarray(row)[bounds[:, p + 1] - 1]
-        return v
-
-    terms = [values(f) for f in [*model.loads.values(), *model.paths.values()]]
-    agg = [values(f) for f in model.aggregation.values()]
-    total = np.max(terms, axis=0) + (np.max(agg, axis=0) if agg else 0.0)
-    return cuts, total, {node: values(f) for node, f in model.memory.items()}
+    total, memory = model.evaluate_all(cuts)
+    return cuts, total, memory
 
 
 def enumerate_best(model: CutModel) -> tuple[float, tuple[int, ...]] | None:

@@ -18,10 +18,9 @@ def keep_freed_memory() -> bool:
     trims the heap once its free top exceeds another. A node's mix of sizes (activations,
     gradients, messages, several threads) keeps defeating the moving threshold, so its steps
     page-fault their tensors in again: kernel CPU time, which an emulated device multiplies
-    by its compute_scale. On this project's 2-core VM, a data owner's backward of vgg5's first
-    two layers (micro-batch 32, scale 5) took 68 ms instead of 31 ms. Allocations up to 32 MiB
-    now come from the heap, which keeps up to 1 GiB free. Once per process; returns False
-    where the C library has no mallopt (not glibc).
+    by its compute_scale. Allocations up to 32 MiB now come from the heap, which keeps up to
+    1 GiB free. Once per process; returns False where the C library has no mallopt (not
+    glibc).
     """
     global _kept
     if not _kept:

@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 
 from mpsl.actions import Action, Msg, Op, Task, TriggerKey
-from mpsl.names import CPU, link_name
+from mpsl.names import CPU, OWNER, link_name, owner_name
 from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks
 from mpsl.taskqueue import Entry, TaskQueue
@@ -46,7 +46,9 @@ def dry_run(plan: Plan, tasks: Mapping[int, Sequence[Task]] | None = None, *,
     """
     if tasks is None:
         tasks = {k: iteration_tasks(plan, k, n) for k, n in enumerate(plan.micro_batches)}
-    queues: dict[str, TaskQueue] = {}
+    # free nodes pick their next task in a fixed order at each instant: owners, then the chain
+    chain = [n for n in plan.placement if n != OWNER]
+    queues = {n: TaskQueue() for n in [owner_name(k) for k in sorted(tasks)] + chain}
     for k, ts in tasks.items():
         for node, mine in _by_node(ts).items():
             queues.setdefault(node, TaskQueue()).add(k, 0, mine, 0.0)
@@ -79,21 +81,32 @@ def dry_run(plan: Plan, tasks: Mapping[int, Sequence[Task]] | None = None, *,
             clock += d
         heapq.heappush(ends, (clock, next(seq), node, entry))
 
+    rank = {n: i for i, n in enumerate(queues)}
     for node in queues:
         run(node, 0.0)
     while messages or ends:
-        if messages and (not ends or messages[0][:2] < ends[0][:2]):
-            now, _, dst, owner, key, text = heapq.heappop(messages)
-            queue = queues.get(dst)
-            if queue is None or queue.deliver(owner, 0, key, now) is None:
-                raise ScheduleError(f"{dst}: no task of owner {owner} takes {text} "
-                                    f"(sent twice, or to the wrong node)")
-        else:
-            now, _, node, done = heapq.heappop(ends)
-            queues[node].finish(done, now)
-            busy[node] = False
-        for node, q in queues.items():
-            if not busy[node] and q:
+        woken: set[str] = set()  # nodes whose queue or processor changed at this instant
+        # everything that happens at one instant happens before any node picks its next task
+        now = min(h[0][0] for h in (messages, ends) if h)
+        while messages or ends:
+            if messages and (not ends or messages[0][:2] < ends[0][:2]):
+                if messages[0][0] != now:
+                    break
+                _, _, dst, owner, key, text = heapq.heappop(messages)
+                queue = queues.get(dst)
+                if queue is None or queue.deliver(owner, 0, key, now) is None:
+                    raise ScheduleError(f"{dst}: no task of owner {owner} takes {text} "
+                                        f"(sent twice, or to the wrong node)")
+                woken.add(dst)
+            else:
+                if ends[0][0] != now:
+                    break
+                _, _, node, done = heapq.heappop(ends)
+                queues[node].finish(done, now)
+                busy[node] = False
+                woken.add(node)
+        for node in sorted(woken, key=rank.__getitem__):
+            if not busy[node] and queues[node]:
                 run(node, now)
     _check_all_ran(queues, tasks, events)
     return events
@@ -108,7 +121,7 @@ def _by_node(tasks: Sequence[Task]) -> dict[str, list[Task]]:
 
 def _check_all_ran(queues: Mapping[str, TaskQueue], tasks: Mapping[int, Sequence[Task]],
                    events: Sequence[Event]) -> None:
-    stuck = [(n, q) for n, q in queues.items() if q.unfinished]
+    stuck = [(n, q) for n, q in queues.items() if q.unfinished]  # in node order
     if not stuck:
         return
     ran = {(e.node, e.owner, e.action) for e in events if e.resource == CPU}

@@ -1,30 +1,55 @@
-"""What one epoch holds, for the nodes and the planner alike: every owner's samples, its
-iterations, the aggregation rounds, and the optimizer a part trains with."""
+"""What a run trains, for the nodes and the planner alike: the model with the run's initial
+weights and its input, every owner's samples and iterations, the aggregation rounds, and the
+optimizer a part trains with."""
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from mpsl.data import load_labels, partition
+from mpsl.data import dataset_info, load_labels, partition
+from mpsl.models import build_model
 from mpsl.spec import DatasetSpec, Topology, TrainingSpec
+
+
+def input_shape(topo: Topology) -> tuple[tuple[int, int, int], int]:
+    """(C, H, W) of one sample of the topology's data set, and its number of classes."""
+    info = dataset_info(topo.dataset.name, **dict(topo.dataset.options))
+    return (info.channels, info.image_size, info.image_size), info.num_classes
+
+
+def build_full_model(topo: Topology) -> torch.nn.Sequential:
+    """The whole model with the run's initial weights: every node builds the same one."""
+    (channels, size, _), classes = input_shape(topo)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(topo.training.seed)
+        return build_model(topo.model.name, num_classes=classes, in_channels=channels,
+                           image_size=size, norm=topo.model.norm)
+
+
+def num_layers(topo: Topology) -> int:
+    """Layers of the topology's model (what a plan cuts)."""
+    (channels, size, _), classes = input_shape(topo)
+    return len(build_model(topo.model.name, classes, channels, size, topo.model.norm))
 
 
 def owner_indices(topo: Topology) -> list[np.ndarray]:
     """Every owner's training-sample indices: the same on every node that asks."""
     ds = topo.dataset
-    labels = _labels(ds.name, ds.root, tuple(sorted(dict(ds.options).items())))
+    labels = _labels(ds.name, ds.root, json.dumps(dict(ds.options), sort_keys=True))
     return partition(labels, len(topo.owners), ds.partition, ds.alpha, ds.seed,
                      ds.samples_per_owner)
 
 
 @functools.lru_cache(maxsize=8)
-def _labels(name: str, root: str | None, options: tuple[tuple[str, object], ...]) -> np.ndarray:
-    labels = load_labels(name, root, "train", **dict(options))
+def _labels(name: str, root: str | None, options: str) -> np.ndarray:
+    """The training labels, cached per data set (`options` as JSON: a hashable key)."""
+    labels = load_labels(name, root, "train", **json.loads(options))
     labels.setflags(write=False)
     return labels
 
@@ -36,7 +61,7 @@ def owner_samples(topo: Topology) -> list[int]:
 
 def dataset_train_size(ds: DatasetSpec) -> int:
     """Samples in the training split of the topology's data set."""
-    return len(_labels(ds.name, ds.root, tuple(sorted(dict(ds.options).items()))))
+    return len(_labels(ds.name, ds.root, json.dumps(dict(ds.options), sort_keys=True)))
 
 
 def iterations_per_epoch(training: TrainingSpec, samples: int) -> int:

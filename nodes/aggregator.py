@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mpsl.data import load_dataset, partition_counts
-from mpsl.metrics import (
-    Event,
-    busy_seconds,
-    events_from_rows,
-    link_bytes,
-    write_events,
-    write_results,
-)
+from mpsl.actions import Action, Msg
+from mpsl.data import load_dataset, load_labels, partition_counts
+from mpsl.metrics import busy_seconds, link_bytes, write_results
+from mpsl.names import AGGREGATOR, OWNER
 from mpsl.plan import Plan
 from mpsl.topology import Topology
-from nodes.data_owner import owner_iterations, owner_partitions
+from mpsl.trace import Event, events_from_rows, write_events
+from mpsl.training import build_full_model, iterations_per_epoch, owner_indices, round_ends
 from nodes.link import Outbox
-from nodes.node import AGGREGATOR, Node, aggregation_rounds
-from nodes.parts import build_full_model, weighted_average
-from nodes.wire import Kind, Message
+from nodes.memory import tensor_bytes
+from nodes.node import Node
+from nodes.parts import weighted_average
+from nodes.wire import Message
+
+
+def _node_row(summary: dict[str, Any], busy: float, wall: float) -> dict[str, Any]:
+    """One node of results.json from its summary: busy and idle time, memory, rejections."""
+    keys = ("peak_rss_bytes", "peak_tensor_bytes", "state_bytes", "activation_peak_bytes",
+            "rejected_messages")
+    return {"busy_s": busy, "idle_s": wall - busy, **{k: summary[k] for k in keys}}
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -49,12 +54,13 @@ class Aggregator(Node):
         for c in topo.chain:
             self.connect(c, None)
         self.monitor = Outbox(self.ctx, monitor, name="aggregator->monitor") if monitor else None
-        _, train_y, parts = owner_partitions(topo)
+        ds = topo.dataset
+        parts = owner_indices(topo)
+        train_y = load_labels(ds.name, ds.root, "train", **ds.options)
         self.samples = [len(p) for p in parts]
         classes = int(train_y.max()) + 1 if len(train_y) else 0
         self.class_counts = partition_counts(parts, train_y, classes).tolist()
-        self.iterations = owner_iterations(topo, parts)
-        ds = topo.dataset
+        self.iterations = [iterations_per_epoch(topo.training, n) for n in self.samples]
         self.test_x, self.test_y = load_dataset(ds.name, ds.root, "test", **ds.options)
         if ds.test_samples:
             keep = ds.test_samples
@@ -66,11 +72,11 @@ class Aggregator(Node):
         self.epochs: list[dict[str, Any]] = []
 
     # messages --------------------------------------------------------------------------------
-    def wait(self, match: Any, what: str) -> Message:
+    def wait(self, match: Callable[[Message], bool], what: str) -> Message:
         """The next message `match` accepts, keeping the METRICS that come meanwhile."""
         while True:
-            msg = self.recv(lambda m: match(m) or m.kind == Kind.METRICS, what)
-            if msg.kind == Kind.METRICS and not match(msg):
+            msg = self.recv(lambda m: match(m) or m.kind == Msg.METRICS, what)
+            if msg.kind == Msg.METRICS and not match(msg):
                 self.on_metrics(msg)
                 continue
             return msg
@@ -86,52 +92,58 @@ class Aggregator(Node):
 
     def tell_monitor(self, **meta: Any) -> None:
         if self.monitor is not None:
-            self.monitor.send(Message(kind=str(Kind.METRICS), src=AGGREGATOR, meta=meta))
+            self.monitor.send(Message(kind=str(Msg.METRICS), src=AGGREGATOR, meta=meta),
+                              trace=False)
 
-    def params(self, round_id: int, src: str | None = None) -> Message:
-        return self.wait(lambda m: m.kind == Kind.PARAMS and m.meta.get("round") == round_id
-                         and (src is None or m.src == src), f"PARAMS of round {round_id}")
+    def params(self, round_id: int, src: str) -> Message:
+        """The PARAMS of round `round_id` from `src`."""
+        return self.wait(lambda m: m.kind == Msg.PARAMS and m.iter == round_id and m.src == src,
+                         f"PARAMS of round {round_id} from {src}")
 
     # the run ---------------------------------------------------------------------------------
     def start(self) -> None:
         expected = {o.name for o in self.topo.owners} | set(self.topo.chain)
         seen: set[str] = set()
         while seen != expected:
-            msg = self.recv(lambda m: m.kind == Kind.CONTROL and m.meta.get("type") == "hello",
+            msg = self.recv(lambda m: m.kind == Msg.CONTROL and m.meta.get("type") == "hello",
                             f"hello from {sorted(expected - seen)}")
             seen.add(msg.src)
         self.t_start = time.time()
         for name in sorted(expected):
-            self.send(name, Kind.CONTROL, type="start", t=self.t_start)
-        self.tell_monitor(type="start", t=self.t_start)
+            self.send(name, Msg.CONTROL, type="start", t=self.t_start, trace=False)
+        self.tell_monitor(type="start", t=self.t_start, epochs=self.topo.training.epochs,
+                          iterations=self.iterations)
 
     def fedavg_round(self, round_id: int) -> None:
+        """FedAvg of every owner's PARAMS of the round (AVG), sent back to each as GLOBAL."""
         msgs = [self.params(round_id, o.name) for o in self.topo.owners]
-        with self.timed("AGG"):
+        with self.timed(Action.avg(), None, round_id):
             avg = weighted_average([m.tensors for m in msgs], [m.meta["samples"] for m in msgs])
         self.owner_state.update(avg)
         for o in self.topo.owners:
-            self.send(o.name, Kind.GLOBAL, tensors=avg, round=round_id)
+            self.send(o.name, Msg.GLOBAL, owner=o.index, iteration=round_id, tensors=avg,
+                      round=round_id)
 
     def sl_turns(self, epoch: int) -> None:
         """SL: each owner in turn gets the owner part, trains its epoch and hands it back."""
         for o in self.topo.owners:
             part_state = {k: v for k, v in self.owner_state.items() if self._owner_key(k)}
-            self.send(o.name, Kind.GLOBAL, tensors=part_state, round=epoch)
+            self.send(o.name, Msg.GLOBAL, owner=o.index, iteration=epoch, tensors=part_state,
+                      round=epoch)
             msg = self.params(epoch, o.name)
             self.owner_state.update(msg.tensors)
 
     def _owner_key(self, key: str) -> bool:
         layer = int(key.split(".", 1)[0])
         return any(a <= layer < b for (a, b), n in zip(self.plan.parts, self.plan.placement)
-                   if n == "owner")
+                   if n == OWNER)
 
     def end_epoch(self, epoch: int, round_id: int, t_prev: float) -> float:
         now = time.time()
         state = dict(self.owner_state)
         for _ in self.topo.chain:
-            state.update(self.wait(lambda m: m.kind == Kind.PARAMS and m.src in self.topo.chain
-                                   and m.meta.get("round") == round_id,
+            state.update(self.wait(lambda m: m.kind == Msg.PARAMS and m.src in self.topo.chain
+                                   and m.iter == round_id,
                                    f"compute-node PARAMS of round {round_id}").tensors)
         self.model.load_state_dict(state)
         acc, test_loss = evaluate(self.model, self.test_x, self.test_y)
@@ -147,7 +159,7 @@ class Aggregator(Node):
     def run(self) -> dict[str, Any]:
         self.start()
         t = self.topo.training
-        rounds = aggregation_rounds(self.iterations, t.aggregate_every)
+        rounds = round_ends(self.iterations, t.aggregate_every)
         t_prev = self.t_start
         for epoch in range(t.epochs):
             if self.topo.mode == "sl":
@@ -159,7 +171,7 @@ class Aggregator(Node):
             t_prev = self.end_epoch(epoch, epoch * len(rounds) + len(rounds) - 1, t_prev)
         t_end = t_prev
         for c in self.topo.chain:
-            self.send(c, Kind.CONTROL, type="stop")
+            self.send(c, Msg.CONTROL, type="stop", trace=False)
         expected = {o.name for o in self.topo.owners} | set(self.topo.chain)
         while set(self.summaries) != expected:
             missing = sorted(expected - set(self.summaries))
@@ -173,38 +185,43 @@ class Aggregator(Node):
 
     # results ---------------------------------------------------------------------------------
     def results(self, t_end: float) -> dict[str, Any]:
-        events: list[Event] = list(self.events)
-        for s in self.summaries.values():
+        """results.json: the run, its plan, per-epoch and per-iteration curves, every node
+        (this one included), every link, and the summary."""
+        state = (tensor_bytes(self.model.state_dict().values())
+                 + tensor_bytes(self.owner_state.values()))
+        summaries = dict(self.summaries)
+        summaries[self.name] = self.summary(state)
+        events: list[Event] = []
+        for s in summaries.values():
             events += events_from_rows(s["events"])
         self.all_events = [e for e in events if e.t1 >= self.t_start]
         wall = t_end - self.t_start
         busy = busy_seconds(self.all_events)
-        nbytes = link_bytes(self.all_events)
-        nodes = {}
-        for name, s in sorted(self.summaries.items()):
-            nodes[name] = {"busy_s": busy.get(name, 0.0), "idle_s": wall - busy.get(name, 0.0),
-                           "peak_rss_bytes": s["peak_rss_bytes"],
-                           "peak_tensor_bytes": s["peak_tensor_bytes"],
-                           "state_bytes": s["state_bytes"],
-                           "activation_peak_bytes": s["activation_peak_bytes"],
-                           "rejected_messages": s["rejected_messages"]}
-        links = {name: {"bytes": b, "busy_s": busy.get(name, 0.0)} for name, b in nbytes.items()}
+        nodes = {name: _node_row(s, busy.get(name, 0.0), wall)
+                 for name, s in sorted(summaries.items())}
+        links = {name: {"bytes": b, "busy_s": busy.get(name, 0.0)}
+                 for name, b in link_bytes(self.all_events).items()}
         bottleneck = max(busy, key=lambda k: busy[k]) if busy else ""
         bound = busy.get(bottleneck, 0.0)
         return {
             "topology": self.topo.name,
+            "source": str(Path(self.topo.source).resolve()),
+            "overrides": list(self.topo.overrides),
             "mode": self.topo.mode,
             "labels": self.topo.labels,
-            "plan": {"cuts": list(self.plan.cuts), "placement": list(self.plan.placement),
-                     "micro_batches": list(self.plan.micro_batches)},
+            "schedule": self.plan.schedule,
+            "plan": self.plan.to_json(),
             "partition": {"samples": self.samples, "class_counts": self.class_counts},
+            "t_start": self.t_start,
             "epochs": self.epochs,
+            "losses": self.losses,
             "nodes": nodes,
             "links": links,
             "summary": {"train_s": wall, "bottleneck": bottleneck, "bottleneck_busy_s": bound,
-                        "efficiency": wall / bound if bound else None,
+                        "time_over_bound": wall / bound if bound else None,
                         "final_test_accuracy": self.epochs[-1]["test_accuracy"],
-                        "samples_per_owner": self.samples},
+                        "samples_per_owner": self.samples,
+                        "rejected_messages": sum(n["rejected_messages"] for n in nodes.values())},
         }
 
     def write(self, results: dict[str, Any]) -> None:

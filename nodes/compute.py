@@ -1,14 +1,20 @@
-"""A compute node: runs one middle part with a copy per data owner, serving work oldest first."""
+"""A compute node: runs one middle part with a copy per data owner, its tasks released by one
+round-gated task queue, oldest arrival first; it averages its copies at each round's end."""
 
 from __future__ import annotations
 
+import time
+
+from mpsl.actions import Action, Msg, Task, TriggerKey
+from mpsl.names import AGGREGATOR, OWNER, owner_name
 from mpsl.plan import Plan
-from mpsl.schedule import Task, iteration_tasks
-from mpsl.topology import OWNER, Topology
-from nodes.executor import IterationState, run_task, trigger_key
-from nodes.node import AGGREGATOR, Node
+from mpsl.schedule import iteration_tasks
+from mpsl.taskqueue import TaskQueue
+from mpsl.topology import Topology
+from nodes.executor import IterationState, message_key, payload_fits, run_task, trigger_sources
+from nodes.node import Node
 from nodes.parts import PartRunner, make_copies, weighted_average
-from nodes.wire import Kind, Message
+from nodes.wire import Message
 
 
 class ComputeNode(Node):
@@ -29,53 +35,100 @@ class ComputeNode(Node):
                 for o in topo.owners:
                     self.connect(o.name, o.downlink_mbps, o.latency_ms)
             else:
+                assert neighbour is not None
                 self.connect(neighbour, topo.links.compute_mbps, topo.links.compute_latency_ms)
         self.connect(AGGREGATOR, None)
+        self.queue = TaskQueue(gated=True)
         self.states: dict[tuple[int, int], IterationState] = {}
-        self._tasks: dict[tuple[int, int], dict[tuple[str, int, int], Task]] = {}
+        self.latest = dict.fromkeys(self.owners, -1)  # the last iteration added, per owner
+        self.syncs = dict.fromkeys(self.owners, 0)  # syncs received, per owner: its round
         self.synced: dict[int, dict[int, int]] = {}  # round -> owner -> samples
-        self.held: list[Message] = []  # work of owners waiting for this round's averaging
+        self._tasks: dict[tuple[int, int], tuple[list[Task], dict[TriggerKey, str]]] = {}
 
-    def task_for(self, msg: Message, n_mb: int) -> Task:
-        key = (msg.owner, n_mb)
+    def tasks_for(self, owner: int, n_mb: int) -> tuple[list[Task], dict[TriggerKey, str]]:
+        """This node's tasks of one iteration of `owner`, and the sender of each trigger."""
+        key = (owner, n_mb)
         if key not in self._tasks:
-            mine = [t for t in iteration_tasks(self.plan, msg.owner, n_mb) if t.node == self.name]
-            self._tasks[key] = {(t.trigger.msg, t.trigger.part, t.trigger.mb): t for t in mine}
-        try:
-            return self._tasks[key][trigger_key(msg)]
-        except KeyError:
-            raise ValueError(f"{self.name}: no task for {msg.kind} part {msg.meta.get('part')} "
-                             f"mb {msg.mb} from {msg.src}") from None
+            mine = [t for t in iteration_tasks(self.plan, owner, n_mb) if t.node == self.name]
+            self._tasks[key] = (mine, trigger_sources(mine))
+        return self._tasks[key]
 
-    def handle(self, msg: Message) -> None:
-        key = (msg.owner, msg.iter)
-        st = self.states.get(key)
+    # work ------------------------------------------------------------------------------------
+    def on_work(self, msg: Message) -> None:
+        """Deliver an ACT or GRAD to the task that waits for it, adding its iteration's tasks
+        when it is the iteration's first message; drop it when no task waits for it."""
+        reason = self._admit(msg)
+        if reason is not None:
+            self.drop(msg, reason)
+
+    def _admit(self, msg: Message) -> str | None:
+        """None once delivered, else why the message is dropped."""
+        if msg.owner not in self.latest:
+            return "unknown owner"
+        key = message_key(msg)
+        if key is None or key[1] != self.part:
+            return "wrong part"
+        if not payload_fits(msg):
+            return "wrong tensors"
+        now = time.time()
+        st = self.states.get((msg.owner, msg.iter))
         if st is None:
-            st = self.states[key] = IterationState.from_message(msg)
+            if msg.iter <= self.latest[msg.owner]:
+                return "stale or duplicate iteration"
+            try:
+                st = IterationState.from_message(msg)
+            except ValueError as err:
+                return f"bad meta: {err}"
+            tasks, sources = self.tasks_for(msg.owner, st.n_mb)
+            if sources.get(key) != msg.src:
+                return "no task takes it (kind, mb or sender)"
+            self.states[(msg.owner, msg.iter)] = st
+            self.latest[msg.owner] = msg.iter
+            self.queue.add(msg.owner, msg.iter, tasks, now, round_id=self.syncs[msg.owner])
+        elif self.tasks_for(msg.owner, st.n_mb)[1].get(key) != msg.src:
+            return "no task takes it (kind, mb or sender)"
+        if self.queue.deliver(msg.owner, msg.iter, key, now, msg) is None:
+            return "duplicate"
         st.absorb(msg)
-        task = self.task_for(msg, st.n_mb)
-        if run_task(self, self.runner, task, st, not self.plan.labels_local):
-            del self.states[key]
-            if self.part == self.plan.num_parts - 1:
-                self._report_loss(st)
+        return None
+
+    def serve(self) -> None:
+        """Run every ready task, oldest arrival first, until none is ready."""
+        while (entry := self.queue.pop()) is not None:
+            st = self.states[(entry.owner, entry.iteration)]
+            run_task(self, self.runner, entry.task, st, not self.plan.labels_local)
+            if self.queue.finish(entry, time.time()):
+                del self.states[(entry.owner, entry.iteration)]
+                if self.part == self.plan.num_parts - 1:
+                    self._report_loss(st)
 
     def _report_loss(self, st: IterationState) -> None:
-        loss = sum(v for (o, i, v) in self.runner.losses if o == st.owner and i == st.iteration)
-        self.runner.losses = [e for e in self.runner.losses if e[0] != st.owner]
-        self.send(AGGREGATOR, Kind.METRICS, owner=st.owner, iteration=st.iteration, type="loss",
+        done = (st.owner, st.iteration)
+        loss = sum(v for (o, i, v) in self.runner.losses if (o, i) == done)
+        self.runner.losses = [e for e in self.runner.losses if (e[0], e[1]) != done]
+        self.send(AGGREGATOR, Msg.METRICS, owner=st.owner, iteration=st.iteration, type="loss",
                   epoch=st.epoch, loss=loss, samples=st.batch)
 
+    # rounds ----------------------------------------------------------------------------------
     def on_sync(self, msg: Message) -> None:
-        """An owner finished a round: once all have, average the copies and release held work."""
-        r = int(msg.meta["round"])
+        """An owner finished a round: forward the sync; once every owner has, average the
+        copies (AVG{part}) and open the next round's tasks."""
+        reason = self._sync_error(msg)
+        if reason is not None:
+            self.drop(msg, reason)
+            return
+        r = self.syncs[msg.owner]
+        self.syncs[msg.owner] += 1
         self.synced.setdefault(r, {})[msg.owner] = int(msg.meta["samples"])
         if self.next not in (None, OWNER):
-            self.send(self.next, Kind.CONTROL, owner=msg.owner, **msg.meta)
+            assert self.next is not None
+            self.send(self.next, Msg.CONTROL, owner=msg.owner, iteration=r, type="sync",
+                      round=r, samples=msg.meta["samples"], epoch_end=msg.meta.get("epoch_end"))
         if len(self.synced[r]) < len(self.owners):
             return
         counts = self.synced.pop(r)
         if not self.shared:
-            with self.timed("AGG"):
+            with self.timed(Action.avg(self.part), None, r):
                 copies = [self.copies[(k, self.part)] for k in self.owners]
                 avg = weighted_average([c.module.state_dict() for c in copies],
                                        [counts[k] for k in self.owners])
@@ -83,26 +136,40 @@ class ComputeNode(Node):
                     c.module.load_state_dict(avg)
         if msg.meta.get("epoch_end"):
             state = self.copies[(self.owners[0], self.part)].full_state()
-            self.send(AGGREGATOR, Kind.PARAMS, tensors=state, round=r, part=self.part)
-        held, self.held = self.held, []
-        for m in held:
-            self.dispatch(m)
+            self.send(AGGREGATOR, Msg.PARAMS, iteration=r, tensors=state, round=r,
+                      part=self.part)
+        self.queue.open(r + 1)
 
+    def _sync_error(self, msg: Message) -> str | None:
+        """Why a sync cannot be taken, or None."""
+        if msg.owner not in self.syncs:
+            return "unknown owner"
+        sender = owner_name(msg.owner) if self.prev == OWNER else self.prev
+        if msg.src != sender:
+            return f"sync from {msg.src}, expected {sender}"
+        r = msg.meta.get("round")
+        if r != self.syncs[msg.owner] or msg.iter != r:
+            return f"sync of round {r!r}, expected {self.syncs[msg.owner]}"
+        if type(msg.meta.get("samples")) is not int:
+            return "sync without samples"
+        return None
+
+    # the run ---------------------------------------------------------------------------------
     def dispatch(self, msg: Message) -> bool:
-        """Route one message; False when the aggregator says stop."""
-        if msg.kind == Kind.CONTROL:
+        """Route one message, then run what became ready; False when the aggregator says stop."""
+        if msg.kind == Msg.CONTROL:
             kind = msg.meta.get("type")
-            if kind == "stop":
+            if kind == "stop" and msg.src == AGGREGATOR:
                 return False
             if kind == "sync":
                 self.on_sync(msg)
-            return True
-        if msg.kind not in (Kind.ACT, Kind.GRAD):
-            raise ValueError(f"{self.name}: unexpected {msg.kind} from {msg.src}")
-        if any(msg.owner in owners for owners in self.synced.values()):
-            self.held.append(msg)  # this owner is already in the next round
+            else:
+                self.drop(msg, f"unexpected CONTROL {kind!r}")
+        elif msg.kind in (Msg.ACT, Msg.GRAD):
+            self.on_work(msg)
         else:
-            self.handle(msg)
+            self.drop(msg, f"unexpected {msg.kind}")
+        self.serve()
         return True
 
     def run(self) -> None:
@@ -110,4 +177,4 @@ class ComputeNode(Node):
         while self.dispatch(self.recv_any("work from the owners or stop from the aggregator")):
             pass
         state = sum(c.state_bytes() for c in {id(c): c for c in self.copies.values()}.values())
-        self.send(AGGREGATOR, Kind.METRICS, **self.summary(state))
+        self.send(AGGREGATOR, Msg.METRICS, trace=False, **self.summary(state))

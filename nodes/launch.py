@@ -24,10 +24,11 @@ from typing import Any
 import zmq
 
 from mpsl.allocator import keep_freed_memory
-from mpsl.plan import Plan
+from mpsl.names import AGGREGATOR
+from mpsl.plan import Plan, check_plan_fits, read_plan_file, write_plan_file
 from mpsl.topology import Topology
 from nodes.link import Inbox
-from nodes.node import AGGREGATOR, NodeError
+from nodes.node import NodeError
 from nodes.wire import Message
 
 log = logging.getLogger(__name__)
@@ -38,22 +39,22 @@ class LaunchError(RuntimeError):
     """A node of a local run failed or went silent; every node has been stopped."""
 
 
-def plan_to_json(plan: Plan) -> dict[str, Any]:
-    return {"num_layers": plan.num_layers, "cuts": list(plan.cuts),
-            "placement": list(plan.placement), "micro_batches": list(plan.micro_batches)}
+def check_plan(plan: Plan, topo: Topology, source: str = "plan") -> None:
+    """PlanError unless `plan` fits the topology and its model (layers, placement, owners, N)."""
+    from mpsl.training import num_layers
 
-
-def plan_from_json(data: dict[str, Any], source: str = "plan") -> Plan:
-    try:
-        return Plan(int(data["num_layers"]), tuple(data["cuts"]), tuple(data["placement"]),
-                    tuple(data["micro_batches"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{source}: not a plan ({err})") from None
+    check_plan_fits(plan, topo, num_layers(topo), source)
 
 
 def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None = None,
-             monitor: str | None = None) -> None:
-    """Run one node to the end of training (imports stay local: a node loads only its role)."""
+             monitor: str | None = None, plan_source: str = "plan") -> None:
+    """Run one node to the end of training (imports stay local: a node loads only its role).
+
+    The plan is checked against the topology first (PlanError naming `plan_source`).
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
+    check_plan(plan, topo, plan_source)
     keep_freed_memory()
     if role == "aggregator":
         from nodes.aggregator import Aggregator
@@ -63,12 +64,10 @@ def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None =
         from nodes.compute import ComputeNode
 
         node = ComputeNode(topo, plan, name)
-    elif role == "data-owner":
+    else:
         from nodes.data_owner import DataOwner
 
         node = DataOwner(topo, plan, topo.owner(name).index)
-    else:
-        raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
     try:
         node.run()
     finally:
@@ -78,7 +77,7 @@ def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None =
 class _Popen:
     """A node started as an `mpsl node` command."""
 
-    def __init__(self, popen: subprocess.Popen) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self.popen = popen
 
     def poll(self) -> int | None:
@@ -120,10 +119,10 @@ class _Forked:
         self.proc.join()
 
 
-_FORKSERVER: multiprocessing.context.BaseContext | None = None
+_FORKSERVER: multiprocessing.context.ForkServerContext | None = None
 
 
-def _forkserver() -> multiprocessing.context.BaseContext:
+def _forkserver() -> multiprocessing.context.ForkServerContext:
     """A fork server that imports torch and the node modules once, before any thread starts."""
     global _FORKSERVER
     if _FORKSERVER is None:
@@ -149,8 +148,8 @@ def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, 
     from mpsl.topology import load
 
     topo = load(topo_path, overrides)
-    plan = plan_from_json(json.loads(Path(plan_path).read_text()), plan_path)
-    run_node(role, topo, plan, name, out, monitor)
+    plan = read_plan_file(plan_path)
+    run_node(role, topo, plan, name, out, monitor, plan_path)
 
 
 @dataclass
@@ -190,10 +189,11 @@ class LocalCluster:
 
     def start(self, monitor: str) -> None:
         """Start every node: forked from a preloaded server, or as `mpsl node` commands."""
+        check_plan(self.plan, self.topo)
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         plan_path = self.run_dir / "plan.json"
-        plan_path.write_text(json.dumps(plan_to_json(self.plan), indent=2) + "\n")
+        write_plan_file(plan_path, self.plan)
         roles = [("aggregator", AGGREGATOR)] + [("compute", c) for c in self.topo.chain]
         roles += [("data-owner", o.name) for o in self.topo.owners]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -258,12 +258,12 @@ class LocalCluster:
                 last = time.monotonic()
                 if on_message is not None:
                     on_message(msg)
-            return json.loads((self.run_dir / "results.json").read_text())
+            results: dict[str, Any] = json.loads((self.run_dir / "results.json").read_text())
+            return results
         finally:
             self.stop()
             inbox.close()
             ctx.term()
 
 
-__all__ = ["LaunchError", "LocalCluster", "NodeError", "plan_from_json", "plan_to_json",
-           "run_node"]
+__all__ = ["LaunchError", "LocalCluster", "NodeError", "check_plan", "run_node"]

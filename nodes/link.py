@@ -1,19 +1,25 @@
-"""Links: a PULL Inbox per node, and a PUSH Outbox per neighbour with emulated rate and latency.
+"""Links: a PUSH Outbox per neighbour with emulated rate and latency, tracing every message.
 
-An Outbox emulates one directed network link. Its sender thread transmits one message at a
-time at ``rate_mbps`` (serialization time = bytes * 8 / rate, paced by a token bucket of
-``burst_bytes``), and each message is handed to ZeroMQ ``latency_s`` after its transmission
-ends. Latency is propagation: it delays messages but does not reduce throughput, so several
-messages may be in flight. Pacing uses a virtual clock (the time the link becomes free), so the
-thread's wake-up jitter delays a delivery but never accumulates into a lower rate. Rates are
-in Mbps = 10**6 bit/s. An Outbox without rate and latency needs no emulation and sends from the
-caller's thread: ZeroMQ's own I/O thread already makes the send asynchronous.
+(A node's PULL side is `nodes.inbox.Inbox`, re-exported here.) An Outbox emulates one
+directed network link. Its sender thread transmits one message at a time at ``rate_mbps``
+(serialization time = bytes * 8 / rate, paced by a token bucket of ``burst_bytes``), and
+each message is handed to ZeroMQ ``latency_s`` after its transmission ends. Latency is
+propagation: it delays messages but does not reduce throughput, so several messages may be
+in flight. Pacing uses a virtual clock (the time the link becomes free), so the thread's
+wake-up jitter delays a delivery but never accumulates into a lower rate. Rates are in
+Mbps = 10**6 bit/s. An Outbox without rate and latency needs no emulation and sends from
+the caller's thread: ZeroMQ's own I/O thread already makes the send asynchronous.
 
 Nothing is dropped in normal operation: ``send`` blocks (back-pressure) while ``queue_max``
 messages wait for the link or ``max_inflight_bytes`` of tensor data have not yet been released
 by ZeroMQ (tracked with weakref finalizers on the snapshot buffers, so memory stays bounded even
 when the peer is slow), the PUSH socket blocks rather than drops at its high-water mark, and
 ``close(drain=True)`` delivers what is queued and lingers until ZeroMQ has sent it.
+
+Every message sent with ``trace=True`` becomes one trace `Event` of the link once ZeroMQ has
+it: node = the sender, resource = the link's name (``src->dst``), action = the printed SEND
+(``>server:ACT3``, ``>aggregator:PARAMS``), owner, iter and mb from the header (None where
+the header says -1), bytes = header + frames.
 """
 
 from __future__ import annotations
@@ -23,138 +29,31 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import zmq
 
-from nodes.shaping import MAX_CATCHUP_S, LinkClock, LinkEvent  # noqa: F401 (re-exported)
-from nodes.wire import DEFAULT_MAX_BYTES, Message, WireError, decode, encode, message_nbytes
+from mpsl.actions import Action, Msg
+from mpsl.trace import Event
+from nodes.inbox import HWM, Inbox
+from nodes.shaping import MAX_CATCHUP_S, LinkClock
+from nodes.staging import Staging
+from nodes.wire import Message, encode, message_nbytes
 
-__all__ = ["Inbox", "LinkClock", "LinkEvent", "Outbox"]
+__all__ = ["MAX_CATCHUP_S", "Inbox", "LinkClock", "Outbox", "Staging"]
 
 log = logging.getLogger(__name__)
 
-HWM = 100_000  # messages per socket; the Outbox queue bounds memory long before this
 _POLL_MS = 100  # how often a blocked socket call re-checks for close()
-STAGING_BYTES = 256 << 20  # idle snapshot buffers an Outbox keeps for reuse
-STAGING_MIN_BYTES = 64 << 10  # smaller buffers are cheap to allocate (and copied by pyzmq)
-
-
-class _Staging:
-    """Snapshot buffers that ZeroMQ has let go of, kept for the next tensor of the same size.
-
-    Reuse avoids faulting in fresh pages for every message: glibc serves allocations of
-    32 MiB and more with a new mmap each time, which costs more than the copy itself.
-    ``take`` hands out a view of a pooled array; the Outbox gives the array (the view's
-    ``base``) back once ZeroMQ has released the view.
-    """
-
-    def __init__(self, max_bytes: int = STAGING_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self.held = 0
-        self._free: collections.OrderedDict[int, list[np.ndarray]] = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, nbytes: int) -> np.ndarray:
-        with self._lock:
-            bufs = self._free.get(nbytes)
-            if bufs:
-                self._free.move_to_end(nbytes)
-                self.held -= nbytes
-                return bufs.pop()[:]
-        return np.empty(nbytes, dtype=np.uint8)[:]
-
-    def give(self, buf: np.ndarray) -> None:
-        n = buf.nbytes
-        if n < STAGING_MIN_BYTES or n > self.max_bytes:
-            return
-        with self._lock:
-            while self.held + n > self.max_bytes:  # evict the least recently used sizes
-                size, bufs = next(iter(self._free.items()))
-                bufs.pop()
-                self.held -= size
-                if not bufs:
-                    del self._free[size]
-            self._free.setdefault(n, []).append(buf)
-            self._free.move_to_end(n)
-            self.held += n
-
-
-def _tcp_addr(addr: str) -> str:
-    """Accept ``tcp://host:0`` as ZeroMQ's ``tcp://host:*`` (any free port)."""
-    return addr[:-2] + ":*" if addr.startswith("tcp://") and addr.endswith(":0") else addr
-
-
-class Inbox:
-    """A node's single PULL socket; ``recv`` returns the next well-formed Message."""
-
-    def __init__(
-        self,
-        ctx: zmq.Context,
-        bind_addr: str,
-        *,
-        known_senders: Container[str] | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-    ) -> None:
-        self.known_senders = known_senders
-        self.max_bytes = max_bytes
-        self.received = 0
-        self.rejected = 0
-        self._sock = ctx.socket(zmq.PULL)
-        self._sock.setsockopt(zmq.RCVHWM, HWM)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)  # per frame; drops oversize peers
-        try:
-            self._sock.bind(_tcp_addr(bind_addr))
-        except zmq.ZMQError:
-            self._sock.close(linger=0)
-            raise
-        self.address: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-
-    def recv(self, timeout: float) -> Message:
-        """Wait at most ``timeout`` seconds for a valid message, else raise TimeoutError.
-
-        Malformed or unauthorized messages are dropped, counted in ``rejected`` and logged.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            try:  # a message is often waiting already: skip the poll then
-                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                left_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-                if not self._sock.poll(left_ms, zmq.POLLIN) and time.monotonic() >= deadline:
-                    raise TimeoutError(f"no message on {self.address} within {timeout} s") from None
-                continue
-            try:
-                msg = decode(frames, known_senders=self.known_senders, max_bytes=self.max_bytes)
-            except WireError as e:
-                self.rejected += 1
-                log.warning("inbox %s: dropped a message: %s", self.address, e)
-                continue
-            self.received += 1
-            return msg
-
-    def close(self) -> None:
-        """Close the socket; pending messages are discarded."""
-        self._sock.close(linger=0)
-
-    def __enter__(self) -> Inbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass
 class _Item:
-    frames: list
+    frames: list[bytes | memoryview]
     nbytes: int
-    kind: str
-    owner: int
-    iter: int
-    mb: int
+    trace: tuple[str, int | None, int | None, int | None] | None  # action, owner, iter, mb
     enq: float  # monotonic time of send()
     t0: float = 0.0
     t1: float = 0.0
@@ -164,16 +63,19 @@ class _Item:
 class Outbox:
     """A PUSH socket to one neighbour, sending from its own thread through an emulated link.
 
-    ``rate_mbps`` is in 10**6 bit/s (None: unshaped). ``on_event`` is called with a LinkEvent
-    after each message has been handed to ZeroMQ, from the sender thread (or from the caller's
-    thread on an unshaped, zero-latency link); keep it short and thread-safe. Counters:
+    ``name`` is the link's name, ``src->dst`` (`mpsl.names.link_name`): its events name
+    ``src`` as their node and ``dst`` as the destination of their SEND action (a name
+    without ``->`` is both). ``rate_mbps`` is in 10**6 bit/s (None: unshaped). ``on_event``
+    is called with the trace `Event` of each traced message once it is handed to ZeroMQ,
+    from the sender thread (or from the caller's thread on an unshaped, zero-latency link);
+    keep it short and thread-safe. Counters:
     ``bytes_sent`` (header + frames), ``messages_sent``, ``busy_s`` (serialization time),
     ``dropped`` (only by ``close``).
     """
 
     def __init__(
         self,
-        ctx: zmq.Context,
+        ctx: zmq.Context[zmq.Socket[bytes]],
         connect_addr: str,
         *,
         name: str,
@@ -181,7 +83,7 @@ class Outbox:
         latency_s: float = 0.0,
         burst_bytes: int = 64 * 1024,
         queue_max: int = 1024,
-        on_event: Callable[[LinkEvent], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         max_inflight_bytes: int = 512 << 20,
     ) -> None:
         if rate_mbps is not None and not rate_mbps > 0:
@@ -189,6 +91,8 @@ class Outbox:
         if not latency_s >= 0 or burst_bytes < 0 or queue_max < 1:
             raise ValueError("latency_s and burst_bytes must be >= 0, queue_max >= 1")
         self.name = name
+        src, arrow, dst = name.partition("->")
+        self.src, self.dst = (src, dst) if arrow else (name, name)
         self.address = connect_addr
         self.rate_mbps = rate_mbps
         self.latency_s = float(latency_s)
@@ -201,7 +105,7 @@ class Outbox:
         self.busy_s = 0.0
         self.dropped = 0
         self.clock = LinkClock(rate_mbps, burst_bytes, latency_s)
-        self._staging = _Staging()
+        self._staging = Staging()
         self._direct = rate_mbps is None and self.latency_s == 0
         self._send_lock = threading.Lock()  # the socket, in direct mode
         self._wall = time.time() - time.monotonic()
@@ -225,16 +129,16 @@ class Outbox:
 
     # ------------------------------------------------------------------ caller side
 
-    def send(self, msg: Message, *, copy: bool = True) -> None:
+    def send(self, msg: Message, *, copy: bool = True, trace: bool = True) -> None:
         """Snapshot ``msg`` into frames and queue it; blocks only while the queue is full.
 
         ``copy=False`` hands contiguous CPU tensors over without the snapshot (one memcpy
-        less): only for tensors that nobody modifies afterwards, ever.
+        less): only for tensors that nobody modifies afterwards, ever. ``trace=False``: no
+        event for this message (run control outside training).
         Raises WireError for a message that cannot be encoded, RuntimeError once closed.
         """
         frames = encode(msg, copy=copy, alloc=self._staging.take)
-        item = _Item(frames, message_nbytes(frames), str(msg.kind), msg.owner, msg.iter,
-                     msg.mb, 0.0)
+        item = _Item(frames, message_nbytes(frames), self._trace(msg) if trace else None, 0.0)
         # pyzmq copies smaller frames at once; only zero-copy frames are held by ZeroMQ
         big = [f for f in frames[1:]
                if isinstance(f, memoryview) and f.nbytes >= zmq.COPY_THRESHOLD]
@@ -249,7 +153,7 @@ class Outbox:
                 raise RuntimeError(f"outbox {self.name} is closed") from self._error
             self._inflight += size
             for f in big:  # released when ZeroMQ (or a drop) lets go of the snapshot
-                buf = f.obj.base if copy else None  # never pool a caller's tensor
+                buf = f.obj.base if copy else None  # type: ignore[attr-defined]  # never pool a caller's tensor
                 weakref.finalize(f.obj, self._release, f.nbytes, buf).atexit = False
             item.enq = time.monotonic()
             self._unsent += 1
@@ -268,6 +172,13 @@ class Outbox:
                 self.dropped += 1
                 self._cond.notify_all()
             raise RuntimeError(f"outbox {self.name} closed while sending")
+
+    def _trace(self, msg: Message) -> tuple[str, int | None, int | None, int | None]:
+        """What the message's event records: its SEND action, owner, iter and mb."""
+        mb = None if msg.mb == -1 else msg.mb
+        action = str(Action.send(Msg(msg.kind), self.dst, mb))
+        return (action, None if msg.owner == -1 else msg.owner,
+                None if msg.iter == -1 else msg.iter, mb)
 
     def _release(self, nbytes: int, buf: np.ndarray | None) -> None:
         if buf is not None:
@@ -352,9 +263,10 @@ class Outbox:
         self.bytes_sent += item.nbytes
         self.messages_sent += 1
         self.busy_s += item.t1 - item.t0
-        if self.on_event is not None:
-            ev = LinkEvent(self.name, item.kind, item.owner, item.iter, item.mb,
-                           item.t0 + self._wall, item.t1 + self._wall, item.nbytes)
+        if self.on_event is not None and item.trace is not None:
+            action, owner, it, mb = item.trace
+            ev = Event(self.src, self.name, action, owner, it, mb, item.t0 + self._wall,
+                       item.t1 + self._wall, item.nbytes)
             try:
                 self.on_event(ev)
             except Exception:

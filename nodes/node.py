@@ -1,9 +1,10 @@
-"""What every node process shares: its inbox, its outboxes, timed actions, events and summary."""
+"""What every node process shares: its inbox, its outboxes, timed actions, the trace, the
+messages it dropped, and its summary."""
 
 from __future__ import annotations
 
+import collections
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,36 +13,20 @@ from typing import Any
 import torch
 import zmq
 
-from mpsl.metrics import CPU, Event, events_to_rows
+from mpsl.actions import Action, Msg
+from mpsl.names import AGGREGATOR, CPU, link_name
 from mpsl.plan import Plan
 from mpsl.topology import Topology
+from mpsl.trace import Event, events_to_rows
 from nodes.link import Inbox, Outbox
 from nodes.memory import ActivationMeter, peak_rss_bytes
-from nodes.wire import Kind, Message
+from nodes.wire import Message
 
 log = logging.getLogger(__name__)
-AGGREGATOR = "aggregator"
 
 
 class NodeError(RuntimeError):
     """A node cannot go on: a peer is silent past the timeout, or sent something unusable."""
-
-
-def aggregation_rounds(iterations: list[int], aggregate_every: int | None) -> list[int]:
-    """Iteration counts (per epoch) that end an aggregation round; the last is the epoch end.
-
-    Owners with fewer iterations than a round's count take part with what they have.
-    """
-    longest = max(iterations)
-    if not aggregate_every:
-        return [longest]
-    ends = list(range(aggregate_every, longest, aggregate_every))
-    return ends + [longest]
-
-
-def iterations_per_epoch(samples: int, batch_size: int, cap: int | None) -> int:
-    n = math.ceil(samples / batch_size)  # the last partial batch is kept
-    return min(n, cap) if cap else n
 
 
 class Node:
@@ -52,48 +37,50 @@ class Node:
         self.scale = compute_scale
         self.timeout = topo.runtime.timeout_s
         torch.set_num_threads(topo.runtime.torch_threads)
-        self.ctx = zmq.Context()
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         known = set(topo.node_names())
         self.inbox = Inbox(self.ctx, topo.address_of(name), known_senders=known)
         self.outboxes: dict[str, Outbox] = {}
         self.events: list[Event] = []
         self.meter = ActivationMeter()
+        self.dropped: collections.Counter[str] = collections.Counter()  # reason -> messages
         self._pending: list[Message] = []
         self.seq = 0
         self.t_start = 0.0
 
     # links -----------------------------------------------------------------------------------
     def connect(self, dst: str, rate_mbps: float | None, latency_ms: float = 0.0) -> None:
-        link = f"{self.name}->{dst}"
         self.outboxes[dst] = Outbox(
             self.ctx,
             self.topo.address_of(dst),
-            name=link,
+            name=link_name(self.name, dst),
             rate_mbps=rate_mbps,
             latency_s=latency_ms / 1000.0,
             burst_bytes=0,  # one message at a time at the link's rate, as the cost model has it
-            on_event=self._link_event,
+            on_event=self.events.append,
         )
 
-    def _link_event(self, ev: Any) -> None:
-        self.events.append(
-            Event(self.name, ev.resource, str(ev.kind), ev.owner, ev.iter, ev.mb, ev.t0, ev.t1,
-                  int(getattr(ev, "bytes", 0)))
-        )
-
-    def send(self, dst: str, kind: Kind, *, owner: int = -1, iteration: int = -1, mb: int = -1,
-             tensors: dict[str, torch.Tensor] | None = None, **meta: Any) -> None:
+    def send(self, dst: str, kind: Msg, *, owner: int = -1, iteration: int = -1, mb: int = -1,
+             tensors: dict[str, torch.Tensor] | None = None, trace: bool = True,
+             **meta: Any) -> None:
+        """Send one message; `trace=False` for run control outside training (no link event)."""
         self.seq += 1
         msg = Message(kind=str(kind), src=self.name, owner=owner, iter=iteration, mb=mb,
                       seq=self.seq, tensors=tensors or {}, meta=meta)
-        self.outboxes[dst].send(msg)
+        self.outboxes[dst].send(msg, trace=trace)
 
-    def recv(self, match: Callable[[Message], bool], what: str) -> Message:
-        """The first message `match` accepts; others wait in arrival order for a later call."""
+    def recv(self, match: Callable[[Message], bool], what: str,
+             deadline: float | None = None) -> Message:
+        """The first message `match` accepts; others wait in arrival order for a later call.
+
+        Waits until `deadline` (monotonic; default: the topology's timeout from now), then
+        raises NodeError.
+        """
         for i, msg in enumerate(self._pending):
             if match(msg):
                 return self._pending.pop(i)
-        deadline = time.monotonic() + self.timeout
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -102,7 +89,7 @@ class Node:
                 msg = self.inbox.recv(timeout=left)
             except TimeoutError:
                 continue
-            if msg.kind == str(Kind.CONTROL) and msg.meta.get("type") == "abort":
+            if msg.kind == Msg.CONTROL and msg.meta.get("type") == "abort":
                 raise NodeError(f"{self.name}: aborted by {msg.src}: {msg.meta.get('reason')}")
             if match(msg):
                 return msg
@@ -111,11 +98,18 @@ class Node:
     def recv_any(self, what: str) -> Message:
         return self.recv(lambda m: True, what)
 
+    def drop(self, msg: Message, reason: str) -> None:
+        """A message no task waits for: counted by reason, logged, never fatal."""
+        self.dropped[reason] += 1
+        log.warning("%s: dropped %s from %s (owner %d, iteration %d, mb %d, part %s): %s",
+                    self.name, msg.kind, msg.src, msg.owner, msg.iter, msg.mb,
+                    msg.meta.get("part"), reason)
+
     # actions ---------------------------------------------------------------------------------
     @contextmanager
-    def timed(self, kind: str, owner: int = -1, iteration: int = -1,
-              mb: int = -1) -> Iterator[None]:
-        """Record the action on this node's processor; emulate a slower device by waiting.
+    def timed(self, action: Action, owner: int | None = None,
+              iteration: int | None = None) -> Iterator[None]:
+        """Record `action` on this node's processor; emulate a slower device by waiting.
 
         A device `scale` times slower takes `scale` x the CPU time the action used here, so
         the node sleeps that long minus the wall time already spent. Counting CPU time, not
@@ -127,17 +121,26 @@ class Node:
             left = self.scale * (time.thread_time() - c0) - (time.time() - t0)
             if left > 0:
                 time.sleep(left)
-        self.events.append(Event(self.name, CPU, kind, owner, iteration, mb, t0, time.time()))
+        self.events.append(Event(self.name, CPU, str(action), owner, iteration, action.mb,
+                                 t0, time.time()))
 
     # life cycle ------------------------------------------------------------------------------
     def join(self) -> None:
         """Say hello to the aggregator and wait for the common start."""
-        self.send(AGGREGATOR, Kind.CONTROL, type="hello")
-        msg = self.recv(lambda m: m.kind == str(Kind.CONTROL) and m.meta.get("type") == "start",
+        self.send(AGGREGATOR, Msg.CONTROL, type="hello", trace=False)
+        msg = self.recv(lambda m: m.kind == Msg.CONTROL and m.meta.get("type") == "start",
                         "start from the aggregator")
         self.t_start = float(msg.meta.get("t", time.time()))
 
+    @property
+    def rejected_messages(self) -> int:
+        """Messages the inbox refused to decode plus those no task waited for."""
+        return self.inbox.rejected + sum(self.dropped.values())
+
     def summary(self, state_bytes: int) -> dict[str, Any]:
+        """The node's METRICS summary; every message sent so far is on the trace first."""
+        for box in self.outboxes.values():
+            box.flush(self.timeout)
         return {
             "type": "summary",
             "node": self.name,
@@ -145,7 +148,8 @@ class Node:
             "peak_tensor_bytes": state_bytes + self.meter.peak,
             "state_bytes": state_bytes,
             "activation_peak_bytes": self.meter.peak,
-            "rejected_messages": int(getattr(self.inbox, "rejected", 0)),
+            "rejected_messages": self.rejected_messages,
+            "dropped": dict(self.dropped),
             "events": events_to_rows(self.events),
         }
 

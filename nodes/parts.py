@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -9,35 +10,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from mpsl.data import dataset_info
-from mpsl.models import build_model, split_model
+from mpsl.models import split_model
+from mpsl.models.split import full_key, part_key_map
 from mpsl.plan import Plan
-from mpsl.topology import Topology, TrainingSpec
+from mpsl.topology import Topology
+from mpsl.training import build_full_model, make_optimizer
+from nodes.memory import ActivationMeter
 
 StateDict = dict[str, torch.Tensor]
-
-
-def build_full_model(topo: Topology) -> nn.Sequential:
-    """The whole model with the run's initial weights: every node builds the same one."""
-    info = dataset_info(topo.dataset.name, **topo.dataset.options)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(topo.training.seed)
-        return build_model(
-            topo.model.name,
-            num_classes=info.num_classes,
-            in_channels=info.channels,
-            image_size=info.image_size,
-            norm=topo.model.norm,
-        )
-
-
-def make_optimizer(params: Iterable[nn.Parameter], spec: TrainingSpec) -> torch.optim.Optimizer:
-    params = list(params)
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.SGD(
-        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-    )
 
 
 @dataclass
@@ -52,12 +32,12 @@ class PartCopy:
     def full_state(self) -> StateDict:
         """The part's state_dict under the whole model's keys (`3.conv.weight`)."""
         state = self.module.state_dict()
-        return {_shift(k, self.start): v.detach().clone() for k, v in state.items()}
+        return {full_key(self.start, k): v.detach().clone() for k, v in state.items()}
 
     def load_full_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        own = self.module.state_dict()
-        mine = {k: state[_shift(k, self.start)] for k in own}
-        self.module.load_state_dict(mine)
+        """Load this part's tensors out of a state_dict under the whole model's keys."""
+        keys = part_key_map(self.start, self.module)
+        self.module.load_state_dict({k: state[full] for k, full in keys.items()})
 
     def state_bytes(self) -> int:
         """Parameters, gradients and optimizer state, as held after a step."""
@@ -67,11 +47,6 @@ class PartCopy:
         for st in self.optimizer.state.values():
             opt += sum(v.numel() * v.element_size() for v in st.values() if torch.is_tensor(v))
         return 2 * params + buffers + opt
-
-
-def _shift(key: str, start: int) -> str:
-    head, _, rest = key.partition(".")
-    return f"{int(head) + start}.{rest}"
 
 
 def make_copies(
@@ -112,7 +87,7 @@ class PartRunner:
 
     copies: dict[tuple[int, int], PartCopy]
     last_part: int
-    meter: object | None = None  # an ActivationMeter
+    meter: ActivationMeter | None = None
     losses: list[tuple[int, int, float]] = field(default_factory=list)  # (owner, iter, loss)
     _stash: dict[tuple[int, int, int], _Stash] = field(default_factory=dict)
 
@@ -129,9 +104,9 @@ class PartRunner:
         """Run the part; return its output (detached), or the weighted loss for the last part."""
         module = self.copies[(owner, part)].module
         inp = x.detach().requires_grad_(part > 0)
-        ctx = self.meter.hooks() if self.meter is not None else _nullcontext()
+        ctx = self.meter.hooks() if self.meter is not None else contextlib.nullcontext()
         with ctx:
-            out = module(inp)
+            out: torch.Tensor = module(inp)
             if part == self.last_part:
                 if labels is None:
                     raise ValueError(f"part {part} computes the loss but got no labels")
@@ -147,23 +122,15 @@ class PartRunner:
         """Backward through the part; return the gradient of its input (None for part 0)."""
         s = self._stash.pop((owner, part, mb))
         if part == self.last_part:
-            s.out.backward()
+            torch.autograd.backward(s.out)
         else:
-            s.out.backward(grad)
+            torch.autograd.backward(s.out, grad)
         return s.inp.grad if part > 0 else None
 
     def step(self, owner: int, part: int) -> None:
         opt = self.copies[(owner, part)].optimizer
         opt.step()
         opt.zero_grad(set_to_none=True)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def weighted_average(states: list[Mapping[str, torch.Tensor]], weights: list[float]) -> StateDict:

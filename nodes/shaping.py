@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 MAX_CATCHUP_S = 0.25  # how far the virtual clock may start a transmission in the past
-
-
-@dataclass(frozen=True)
-class LinkEvent:
-    """One message on a link: transmission from t0 to t1 (wall clock, ``time.time()``)."""
-
-    resource: str
-    kind: str
-    owner: int
-    iter: int
-    mb: int
-    t0: float
-    t1: float
-    bytes: int
 
 
 class LinkClock:

@@ -20,7 +20,6 @@ Ownership (why a send never sees a tensor change and a received tensor is never 
 
 from __future__ import annotations
 
-import enum
 from collections import OrderedDict
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ import msgpack
 import numpy as np
 import torch
 import zmq
+
+from mpsl.actions import Msg
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -56,19 +57,7 @@ ZEROCOPY_MIN_BYTES = 64 << 10
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
-class Kind(str, enum.Enum):
-    """Message kinds."""
-
-    ACT = "ACT"
-    GRAD = "GRAD"
-    PARAMS = "PARAMS"
-    GLOBAL = "GLOBAL"
-    CONTROL = "CONTROL"
-    METRICS = "METRICS"
-
-    def __str__(self) -> str:
-        return self.value
-
+Kind = Msg  # the message kinds are the core's (mpsl.actions.Msg)
 
 _KINDS = {k.value: k for k in Kind}
 
@@ -103,7 +92,7 @@ class Message:
     mb: int = -1
     seq: int = 0
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
     run: str = ""
 
 
@@ -199,14 +188,14 @@ def _frame(t: torch.Tensor, copy: bool, alloc: Callable[[int], np.ndarray] | Non
         copy = copy and alloc is not None  # already a private copy; move it into alloc's
     raw = src.reshape(-1).view(np.uint8)
     if not copy:
-        return memoryview(raw)
+        return memoryview(raw)  # type: ignore[arg-type]  # numpy arrays are buffers
     if raw.nbytes < ZEROCOPY_MIN_BYTES:
         return raw.tobytes()  # small: an immutable snapshot (pyzmq copies these anyway)
     # A single-threaded memcpy: torch's copy_ may wake its intra-op thread pool, which
     # costs milliseconds on a busy machine for no gain.
     buf = alloc(raw.nbytes) if alloc is not None else np.empty(raw.nbytes, dtype=np.uint8)
     np.copyto(buf, raw)
-    return memoryview(buf)
+    return memoryview(buf)  # type: ignore[arg-type]
 
 
 def encode(msg: Message, *, copy: bool = True,
@@ -313,6 +302,37 @@ def _tensor(mv: memoryview, private: bool, dname: str, shape: list[int]) -> torc
     return torch.from_numpy(raw.view(_NUMPY[dname]).reshape(shape))
 
 
+def _check_descriptors(descs: list[Any], sizes: list[int],
+                       max_bytes: int) -> list[tuple[str, str, list[int]]]:
+    """(name, dtype, shape) of every tensor, once its frame's length (of `sizes`, the header
+    first) matches its shape and dtype and the message stays under ``max_bytes``."""
+    total = sizes[0]
+    plan: list[tuple[str, str, list[int]]] = []
+    seen: set[str] = set()
+    for i, d in enumerate(descs):
+        if not isinstance(d, dict) or set(d) != _DESC_KEYS:
+            raise WireError(f"tensor #{i}: descriptor must be a map with {sorted(_DESC_KEYS)}")
+        name = _check_str(f"tensor #{i} name", d["name"])
+        if name in seen:
+            raise WireError(f"duplicate tensor name {name!r}")
+        seen.add(name)
+        dname = d["dtype"]
+        if not isinstance(dname, str) or dname not in DTYPES:
+            raise WireError(f"tensor {name!r}: dtype {dname!r} not allowed")
+        nbytes = _numel(d["shape"], name, max_bytes) * _ITEMSIZE[dname]
+        total += nbytes
+        if total > max_bytes:
+            raise WireError(f"message over the size cap of {max_bytes} bytes")
+        got = sizes[i + 1]
+        if got != nbytes:
+            raise WireError(
+                f"tensor {name!r}: frame has {got} bytes, shape {d['shape']} x {dname} "
+                f"needs {nbytes}"
+            )
+        plan.append((name, dname, d["shape"]))
+    return plan
+
+
 def decode(
     frames: Sequence[bytes | zmq.Frame | memoryview],
     *,
@@ -349,30 +369,7 @@ def decode(
         raise WireError(f"more than {MAX_TENSORS} tensors")
     if len(frames) != 1 + len(descs):
         raise WireError(f"header announces {len(descs)} tensors, got {len(frames) - 1} frames")
-    total = bufs[0][0].nbytes
-    plan: list[tuple[str, str, list[int]]] = []
-    seen: set[str] = set()
-    for i, d in enumerate(descs):
-        if not isinstance(d, dict) or set(d) != _DESC_KEYS:
-            raise WireError(f"tensor #{i}: descriptor must be a map with {sorted(_DESC_KEYS)}")
-        name = _check_str(f"tensor #{i} name", d["name"])
-        if name in seen:
-            raise WireError(f"duplicate tensor name {name!r}")
-        seen.add(name)
-        dname = d["dtype"]
-        if not isinstance(dname, str) or dname not in DTYPES:
-            raise WireError(f"tensor {name!r}: dtype {dname!r} not allowed")
-        nbytes = _numel(d["shape"], name, max_bytes) * _ITEMSIZE[dname]
-        total += nbytes
-        if total > max_bytes:
-            raise WireError(f"message over the size cap of {max_bytes} bytes")
-        got = bufs[i + 1][0].nbytes
-        if got != nbytes:
-            raise WireError(
-                f"tensor {name!r}: frame has {got} bytes, shape {d['shape']} x {dname} "
-                f"needs {nbytes}"
-            )
-        plan.append((name, dname, d["shape"]))
+    plan = _check_descriptors(descs, [b[0].nbytes for b in bufs], max_bytes)
     tensors = {
         name: _tensor(*bufs[i + 1], dname, shape) for i, (name, dname, shape) in enumerate(plan)
     }

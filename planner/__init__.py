@@ -7,9 +7,9 @@ from typing import Any
 
 _EXPORTS = {
     "Profile": "planner.profile", "ProfileError": "planner.profile",
-    "measure_profile": "planner.measure",
+    "measure_profile": "planner.measure", "byte_profile": "planner.measure",
     "profile_sizes": "planner.measure",
-    "Estimate": "planner.estimate", "SimEvent": "planner.estimate",
+    "Estimate": "planner.estimate",
     "simulate": "planner.cost",
     "IlpResult": "planner.ilp", "Infeasible": "planner.ilp", "solve_cuts": "planner.ilp",
     "choose_n": "planner.aps", "choose_plan": "planner.aps", "exhaustive": "planner.aps",

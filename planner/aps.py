@@ -1,23 +1,24 @@
-"""Automated parameter selection: N per owner (eq. 14, then the simulator), the plan search."""
+"""Automated parameter selection: N per owner (the cut model's best N, then the simulator), and
+the plan search."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
 from mpsl.plan import SINGLE_BATCH_MODES, Plan, make_plan, owner_micro_batches, placement_for
-from mpsl.topology import OWNER, Topology
+from mpsl.schedule import SCHEDULES
+from mpsl.spec import ScheduleSpec
+from mpsl.topology import Topology
 from planner.cost import simulate
 from planner.cutmodel import build
-from planner.ilp import Infeasible, default_round_iterations, solve_model
+from planner.ilp import IlpResult, Infeasible, default_round_iterations, solve_model
 from planner.profile import Profile
 from planner.report import Candidate, PlanReport
 from planner.resources import (
-    HEADER_BYTES,
-    LABEL_BYTES,
-    Links,
-    emulated_nodes,
     iterations_per_epoch,
     max_micro_batches,
     node_profiles,
@@ -30,61 +31,37 @@ SIM_BUDGET = 500  # owner-iterations simulated per N compared; fewer iterations 
 # costs a little CPU (encode, decode) that the cost model leaves out.
 NEAR_TIE = 0.01
 # Every N common to all owners is simulated while N_max x the owner-iterations simulated per N
-# stays under this: vgg5 on 4G (B = 32) simulates N = 11..15 at 1.485-1.488 s and N = 18 at
-# 1.456 s, a step no +-1 walk from N = 11 gets past.
+# stays under this: the simulated epoch is not unimodal in N (micro-batch sizes round), so a
+# +-1 walk can stop short of the fastest N.
 SCAN_BUDGET = 2_000
 
 
 def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile]) -> tuple[int, ...]:
-    """PiPar's eq. 14, as used here: the smallest N whose forward burst covers a round trip.
+    """The start of the N search, from the cut model: the N in 1..N_max (B, or less for
+    BatchNorm on 1x1 maps), the same for every owner, whose model of the plan's schedule
+    (`planner.cutmodel.build`: busy times and the paths through the schedule's tasks) has
+    the smallest T at the plan's cuts; ties go to the fewer N.
 
-    For owner k with micro-batches of b = B/N samples, let f(b) be its forward of part 0 and
-    R(b) the round trip of one micro-batch after it: every later part's F + B (times the
-    owners sharing its node, who are served in turn) plus every hop's transmission and
-    latency, both ways. N is the smallest in 1..N_max (B, or B/2 for BatchNorm on 1x1 maps)
-    with (N - 1) f(b) >= R(b), so the owner is still busy with its burst when the first
-    gradient returns and never idles in between; N_max if none is. With t(b) not
-    proportional to b the condition is not monotone in general, hence a scan.
+    PiPar's eq. 14 picks the smallest N whose forward burst covers a micro-batch's round
+    trip; the model's path term holds that balance for any schedule, and its busy terms what
+    more micro-batches cost (headers, small-batch inefficiency), so no message arithmetic of
+    its own is needed here.
     """
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)
-    B = topo.training.batch_size
-    n_max = max_micro_batches(topo)
-    K = 1 if topo.mode == "sl" else len(topo.owners)
-    links = Links(topo)
-    emulated = emulated_nodes(topo)
-    labels = topo.labels == "shared"
-    parts = plan.parts
-    out = []
-    for o in topo.owners:
-        own = profs[o.name]
-        outb = [0] + [own.out_bytes(c - 1) for c in plan.bounds[1:-1]]
-        best = n_max
-        for n in range(1, n_max + 1):
-            b = B / n
-            f = own.fwd(parts[0], b) + (own.wake_fwd_s if o.name in emulated else 0.0)
-            trip = 0.0
-            for p in range(1, plan.num_parts):
-                node = plan.placement[p]
-                prof = own if node == OWNER else profs[node]
-                mult = 1 if node == OWNER else K
-                trip += mult * (prof.fwd(parts[p], b) + prof.bwd(parts[p], b)
-                                + prof.wake_fwd_s + prof.wake_bwd_s)
-                src = plan.node_of(p - 1, o.name)
-                dst = plan.node_of(p, o.name)
-                act = outb[p] * b + (LABEL_BYTES * b if labels else 0) + HEADER_BYTES
-                grad = outb[p] * b + HEADER_BYTES
-                up, down = links(src, dst), links(dst, src)
-                trip += up.tx_s(act) + down.tx_s(grad) + up.latency_s + down.latency_s
-            if (n - 1) * f >= trip:
-                best = n
-                break
-        out.append(best)
-    return tuple(out)
+    spec = ScheduleSpec(plan.schedule, plan.max_in_flight)
+    best: tuple[float, int] | None = None
+    for n in range(1, max_micro_batches(topo) + 1):
+        model = build(topo, profs, [n] * len(topo.owners), schedule=spec)
+        t = model.evaluate(plan.cuts)[0]
+        if best is None or t < best[0] * (1 - 1e-9):
+            best = (t, n)
+    assert best is not None
+    return tuple(best[1] for _ in topo.owners)
 
 
 def _with_n(plan: Plan, ns: Sequence[int]) -> Plan:
-    return Plan(plan.num_layers, plan.cuts, plan.placement, tuple(ns))
+    return dataclasses.replace(plan, micro_batches=tuple(ns))
 
 
 def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
@@ -179,64 +156,108 @@ def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 
                 time_limit_s: float | None = 60.0) -> PlanReport:
     """Plan `topo`: ILP cuts, N by APS, the next-best cuts, all simulated and ranked.
 
-    Profiles default to the topology's files or a measurement on this host. The topology's
-    own plan, when it states cuts, is ranked among the candidates too (kept past `top`).
+    Profiles default to the topology's files or a measurement on this host. The best plan
+    of every other schedule of `mpsl.schedule.SCHEDULES` (source `ilp (name)`: its ILP cuts
+    with the cut model's N, `eq14_start`, which costs no simulation beyond its estimate) and
+    the topology's own plan, when it states cuts, are ranked too; the topology's is kept past
+    `top`.
     """
     started = time.perf_counter()
-    profs = node_profiles(topo, profiles)
-    L = next(iter(profs.values())).num_layers
-    samples = None if iterations is not None else owner_samples(topo)
-    per_round = (float(iterations) if iterations is not None and topo.mode == "sl" else
-                 default_round_iterations(topo, samples) if samples is not None else
-                 float(min(iterations or 1, topo.training.aggregate_every or iterations or 1)))
-    pinned = tuple(topo.plan.pinned_cuts)
-    solve_s, solver_used = 0.0, "none"
-
-    def solve(ns: Sequence[int], exclude: Sequence[Sequence[int]] = ()) -> tuple[int, ...]:
-        nonlocal solve_s, solver_used
-        model = build(topo, profs, ns, round_iterations=per_round)
-        res = solve_model(model, pinned, solver, exclude, time_limit_s)
-        solve_s += res.solve_s
-        solver_used = res.solver if res.solver != "none" else solver_used
-        return res.cuts
-
-    def estimate(cuts: Sequence[int], ns: Sequence[int], source: str) -> Candidate:
-        plan = make_plan(topo, L, cuts, list(ns))
-        est = simulate(topo, plan, profs, epochs=topo.training.epochs, iterations=iterations,
-                       samples=samples)
-        return Candidate(plan, est, source)
-
-    ns0 = owner_micro_batches(topo)
-    cuts = solve(ns0)
-    single = topo.mode in SINGLE_BATCH_MODES or not cuts
-    def pick_n(c: Sequence[int], start: Sequence[int]) -> tuple[int, ...]:
-        return choose_n(topo, make_plan(topo, L, c, list(start)), profs,
-                        iterations=iterations, samples=samples)
-
-    ns = ns0 if single else pick_n(cuts, ns0)
-    if ns != ns0:
-        cuts = solve(ns)
-    found: list[tuple[int, ...]] = [cuts]
-    while len(found) < top and cuts:
-        try:
-            found.append(solve(ns, found))
-        except Infeasible:
-            break
-    cands = []
-    for i, c in enumerate(found):
-        n_c = ns if single or i == 0 else pick_n(c, ns)
-        cands.append(estimate(c, n_c, "ilp" if i == 0 else f"ilp#{i + 1}"))
-    notes = []
-    if topo.plan.cuts is not None and not topo.plan.auto and topo.mode != "fl":
-        mine = (tuple(topo.plan.cuts), owner_micro_batches(topo))
-        same = [c for c in cands if (c.plan.cuts, c.plan.micro_batches) == mine]
-        if same:
-            same[0].source += " = topology"
-        else:
-            try:
-                cands.append(estimate(topo.plan.cuts, mine[1], "topology"))
-            except ValueError as err:
-                notes.append(f"the topology's plan was not ranked: {err}")
+    search = _Search(topo, node_profiles(topo, profiles), iterations, solver, time_limit_s)
+    mine = topo.schedule.name
+    cands = search.ranked(mine, top)
+    if not search.single:
+        for name in SCHEDULES:
+            if name != mine:
+                with contextlib.suppress(Infeasible):
+                    cands += search.ranked(name, 1, f" ({name})", simulate_n=False)
+    notes = search.add_topology_plan(cands)
     cands.sort(key=lambda c: (c.estimate.epoch_s, c.source != "ilp"))
     kept = cands[:top] + [c for c in cands[top:] if "topology" in c.source]  # always compared
-    return PlanReport(kept, solver_used, solve_s, time.perf_counter() - started, notes)
+    return PlanReport(kept, search.solver_used, search.solve_s, time.perf_counter() - started,
+                      notes)
+
+
+class _Search:
+    """choose_plan's steps: solve the cuts, choose N, simulate, for one schedule at a time."""
+
+    def __init__(self, topo: Topology, profs: dict[str, Profile], iterations: int | None,
+                 solver: str, time_limit_s: float | None) -> None:
+        self.topo, self.profs, self.iterations = topo, profs, iterations
+        self.solver, self.time_limit_s = solver, time_limit_s
+        self.L = next(iter(profs.values())).num_layers
+        self.samples = None if iterations is not None else owner_samples(topo)
+        self.per_round = (
+            float(iterations) if iterations is not None and topo.mode == "sl" else
+            default_round_iterations(topo, self.samples) if self.samples is not None else
+            float(min(iterations or 1, topo.training.aggregate_every or iterations or 1)))
+        self.pinned = tuple(topo.plan.pinned_cuts)
+        self.solve_s, self.solver_used = 0.0, "none"
+        self.single = topo.mode in SINGLE_BATCH_MODES or len(placement_for(topo)) == 1
+
+    def solve(self, ns: Sequence[int], schedule: str,
+              exclude: Sequence[Sequence[int]] = ()) -> IlpResult:
+        spec = ScheduleSpec(schedule, self.topo.schedule.max_in_flight)
+        model = build(self.topo, self.profs, ns, round_iterations=self.per_round,
+                      schedule=spec)
+        res = solve_model(model, self.pinned, self.solver, exclude, self.time_limit_s)
+        self.solve_s += res.solve_s
+        self.solver_used = res.solver if res.solver != "none" else self.solver_used
+        return res
+
+    def plan(self, cuts: Sequence[int], ns: Sequence[int], schedule: str) -> Plan:
+        return make_plan(self.topo, self.L, cuts, list(ns), schedule)
+
+    def estimate(self, plan: Plan, source: str, ilp_T: float | None = None) -> Candidate:
+        est = simulate(self.topo, plan, self.profs, epochs=self.topo.training.epochs,
+                       iterations=self.iterations, samples=self.samples)
+        return Candidate(plan, est, source, ilp_T)
+
+    def pick_n(self, cuts: Sequence[int], start: Sequence[int], schedule: str,
+               simulate_n: bool = True) -> tuple[int, ...]:
+        """N for the cuts: by `choose_n`, or (not `simulate_n`) the cut model's `eq14_start`."""
+        if self.single:
+            return tuple(start)
+        plan = self.plan(cuts, start, schedule)
+        if not simulate_n:
+            return eq14_start(self.topo, plan, self.profs)
+        return choose_n(self.topo, plan, self.profs, iterations=self.iterations,
+                        samples=self.samples)
+
+    def ranked(self, schedule: str, top: int, tag: str = "", simulate_n: bool = True
+               ) -> list[Candidate]:
+        """The ILP's cuts with N chosen for them, then the next-best cuts, simulated."""
+        ns0 = owner_micro_batches(self.topo)
+        res = self.solve(ns0, schedule)
+        ns = self.pick_n(res.cuts, ns0, schedule, simulate_n)
+        if ns != ns0:
+            res = self.solve(ns, schedule)
+        found = [res]
+        while len(found) < top and res.cuts:
+            try:
+                found.append(self.solve(ns, schedule, [r.cuts for r in found]))
+            except Infeasible:
+                break
+        cands = []
+        for i, r in enumerate(found):
+            n_r = ns if i == 0 else self.pick_n(r.cuts, ns, schedule, simulate_n)
+            source = ("ilp" if i == 0 else f"ilp#{i + 1}") + tag
+            cands.append(self.estimate(self.plan(r.cuts, n_r, schedule), source, r.objective_T))
+        return cands
+
+    def add_topology_plan(self, cands: list[Candidate]) -> list[str]:
+        """Rank the topology's own plan (marking a candidate equal to it); notes on failure."""
+        topo = self.topo
+        if topo.plan.cuts is None or topo.plan.auto or topo.mode == "fl":
+            return []
+        mine = (tuple(topo.plan.cuts), owner_micro_batches(topo), topo.schedule.name)
+        same = [c for c in cands
+                if (c.plan.cuts, c.plan.micro_batches, c.plan.schedule) == mine]
+        if same:
+            same[0].source += " = topology"
+            return []
+        try:
+            cands.append(self.estimate(self.plan(mine[0], mine[1], mine[2]), "topology"))
+        except ValueError as err:
+            return [f"the topology's plan was not ranked: {err}"]
+        return []

@@ -1,42 +1,60 @@
 """The cost model: a discrete-event simulation of the schedule's tasks for every data owner.
 
-Each owner's iterations come from `mpsl.schedule.iteration_tasks` and run by its execution
-rule: a triggered task is ready once its message has arrived and the barriers before it on that
-node are done; a barrier once every earlier task of its owner on that node is done; an idle
+Each owner's iterations come from `mpsl.schedule.iteration_tasks` (the plan's schedule, gpipe
+or 1f1b) and every node runs them by the one execution rule, `mpsl.taskqueue.TaskQueue`: a
+triggered task is ready once its message has arrived and the barriers before it on that node
+are done; a barrier once every earlier task of its owner on that node is done; an idle
 processor runs the ready task whose message arrived first (ties: lower owner index, then
 readiness order). Actions run back to back: F and B take the node's profile time for the micro-
-batch size, SEND takes no processor time and queues the message on its link, STEP the optimizer
-time of its layers plus the profile's `step_s` per part it steps, and `wake_step_s` more on an
-emulated device (`Profile.step`). The first F or B of a task that starts on an idle processor,
-or on another owner's model copy than the task before, costs the profile's wake-up time more; on
-an emulated device (compute_scale > 1, which sleeps after every action) every F and B does. A
-link sends one message at a time in queue order, taking bytes*8/rate, and delivers it `latency`
-later. Owners start their next iteration at their STEP, or, at an aggregation, when GLOBAL
-arrives: every owner uploads PARAMS to the aggregator, which averages (K x parameter bytes of
-memory traffic) and sends GLOBAL back; compute nodes average their K copies once all of the
-round's tasks are done and before any of the next round's. In SL the owners take turns,
-handing their parameters on through the aggregator, and there is one copy.
+batch size, SEND takes no processor time and queues the message on its link (an ACT carries
+the bytes at the cut after the part that made it, with the labels when they are shared, a GRAD
+those at the cut before it), STEP the optimizer time of its layers plus the profile's `step_s`
+per part it steps, and `wake_step_s` more on an emulated device (`Profile.step`). The first F
+or B of a task that starts on an idle processor, or on another owner's model copy than the
+task before, costs the profile's wake-up time more; on an emulated device (compute_scale > 1,
+which sleeps after every action) every F and B does. A link sends one message at a time in
+queue order, taking bytes*8/rate, and delivers it `latency` later; a message without tensors
+is `HEADER_BYTES`.
+
+Besides ACT and GRAD, every message of training is modelled: the node that runs the last part
+reports each iteration's loss (METRICS) to the aggregator once its tasks of that iteration
+are done. Owners start their next iteration at their STEP, or, at the end of an aggregation
+round (`mpsl.training.round_ends`), upload PARAMS to the aggregator and send a `sync` CONTROL
+to the first compute node, which every compute node forwards at once down the chain. The
+aggregator averages once every owner's PARAMS are in (K x parameter bytes at
+AVERAGE_BYTES_PER_S) and sends GLOBAL back; an owner starts its next round when GLOBAL
+arrives. A compute node averages its model copies, one per owner (`AVG{part}`, copies x its
+parameter bytes at the same rate), once the syncs of the round from every owner are in and it
+is free, and only then runs tasks of the next round; at the epoch's end every compute node
+sends its part's PARAMS to the aggregator. In SL the owners take turns: the aggregator sends
+the owner part (GLOBAL) to each in turn, which trains its epoch and hands it back (PARAMS);
+compute nodes keep one copy. The epoch ends when every owner has its last GLOBAL (in SL: the
+last PARAMS is in) and every node has run its last task and averaging; a message that starts
+nothing (METRICS, a compute node's PARAMS) does not lengthen it.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 
+from mpsl.names import AGGREGATOR
 from mpsl.plan import Plan
 from mpsl.topology import Topology
+from mpsl.trace import Event
 from planner.engine import Engine
-from planner.estimate import Estimate, SimEvent, bottleneck_of
+from planner.estimate import Estimate, bottleneck_of
 from planner.profile import Profile
 from planner.resources import (
-    AGGREGATOR,
     HEADER_BYTES,
     PlanningError,
     copies_on_compute,
     node_profiles,
     state_factor,
 )
+from planner.simstate import memory_peaks
 
-__all__ = ["Estimate", "SimEvent", "simulate"]
+__all__ = ["Estimate", "simulate"]
 
 
 def simulate(
@@ -53,9 +71,10 @@ def simulate(
 
     `profiles` is this host's profile (scaled per node by compute_scale) or a mapping of node
     name to profile (`"*"`: this host's). `iterations` replaces the data's iterations per epoch
-    (full batches), `samples` the per-owner sample counts. With `record`, `events` holds
-    `(resource, kind, owner, iter, mb, t0, t1)`: kind `0F`/`1B` (part, pass), `STEP`, `AVG`,
-    or a message (`ACT`, `GRAD`, `PARAMS`, `GLOBAL`) for a link's transmission.
+    (full batches), `samples` the per-owner sample counts. With `record`, `events` holds the
+    trace (`mpsl.trace.Event`s, as the runtime writes them) of all `epochs`: the epoch's
+    events repeated, shifted by the epoch's time, iterations counted on per owner and round
+    ids by the rounds per epoch.
     """
     if len(plan.micro_batches) != len(topo.owners):
         raise PlanningError(f"the plan has N for {len(plan.micro_batches)} owners, the topology"
@@ -68,25 +87,8 @@ def simulate(
         raise PlanningError(f"the profile has {layers} layers, the plan {plan.num_layers}")
     sim = Engine(topo, plan, profs, iterations, samples, record)
     sim.run()
-    epoch_s = sim.end
-    copies = copies_on_compute(topo, sim.K)
-    factor = state_factor(topo)
-    memory: dict[str, int] = {}
-    detail: dict[str, dict[str, int]] = {}
-    for name, node in sim.nodes.items():
-        parts = plan.parts_on("owner" if name in sim.onames else name)
-        params = sum(node.prof.param_bytes(plan.parts[p]) for p in parts)
-        static = params * factor * (1 if name in sim.onames else copies)
-        peak, acts, bufs = _peaks(node.mem)
-        memory[name] = static + peak
-        detail[name] = {"params": static, "activations": acts, "buffers": bufs}
-    agg = sim.owner_params + (1 if sim.sl else sim.K) * (sim.owner_params + HEADER_BYTES)
-    memory[AGGREGATOR] = agg
-    detail[AGGREGATOR] = {"params": sim.owner_params, "activations": 0, "buffers": agg}
-    events = sim.events
-    if record and epochs > 1:
-        events = [e._replace(t0=e.t0 + i * epoch_s, t1=e.t1 + i * epoch_s)
-                  for i in range(epochs) for e in sim.events]
+    epoch_s = sim.last
+    memory, detail = _memory(topo, sim)
     busy = dict(sim.busy)
     return Estimate(
         iteration_s=math.fsum(sim.it_times) / max(1, len(sim.it_times)),
@@ -95,25 +97,37 @@ def simulate(
         busy_s=busy,
         memory_bytes=memory,
         bottleneck=bottleneck_of(busy),
-        iterations={n: len(b) for n, b in zip(sim.onames, sim.batches)},
+        iterations={n: len(b) for n, b in zip(sim.onames, sim.work.batches)},
         epochs=epochs,
         memory_detail=detail,
-        events=events if record else None,
+        events=_epochs(sim, epoch_s, epochs) if record else None,
     )
 
 
-def _peaks(mem: list[tuple[float, int, int]]) -> tuple[int, int, int]:
-    """Peak of activations + buffers together, and of each alone (frees first at a tie)."""
-    mem.sort(key=lambda e: (e[0], e[1]))
-    total = acts = bufs = 0
-    peak = peak_a = peak_b = 0
-    for _, d, cat in mem:
-        total += d
-        if cat:
-            bufs += d
-            peak_b = max(peak_b, bufs)
-        else:
-            acts += d
-            peak_a = max(peak_a, acts)
-        peak = max(peak, total)
-    return peak, peak_a, peak_b
+def _memory(topo: Topology, sim: Engine) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Peak bytes per node, and its parameter state, activation and buffer peaks."""
+    copies = copies_on_compute(topo, sim.K)
+    factor = state_factor(topo)
+    memory: dict[str, int] = {}
+    detail: dict[str, dict[str, int]] = {}
+    for name, node in sim.nodes.items():
+        static = node.param_bytes * factor * (1 if node.owner is not None else copies)
+        peak, acts, bufs = memory_peaks(node.mem)
+        memory[name] = static + peak
+        detail[name] = {"params": static, "activations": acts, "buffers": bufs}
+    agg = sim.owner_params + (1 if sim.sl else sim.K) * (sim.owner_params + HEADER_BYTES)
+    memory[AGGREGATOR] = agg
+    detail[AGGREGATOR] = {"params": sim.owner_params, "activations": 0, "buffers": agg}
+    return memory, detail
+
+
+def _epochs(sim: Engine, epoch_s: float, epochs: int) -> list[Event]:
+    """The epoch's events, then each later epoch's: shifted by the epoch, with iterations
+    counted on per owner and round ids by the rounds per epoch."""
+    events = list(sim.events)
+    its = [len(b) for b in sim.work.batches]
+    rounds = sim.work.rounds
+    for i in range(1, epochs):
+        events += [e.shifted(i * epoch_s, 0 if e.owner is None else i * its[e.owner],
+                             i * rounds) for e in sim.events]
+    return events

@@ -1,22 +1,20 @@
 """The ILP's cost model: busy time per resource, paths and memory as linear forms in the cuts.
 
-A form is linear in two kinds of 0/1 unknowns: x(l, p), layer l is in part p, and z(l, p),
-cut p (the boundary after part p) falls right after layer l. Per iteration of every owner:
+Every term comes from walking the schedule's tasks of one owner's iteration
+(`mpsl.schedule.iteration_tasks`, by `planner.taskwalk` and `planner.taskpath`), once per
+group of owners alike, so a new schedule needs no change here. Per iteration of every owner:
 
-- a processor's busy time: sum over its parts and layers of N*(fa+ba) + B*(fc+bc) + opt,
-  times the owners it serves (one at a time in SL), plus N wake-ups (F and B) per part on an
-  emulated device, which sleeps after every pass;
-- a link's busy time: the bytes of the ACT or GRAD at each cut it carries (B*out per sample,
-  + labels when shared, + N headers) * 8 / rate, summed over the owners sharing it;
-- an owner's two critical paths (lower bounds of its iteration): its N forwards, one
-  micro-batch's round trip through the chain (F+B on every later part, both messages and
-  latencies of every hop), its last backward, its STEP; or one forward, the round trip and
-  N backwards;
+- a processor's busy time: the F, B and STEP actions it runs (times the owners it serves, one
+  at a time in SL), wake-ups on an emulated device, which sleeps after every pass;
+- a link's busy time: the ACT and GRAD messages it carries (bytes at the cut / rate), and the
+  loss report of the node that runs the last part;
+- an owner's path: the longest path through its iteration's tasks and messages
+  (`planner.taskpath`), a graph of start times whose edges are forms;
 - an owner's aggregation, per iteration: its parameters up and back down (plus averaging at
   the aggregator), divided by the iterations between two aggregations;
-- a node's memory: parameters x (2 + optimizer copies) x copies, plus activations of the
-  micro-batches that may be in flight (owner: B, last part: one micro-batch, other compute
-  parts: B per owner) and the messages at its cuts (B per owner).
+- a node's memory: parameters x (2 + optimizer copies) x copies, the peak of activations
+  live between a part's F and B in one owner's iteration (compute nodes: see `_compute_memory`)
+  and the messages received at its cuts.
 
 The ILP minimizes the largest busy time or path plus the largest aggregation term;
 `evaluate` gives the same numbers for given cuts, for brute force and reports.
@@ -24,18 +22,20 @@ The ILP minimizes the largest busy time or path plus the largest aggregation ter
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mpsl.plan import placement_for
-from mpsl.topology import OWNER, Topology
+import numpy as np
+
+from mpsl.names import AGGREGATOR, OWNER, owner_name
+from mpsl.plan import Plan, placement_for
+from mpsl.spec import ScheduleSpec
+from mpsl.topology import Topology
+from planner.forms import Form, PathGraph
 from planner.profile import Profile
 from planner.resources import (
-    AGGREGATOR,
     AVERAGE_BYTES_PER_S,
     HEADER_BYTES,
-    LABEL_BYTES,
     Hop,
     Links,
     copies_on_compute,
@@ -43,47 +43,10 @@ from planner.resources import (
     memory_caps,
     state_factor,
 )
+from planner.taskpath import iteration_graph
+from planner.taskwalk import GroupWalk, NodeUse, OwnerGroup, Setting
 
-
-@dataclass
-class Form:
-    """const + sum of x[p][l] over the layers l of part p + z[p][l] at the layer before cut p."""
-
-    const: float = 0.0
-    x: dict[int, list[float]] = field(default_factory=dict)
-    z: dict[int, list[float]] = field(default_factory=dict)
-
-    def add_x(self, p: int, coef: Sequence[float], scale: float = 1.0) -> None:
-        row = self.x.setdefault(p, [0.0] * len(coef))
-        for i, c in enumerate(coef):
-            row[i] += c * scale
-
-    def add_z(self, p: int, coef: Sequence[float], scale: float = 1.0) -> None:
-        row = self.z.setdefault(p, [0.0] * len(coef))
-        for i, c in enumerate(coef):
-            row[i] += c * scale
-
-    def value(self, bounds: Sequence[int]) -> float:
-        v = [self.const]
-        for p, row in self.x.items():
-            v.extend(row[bounds[p]:bounds[p + 1]])
-        for p, row in self.z.items():
-            v.append(row[bounds[p + 1] - 1])
-        return math.fsum(v)
-
-
-@dataclass
-class OwnerGroup:
-    """Owners alike in profile, N, links and memory cap, stood for by the first of them."""
-
-    rep: str
-    members: list[str]
-    profile: Profile
-    n: int
-    uplink: float | None
-    downlink: float | None
-    cap: float | None
-    sleeps: bool = False  # emulated slower device: it wakes for every pass
+__all__ = ["CutModel", "Form", "OwnerGroup", "PathGraph", "build"]
 
 
 @dataclass
@@ -91,7 +54,7 @@ class CutModel:
     num_layers: int
     placement: tuple[str, ...]
     loads: dict[str, Form]
-    paths: dict[str, Form]
+    paths: dict[str, PathGraph]
     memory: dict[str, Form]
     caps: dict[str, float | None]
     groups: list[OwnerGroup]
@@ -107,17 +70,30 @@ class CutModel:
         largest busy time or path plus the largest aggregation term (`paths['aggregation']`)."""
         bounds = (0, *cuts, self.num_layers)
         loads = self.expand({r: f.value(bounds) for r, f in self.loads.items()})
-        paths = {r: f.value(bounds) for r, f in self.paths.items()}
+        paths = {r: g.longest(bounds) for r, g in self.paths.items()}
         memory = self.expand({r: f.value(bounds) for r, f in self.memory.items()})
         agg = max((f.value(bounds) for f in self.aggregation.values()), default=0.0)
         t = max([*loads.values(), *paths.values()], default=0.0) + agg
         paths["aggregation"] = agg
         return t, loads, paths, memory
 
+    def evaluate_all(self, cuts: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """T and memory per node (representatives only) of every row of `cuts` at once."""
+        bounds = np.hstack([np.zeros((len(cuts), 1), np.int64), cuts.astype(np.int64),
+                            np.full((len(cuts), 1), self.num_layers, np.int64)])
+        terms = [f.values(bounds) for f in self.loads.values()]
+        terms += [g.longest_all(bounds) for g in self.paths.values()]
+        agg = [f.values(bounds) for f in self.aggregation.values()]
+        t = np.max(terms, axis=0) + (np.max(agg, axis=0) if agg else 0.0)
+        return t, {n: f.values(bounds) for n, f in self.memory.items()}
+
     def fits(self, cuts: Sequence[int]) -> bool:
         bounds = (0, *cuts, self.num_layers)
-        return all(self.caps.get(n) is None or f.value(bounds) <= self.caps[n] * (1 + 1e-9)
-                   for n, f in self.memory.items())
+        for n, f in self.memory.items():
+            cap = self.caps.get(n)
+            if cap is not None and f.value(bounds) > cap * (1 + 1e-9):
+                return False
+        return True
 
     def expand(self, values: dict[str, float]) -> dict[str, float]:
         """Give every owner of a group its representative's numbers."""
@@ -134,141 +110,122 @@ class CutModel:
         return out
 
 
-def build(topo: Topology, profs: dict[str, Profile], ns: Sequence[int],
-          owners: int | None = None, round_iterations: float | None = None) -> CutModel:
-    """The linear forms of `topo` with N per owner `ns` (`owners` K: copies of owner 0);
-    `round_iterations`, iterations between aggregations, adds their cost (None: left out)."""
+def build(topo: Topology, profs: Mapping[str, Profile], ns: Sequence[int],
+          owners: int | None = None, round_iterations: float | None = None,
+          schedule: ScheduleSpec | None = None) -> CutModel:
+    """The linear forms of `topo` with N per owner `ns` (`owners` K: copies of owner 0) under
+    `schedule` (default the topology's); `round_iterations`, iterations between aggregations,
+    adds their cost (None: left out)."""
+    setting, groups = _setting(topo, profs, ns, owners, schedule or topo.schedule)
+    walks = [GroupWalk(setting, g) for g in groups]
+    loads: dict[str, Form] = {}
+    paths: dict[str, PathGraph] = {}
+    for w in walks:
+        for name, f in w.loads().items():
+            loads.setdefault(name, Form()).add(f)
+        paths[f"{w.g.rep} path"] = iteration_graph(w)
+    memory, caps = _memory(topo, setting, walks)
+    aggregation: dict[str, Form] = {}
+    if round_iterations:
+        K = len(topo.owners) if owners is None else owners
+        for g in groups:
+            aggregation[g.rep] = _aggregation(g, setting.plan.placement,
+                                              setting.links(g.rep, AGGREGATOR),
+                                              setting.links(AGGREGATOR, g.rep),
+                                              1 if setting.sl else K, round_iterations)
+    L = next(iter(profs.values())).num_layers
+    return CutModel(L, setting.plan.placement, loads, paths, memory, caps, groups, aggregation)
+
+
+def _setting(topo: Topology, profs: Mapping[str, Profile], ns: Sequence[int],
+             owners: int | None, schedule: ScheduleSpec) -> tuple[Setting, list[OwnerGroup]]:
+    """What every group's walk shares, and the groups of owners alike."""
     placement = placement_for(topo)
     P = len(placement)
     B = topo.training.batch_size
-    labels = topo.labels == "shared" and P > 1
-    caps_all = memory_caps(topo)
-    factor = state_factor(topo)
-    sl = topo.mode == "sl"
     specs = list(topo.owners)
     if owners is not None and owners != len(specs):
         specs = [specs[0]] * owners
         ns = [ns[0]] * owners
     emulated = emulated_nodes(topo)
-    groups: dict[tuple, OwnerGroup] = {}
+    caps = memory_caps(topo)
+    groups: dict[tuple[object, ...], OwnerGroup] = {}
     for i, (o, n) in enumerate(zip(specs, ns)):
-        name = f"owner{i}"
+        name = owner_name(i)
         prof = profs.get(name, profs[specs[0].name])
         sleeps = o.name in emulated
-        key = (id(prof), n, o.uplink_mbps, o.downlink_mbps, o.latency_ms, caps_all[o.name],
-               sleeps)
+        key = (id(prof), n, o.uplink_mbps, o.downlink_mbps, o.latency_ms, caps[o.name], sleeps)
         if key in groups:
             groups[key].members.append(name)
         else:
-            groups[key] = OwnerGroup(name, [name], prof, min(n, B), o.uplink_mbps,
-                                     o.downlink_mbps, caps_all[o.name], sleeps)
-    links = Links(topo, {f"owner{i}": o for i, o in enumerate(specs)})
-    K = len(specs)
-    copies = copies_on_compute(topo, K)
+            groups[key] = OwnerGroup(name, i, [name], prof, min(n, B), o.uplink_mbps,
+                                     o.downlink_mbps, caps[o.name], sleeps)
     L = next(iter(profs.values())).num_layers
-    loads: dict[str, Form] = {}
-    paths: dict[str, Form] = {}
-    aggregation: dict[str, Form] = {}
+    # the tasks depend on the placement, N and the schedule only: any cuts will do
+    plan = Plan(max(L, P), tuple(range(1, P)), placement, tuple(max(1, n) for n in ns),
+                schedule.name, schedule.max_in_flight)
+    links = Links(topo, {owner_name(i): o for i, o in enumerate(specs)})
+    sl = topo.mode == "sl"
+    setting = Setting(plan, B, topo.labels == "shared" and P > 1, sl, sl and len(groups) > 1,
+                      links, emulated, profs)
+    return setting, list(groups.values())
+
+
+def _memory(topo: Topology, setting: Setting, walks: list[GroupWalk]
+            ) -> tuple[dict[str, Form], dict[str, float | None]]:
+    """Memory forms and caps of every owner group and compute node."""
+    caps_all = memory_caps(topo)
+    factor = state_factor(topo)
+    placement = setting.plan.placement
     memory: dict[str, Form] = {}
     caps: dict[str, float | None] = {}
-
-    def prof_of(node: str, g: OwnerGroup) -> Profile:
-        return g.profile if node == OWNER else profs[node]
-
-    def work(prof: Profile, n: int) -> list[float]:
-        return [n * (lp.fwd(B / n) + lp.bwd(B / n)) + lp.opt_s for lp in prof.layers]
-
-    def one_mb(prof: Profile, b: float) -> list[float]:
-        return [lp.fwd(b) + lp.bwd(b) for lp in prof.layers]
-
-    for g in groups.values():
-        mult = 1 if sl else len(g.members)
-        out = [lp.out_bytes for lp in g.profile.layers]
-        bbar = B / g.n
-        for p, node in enumerate(placement):  # processors
-            res = g.rep if node == OWNER else node if len(groups) == 1 or not sl else \
-                f"{node}/{g.rep}"
-            k = 1 if node == OWNER else mult
-            prof = prof_of(node, g)
-            form = loads.setdefault(res, Form())
-            form.add_x(p, work(prof, g.n), k)
-            form.const += k * prof.step_s  # every part has its optimizer
-            # an emulated device wakes for every pass and its STEP (the owner's one STEP steps
-            # all its parts); a busy node runs its passes warm
-            if g.sleeps if node == OWNER else node in emulated:
-                form.const += k * g.n * (prof.wake_fwd_s + prof.wake_bwd_s)
-                if node != OWNER or p == 0:
-                    form.const += k * prof.wake_step_s
-        burst, drain = Form(), Form()
+    uses = [w.memory() for w in walks]
+    for w, use in zip(walks, uses):
+        g = w.g
         own = g.profile.layers
-        gp = g.profile
-        burst.add_x(0, [g.n * lp.fwd(bbar) + lp.bwd(bbar) for lp in own])
-        drain.add_x(0, [lp.fwd(bbar) + g.n * lp.bwd(bbar) for lp in own])
-        bursts = g.n if g.sleeps else 1  # forwards (burst) or backwards (drain) that wake
-        burst.const += bursts * gp.wake_fwd_s + gp.wake_bwd_s
-        drain.const += gp.wake_fwd_s + bursts * gp.wake_bwd_s
-        for p, node in enumerate(placement):
-            if node == OWNER:
-                for f in (burst, drain):
-                    f.add_x(p, [lp.opt_s for lp in own])
-                    f.const += gp.step_s + (gp.wake_step_s if g.sleeps and p == 0 else 0.0)
-            if p:  # one micro-batch's round trip: every node on it wakes from a wait
-                prof = prof_of(node, g)
-                for f in (burst, drain):
-                    f.add_x(p, one_mb(prof, bbar))
-                    f.const += prof.wake_fwd_s + prof.wake_bwd_s
-        for p in range(P - 1):  # links at cut p: ACT a->b, GRAD b->a
-            a, b = placement[p], placement[p + 1]
-            for src, dst, msg in ((a, b, "ACT"), (b, a, "GRAD")):
-                extra = LABEL_BYTES * B if msg == "ACT" and labels else 0
-                shared = src != OWNER and dst != OWNER
-                h = links(g.rep if src == OWNER else src, g.rep if dst == OWNER else dst)
-                res = h.name if not shared or len(groups) == 1 or not sl else f"{h.name}/{g.rep}"
-                if h.rate_mbps is not None:
-                    per_byte = 8.0 / (h.rate_mbps * 1e6)
-                    scale = (mult if shared else 1) * per_byte
-                    f = loads.setdefault(res, Form())
-                    f.add_z(p, [o * B for o in out[:-1]], scale)
-                    f.const += (extra + g.n * HEADER_BYTES) * scale
-                    mb_extra = (extra / B * bbar + HEADER_BYTES) * per_byte
-                    for f in (burst, drain):
-                        f.add_z(p, [o * bbar for o in out[:-1]], per_byte)
-                        f.const += mb_extra
-                for f in (burst, drain):
-                    f.const += h.latency_s
-        paths[f"{g.rep} burst"] = burst
-        paths[f"{g.rep} drain"] = drain
-        if round_iterations:
-            aggregation[g.rep] = _aggregation(g, placement, links(g.rep, AGGREGATOR),
-                                              links(AGGREGATOR, g.rep), 1 if sl else K,
-                                              round_iterations)
-        # memory
-        bmax = math.ceil(B / g.n)
-        mem = memory.setdefault(g.rep, Form())
+        mem = memory[g.rep] = Form()
         caps[g.rep] = g.cap
-        for p, node in enumerate(placement):
-            if node != OWNER:
-                continue
-            inflight = B if p == 0 else bmax
-            mem.add_x(p, [lp.param_bytes * factor + lp.act_bytes * inflight for lp in own])
-            for c in (p - 1, p):
-                if 0 <= c < P - 1:
-                    mem.add_z(c, out[:-1], B)
-    for p, node in enumerate(placement):
-        if node == OWNER:
+        node = use[g.rep]
+        for p, where in enumerate(placement):
+            if where == OWNER:
+                peak = node.peak.get(p, 0)
+                mem.add_x(p, [lp.param_bytes * factor + lp.act_bytes * peak for lp in own])
+        for c, samples in node.received.items():
+            mem.add_z(c, w.out, samples)
+    copies = copies_on_compute(topo, sum(len(w.g.members) for w in walks))
+    for node_name in dict.fromkeys(n for n in placement if n != OWNER):
+        shares = [(w.mult, use[node_name]) for w, use in zip(walks, uses)]
+        memory[node_name] = _compute_memory(setting, node_name, shares, factor * copies)
+        caps[node_name] = caps_all.get(node_name)
+    return memory, caps
+
+
+def _compute_memory(setting: Setting, node: str, shares: list[tuple[int, NodeUse]],
+                    param_factor: float) -> Form:
+    """A compute node's memory: `param_factor` x its parameters, and activations and buffers
+    of the owners it serves at once. The node runs one task at a time, so activations that
+    every task frees before it ends count once (the largest), those left live between tasks
+    once per owner: sum over owners of the live samples carried + the largest peak above
+    that. SL's owners take turns: the largest peak. Buffers: the samples received per cut,
+    summed over the owners (SL: the largest)."""
+    prof = setting.profs[node]
+    out = [lp.out_bytes for lp in prof.layers][:-1]
+    mem = Form()
+    for p, where in enumerate(setting.plan.placement):
+        if where != node:
             continue
-        prof = profs[node]
-        owners_b = B * (1 if sl else K)
-        bmax = max(math.ceil(B / g.n) for g in groups.values())
-        inflight = bmax if p == P - 1 else owners_b
-        mem = memory.setdefault(node, Form())
-        caps[node] = caps_all.get(node)
-        mem.add_x(p, [lp.param_bytes * factor * copies + lp.act_bytes * inflight
+        if setting.sl:
+            samples = max(u.peak.get(p, 0) for _, u in shares)
+        else:
+            samples = (sum(k * u.carried.get(p, 0) for k, u in shares)
+                       + max(u.peak.get(p, 0) - u.carried.get(p, 0) for _, u in shares))
+        mem.add_x(p, [lp.param_bytes * param_factor + lp.act_bytes * samples
                       for lp in prof.layers])
-        for c in (p - 1, p):
-            if 0 <= c < P - 1:
-                mem.add_z(c, [lp.out_bytes for lp in prof.layers[:-1]], owners_b)
-    return CutModel(L, placement, loads, paths, memory, caps, list(groups.values()), aggregation)
+    cuts = sorted({c for _, u in shares for c in u.received})
+    for c in cuts:
+        got = [k * u.received.get(c, 0) for k, u in shares]
+        mem.add_z(c, out, max(got) if setting.sl else sum(got))
+    return mem
 
 
 def _aggregation(g: OwnerGroup, placement: Sequence[str], up: Hop, down: Hop, k: int,

@@ -5,21 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
+
+from mpsl.trace import Event
 
 _OWNER = re.compile(r"owner\d+")
-
-
-class SimEvent(NamedTuple):
-    """One simulated action on a processor, or one transmission on a link."""
-
-    resource: str
-    kind: str
-    owner: int
-    iter: int
-    mb: int
-    t0: float
-    t1: float
 
 
 @dataclass
@@ -29,7 +19,8 @@ class Estimate:
     `iteration_s` is the mean owner iteration (first forward to STEP), `epoch_s` one epoch
     with its aggregations, `total_s` every epoch. `busy_s` maps processors (node names) and
     links (`owner0->server`) to busy seconds in one epoch; `memory_bytes` maps nodes to
-    their peak (`memory_detail`: parameter state, activation and buffer peaks).
+    their peak (`memory_detail`: parameter state, activation and buffer peaks). `events`
+    (when recorded) is the simulated trace of every epoch.
     """
 
     iteration_s: float
@@ -41,7 +32,7 @@ class Estimate:
     iterations: dict[str, int] = field(default_factory=dict)
     epochs: int = 1
     memory_detail: dict[str, dict[str, int]] = field(default_factory=dict)
-    events: list[SimEvent] | None = None
+    events: list[Event] | None = None
 
     def utilization(self, resource: str) -> float:
         """Busy share of an epoch's wall time."""

@@ -5,8 +5,11 @@ y[l][p] <= y[l][p+1] and y[l+1][p] <= y[l][p], so every part is a contiguous run
 x(l, p) = y[l][p] - y[l][p-1] places layer l in part p, z(l, p) = y[l][p] - y[l+1][p] puts
 cut p after layer l, and cut p = sum_l y[l][p]. Each part holds a layer; a pinned cut c has
 sum_p z(c-1, p) = 1. Minimize T + A (+ 1e-6 x the mean of the terms, to break ties) with
-T >= every busy time and path of `planner.cutmodel`, A >= every owner's aggregation term,
-and memory(node) <= its cap.
+T >= every busy time of `planner.cutmodel` and the end of every owner's path, A >= every
+owner's aggregation term, and memory(node) <= its cap. A path is a graph of start times: a
+continuous variable s_v >= 0 per vertex (a task or a message of the owner's iteration) with
+s_v >= s_u + w per edge and T >= s_u + w per end, so the smallest T is at least the longest
+path, and equal to it at the optimum (the potentials can sit on the longest path).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pulp
 
 from mpsl.plan import owner_micro_batches
 from mpsl.topology import Topology
-from planner.cutmodel import CutModel, Form, build
+from planner.cutmodel import CutModel, Form, PathGraph, build
 from planner.profile import Profile
 from planner.resources import (
     BYTES_PER_MB,
@@ -55,6 +58,7 @@ class IlpResult:
     solve_s: float
     solver: str
     caps: dict[str, float | None] = field(default_factory=dict)
+    solved_T: float | None = None  # the solver's T + A: objective_T up to its tolerance
 
 
 def highs_available() -> bool:
@@ -134,6 +138,16 @@ class _Ilp:
                     put(y[l + 1][p], -c)
         return pulp.LpAffineExpression([(v, c) for v, c in coef.items() if c], const)
 
+    def path_ends(self, name: str, graph: PathGraph) -> list[pulp.LpAffineExpression]:
+        """Start-time variables of `graph`'s vertices (the start is 0) with s_v >= s_u + w
+        for every edge; the expressions s_u + w of its ends."""
+        tag = "".join(ch if ch.isalnum() else "_" for ch in name)
+        s: list[pulp.LpAffineExpression | pulp.LpVariable | float] = [0.0] + [
+            self.prob.add_variable(f"s_{tag}_{i}", lowBound=0) for i in range(1, len(graph.names))]
+        for u, v, w in graph.edges:
+            self.prob.addConstraint(s[v] >= s[u] + self.expr(w))
+        return [s[u] + self.expr(w) for u, w in graph.ends]
+
     def cuts(self) -> tuple[int, ...]:
         return tuple(round(sum(v.value() for v in col))
                      for col in zip(*self.y)) if self.y[0] else ()
@@ -202,8 +216,9 @@ def solve_model(model: CutModel, pinned: Sequence[int] = (), solver: str = "cbc"
     ilp = _Ilp(model, pinned)
     T = ilp.prob.add_variable("T", lowBound=0)
     A = ilp.prob.add_variable("A", lowBound=0)
-    terms = [*model.loads.values(), *model.paths.values()]
-    exprs = [ilp.expr(f) for f in terms]
+    exprs = [ilp.expr(f) for f in model.loads.values()]
+    for name, graph in model.paths.items():
+        exprs.extend(ilp.path_ends(name, graph))
     for e in exprs:
         ilp.prob.addConstraint(e <= T)
     for f in model.aggregation.values():
@@ -231,7 +246,8 @@ def solve_model(model: CutModel, pinned: Sequence[int] = (), solver: str = "cbc"
     t, loads, paths, memory = model.evaluate(cuts)
     if ilp.prob.sol_status == 2:
         status = "Feasible (time limit)"
-    return IlpResult(cuts, t, loads, paths, memory, status, solve_s, name, dict(model.caps))
+    return IlpResult(cuts, t, loads, paths, memory, status, solve_s, name, dict(model.caps),
+                     float(pulp.value(T) + pulp.value(A)))
 
 
 def default_round_iterations(topo: Topology, samples: Sequence[int] | None = None) -> float | None:

@@ -1,18 +1,22 @@
 """Measuring a profile on this host: every layer's passes at several micro-batch sizes, warm and
-after a sleep, and its optimizer step, warm and as a node takes it (right after a backward)."""
+after a sleep, and its optimizer step, warm and as a node takes it (right after a backward);
+and, without timing, a model's bytes per layer (`byte_profile`)."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mpsl.spec import TrainingSpec
 from planner.profile import LayerProfile, Profile, fit_line
 
+if TYPE_CHECKING:
+    from mpsl.topology import Topology
+
 # Idle time before each pass when the wake-up cost is measured. The cost grows with the gap
-# (vgg5 on a 2-core VM: 0-0.3 ms after 1 ms, 0.2-0.9 ms after 10 ms, 1.3-2.4 ms per part
-# after 50 ms; bench/wake_gap.py), and the processors that pay it most, emulated devices,
+# (bench/wake_gap.py measures it), and the processors that pay it most, emulated devices,
 # sleep (compute_scale - 1) x every pass: tens of ms.
 WAKE_GAP_S = 0.05
 
@@ -44,10 +48,9 @@ def measure_profile(
     after one warm-up: the typical pass, which is what a run meets. The repeats are rounds
     over every batch size, so each (layer, batch) median draws on passes spread over the whole
     measurement: a shared host's slow spells, seconds long, then disturb a minority of each
-    median instead of every pass of one batch size (vgg5 on a 2-core VM: back-to-back
-    profiles timed in blocks read the owner part 4.98-7.99 ms forward at b = 8).
-    `act_bytes` counts the distinct non-parameter storages saved for backward
-    (saved_tensors_hooks), per sample. `budget_s` stops adding rounds once spent.
+    median instead of every pass of one batch size. `act_bytes` counts the distinct
+    non-parameter storages saved for backward (saved_tensors_hooks) at the largest batch
+    size, per sample (rounded down). `budget_s` stops adding rounds once spent.
 
     Batch sizes below the smallest the model trains on (2 for BatchNorm on 1x1 maps) are
     raised to it. The wake-up cost: every layer's forward and backward also run
@@ -57,12 +60,12 @@ def measure_profile(
     the warm one. It is charged once per action that follows an idle processor, since the
     layers after the first of an action run warm.
 
-    The optimizer step: `opt_s` is a layer's step repeated warm (no backward in between).
-    A node steps right after a backward, with zero_grad, and that costs more (vgg5 layers
-    [0:2) on a 2-core VM: 0.23 ms against 0.04 ms warm). So every warm and cold pass is
-    followed by the layer's step as a node takes it (cold: after `wake_gap_s` asleep, as an
-    emulated device steps); `step_s` is the median over layers with parameters of that step
-    minus `opt_s`, `wake_step_s` the median of the cold one minus the warm one. The steps use
+    The optimizer step (`mpsl.training.make_optimizer`, as a node builds it): `opt_s` is a
+    layer's step repeated warm (no backward in between). A node steps right after a
+    backward, with zero_grad, which can cost more. So every warm and cold pass is followed by
+    the layer's step as a node takes it (cold: after `wake_gap_s` asleep, as an emulated
+    device steps); `step_s` is the median over layers with parameters of that step minus
+    `opt_s`, `wake_step_s` the median of the cold one minus the warm one. The steps use
     lr = 0, so the weights do not move. The C allocator is set as in a node process
     (`keep_freed_memory`), so that the times are those the nodes will see.
     """
@@ -94,8 +97,8 @@ def measure_profile(
         pids = {p.untyped_storage().data_ptr() for p in model.parameters()}
         data = {b: (torch.rand(b, c, h, w), torch.randint(0, num_classes, (b,)))
                 for b in batch_sizes}
-        warm = {b: [([], [], []) for _ in mods] for b in batch_sizes}
-        cold = {b: [([], [], []) for _ in mods] for b in wake_sizes}
+        warm: dict[int, list[_Samples]] = {b: [([], [], []) for _ in mods] for b in batch_sizes}
+        cold: dict[int, list[_Samples]] = {b: [([], [], []) for _ in mods] for b in wake_sizes}
         out_b = [0] * len(mods)
         act_b = [0] * len(mods)
         for rnd in range(repeats + 1):  # round 0 warms up
@@ -112,26 +115,39 @@ def measure_profile(
         opt = _opt_times(mods, optimizer, momentum, repeats)
     finally:
         torch.set_num_threads(threads)
-    med = statistics.median
-    times = [[(b, med(warm[b][i][0]), med(warm[b][i][1])) for b in batch_sizes]
-             for i in range(len(mods))]
-    # (cold - warm) of every layer at the wake sizes, column j: 0 forward, 1 backward, 2 step
-    wake = [[med(cold[b][i][j]) - med(warm[b][i][j]) for b in wake_sizes
-             for i in range(len(mods)) if cold[b][i][j]] for j in range(3)]
-    step = [med(warm[b][i][2]) - opt[i] for b in batch_sizes for i in range(len(mods))
-            if warm[b][i][2]]
+    points, (wake_f, wake_b, wake_step), step = _medians(warm, cold, opt)
     layers = []
     for i, mod in enumerate(mods):
-        pts = tuple(times[i])
+        pts = points[i]
         fa, fc = fit_line([(b, f) for b, f, _ in pts])
         ba, bc = fit_line([(b, w) for b, _, w in pts])
         pb = sum(p.numel() * p.element_size() for p in mod.parameters())
         layers.append(LayerProfile(labels[i], fa, fc, ba, bc, opt[i], out_b[i], pb, act_b[i], pts))
-    wake_f, wake_b, wake_step = (_positive_median(v) for v in wake)
     return Profile(tuple(layers), f"measured:{model_name}",
                    {"model": model_name, "input_shape": list(input_shape), "norm": norm,
                     "smallest_batch": low},
-                   wake_f, wake_b, _positive_median(step), wake_step)
+                   wake_f, wake_b, step, wake_step)
+
+
+_Samples = tuple[list[float], list[float], list[float]]  # forward, backward, step seconds
+
+
+def _medians(warm: dict[int, list[_Samples]], cold: dict[int, list[_Samples]],
+             opt: list[float]) -> tuple[list[tuple[tuple[int, float, float], ...]],
+                                        tuple[float, float, float], float]:
+    """Per layer its measured (batch, forward, backward) medians; the wake-up costs of a
+    forward, backward and step (median over layers and wake sizes of cold - warm), and the
+    in-context step's cost beyond opt_s."""
+    med = statistics.median
+    n = len(opt)
+    points = [tuple((b, med(warm[b][i][0]), med(warm[b][i][1])) for b in warm)
+              for i in range(n)]
+    # (cold - warm) of every layer at the wake sizes, column j: 0 forward, 1 backward, 2 step
+    wake = [[med(cold[b][i][j]) - med(warm[b][i][j]) for b in cold
+             for i in range(n) if cold[b][i][j]] for j in range(3)]
+    step = [med(warm[b][i][2]) - opt[i] for b in warm for i in range(n) if warm[b][i][2]]
+    wf, wb, ws = (_positive_median(v) for v in wake)
+    return points, (wf, wb, ws), _positive_median(step)
 
 
 def _positive_median(values: list[float]) -> float:
@@ -145,16 +161,14 @@ def _append(lists: tuple[list[float], ...], times: tuple[float | None, ...]) -> 
 
 
 def _optimizer(params: Any, optimizer: str, momentum: float, lr: float) -> Any:
-    """The optimizer a node would build (planner does not import nodes), or None for a layer
-    without parameters."""
-    import torch
+    """The optimizer a node builds (`mpsl.training.make_optimizer`) with learning rate `lr`,
+    or None for a layer without parameters."""
+    from mpsl.training import make_optimizer
 
     params = [p for p in params if p.requires_grad]
     if not params:
         return None
-    if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    return make_optimizer(params, TrainingSpec(optimizer=optimizer, momentum=momentum), lr=lr)
 
 
 def _backward(out: Any, loss: Any) -> None:
@@ -177,6 +191,20 @@ def _step(opt: Any) -> float | None:
     return time.perf_counter() - t0
 
 
+def _recording_saved(pids: set[int], saved: dict[int, int]) -> Any:
+    """Autograd's saved-tensor hooks that note in `saved` the bytes of every storage kept for
+    backward (by storage, so views count once; parameters' storages `pids` not counted)."""
+    import torch
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        if st.data_ptr() not in pids:
+            saved[st.data_ptr()] = st.nbytes()
+        return t
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+
+
 def _warm_times(mods: Sequence[Any], opts: Sequence[Any], x0: Any, y: Any, pids: set[int],
                 out_b: list[int], act_b: list[int]) -> list[tuple[float, float, float | None]]:
     """(forward, backward, step) seconds of every layer, one after the other with no pause;
@@ -189,15 +217,8 @@ def _warm_times(mods: Sequence[Any], opts: Sequence[Any], x0: Any, y: Any, pids:
     for i, mod in enumerate(mods):
         inp = x.detach().requires_grad_(i > 0)
         saved: dict[int, int] = {}
-
-        def pack(t: torch.Tensor, saved: dict[int, int] = saved) -> torch.Tensor:
-            st = t.untyped_storage()
-            if st.data_ptr() not in pids:
-                saved[st.data_ptr()] = st.nbytes()
-            return t
-
         t0 = time.perf_counter()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with _recording_saved(pids, saved):
             res = mod(inp)
             loss = torch.nn.functional.cross_entropy(res, y) if i == len(mods) - 1 else None
         t1 = time.perf_counter()
@@ -258,4 +279,63 @@ def _opt_times(mods: Sequence[Any], optimizer: str, momentum: float, repeats: in
         for p in params:
             p.grad = None
         out.append(statistics.median(ts))
+    return out
+
+
+def byte_profile(topo: Topology) -> Profile:
+    """The topology's model's bytes per layer, as `measure_profile` finds them at the
+    topology's batch size (out_bytes, param_bytes, act_bytes), every time zero.
+
+    Untimed and quick (to check memory caps before a run): two forward passes at the
+    smallest batch size b the model trains on and at 2b; the bytes a layer saves for backward
+    grow linearly with the batch, so the two give them at the batch size `measure_profile`
+    reads them at (the largest it measures: B, or b when B is smaller).
+    """
+    import torch
+
+    from mpsl.models import build_model, layer_labels, smallest_batch
+    from mpsl.training import input_shape
+
+    shape, classes = input_shape(topo)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = build_model(topo.model.name, classes, shape[0], shape[1], topo.model.norm)
+        model.train()
+        low = smallest_batch(model, shape)
+        mods = list(model.children())
+        pids = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        at = {b: _saved_bytes(mods, torch.rand(b, *shape), torch.randint(0, classes, (b,)), pids)
+              for b in (low, 2 * low)}
+    finally:
+        torch.set_num_threads(threads)
+    big = max(low, topo.training.batch_size)
+    layers = []
+    for i, (name, mod) in enumerate(zip(layer_labels(model), mods)):
+        (out_b, s1), (_, s2) = at[low][i], at[2 * low][i]
+        saved = s1 + (s2 - s1) * (big - low) // low
+        pb = sum(p.numel() * p.element_size() for p in mod.parameters())
+        layers.append(LayerProfile(name, 0.0, 0.0, 0.0, 0.0, 0.0, out_b, pb, saved // big))
+    return Profile(tuple(layers), f"bytes:{topo.model.name}",
+                   {"model": topo.model.name, "input_shape": list(shape),
+                    "norm": topo.model.norm, "smallest_batch": low})
+
+
+def _saved_bytes(mods: Sequence[Any], x0: Any, y: Any, pids: set[int]) -> list[tuple[int, int]]:
+    """(output bytes per sample, bytes saved for backward) of every layer, one forward each
+    as `_warm_times` runs it (parameters' storages `pids` not counted)."""
+    import torch
+
+    out = []
+    x, b = x0, x0.shape[0]
+    for i, mod in enumerate(mods):
+        inp = x.detach().requires_grad_(i > 0)
+        saved: dict[int, int] = {}
+        with _recording_saved(pids, saved):
+            res = mod(inp)
+            if i == len(mods) - 1:
+                torch.nn.functional.cross_entropy(res, y)
+        out.append((res.numel() * res.element_size() // b, sum(saved.values())))
+        x = res.detach()
     return out

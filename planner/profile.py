@@ -37,9 +37,9 @@ class LayerProfile:
 
     `points` keeps the measured (batch, fwd_s, bwd_s). With two or more batch sizes, a
     time is interpolated piecewise linearly between the measured sizes and extended along
-    the end segments beyond them: a layer's time is not one line in b (vgg5 on a 2-core VM:
-    the least-squares line through b = 1, 8, 32 is 8% short at b = 8, where the points
-    are exact). `fwd_a + fwd_c * b` is the least-squares line through the points: what a
+    the end segments beyond them: a layer's time need not be one line in b, and the points
+    are exact where they were measured. `fwd_a + fwd_c * b` is the least-squares line
+    through the points: what a
     layer without points (or with one batch size: proportional) takes, and the summary
     `mpsl profile` prints. `out_bytes` and `act_bytes` (saved for backward) are per sample.
     """

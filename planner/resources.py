@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
+from mpsl import training
+from mpsl.names import AGGREGATOR, link_name
 from mpsl.topology import OwnerSpec, Topology
+from mpsl.training import input_shape
 from planner.profile import Profile
 
-HEADER_BYTES = 300  # msgpack header of one message
+__all__ = ["AGGREGATOR", "AVERAGE_BYTES_PER_S", "BYTES_PER_MB", "HEADER_BYTES", "HOST",
+           "LABEL_BYTES", "Hop", "Links", "PlanningError", "copies_on_compute",
+           "emulated_nodes", "host_profile", "input_shape", "iterations_per_epoch",
+           "max_micro_batches", "memory_caps", "message_bytes", "node_profiles",
+           "optimizer_copies", "owner_samples", "smallest_micro_batch", "state_factor"]
+
+HEADER_BYTES = 300  # msgpack header of one message; a message without tensors is this size
 LABEL_BYTES = 8  # int64 label per sample, riding with every ACT when labels are shared
 BYTES_PER_MB = 1 << 20  # `memory_mb` in a topology counts MiB
-# Parameter bytes per second of averaging model copies and loading the average back
-# (nodes.parts.weighted_average + load_state_dict, one thread): 1.4-1.7e9 for 4 copies of
-# vgg5's 2.3 MB server part on the 2-core development VM.
+# Parameter bytes per second of averaging model copies and loading the average back (the
+# runtime's weighted average and load_state_dict, one thread): the cost of an AVG is
+# copies x parameter bytes / this rate.
 AVERAGE_BYTES_PER_S = 1.5e9
-AGGREGATOR = "aggregator"
 HOST = "*"  # key of a profiles mapping: this host's profile, scaled by each node's compute_scale
-TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000,
-               "svhn": 73257, "tiny_imagenet": 100000}
+owner_samples = training.owner_samples  # the planner's modules use it from here
 
 
 class PlanningError(ValueError):
@@ -42,7 +47,8 @@ class Hop:
 
 class Links:
     """Every directed link of a topology, made on first use: owner links take the owner's
-    uplink (to any node) or downlink (from any node), compute-to-compute ones the chain's."""
+    uplink (to any node) or downlink (from any node), compute-to-compute ones the chain's; a
+    compute node's link to the aggregator is unshaped."""
 
     def __init__(self, topo: Topology, owners: Mapping[str, OwnerSpec] | None = None) -> None:
         self.topo = topo
@@ -57,13 +63,15 @@ class Links:
         return h
 
     def _make(self, src: str, dst: str) -> Hop:
-        name = f"{src}->{dst}"
+        name = link_name(src, dst)
         if src in self.owners:
             o = self.owners[src]
             return Hop(name, o.uplink_mbps, o.latency_ms / 1e3)
         if dst in self.owners:
             o = self.owners[dst]
             return Hop(name, o.downlink_mbps, o.latency_ms / 1e3)
+        if dst == AGGREGATOR:  # a compute node's link to the aggregator is not shaped
+            return Hop(name, None, 0.0)
         lk = self.topo.links
         return Hop(name, lk.compute_mbps, lk.compute_latency_ms / 1e3)
 
@@ -108,16 +116,6 @@ def memory_caps(topo: Topology) -> dict[str, float | None]:
     return caps
 
 
-def _resolve(topo: Topology, path: str) -> str:
-    """A node's `profile:` is relative to the topology file (kept as is if that is absent and
-    the path already exists, e.g. resolved by the topology loader)."""
-    p = Path(path)
-    if p.is_absolute():
-        return path
-    beside = Path(topo.source).parent / p
-    return str(p) if not beside.exists() and p.exists() else str(beside)
-
-
 def node_profiles(topo: Topology, profiles: Profile | Mapping[str, Profile] | None = None,
                   measure: bool = True) -> dict[str, Profile]:
     """The profile of every owner and compute node, unscaled where a node has its own.
@@ -136,8 +134,7 @@ def node_profiles(topo: Topology, profiles: Profile | Mapping[str, Profile] | No
         host = given.pop(HOST, None)
     files: dict[str, Profile] = {}
 
-    def from_file(path: str) -> Profile:
-        path = _resolve(topo, path)
+    def from_file(path: str) -> Profile:  # resolved by the topology loader: used as it is
         if path not in files:
             files[path] = Profile.from_csv(path)
         return files[path]
@@ -171,14 +168,6 @@ def node_profiles(topo: Topology, profiles: Profile | Mapping[str, Profile] | No
     return out
 
 
-def input_shape(topo: Topology) -> tuple[tuple[int, int, int], int]:
-    """(C, H, W) and the number of classes of the topology's dataset."""
-    from mpsl.data import dataset_info
-
-    info = dataset_info(topo.dataset.name, **dict(topo.dataset.options))
-    return (info.channels, info.image_size, info.image_size), info.num_classes
-
-
 def host_profile(topo: Topology, repeats: int = 3) -> Profile:
     """Measure the topology's model on this host at micro-batch sizes 1, 2, 4, ... and B."""
     from planner.measure import measure_profile, profile_sizes
@@ -210,30 +199,6 @@ def max_micro_batches(topo: Topology) -> int:
     return max(1, B // smallest_micro_batch(topo))
 
 
-def owner_samples(topo: Topology) -> list[int]:
-    """Training samples of every owner, as the runtime's partition gives them."""
-    ds, k = topo.dataset, len(topo.owners)
-    total: int | None = None
-    if ds.partition == "iid":
-        if ds.name == "synthetic":
-            total = int(dict(ds.options).get("size", 1024))
-        else:
-            total = TRAIN_SIZES.get(ds.name.lower().replace("-", "_"))
-    if total is not None:
-        sizes = [total // k + (1 if i < total % k else 0) for i in range(k)]
-    else:
-        from mpsl.data import load_dataset, partition
-
-        _, labels = load_dataset(ds.name, ds.root, "train", **dict(ds.options))
-        parts = partition(labels, k, ds.partition, ds.alpha, ds.seed)
-        sizes = [len(p) for p in parts]
-    if ds.samples_per_owner is not None:
-        sizes = [min(s, ds.samples_per_owner) for s in sizes]
-    return sizes
-
-
 def iterations_per_epoch(topo: Topology, samples: int) -> int:
-    """ceil(samples / B), the last batch partial, capped by training.max_iterations."""
-    n = math.ceil(samples / topo.training.batch_size)
-    cap = topo.training.max_iterations
-    return n if cap is None else min(n, cap)
+    """`mpsl.training.iterations_per_epoch` of the topology's training (for the planner)."""
+    return training.iterations_per_epoch(topo.training, samples)

@@ -7,15 +7,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
-from mpsl.cli import num_layers
+from mpsl.data import load_dataset
 from mpsl.plan import make_plan
-from mpsl.topology import load
+from mpsl.topology import Topology, load
+from mpsl.training import num_layers, owner_indices
 from nodes.launch import LocalCluster
 from nodes.ports import free_ports
+from nodes.wire import Message
 
 MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
+
+
+def owner_data(topo: Topology, owner: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training samples and labels of one owner, as its node holds them."""
+    ds = topo.dataset
+    x, y = load_dataset(ds.name, ds.root, "train", **ds.options)
+    idx = owner_indices(topo)[owner]
+    return x[idx], y[idx]
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -50,16 +61,18 @@ def topology_doc(owners: int = 1, compute: int = 1, **extra: Any) -> dict:
 
 @pytest.fixture
 def run_topology(tmp_path: Path) -> Callable[..., tuple[dict, Path]]:
-    """Write a topology, run it locally, return (results, run folder)."""
+    """Write a topology, run it locally, return (results, run folder); `on_message` sees
+    every monitor message."""
 
-    def run(doc: dict, method: str = "forkserver", overrides: tuple[str, ...] = ()):
+    def run(doc: dict, method: str = "forkserver", overrides: tuple[str, ...] = (),
+            on_message: Callable[[Message], None] | None = None):
         path = tmp_path / f"{doc['name']}.yaml"
         path.write_text(yaml.safe_dump(doc))
         topo = load(path, overrides)
         plan = make_plan(topo, num_layers(topo))
         out = tmp_path / "run"
         cluster = LocalCluster(str(path), overrides, topo, plan, out, method=method)
-        results = cluster.run()  # stops every process, even on failure
+        results = cluster.run(on_message)  # stops every process, even on failure
         return results, out
 
     return run

@@ -8,9 +8,9 @@ import torch
 
 from mpsl.data import batches, load_dataset
 from mpsl.topology import load
+from mpsl.training import make_optimizer, owner_indices
 from nodes.aggregator import evaluate
-from nodes.data_owner import owner_partitions
-from nodes.parts import build_full_model, make_optimizer
+from nodes.parts import build_full_model
 from tests.e2e.conftest import MNIST, topology_doc
 
 pytestmark = pytest.mark.skipif(not MNIST.is_dir(), reason=f"no MNIST at {MNIST}")
@@ -36,8 +36,9 @@ MODES = {
 def unsplit_accuracy(topo_path) -> float:
     """One process, the whole model, every owner's samples together, batch B."""
     topo = load(topo_path)
-    x, y, parts = owner_partitions(topo)
-    idx = np.concatenate(parts)
+    ds = topo.dataset
+    x, y = load_dataset(ds.name, ds.root, "train", **ds.options)
+    idx = np.concatenate(owner_indices(topo))
     x, y = x[idx], y[idx]
     model = build_full_model(topo)
     opt = make_optimizer(model.parameters(), topo.training)

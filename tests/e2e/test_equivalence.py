@@ -10,16 +10,15 @@ import yaml
 
 from mpsl.data import batches
 from mpsl.topology import load
-from nodes.data_owner import owner_partitions
-from nodes.parts import build_full_model, make_optimizer, weighted_average
-from tests.e2e.conftest import topology_doc
+from mpsl.training import build_full_model, make_optimizer, owner_samples
+from nodes.parts import weighted_average
+from tests.e2e.conftest import owner_data, topology_doc
 
 
 def train_unsplit(topo_path: Path, owner: int, iterations: int) -> dict[str, torch.Tensor]:
     """The reference: the whole model, one process, batch B, one step per batch."""
     topo = load(topo_path)
-    x, y, parts = owner_partitions(topo)
-    x, y = x[parts[owner]], y[parts[owner]]
+    x, y = owner_data(topo, owner)
     model = build_full_model(topo)
     opt = make_optimizer(model.parameters(), topo.training)
     order = batches(len(x), topo.training.batch_size, topo.training.seed, 0)[:iterations]
@@ -40,21 +39,27 @@ def trained(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "model.pt", weights_only=True)
 
 
-@pytest.mark.parametrize(
-    "model, mode, labels, cuts, compute, n",
-    [
-        ("vgg5", "pipar", "shared", [2], 1, 4),  # PiPar: two parts, N = 4 (B = 30: uneven)
-        ("vgg5", "mpsl", "local", [1, 2, 4], 2, 4),  # MP-SL: U-shape over two compute nodes
-        ("mlp", "sfl", "shared", [1], 1, 1),
-    ],
-)
-def test_pipelined_equals_unsplit(run_topology, tmp_path, model, mode, labels, cuts, compute, n):
+CASES = [
+    ("vgg5", "pipar", "shared", [2], 1, 4, "gpipe"),  # PiPar: two parts, N = 4 (B = 30: uneven)
+    ("vgg5", "mpsl", "local", [1, 2, 4], 2, 4, "gpipe"),  # MP-SL: U-shape, two compute nodes
+    ("mlp", "sfl", "shared", [1], 1, 1, "gpipe"),
+    ("vgg5", "pipar", "shared", [2], 1, 4, "1f1b"),  # at most 2 micro-batches in flight
+    ("vgg5", "mpsl", "local", [1, 2, 4], 2, 4, {"name": "1f1b", "max_in_flight": 2}),
+    ("mlp", "mpsl", "local", [1, 2, 3], 2, 5, {"name": "1f1b", "max_in_flight": 1}),
+]
+
+
+@pytest.mark.parametrize("model, mode, labels, cuts, compute, n, schedule", CASES)
+def test_pipelined_equals_unsplit(run_topology, tmp_path, model, mode, labels, cuts, compute, n,
+                                  schedule):
     doc = topology_doc(owners=1, compute=compute, mode=mode, labels=labels,
                        model={"name": model, "norm": "none"},
                        training={"max_iterations": 3},
-                       plan={"cuts": cuts, "micro_batches": n})
+                       plan={"cuts": cuts, "micro_batches": n}, schedule=schedule)
     results, out = run_topology(doc)
     assert results["plan"]["micro_batches"] == [n]
+    name = schedule if isinstance(schedule, str) else schedule["name"]
+    assert results["schedule"] == results["plan"]["schedule"] == name
     want = train_unsplit(tmp_path / "test.yaml", 0, 3)
     assert_same_weights(trained(out), want)
 
@@ -66,8 +71,7 @@ def test_aggregation_is_sample_weighted_fedavg(run_topology, tmp_path):
                        plan={"cuts": [2], "micro_batches": 3})
     results, out = run_topology(doc)
     path = tmp_path / "test.yaml"
-    _, _, parts = owner_partitions(load(path))
-    counts = [len(p) for p in parts]
+    counts = owner_samples(load(path))
     assert len(set(counts)) == 3, f"the partition must be unequal, got {counts}"
     assert results["summary"]["samples_per_owner"] == counts
     assert [sum(row) for row in results["partition"]["class_counts"]] == counts

@@ -51,6 +51,8 @@ def test_synthetic_labels_without_images_equal_the_loaded_ones() -> None:
         full = load_dataset("synthetic", None, split, **opts)[1].numpy()
         assert (load_labels("synthetic", None, split, **opts) == full).all()
     assert owner_samples(topo(name="synthetic", options={"size": 50000})) == [12500] * 4
+    shaped = topo(name="synthetic", options={"size": 80, "shape": [3, 32, 32]})  # a list option
+    assert owner_samples(shaped) == [20] * 4
 
 
 def test_iterations_keep_the_partial_batch_and_honour_the_cap() -> None:

@@ -13,7 +13,8 @@ import pytest
 import torch
 import zmq
 
-from nodes.link import Inbox, LinkClock, LinkEvent, Outbox, _Staging
+from mpsl.trace import Event
+from nodes.link import Inbox, LinkClock, Outbox, Staging
 from nodes.wire import Kind, Message, encode, message_nbytes
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,7 +62,7 @@ def _run_in_thread(fn) -> threading.Thread:
 def test_round_trip_in_order_with_counters_and_events(net) -> None:
     _, inbox, outbox = net
     ib = inbox()
-    events: list[LinkEvent] = []
+    events: list[Event] = []
     ob = outbox(ib.address, on_event=events.append)
     wire = 0
     for i in range(200):
@@ -75,9 +76,28 @@ def test_round_trip_in_order_with_counters_and_events(net) -> None:
     assert ob.messages_sent == 200 and ob.bytes_sent == wire and ob.pending == 0
     assert [e.mb for e in events] == list(range(200))
     e = events[0]
-    assert (e.resource, e.kind, e.owner, e.iter) == ("a->b", "ACT", 0, 1)
+    assert (e.node, e.resource, e.action, e.owner, e.iter) == ("a", "a->b", ">b:ACT0", 0, 1)
     assert e.bytes == message_nbytes(encode(_m(0, 100)))
     assert abs(e.t0 - time.time()) < 30 and e.t0 <= e.t1
+
+
+def test_link_events_of_messages_without_owner_or_micro_batch_and_untraced_ones(net) -> None:
+    """-1 on the wire is None in the trace; `trace=False` sends without an event."""
+    _, inbox, outbox = net
+    ib = inbox()
+    events: list[Event] = []
+    ob = outbox(ib.address, name="owner0->aggregator", on_event=events.append)
+    ob.send(Message(kind=Kind.PARAMS, src="owner0", owner=0, iter=3,
+                    tensors={"w": torch.ones(4)}))
+    ob.send(Message(kind=Kind.CONTROL, src="owner0", meta={"type": "hello"}), trace=False)
+    ob.send(Message(kind=Kind.METRICS, src="owner0", iter=7, meta={"type": "loss"}))
+    assert [ib.recv(timeout=5).kind for _ in range(3)] == ["PARAMS", "CONTROL", "METRICS"]
+    ob.flush(timeout=5)
+    assert [(e.node, e.resource, e.action, e.owner, e.iter, e.mb) for e in events] == [
+        ("owner0", "owner0->aggregator", ">aggregator:PARAMS", 0, 3, None),
+        ("owner0", "owner0->aggregator", ">aggregator:METRICS", None, 7, None),
+    ]
+    assert events[0].bytes > 16 > 0 and events[1].bytes > 0
 
 
 def test_outbox_snapshots_and_reuses_buffers_safely(net) -> None:
@@ -115,7 +135,7 @@ def test_send_without_copy_hands_tensors_over(net) -> None:
 
 
 def test_staging_pool_evicts_least_recently_used() -> None:
-    pool = _Staging(max_bytes=3 << 20)
+    pool = Staging(max_bytes=3 << 20)
     a, b = np.empty(1 << 20, dtype=np.uint8), np.empty(2 << 20, dtype=np.uint8)
     pool.give(a)
     pool.give(b)
@@ -208,7 +228,7 @@ def test_clock_unshaped() -> None:
 def test_shaped_rate(net) -> None:
     _, inbox, outbox = net
     ib = inbox()
-    events: list[LinkEvent] = []
+    events: list[Event] = []
     ob = outbox(ib.address, rate_mbps=40.0, burst_bytes=0, on_event=events.append)
     msgs = [_m(i, 50_000) for i in range(8)]  # 10 ms each at 40 Mbps
     t = time.monotonic()
@@ -342,7 +362,7 @@ def test_event_callback_errors_do_not_stop_the_link(net) -> None:
     _, inbox, outbox = net
     ib = inbox()
 
-    def boom(ev: LinkEvent) -> None:
+    def boom(ev: Event) -> None:
         raise RuntimeError("callback failure")
 
     ob = outbox(ib.address, on_event=boom)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from mpsl.topology import TrainingSpec
+from mpsl.training import make_optimizer
 from nodes.memory import ActivationMeter, peak_rss_bytes
-from nodes.parts import PartCopy, PartRunner, make_optimizer, weighted_average
+from nodes.parts import PartCopy, PartRunner, weighted_average
 
 
 def test_weighted_average_weights_by_samples():

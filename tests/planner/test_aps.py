@@ -3,28 +3,43 @@
 from __future__ import annotations
 
 import pytest
-from rich.table import Table
 
 from mpsl.plan import make_plan
+from mpsl.spec import ScheduleSpec
 from planner.aps import NEAR_TIE, choose_n, choose_plan, eq14_start, exhaustive
 from planner.cost import simulate
+from planner.cutmodel import build
 from planner.ilp import Infeasible
 from planner.profile import LayerProfile, Profile
-from planner.report import plan_json
 from planner.resources import max_micro_batches, node_profiles
 
 from .util import layer, profile, topo
 
 
-def test_eq14_start_covers_the_round_trip():
+def model_best_n(t, plan, profs):
+    """The N in 1..B with the smallest T of the cut model at the plan's cuts (fewer on a tie)."""
+    spec = ScheduleSpec(plan.schedule, plan.max_in_flight)
+    times = {n: build(t, profs, [n] * len(t.owners), schedule=spec).evaluate(plan.cuts)[0]
+             for n in range(1, t.training.batch_size + 1)}
+    best = min(times.values())
+    return min(n for n, v in times.items() if v <= best * (1 + 1e-9))
+
+
+@pytest.mark.parametrize(("schedule", "latency_ms", "n"), [
+    ("gpipe", 0, 8), ("gpipe", 3000, 8), ("1f1b", 1000, 3), ("1f1b", 3000, 2)])
+def test_eq14_start_is_the_cut_models_best_n(schedule, latency_ms, n):
+    """The start of the N search is the model's best N for the plan's schedule: under 1f1b a
+    long round trip with two micro-batches in flight wants few micro-batches, gpipe many."""
     prof = profile(layer(1, 1), layer(1, 1))  # device F b, server F+B 2b per micro-batch
-    t = topo(training={"batch_size": 4}, plan={"cuts": [1], "micro_batches": 1})
+    t = topo(training={"batch_size": 8}, plan={"cuts": [1], "micro_batches": 1},
+             data_owners={"count": 1, "latency_ms": latency_ms}, schedule=schedule)
     plan = make_plan(t, 2)
-    assert eq14_start(t, plan, node_profiles(t, prof)) == (3,)  # (N-1) b >= 2b
-    slow = topo(training={"batch_size": 4}, plan={"cuts": [1], "micro_batches": 1},
-                data_owners={"count": 1, "latency_ms": 1000})
-    # (N-1) 4/N >= 8/N + 2 needs N >= 6 > B: B
-    assert eq14_start(slow, make_plan(slow, 2), node_profiles(slow, prof)) == (4,)
+    profs = node_profiles(t, prof)
+    assert eq14_start(t, plan, profs) == (model_best_n(t, plan, profs),) == (n,)
+
+
+def test_eq14_start_single_batch_modes():
+    prof = profile(layer(1, 1), layer(1, 1))
     sfl = topo(mode="sfl", training={"batch_size": 4}, plan={"cuts": [1]})
     assert eq14_start(sfl, make_plan(sfl, 2), node_profiles(sfl, prof)) == (1,)
 
@@ -110,21 +125,30 @@ def test_choose_plan_against_the_exhaustive_optimum():
     assert any("topology" in c.source for c in report.candidates)  # its own plan is ranked
 
 
-def test_report_json_and_table():
+def test_report_json():
     t, prof = small_two_hop()
     report = choose_plan(t, prof, top=2)
     js = report.to_json()
     assert set(js) == {"best", "candidates", "solver", "solve_s"}
     best = js["best"]
-    assert set(best) >= {"cuts", "placement", "micro_batches", "estimate"}
+    assert set(best) >= {"cuts", "placement", "micro_batches", "schedule", "estimate", "source"}
     assert set(best["estimate"]) >= {"iteration_s", "epoch_s", "busy_s", "memory_bytes"}
     assert best["placement"] == ["owner", "server"] and len(best["micro_batches"]) == 2
     assert "server" in best["estimate"]["busy_s"] and "owner0->server" in best["estimate"]["busy_s"]
-    table = report.table()
-    assert isinstance(table, Table) and table.row_count == len(report.candidates)
-    plan = report.best.plan
-    assert plan_json(plan) == {"cuts": list(plan.cuts), "placement": ["owner", "server"],
-                               "micro_batches": list(plan.micro_batches), "num_layers": 5}
+    assert len(js["candidates"]) == len(report.candidates) >= 2
+    assert best == report.best.to_json()
+
+
+@pytest.mark.parametrize(("mine", "other"), [("gpipe", "1f1b"), ("1f1b", "gpipe")])
+def test_choose_plan_ranks_the_other_schedule(mine, other):
+    """The best plan of the schedule the topology does not name is ranked too, said so in its
+    source, and planned for that schedule."""
+    t, prof = small_two_hop(schedule=mine)
+    report = choose_plan(t, prof, top=10)
+    theirs = [c for c in report.candidates if c.source.startswith(f"ilp ({other})")]
+    assert len(theirs) == 1 and theirs[0].plan.schedule == other
+    assert all(c.plan.schedule == mine for c in report.candidates if c not in theirs)
+    assert theirs[0].ilp_T is not None
 
 
 def test_choose_plan_modes():

@@ -1,31 +1,38 @@
-"""The cuts ILP against brute-force enumeration, memory caps, infeasibility reasons."""
+"""The cuts ILP against brute-force enumeration and the simulator (busy time, paths, memory),
+memory caps, infeasibility reasons; for both schedules."""
 
 from __future__ import annotations
 
 import itertools
 import random
 
+import numpy as np
 import pytest
 
-from mpsl.plan import make_plan
+from mpsl.plan import make_plan, owner_micro_batches
+from mpsl.spec import ScheduleSpec
 from planner.cost import simulate
 from planner.cutmodel import build
 from planner.ilp import Infeasible, highs_available, solve_cuts, solve_model
 from planner.profile import LayerProfile, Profile
 from planner.resources import BYTES_PER_MB, node_profiles
 
-from .util import topo
+from .util import per_iteration_busy, topo
+
+SCHEDULES = ("gpipe", "1f1b")
 
 NODES = [{"name": "node1", "address": "tcp://127.0.0.1:5590"},
          {"name": "node2", "address": "tcp://127.0.0.1:5591", "compute_scale": 2.0}]
-SHAPES = {  # mode, labels, compute nodes
+CASES = {  # mode, labels, compute nodes (node2 is emulated: it wakes on every pass)
     "pipar": ("pipar", "shared", NODES[:1]),
     "chain": ("pipar", "shared", NODES),
     "mpsl1": ("mpsl", "local", NODES[:1]),
     "mpsl2": ("mpsl", "local", NODES),
     "sfl": ("sfl", "shared", NODES[:1]),
     "sl": ("sl", "shared", NODES[:1]),
+    "fl": ("fl", "local", []),
 }
+SHAPES = [shape for shape in CASES if shape != "fl"]  # of the random instances
 
 
 def random_profile(rng: random.Random, layers: int) -> Profile:
@@ -38,15 +45,16 @@ def random_profile(rng: random.Random, layers: int) -> Profile:
 
 def random_instance(seed: int):
     rng = random.Random(seed)
-    shape = list(SHAPES)[seed % len(SHAPES)]
-    mode, labels, nodes = SHAPES[shape]
+    mode, labels, nodes = CASES[SHAPES[seed % len(SHAPES)]]
     owners = {"count": rng.randint(1, 3), "uplink_mbps": rng.choice([None, 5, 20, 100]),
               "downlink_mbps": rng.choice([10, 50]), "latency_ms": rng.choice([0, 5])}
     if owners["count"] > 1 and rng.random() < 0.5:  # a second kind of owner
         owners["overrides"] = [{"index": 1, "uplink_mbps": 2, "compute_scale": 3.0}]
+    schedule = SCHEDULES[(seed // len(SHAPES)) % 2]
     t = topo(mode=mode, labels=labels, compute_nodes=nodes, data_owners=owners,
              training={"batch_size": rng.choice([8, 16]), "momentum": rng.choice([0, 0.9])},
-             plan={"auto": True}, links={"compute_mbps": rng.choice([None, 50, 200])})
+             plan={"auto": True}, links={"compute_mbps": rng.choice([None, 50, 200])},
+             schedule=schedule)
     prof = random_profile(rng, rng.randint(len(nodes) + 3, 8))
     profs = node_profiles(t, prof)
     ns = [1 if mode in ("sfl", "sl") else rng.randint(1, 8) for _ in t.owners]
@@ -64,13 +72,26 @@ def random_instance(seed: int):
     return model, pinned, space
 
 
+def test_evaluate_all_is_evaluate():
+    """The vectorized enumeration gives every cut tuple's T and memory as evaluate() does."""
+    for seed in (0, 3, 9, 21):
+        model, _, space = random_instance(seed)
+        t, memory = model.evaluate_all(np.array(space))
+        for i, cuts in enumerate(space):
+            T, _, _, mem = model.evaluate(cuts)
+            assert t[i] == pytest.approx(T, rel=1e-9)
+            assert all(memory[n][i] == pytest.approx(mem[n], rel=1e-9) for n in model.memory)
+
+
 def brute_force(model, pinned, space):
     scored = [(model.evaluate(c)[0], c) for c in space if model.fits(c)]
     return sorted(scored)
 
 
-@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.parametrize("seed", range(36))
 def test_ilp_equals_brute_force(seed):
+    """The ILP's optimum is brute force's over evaluate(), and the solver's own T + A (its
+    start-time variables on the paths) is evaluate()'s T at the cuts it returns."""
     model, pinned, space = random_instance(seed)
     best = brute_force(model, pinned, space)
     if not best:
@@ -80,6 +101,7 @@ def test_ilp_equals_brute_force(seed):
     res = solve_model(model, pinned)
     assert res.status == "Optimal"
     assert res.objective_T == pytest.approx(best[0][0], rel=1e-5)
+    assert res.solved_T == pytest.approx(res.objective_T, rel=1e-5)
     assert model.fits(res.cuts)
     assert set(pinned) <= set(res.cuts)
     for node, used in res.memory.items():
@@ -146,27 +168,135 @@ def test_pinned_cuts_from_topology():
         solve_cuts(Profile.synthetic(8), t, pinned_cuts=[9])
 
 
-@pytest.mark.parametrize("step_costs", [False, True])
-def test_loads_match_simulated_busy_time(step_costs):
-    """One full-batch iteration: the ILP's busy seconds are the simulator's; with step costs,
-    also the STEP's cost per part and its wake-up on an emulated owner (the U-shape's owner
-    steps its two parts in one STEP)."""
-    rng = random.Random(7)
-    owners = {"count": 3, "uplink_mbps": 7, "downlink_mbps": 30}
-    if step_costs:
-        owners["overrides"] = [{"index": 1, "compute_scale": 2.0}]
-    t = topo(mode="mpsl", labels="local", compute_nodes=NODES, training={"batch_size": 12},
+def load_case(shape, schedule, step_costs=False, seed=7):
+    rng = random.Random(seed)
+    mode, labels, nodes = CASES[shape]
+    owners = {"count": 3, "uplink_mbps": 7, "downlink_mbps": 30, "latency_ms": 2,
+              "overrides": [{"index": 1, "compute_scale": 2.0, "uplink_mbps": 3}]}
+    t = topo(mode=mode, labels=labels, compute_nodes=nodes, training={"batch_size": 13},
              plan={"auto": True, "micro_batches": 5}, data_owners=owners,
-             links={"compute_mbps": 80})
+             links={"compute_mbps": 80}, schedule=schedule)
     prof = random_profile(rng, 7)
     if step_costs:
         prof = Profile(prof.layers, prof.source, step_s=3e-4, wake_step_s=2e-4)
-    res = solve_cuts(prof, t, round_iterations=None)
+    return t, prof
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("shape", list(CASES))
+def test_loads_match_simulated_busy_time(shape, schedule):
+    """One full-batch iteration of every owner: the ILP's busy seconds of every processor and
+    link are the simulator's, less the round-level work (averaging, sync, PARAMS, GLOBAL); no
+    simulated resource with per-iteration work is missing. SL's owners take turns: the shared
+    resources' busy time is one owner's iteration."""
+    t, prof = load_case(shape, schedule)
+    _check_loads(t, prof)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_loads_with_step_costs(schedule):
+    """The STEP's cost per part and its wake-up on an emulated owner (the U-shape's owner
+    steps its two parts in one STEP) are the simulator's too."""
+    t, prof = load_case("mpsl2", schedule, step_costs=True)
+    _check_loads(t, prof)
+
+
+def _check_loads(t, prof):
+    model = build(t, node_profiles(t, prof), owner_micro_batches(t))
+    res = solve_model(model)
     est = simulate(t, make_plan(t, 7, res.cuts), prof, iterations=1, record=True)
-    for resource, busy in res.loads.items():
-        averaging = sum(e.t1 - e.t0 for e in est.events
-                        if e.resource == resource and e.kind == "AVG")
-        assert est.busy_s[resource] - averaging == pytest.approx(busy, rel=1e-9), resource
+    busy = per_iteration_busy(est)
+    expected: dict[str, float] = {}
+    members = {g.rep: len(g.members) for g in model.groups}
+    for resource, seconds in res.loads.items():  # SL: `node/owner0` is one group's turn
+        base, _, rep = resource.partition("/")
+        turns = 1 if t.mode != "sl" or "owner" in base else members[rep] if rep else len(t.owners)
+        expected[base] = expected.get(base, 0.0) + seconds * turns
+    for resource, seconds in expected.items():
+        assert busy.pop(resource) == pytest.approx(seconds, rel=1e-9), resource
+    assert {r: v for r, v in busy.items() if v > 1e-12 and r != "aggregator"} == {}
+
+
+def one_owner(shape, schedule, seed, count=1):
+    rng = random.Random(seed)
+    mode, labels, nodes = CASES[shape]
+    owners = {"count": count, "uplink_mbps": rng.choice([None, 3, 20]),
+              "downlink_mbps": rng.choice([10, 40]), "latency_ms": rng.choice([0, 4]),
+              "compute_scale": rng.choice([1.0, 2.0])}
+    sched = schedule if schedule == "gpipe" else {"name": schedule,
+                                                  "max_in_flight": rng.choice([None, 1, 2])}
+    t = topo(mode=mode, labels=labels, compute_nodes=nodes, data_owners=owners,
+             training={"batch_size": rng.choice([8, 13])},
+             plan={"auto": True, "micro_batches": rng.randint(1, 6)},
+             links={"compute_mbps": rng.choice([None, 30])}, schedule=sched)
+    L = rng.randint(len(nodes) + 3, 8)
+    prof = random_profile(rng, L)  # wake-ups of zero
+    model = build(t, node_profiles(t, prof), owner_micro_batches(t))
+    cuts = tuple(sorted(rng.sample(range(1, L), model.num_parts - 1)))
+    paths = model.evaluate(cuts)[2]
+    est = simulate(t, make_plan(t, L, cuts), prof, iterations=1)
+    return paths, est
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("shape", ["pipar", "sfl", "sl", "mpsl1"])
+def test_path_is_the_simulated_iteration_of_one_owner(shape, schedule, seed):
+    """Each node gets the owner's messages over one link: the longest path through the
+    iteration's tasks is the simulated iteration, exactly."""
+    paths, est = one_owner(shape, schedule, seed)
+    assert paths["owner0 path"] == pytest.approx(est.iteration_s, rel=1e-9)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("shape", ["chain", "mpsl2"])
+def test_path_bounds_a_longer_chain(shape, schedule):
+    """A middle node fed over two links interleaves its streams as messages come: the path,
+    which does not order them, is at most the simulated iteration."""
+    for seed in range(6):
+        paths, est = one_owner(shape, schedule, seed)
+        assert paths["owner0 path"] <= est.iteration_s * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("shape", ["pipar", "mpsl1", "sl"])
+def test_path_of_several_owners_bounds_their_iteration(shape, schedule):
+    """Owners sharing compute nodes wait for each other: one owner's path is at most the mean
+    simulated iteration."""
+    for seed in range(3):
+        paths, est = one_owner(shape, schedule, seed, count=3)
+        assert 0 < paths["owner0 path"] <= est.iteration_s * (1 + 1e-9)
+
+
+def test_1f1b_holds_max_in_flight_micro_batches():
+    """Part 0's activations on the owner: B under gpipe, max_in_flight micro-batches under
+    1f1b; a server that runs F and B in one task holds one micro-batch either way."""
+    t = topo(training={"batch_size": 12}, plan={"auto": True, "micro_batches": 6},
+             data_owners={"count": 2})
+    prof = Profile.synthetic(4, out_bytes=0, param_bytes=0, act_bytes=1000)
+    profs = node_profiles(t, prof)
+    gpipe = build(t, profs, [6, 6])
+    ofob = build(t, profs, [6, 6], schedule=ScheduleSpec("1f1b", 2))
+    cuts = (2,)
+    g, o = gpipe.evaluate(cuts)[3], ofob.evaluate(cuts)[3]
+    assert g["owner0"] == 2 * 1000 * 12  # two layers x B
+    assert o["owner0"] == pytest.approx(g["owner0"] * 2 / 6)
+    assert g["server"] == o["server"] == 2 * 1000 * 2  # one micro-batch of 2
+    default = build(t, profs, [6, 6], schedule=ScheduleSpec("1f1b"))  # one per part: 2
+    assert default.evaluate(cuts)[3]["owner0"] == o["owner0"]
+
+
+def test_memory_of_compute_nodes_counts_live_owners():
+    """A middle part's activations stay live between tasks: B per owner; the buffers: the
+    samples received at each cut, per owner."""
+    t = topo(mode="mpsl", labels="local", compute_nodes=NODES[:1], training={"batch_size": 8},
+             plan={"auto": True, "micro_batches": 4}, data_owners={"count": 3})
+    prof = Profile.synthetic(4, out_bytes=10, param_bytes=0, act_bytes=1000)
+    model = build(t, node_profiles(t, prof), [4, 4, 4])
+    memory = model.evaluate((1, 3))[3]
+    assert memory["node1"] == 3 * (2 * 1000 * 8 + 2 * 10 * 8)  # 2 layers; cuts 1 and 3
+    # the owner: part 0 holds B, the tail part one micro-batch, buffers B at both cuts
+    assert memory["owner0"] == 1000 * 8 + 1000 * 2 + 2 * 10 * 8
 
 
 def test_exclude_gives_the_next_best():

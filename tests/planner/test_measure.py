@@ -106,3 +106,28 @@ def test_repeats_are_rounds_over_every_batch_size(monkeypatch):
     with_cold = [("warm", 1), ("cold", 1), ("warm", 4), ("cold", 4)]
     # round 0 warms up; the wake-up passes follow rounds 1 and 3 of 1..4
     assert order == plain + with_cold + plain + with_cold + plain
+
+
+@pytest.mark.parametrize("model,norm,batch", [("mlp", "none", 4), ("vgg5", "batch", 8),
+                                              ("mlp", "none", 1)])
+def test_byte_profile_has_a_measured_profiles_bytes(monkeypatch, model, norm, batch):
+    """byte_profile's out, parameter and saved bytes are those measure_profile finds at the
+    topology's batch size, from two untimed forwards; every time is zero."""
+    from mpsl.topology import parse
+    from planner.measure import byte_profile
+
+    monkeypatch.setattr(measure_module.time, "sleep", lambda s: None)
+    t = parse({"model": {"name": model, "norm": norm},
+               "dataset": {"name": "synthetic", "options": {"shape": [3, 16, 16], "size": 8}},
+               "training": {"batch_size": batch}, "mode": "fl", "data_owners": {"count": 1}},
+              "t.yaml")
+    got = byte_profile(t)
+    want = measure_profile(model, (3, 16, 16), 10, norm, batch_sizes=profile_sizes(batch),
+                           repeats=1, wake_repeats=1)
+    assert got.names == want.names
+    for g, w in zip(got.layers, want.layers):
+        assert (g.out_bytes, g.param_bytes, g.act_bytes) == (w.out_bytes, w.param_bytes,
+                                                              w.act_bytes), g.name
+        assert g.fwd(4) == g.bwd(4) == g.opt_s == 0 and not g.points
+    assert got.step([(0, got.num_layers)]) == 0 and got.wake_fwd_s == 0
+    assert sum(lp.act_bytes for lp in got.layers) > 0

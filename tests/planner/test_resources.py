@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from mpsl.topology import load
-from planner import Profile, node_profiles
-from planner.resources import Links, owner_samples
+from mpsl.training import dataset_train_size
+from planner import Profile, ProfileError, node_profiles
+from planner.resources import Links, iterations_per_epoch, owner_samples
 
 from .util import BASE, topo
 
@@ -36,7 +38,38 @@ def test_links_and_samples():
     assert links("owner0", "aggregator").latency_s == 0.02
     assert links("server", "node9").rate_mbps == 100
     assert links("owner0", "server").tx_s(1250) == 0.002
+    # a compute node's link to the aggregator is unshaped, an owner's is its uplink
+    assert (links("server", "aggregator").rate_mbps, links("server", "aggregator").latency_s) \
+        == (None, 0.0)
+    assert links("server", "aggregator").name == "server->aggregator"
+    assert links("owner1", "aggregator").rate_mbps == 5
     assert owner_samples(t) == [22, 21, 21]  # synthetic size 64, iid
-    cifar = owner_samples(topo(dataset={"name": "cifar10", "options": {}},
-                               data_owners={"count": 7}))
-    assert sum(cifar) == 50000 and max(cifar) - min(cifar) <= 1
+
+
+def test_samples_are_the_data_sets_real_size():
+    """scikit-learn's digits (a training split of 1438, from no table of sizes): split iid
+    over 7 owners, capped by samples_per_owner; iterations per epoch from the batch size."""
+    digits = topo(dataset={"name": "digits", "options": {}}, data_owners={"count": 7})
+    counts = owner_samples(digits)
+    assert sum(counts) == dataset_train_size(digits.dataset) == 1438
+    assert max(counts) - min(counts) <= 1
+    capped = topo(dataset={"name": "digits", "options": {}, "samples_per_owner": 100},
+                  data_owners={"count": 7})
+    assert owner_samples(capped) == [100] * 7
+    assert iterations_per_epoch(digits, 257) == 65  # ceil(257 / 4), the last batch partial
+    short = topo(dataset={"name": "digits", "options": {}}, training={"max_iterations": 3})
+    assert iterations_per_epoch(short, 257) == 3
+
+
+def test_missing_plan_profile_is_named_once(tmp_path):
+    """`plan.profile: prof.csv` of topologies/x.yaml is topologies/prof.csv (resolved by the
+    loader, not joined again)."""
+    folder = tmp_path / "topologies"
+    folder.mkdir()
+    doc = {**BASE, "plan": {**BASE["plan"], "profile": "prof.csv"}}
+    (folder / "x.yaml").write_text(yaml.safe_dump(doc))
+    t = load(folder / "x.yaml")
+    with pytest.raises(ProfileError) as err:
+        node_profiles(t, measure=False)
+    assert str(err.value).startswith(f"{folder / 'prof.csv'}: cannot read the profile")
+    assert "topologies/topologies" not in str(err.value)

@@ -53,3 +53,17 @@ def act_bytes(out: int, b: int, labels: bool = True) -> int:
 
 def grad_bytes(out: int, b: int) -> int:
     return out * b + HEADER_BYTES
+
+
+ROUND_LEVEL = ("AVG", "CONTROL", "PARAMS", "GLOBAL")  # once per round, not per iteration
+
+
+def per_iteration_busy(est: Any) -> dict[str, float]:
+    """A simulated estimate's busy seconds per processor and link without the round-level work
+    (averaging, the sync CONTROL, PARAMS and GLOBAL): what one iteration of every owner costs
+    when `est` simulates one iteration each."""
+    busy = dict(est.busy_s)
+    for e in est.events:
+        if any(word in e.action for word in ROUND_LEVEL):
+            busy[e.resource_name] -= e.seconds
+    return busy

@@ -1,0 +1,44 @@
+"""`mpsl node --role ROLE --topology T --name NAME`: run one node (deployments over several
+machines; `mpsl run` starts its nodes this way too)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import faulthandler
+import io
+import logging
+import signal
+
+from mpsl.cli.common import add_mode, add_set, overrides, require_plan_file, resolve_plan
+from mpsl.cli.output import Output
+from mpsl.topology import load
+
+NAME = "node"
+HELP = "run a single node (deployments over several machines)"
+ROLES = ("data-owner", "compute", "aggregator")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--topology", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--plan", help="the plan file every node shares (needed for plan: auto)")
+    p.add_argument("--out", help="where the aggregator writes the results")
+    p.add_argument("--monitor", help="address of a progress listener (set by `mpsl run`)")
+    add_mode(p)
+    add_set(p)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from nodes.launch import run_node
+
+    topo = load(args.topology, overrides(args))
+    require_plan_file(topo, args.plan)
+    plan = resolve_plan(topo, args.plan)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(message)s")
+    with contextlib.suppress(io.UnsupportedOperation):  # stderr is no file when captured
+        faulthandler.register(signal.SIGTERM, chain=True)  # a stopped node shows where it was
+    run_node(args.role, topo, plan, args.name, args.out, args.monitor,
+             plan_source=args.plan or "the topology's plan")
+    return 0

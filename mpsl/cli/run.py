@@ -1,0 +1,74 @@
+"""`mpsl run TOPOLOGY`: train on this machine, one process per node, with live progress."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.console import RenderableType
+
+from mpsl.cli.checks import data_warnings, memory_warnings
+from mpsl.cli.common import (
+    add_format,
+    add_mode,
+    add_set,
+    load_topology,
+    overrides,
+    read_profile,
+    resolve_plan,
+)
+from mpsl.cli.output import Output
+
+NAME = "run"
+HELP = "train: one process per node on this machine"
+SUMMARY_KEYS = ("epochs", "nodes", "links", "summary")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("topology")
+    add_mode(p)
+    p.add_argument("--plan", help="a plan file from `mpsl plan --out` (else the topology's)")
+    p.add_argument("--profile", help="profile CSV for `plan: auto` (else the topology's, "
+                                     "else measured on this host)")
+    p.add_argument("--out", help="run folder (default runs/NAME-MODE)")
+    p.add_argument("--quiet", action="store_true", help="no live progress bars")
+    add_set(p)
+    add_format(p)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from mpsl.report import Progress
+    from nodes.launch import LocalCluster
+
+    topo = load_topology(args)
+    plan = resolve_plan(topo, args.plan, out, read_profile(args.profile))
+    for w in data_warnings(topo) + memory_warnings(topo, plan):
+        out.warn(w)
+    run_dir = Path(args.out or f"runs/{topo.name}-{topo.mode}")
+    out.info(f"mpsl run {topo.source}: mode {topo.mode}, labels {topo.labels}, "
+             f"{len(topo.owners)} owner(s), model {topo.model.name}, "
+             f"dataset {topo.dataset.name}")
+    out.info(f"plan: {plan.describe()}")
+    cluster = LocalCluster(args.topology, overrides(args), topo, plan, run_dir)
+    with Progress(topo, out.console, quiet=args.quiet) as progress:
+        results = cluster.run(progress.on_message)
+    out.result(run_data(run_dir, results, out.warnings), render)
+    return 0
+
+
+def run_data(run_dir: Path, results: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """`mpsl run --format json`: the run folder, the plan, and results.json's epochs, nodes,
+    links and summary."""
+    data: dict[str, Any] = {"run_dir": str(run_dir), "plan": results.get("plan"),
+                            "warnings": list(warnings)}
+    data.update({k: results.get(k) for k in SUMMARY_KEYS})
+    return data
+
+
+def render(data: Mapping[str, Any]) -> list[RenderableType]:
+    from mpsl.report import results_tables
+
+    return [*results_tables(data), f"results in {data['run_dir']}/ (results.json, results.csv, "
+                                   f"events.jsonl, plan.json, model.pt, logs/)"]

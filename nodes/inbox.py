@@ -1,0 +1,80 @@
+"""A node's inbox: one PULL socket that hands out well-formed messages and drops the rest."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Container
+
+import zmq
+
+from nodes.wire import DEFAULT_MAX_BYTES, Message, WireError, decode
+
+log = logging.getLogger(__name__)
+
+HWM = 100_000  # messages per socket; the Outbox queue bounds memory long before this
+
+
+def tcp_addr(addr: str) -> str:
+    """Accept ``tcp://host:0`` as ZeroMQ's ``tcp://host:*`` (any free port)."""
+    return addr[:-2] + ":*" if addr.startswith("tcp://") and addr.endswith(":0") else addr
+
+
+class Inbox:
+    """A node's single PULL socket; ``recv`` returns the next well-formed Message."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        bind_addr: str,
+        *,
+        known_senders: Container[str] | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.known_senders = known_senders
+        self.max_bytes = max_bytes
+        self.received = 0
+        self.rejected = 0
+        self._sock = ctx.socket(zmq.PULL)
+        self._sock.setsockopt(zmq.RCVHWM, HWM)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)  # per frame; drops oversize peers
+        try:
+            self._sock.bind(tcp_addr(bind_addr))
+        except zmq.ZMQError:
+            self._sock.close(linger=0)
+            raise
+        self.address: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def recv(self, timeout: float) -> Message:
+        """Wait at most ``timeout`` seconds for a valid message, else raise TimeoutError.
+
+        Malformed or unauthorized messages are dropped, counted in ``rejected`` and logged.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:  # a message is often waiting already: skip the poll then
+                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                left_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+                if not self._sock.poll(left_ms, zmq.POLLIN) and time.monotonic() >= deadline:
+                    raise TimeoutError(f"no message on {self.address} within {timeout} s") from None
+                continue
+            try:
+                msg = decode(frames, known_senders=self.known_senders, max_bytes=self.max_bytes)
+            except WireError as e:
+                self.rejected += 1
+                log.warning("inbox %s: dropped a message: %s", self.address, e)
+                continue
+            self.received += 1
+            return msg
+
+    def close(self) -> None:
+        """Close the socket; pending messages are discarded."""
+        self._sock.close(linger=0)
+
+    def __enter__(self) -> Inbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

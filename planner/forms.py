@@ -1,0 +1,140 @@
+"""Linear forms in the cuts, and the longest path through a graph whose edges are forms.
+
+A form is linear in two kinds of 0/1 unknowns: x(l, p), layer l is in part p, and z(l, p),
+cut p (the boundary after part p) falls right after layer l. A `PathGraph` holds start-time
+variables ("potentials") s_v of one owner's iteration: an edge (u, v, w) says s_v >= s_u + w,
+an end (u, w) that the iteration lasts at least s_u + w. The ILP takes these as constraints
+(minimizing T then gives the longest path); `PathGraph.longest` computes the same number for
+given cuts by one pass in topological order.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Form:
+    """const + sum of x[p][l] over the layers l of part p + z[p][l] at the layer before cut p."""
+
+    const: float = 0.0
+    x: dict[int, list[float]] = field(default_factory=dict)
+    z: dict[int, list[float]] = field(default_factory=dict)
+
+    def add_x(self, p: int, coef: Sequence[float], scale: float = 1.0) -> None:
+        row = self.x.setdefault(p, [0.0] * len(coef))
+        for i, c in enumerate(coef):
+            row[i] += c * scale
+
+    def add_z(self, p: int, coef: Sequence[float], scale: float = 1.0) -> None:
+        row = self.z.setdefault(p, [0.0] * len(coef))
+        for i, c in enumerate(coef):
+            row[i] += c * scale
+
+    def add(self, other: Form, scale: float = 1.0) -> None:
+        """Add `scale` x `other` to this form."""
+        self.const += other.const * scale
+        for p, row in other.x.items():
+            self.add_x(p, row, scale)
+        for p, row in other.z.items():
+            self.add_z(p, row, scale)
+
+    def plus(self, other: Form) -> Form:
+        """A new form: this one + `other`."""
+        out = Form()
+        out.add(self)
+        out.add(other)
+        return out
+
+    def value(self, bounds: Sequence[int]) -> float:
+        v = [self.const]
+        for p, row in self.x.items():
+            v.extend(row[bounds[p]:bounds[p + 1]])
+        for p, row in self.z.items():
+            v.append(row[bounds[p + 1] - 1])
+        return math.fsum(v)
+
+    def values(self, bounds: np.ndarray) -> np.ndarray:
+        """`value` of every row of `bounds` (rows (0, *cuts, L)) at once, for enumeration."""
+        v = np.full(len(bounds), self.const)
+        for p, row in self.x.items():
+            pre = np.concatenate([[0.0], np.cumsum(row)])
+            v += pre[bounds[:, p + 1]] - pre[bounds[:, p]]
+        for p, row in self.z.items():
+            v += np.asarray(row)[bounds[:, p + 1] - 1]
+        return v
+
+
+Edge = tuple[int, int, Form]  # (u, v, w): s_v >= s_u + w
+
+
+@dataclass
+class PathGraph:
+    """Start times of one owner's iteration, vertex 0 its start (time 0), the others in a
+    topological order; `names` say what each vertex starts (a task or a transmission)."""
+
+    names: list[str]
+    edges: list[Edge]  # sorted by v: every edge into v comes after every edge into u < v
+    ends: list[tuple[int, Form]]  # the iteration lasts at least s_u + w
+
+    def potentials(self, bounds: Sequence[int]) -> list[float]:
+        """The earliest start of every vertex for `bounds` (0, *cuts, L)."""
+        s = [0.0] * len(self.names)
+        for u, v, w in self.edges:
+            s[v] = max(s[v], s[u] + w.value(bounds))
+        return s
+
+    def longest(self, bounds: Sequence[int]) -> float:
+        """The iteration's length for `bounds`: the longest path to an end."""
+        s = self.potentials(bounds)
+        return max((s[u] + w.value(bounds) for u, w in self.ends), default=0.0)
+
+    def longest_all(self, bounds: np.ndarray) -> np.ndarray:
+        """`longest` of every row of `bounds` at once."""
+        s = np.zeros((len(self.names), len(bounds)))
+        for u, v, w in self.edges:
+            np.maximum(s[v], s[u] + w.values(bounds), out=s[v])
+        out = np.zeros(len(bounds))
+        for u, w in self.ends:
+            np.maximum(out, s[u] + w.values(bounds), out=out)
+        return out
+
+
+class GraphBuilder:
+    """Collects named vertices and edges in any order; `graph()` numbers them topologically."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = ["start"]
+        self.edges: list[Edge] = []
+        self.ends: list[tuple[int, Form]] = []
+
+    def vertex(self, name: str) -> int:
+        self.names.append(name)
+        return len(self.names) - 1
+
+    def edge(self, u: int, v: int, w: Form) -> None:
+        self.edges.append((u, v, w))
+
+    def end(self, u: int, w: Form) -> None:
+        self.ends.append((u, w))
+
+    def graph(self) -> PathGraph:
+        """The graph, vertices renumbered so that every edge goes from a lower number to a
+        higher one (start stays 0); raises graphlib.CycleError on a cycle."""
+        ts: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
+        for v in range(len(self.names)):
+            ts.add(v)
+        for u, v, _ in self.edges:
+            ts.add(v, u)
+        order = [v for v in ts.static_order() if v != 0]
+        number = {0: 0, **{v: i + 1 for i, v in enumerate(order)}}
+        names = ["start"] + [self.names[v] for v in order]
+        edges = sorted(((number[u], number[v], w) for u, v, w in self.edges),
+                       key=lambda e: (e[1], e[0]))
+        ends = [(number[u], w) for u, w in self.ends]
+        return PathGraph(names, edges, ends)

@@ -1,0 +1,109 @@
+"""The simulated machines: a node's processor and task queue, its memory log, and the links."""
+
+from __future__ import annotations
+
+import math
+
+from mpsl.taskqueue import TaskQueue
+from mpsl.topology import Topology
+from mpsl.trace import Event
+from planner.profile import Profile
+from planner.resources import Links
+
+MemoryLog = list[tuple[float, int, int]]  # (time, bytes added or freed, 0 activation | 1 buffer)
+
+
+class SimNode:
+    """One owner or compute node: its processor's state, its task queue and memory log.
+
+    A compute node counts, per aggregation round, the syncs that have come in; one that
+    averages its copies (`avg_s` seconds) has a gated queue: the next round waits for it.
+    """
+
+    __slots__ = ("name", "prof", "sleeps", "queue", "busy", "free_at", "last_owner", "mem",
+                 "passes", "act", "steps", "owner", "gated", "next", "synced", "round",
+                 "avg_s", "avg_label", "param_bytes")
+
+    def __init__(self, name: str, prof: Profile, sleeps: bool, owner: int | None,
+                 gated: bool = False) -> None:
+        self.name, self.prof, self.owner = name, prof, owner
+        self.sleeps = sleeps  # an emulated slower device: it sleeps after every action
+        self.queue = TaskQueue(gated=gated)
+        self.gated = gated
+        self.busy = False
+        self.free_at = -math.inf  # when its processor last finished a task
+        self.last_owner = -1  # whose task (model copy) it ran last
+        self.mem: MemoryLog = []
+        self.passes: dict[tuple[int, int], tuple[float, float]] = {}  # (part, b): (F, B) s
+        self.act: dict[int, int] = {}  # part: activation bytes kept per sample
+        self.steps: dict[int | None, float] = {}  # part (None: the owner's parts): STEP s
+        self.next: str | None = None  # the compute node a sync is forwarded to
+        self.synced: list[int] | None = None  # compute nodes: syncs come in, per round
+        self.round = 0  # compute nodes: the next round to close
+        self.avg_s = 0.0
+        self.avg_label = "AVG"
+        self.param_bytes = 0  # of the parts it runs (one copy)
+
+    def pass_s(self, part: int, span: tuple[int, int], b: int) -> tuple[float, float]:
+        """(forward, backward) seconds of `part` (layers `span`) for a micro-batch of `b`."""
+        d = self.passes.get((part, b))
+        if d is None:
+            d = self.passes[(part, b)] = (self.prof.fwd(span, b), self.prof.bwd(span, b))
+        return d
+
+    def round_due(self, owners: int, rounds: int) -> bool:
+        """A compute node whose next round has every owner's sync in (it may close it)."""
+        return (self.synced is not None and self.round < rounds
+                and self.synced[self.round] == owners)
+
+    def __repr__(self) -> str:
+        return f"SimNode({self.name})"
+
+
+class Wires:
+    """Every link's queue: one message at a time at the link's rate, delivered `latency`
+    after its last byte left; busy seconds and (with `record`) the trace's link events."""
+
+    def __init__(self, topo: Topology, busy: dict[str, float], events: list[Event] | None) -> None:
+        self.links = Links(topo)
+        self.free: dict[str, float] = {}
+        self.busy = busy
+        self.events = events
+
+    def send(self, src: str, dst: str, nbytes: int, t: float, action: str, owner: int | None,
+             it: int | None, mb: int | None, mem: MemoryLog | None) -> float:
+        """Queue a message at `t`; its arrival time. The sender's buffer (`mem`) holds it
+        until it is sent."""
+        h = self.links(src, dst)
+        start = self.free.get(h.name, 0.0)
+        if start < t:
+            start = t
+        end = start + h.tx_s(nbytes)
+        self.free[h.name] = end
+        self.busy[h.name] = self.busy.get(h.name, 0.0) + (end - start)
+        if self.events is not None:
+            self.events.append(Event(src, h.name, action, owner, it, mb, start, end, nbytes))
+        if mem is not None:
+            mem.append((t, nbytes, 1))
+            mem.append((end, -nbytes, 1))
+        return end + h.latency_s
+
+
+def memory_peaks(mem: MemoryLog) -> tuple[int, int, int]:
+    """Peak of activations + buffers together, and of each alone (frees first at a tie)."""
+    mem.sort(key=lambda e: (e[0], e[1]))
+    total = acts = bufs = 0
+    peak = peak_a = peak_b = 0
+    for _, d, cat in mem:
+        total += d
+        if cat:
+            bufs += d
+            if bufs > peak_b:
+                peak_b = bufs
+        else:
+            acts += d
+            if acts > peak_a:
+                peak_a = acts
+        if total > peak:
+            peak = total
+    return peak, peak_a, peak_b

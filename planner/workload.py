@@ -1,0 +1,118 @@
+"""What one simulated epoch runs: every owner's batches and aggregation rounds, and the tasks of
+its iterations (`mpsl.schedule.iteration_tasks`), each compiled once into the steps the
+engine walks."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from mpsl.actions import Msg, Op, Task, TriggerKey
+from mpsl.data import micro_batches
+from mpsl.plan import Plan
+from mpsl.schedule import iteration_tasks, tasks_by_node
+from mpsl.topology import Topology
+from mpsl.training import iterations_per_epoch, owner_samples, round_ends
+from planner.profile import Profile
+
+FORWARD, BACKWARD, SEND, STEP = 0, 1, 2, 3
+_CODES = {Op.FORWARD: FORWARD, Op.BACKWARD: BACKWARD, Op.SEND: SEND, Op.STEP: STEP}
+_CACHE_SIZE = 4096  # compiled iterations kept across simulations (the planner repeats them)
+
+
+class Step(NamedTuple):
+    """One action of a task, ready to time: `label` is the printed action."""
+
+    code: int
+    part: int | None  # F, B and a compute node's STEP: the part; None otherwise
+    mb: int | None
+    label: str
+    span: tuple[int, int]  # F and B: the part's layers
+    dst: str  # SEND: the receiving node
+    key: TriggerKey | None  # SEND: (msg, part it is for, mb) of the task it triggers
+    cut: int  # SEND: bytes per sample at the cut it crosses
+    labels: bool  # SEND: labels ride along (an ACT, labels shared)
+
+
+class Workload:
+    """Batches per owner and iteration, the round ends, and the tasks of every iteration."""
+
+    def __init__(self, topo: Topology, plan: Plan, prof: Profile, iterations: int | None,
+                 samples: list[int] | None) -> None:
+        self.plan = plan
+        self.owners = len(topo.owners)
+        self.sl = topo.mode == "sl"
+        self.labels = topo.labels == "shared" and plan.num_parts > 1
+        self.cut_out = [0] + [prof.out_bytes(c - 1) for c in plan.bounds[1:-1]]
+        B = topo.training.batch_size
+        if iterations is not None:
+            self.batches = [[B] * iterations for _ in range(self.owners)]
+        else:
+            counts = owner_samples(topo) if samples is None else samples
+            self.batches = []
+            for n in counts:
+                n_it = iterations_per_epoch(topo.training, n)
+                self.batches.append([min(B, n - j * B) for j in range(n_it)])
+        every = None if self.sl else topo.training.aggregate_every
+        self.ends = round_ends([len(b) for b in self.batches], every)
+        self.rounds = len(self.ends)
+        sizes: dict[tuple[int, int], list[int]] = {}
+        self.sizes: list[list[list[int]]] = []  # owner, iteration: micro-batch sizes
+        for k, bs in enumerate(self.batches):
+            for b in bs:
+                if (k, b) not in sizes:
+                    sizes[(k, b)] = micro_batches(b, min(plan.micro_batches[k], b))
+            self.sizes.append([sizes[(k, b)] for b in bs])
+        self._tasks: dict[tuple[int, int], dict[str, list[Task]]] = {}
+        self._steps: dict[int, tuple[Step, ...]] = {}
+
+    def tasks(self, owner: int, n_mb: int) -> dict[str, list[Task]]:
+        """Each node's tasks of one iteration of `owner` with `n_mb` micro-batches."""
+        key = (owner, n_mb)
+        got = self._tasks.get(key)
+        if got is None:
+            got, steps = _compiled(self.plan, owner, n_mb, tuple(self.cut_out), self.labels)
+            self._tasks[key] = got
+            self._steps.update(steps)
+        return got
+
+    def steps(self, task: Task) -> tuple[Step, ...]:
+        """The task's actions as steps (tasks come from `tasks`)."""
+        return self._steps[id(task)]
+
+
+Compiled = tuple[dict[str, list[Task]], dict[int, tuple[Step, ...]]]
+_compiled_cache: dict[tuple[object, ...], Compiled] = {}
+
+
+def _compiled(plan: Plan, owner: int, n_mb: int, cut_out: tuple[int, ...],
+              labels: bool) -> Compiled:
+    """The tasks of one iteration by node, and each task's steps (by the task's id)."""
+    key = (plan.num_layers, plan.cuts, plan.placement, plan.schedule, plan.max_in_flight,
+           owner, n_mb, cut_out, labels)
+    got = _compiled_cache.get(key)
+    if got is None:
+        if len(_compiled_cache) >= _CACHE_SIZE:
+            _compiled_cache.clear()
+        by_node = tasks_by_node(iteration_tasks(plan, owner, n_mb))
+        steps = {id(t): _compile(plan, t, cut_out, labels) for ts in by_node.values() for t in ts}
+        got = _compiled_cache[key] = (by_node, steps)
+    return got
+
+
+def _compile(plan: Plan, task: Task, cut_out: tuple[int, ...], labels: bool) -> tuple[Step, ...]:
+    parts = plan.parts
+    out = []
+    for i, a in enumerate(task.actions):
+        code = _CODES[a.op]
+        if code == SEND:
+            assert a.dst is not None and a.mb is not None
+            src = task.sent_part(i)
+            act = a.msg is Msg.ACT
+            to = src + 1 if act else src - 1
+            cut = cut_out[src + 1] if act else cut_out[src]
+            key = (Msg.ACT if act else Msg.GRAD, to, a.mb)
+            out.append(Step(code, None, a.mb, str(a), (0, 0), a.dst, key, cut, act and labels))
+        else:
+            span = parts[a.part] if a.part is not None else (0, 0)
+            out.append(Step(code, a.part, a.mb, str(a), span, "", None, 0, False))
+    return tuple(out)

@@ -1,0 +1,91 @@
+"""`mpsl plan`: JSON keys, the plan file, the dry run on every plan, warnings, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import mpsl.cli.common
+from mpsl.dryrun import ScheduleError
+from tests.mpsl.cli.conftest import profile_csv, write
+
+CANDIDATE_KEYS = {"num_layers", "cuts", "placement", "micro_batches", "schedule",
+                  "max_in_flight", "text", "estimate", "source"}
+
+
+def test_plan_json_and_out(cli, tmp_path):
+    csv = profile_csv(tmp_path, out_bytes=[256, 256, 128, 40])
+    out = tmp_path / "plan.json"
+    js = cli.json("plan", write(tmp_path), "--profile", csv, "--out", out)
+    assert set(js) == {"best", "candidates", "solver", "solve_s", "plan_s", "notes", "out",
+                       "warnings"}
+    assert set(js["best"]) == CANDIDATE_KEYS and js["best"] == js["candidates"][0]
+    assert set(js["best"]["estimate"]) >= {"iteration_s", "epoch_s", "busy_s", "memory_bytes",
+                                           "bottleneck"}
+    written = json.loads(out.read_text())
+    assert written == {k: js["best"][k] for k in ("num_layers", "cuts", "placement",
+                                                  "micro_batches", "schedule", "max_in_flight")}
+    assert written["placement"] == ["owner", "server"] and js["out"] == str(out)
+
+
+def test_plan_table(cli, tmp_path):
+    rc, out, err = cli("plan", write(tmp_path), "--profile", profile_csv(tmp_path))
+    assert rc == 0 and err == ""
+    assert out.startswith("Plans ranked by simulated epoch time")
+    assert "\n#1 owner[0:" in out and "bottleneck" in out
+
+
+def test_every_printed_plan_is_dry_run(cli, tmp_path, monkeypatch):
+    checked = []
+
+    def check(plan):
+        checked.append(plan)
+        if len(checked) == 2:
+            raise ScheduleError("deadlock, never ran: server: <owner0:ACT0 1F0 1B0 >owner0:GRAD0")
+
+    monkeypatch.setattr(mpsl.cli.common, "check_schedule", check)
+    line = cli.error("plan", write(tmp_path), "--profile", profile_csv(tmp_path))
+    assert line.startswith("error: plan #2 (") and "deadlock, never ran: server:" in line
+    assert len(checked) == 2
+
+
+def test_plan_errors_are_one_line(cli, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("layer,name\n")
+    line = cli.error("plan", write(tmp_path), "--profile", bad)
+    assert "bad.csv: line 1" in line
+    assert "training.epochs" in cli.error("plan", write(tmp_path), "--set", "training.epochs=0")
+
+
+def test_a_missing_plan_profile_is_named_where_it_was_looked_for(cli, tmp_path, monkeypatch):
+    """Relative to the topology's folder when the file says it, to the working directory when
+    --set says it; joined once."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "topologies", plan={"auto": True, "profile": "prof.csv"})
+    line = cli.error("plan", "topologies/topo.yaml")
+    assert "topologies/prof.csv" in line and "topologies/topologies" not in line
+    line = cli.error("plan", "topologies/topo.yaml", "--set", "plan.profile=here.csv")
+    assert str(tmp_path / "here.csv") in line and "topologies" not in line.split(":", 1)[1]
+
+
+def test_a_data_root_given_on_the_command_line_is_the_working_directory(cli, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path / "topologies", dataset={"name": "mnist"})
+    line = cli.error("plan", path, "--profile", profile_csv(tmp_path), "--set",
+                     "dataset.root=data/mnist")
+    assert "not found" in line and str(tmp_path / "data" / "mnist") in line
+    assert "topologies/data" not in line
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_plan_warns_when_the_batch_exceeds_an_owner_data(cli, tmp_path, fmt):
+    path = write(tmp_path, dataset={"name": "synthetic", "options": {"size": 20}})
+    rc, out, err = cli("plan", path, "--profile", profile_csv(tmp_path), "--format", fmt)
+    assert rc == 0
+    assert err.splitlines() == ["warning: training.batch_size (16) is larger than the data of "
+                                "owner0 (10 samples), owner1 (10 samples): every epoch there "
+                                "is one partial batch"]
+    if fmt == "json":
+        assert json.loads(out)["warnings"] == [err.splitlines()[0][len("warning: "):]]

@@ -1,0 +1,35 @@
+"""`mpsl profile`: the CSV, JSON keys, and the table at 80 columns."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from planner.profile import Profile
+from tests.mpsl.cli.conftest import write
+
+
+def test_profile_writes_csv_and_json(cli, tmp_path):
+    out = tmp_path / "host.csv"
+    js = cli.json("profile", write(tmp_path), "--out", out)
+    p = Profile.from_csv(out)
+    assert p.names == ["fc-64", "fc-64", "fc-32", "fc-10"]
+    assert {b for b, _, _ in p.layers[0].points} == {1, 2, 4, 8, 16}  # profile_sizes(16)
+    assert set(js) == {"model", "layers", "wake_fwd_s", "wake_bwd_s", "step_s", "wake_step_s",
+                       "out"}
+    assert [r["name"] for r in js["layers"]] == p.names and js["out"] == str(out)
+    assert set(js["layers"][0]) == {"layer", "name", "fwd_a", "fwd_c", "bwd_a", "bwd_c",
+                                    "opt_s", "out_bytes", "param_bytes", "act_bytes"}
+    assert js["layers"][2]["param_bytes"] == p.layers[2].param_bytes
+
+
+def test_profile_table(cli, tmp_path, monkeypatch):
+    import planner.resources
+
+    names = ["fc-64", "fc-64", "fc-32", "fc-10"]
+    monkeypatch.setattr(planner.resources, "host_profile", lambda topo: Profile(tuple(
+        replace(lp, name=n) for lp, n in zip(Profile.synthetic(4).layers, names)),
+        step_s=1.25e-3))
+    rc, out, err = cli("profile", write(tmp_path))
+    assert rc == 0 and err.startswith("profiling mlp on this host")
+    assert "fc-32" in out and "…" not in out  # stdout is not a terminal: 80 columns
+    assert "STEP 1.250 ms per part beyond opt" in " ".join(out.split())
