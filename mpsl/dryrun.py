@@ -46,54 +46,81 @@ def dry_run(plan: Plan, tasks: Mapping[int, Sequence[Task]] | None = None, *,
     """
     if tasks is None:
         tasks = {k: iteration_tasks(plan, k, n) for k, n in enumerate(plan.micro_batches)}
-    # free nodes pick their next task in a fixed order at each instant: owners, then the chain
-    chain = [n for n in plan.placement if n != OWNER]
-    queues = {n: TaskQueue() for n in [owner_name(k) for k in sorted(tasks)] + chain}
-    for k, ts in tasks.items():
-        for node, mine in _by_node(ts).items():
-            queues.setdefault(node, TaskQueue()).add(k, 0, mine, 0.0)
-    events: list[Event] = []
-    messages: list[tuple[float, int, str, int, TriggerKey, str]] = []  # (at, seq, dst, ...)
-    ends: list[tuple[float, int, str, Entry]] = []
-    seq = itertools.count()
-    busy: dict[str, bool] = dict.fromkeys(queues, False)
-    link_free: dict[str, float] = {}
+    sim = _DryRun(plan, tasks, duration, delay)
+    sim.run_to_end()
+    _check_all_ran(sim.queues, tasks, sim.events)
+    return sim.events
 
-    def run(node: str, now: float) -> None:
-        entry = queues[node].pop()
+
+class _DryRun:
+    """The nodes' queues, the messages in flight and the passes under way, advanced by instants."""
+
+    def __init__(self, plan: Plan, tasks: Mapping[int, Sequence[Task]],
+                 duration: Duration, delay: Delay) -> None:
+        # free nodes pick their next task in a fixed order at each instant: owners, then the chain
+        chain = [n for n in plan.placement if n != OWNER]
+        self.queues = {n: TaskQueue() for n in [owner_name(k) for k in sorted(tasks)] + chain}
+        for k, ts in tasks.items():
+            for node, mine in _by_node(ts).items():
+                self.queues.setdefault(node, TaskQueue()).add(k, 0, mine, 0.0)
+        self.duration, self.delay = duration, delay
+        self.events: list[Event] = []
+        self.messages: list[tuple[float, int, str, int, TriggerKey, str]] = []  # (at, seq, dst..)
+        self.ends: list[tuple[float, int, str, Entry]] = []
+        self.seq = itertools.count()
+        self.busy: dict[str, bool] = dict.fromkeys(self.queues, False)
+        self.link_free: dict[str, float] = {}
+        self.rank = {n: i for i, n in enumerate(self.queues)}
+
+    def run_to_end(self) -> None:
+        for node in self.queues:
+            self.start(node, 0.0)
+        while self.messages or self.ends:
+            now = min(h[0][0] for h in (self.messages, self.ends) if h)
+            for node in sorted(self.settle(now), key=self.rank.__getitem__):
+                if not self.busy[node] and self.queues[node]:
+                    self.start(node, now)
+
+    def start(self, node: str, now: float) -> None:
+        """Run `node`'s next ready task from `now`: its passes, and its sends onto the links."""
+        entry = self.queues[node].pop()
         if entry is None:
             return
-        busy[node] = True
+        self.busy[node] = True
         clock = now
         for i, a in enumerate(entry.task.actions):
-            d = duration(node, a)
+            d = self.duration(node, a)
             if a.op is Op.SEND:
-                assert a.dst is not None and a.msg is not None and a.mb is not None
-                to = entry.task.sent_part(i) + (1 if a.msg is Msg.ACT else -1)
-                link = link_name(node, a.dst)
-                at = max(clock + delay(node, a.dst), link_free.get(link, 0.0))
-                link_free[link] = at
-                events.append(Event(node, link, str(a), entry.owner, 0, a.mb, clock, at))
-                key = (a.msg, to, a.mb)
-                heapq.heappush(messages, (at, next(seq), a.dst, entry.owner, key, str(a)))
+                self.send(node, entry, i, clock)
             else:
-                events.append(Event(node, CPU, str(a), entry.owner, 0, a.mb, clock, clock + d))
+                self.events.append(Event(node, CPU, str(a), entry.owner, 0, a.mb, clock, clock + d))
             clock += d
-        heapq.heappush(ends, (clock, next(seq), node, entry))
+        heapq.heappush(self.ends, (clock, next(self.seq), node, entry))
 
-    rank = {n: i for i, n in enumerate(queues)}
-    for node in queues:
-        run(node, 0.0)
-    while messages or ends:
-        woken: set[str] = set()  # nodes whose queue or processor changed at this instant
-        # everything that happens at one instant happens before any node picks its next task
-        now = min(h[0][0] for h in (messages, ends) if h)
+    def send(self, node: str, entry: Entry, i: int, clock: float) -> None:
+        a = entry.task.actions[i]
+        assert a.dst is not None and a.msg is not None and a.mb is not None
+        to = entry.task.sent_part(i) + (1 if a.msg is Msg.ACT else -1)
+        link = link_name(node, a.dst)
+        at = max(clock + self.delay(node, a.dst), self.link_free.get(link, 0.0))
+        self.link_free[link] = at
+        self.events.append(Event(node, link, str(a), entry.owner, 0, a.mb, clock, at))
+        key = (a.msg, to, a.mb)
+        heapq.heappush(self.messages, (at, next(self.seq), a.dst, entry.owner, key, str(a)))
+
+    def settle(self, now: float) -> set[str]:
+        """Deliver every message and end every task due at `now`; the nodes this woke.
+
+        Everything that happens at one instant happens before any node picks its next task.
+        """
+        woken: set[str] = set()
+        messages, ends = self.messages, self.ends
         while messages or ends:
             if messages and (not ends or messages[0][:2] < ends[0][:2]):
                 if messages[0][0] != now:
                     break
                 _, _, dst, owner, key, text = heapq.heappop(messages)
-                queue = queues.get(dst)
+                queue = self.queues.get(dst)
                 if queue is None or queue.deliver(owner, 0, key, now) is None:
                     raise ScheduleError(f"{dst}: no task of owner {owner} takes {text} "
                                         f"(sent twice, or to the wrong node)")
@@ -102,14 +129,10 @@ def dry_run(plan: Plan, tasks: Mapping[int, Sequence[Task]] | None = None, *,
                 if ends[0][0] != now:
                     break
                 _, _, node, done = heapq.heappop(ends)
-                queues[node].finish(done, now)
-                busy[node] = False
+                self.queues[node].finish(done, now)
+                self.busy[node] = False
                 woken.add(node)
-        for node in sorted(woken, key=rank.__getitem__):
-            if not busy[node] and queues[node]:
-                run(node, now)
-    _check_all_ran(queues, tasks, events)
-    return events
+        return woken
 
 
 def _by_node(tasks: Sequence[Task]) -> dict[str, list[Task]]:

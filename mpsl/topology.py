@@ -51,70 +51,20 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
     """Validate a parsed YAML document into a Topology; raise TopologyError on the first fault."""
     top = FieldReader(source, data, "")
     name = top.text("name", Path(source).stem or "topology")
-
-    m = top.sub("model", required=True)
-    model = ModelSpec(name=m.text("name"), norm=m.text("norm", "batch", NORMS))
-    m.finish()
-
-    d = top.sub("dataset", required=True)
-    options = d.raw("options", {})
-    if not isinstance(options, Mapping):
-        raise d.fail("options", options, "a mapping")
-    dataset = DatasetSpec(
-        name=d.text("name"),
-        root=d.text("root", None),
-        partition=d.text("partition", "iid", PARTITIONS),
-        alpha=d.number("alpha", 0.5, positive=True),
-        samples_per_owner=d.integer("samples_per_owner", None, minimum=1),
-        test_samples=d.integer("test_samples", None, minimum=1),
-        seed=d.integer("seed", 0),
-        options=dict(options),
-    )
-    d.finish()
-    dataset = replace(dataset, root=relative_to(source, dataset.root))
-
-    t = top.sub("training")
-    training = TrainingSpec(
-        epochs=t.integer("epochs", 1, minimum=1),
-        batch_size=t.integer("batch_size", 32, minimum=1),
-        lr=t.number("lr", 0.01, positive=True),
-        optimizer=t.text("optimizer", "sgd", OPTIMIZERS),
-        momentum=t.number("momentum", 0.0),
-        weight_decay=t.number("weight_decay", 0.0),
-        aggregate_every=t.integer("aggregate_every", None, minimum=1),
-        seed=t.integer("seed", 0),
-        max_iterations=t.integer("max_iterations", None, minimum=1),
-    )
-    t.finish()
-
+    model = _parse_model(top)
+    dataset = _parse_dataset(top, source)
+    training = _parse_training(top)
     mode = top.text("mode", "pipar", MODES)
     labels = top.text("labels", "local" if mode == "mpsl" else "shared", LABELS)
-
     plan = _parse_plan(top, training)
     schedule = _parse_schedule(top)
-
     owners = _parse_owners(top.sub("data_owners", required=True), training)
-
     compute_nodes = _parse_compute(top, mode)
-
-    lk = top.sub("links")
-    links = LinkSpec(
-        compute_mbps=lk.number("compute_mbps", None, positive=True),
-        compute_latency_ms=lk.number("compute_latency_ms", 0.0),
-    )
-    lk.finish()
-
+    links = _parse_links(top)
     ag = top.sub("aggregator")
     aggregator = ag.address("address", "tcp://127.0.0.1:5550")
     ag.finish()
-
-    rt = top.sub("runtime")
-    runtime = RuntimeSpec(
-        torch_threads=rt.integer("torch_threads", 1, minimum=1),
-        timeout_s=rt.number("timeout_s", 120.0, positive=True),
-        monitor=None if rt.raw("monitor", None) is None else rt.address("monitor"),
-    )
-    rt.finish()
+    runtime = _parse_runtime(top)
     top.finish()
 
     topo = Topology(
@@ -135,6 +85,71 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
     )
     _check_consistency(topo)
     return topo
+
+
+def _parse_model(top: FieldReader) -> ModelSpec:
+    m = top.sub("model", required=True)
+    model = ModelSpec(name=m.text("name"), norm=m.text("norm", "batch", NORMS))
+    m.finish()
+    return model
+
+
+def _parse_dataset(top: FieldReader, source: str) -> DatasetSpec:
+    """The `dataset` section; its `root` relative to the topology file's folder."""
+    d = top.sub("dataset", required=True)
+    options = d.raw("options", {})
+    if not isinstance(options, Mapping):
+        raise d.fail("options", options, "a mapping")
+    dataset = DatasetSpec(
+        name=d.text("name"),
+        root=d.text("root", None),
+        partition=d.text("partition", "iid", PARTITIONS),
+        alpha=d.number("alpha", 0.5, positive=True),
+        samples_per_owner=d.integer("samples_per_owner", None, minimum=1),
+        test_samples=d.integer("test_samples", None, minimum=1),
+        seed=d.integer("seed", 0),
+        options=dict(options),
+    )
+    d.finish()
+    return replace(dataset, root=relative_to(source, dataset.root))
+
+
+def _parse_training(top: FieldReader) -> TrainingSpec:
+    t = top.sub("training")
+    training = TrainingSpec(
+        epochs=t.integer("epochs", 1, minimum=1),
+        batch_size=t.integer("batch_size", 32, minimum=1),
+        lr=t.number("lr", 0.01, positive=True),
+        optimizer=t.text("optimizer", "sgd", OPTIMIZERS),
+        momentum=t.number("momentum", 0.0),
+        weight_decay=t.number("weight_decay", 0.0),
+        aggregate_every=t.integer("aggregate_every", None, minimum=1),
+        seed=t.integer("seed", 0),
+        max_iterations=t.integer("max_iterations", None, minimum=1),
+    )
+    t.finish()
+    return training
+
+
+def _parse_links(top: FieldReader) -> LinkSpec:
+    lk = top.sub("links")
+    links = LinkSpec(
+        compute_mbps=lk.number("compute_mbps", None, positive=True),
+        compute_latency_ms=lk.number("compute_latency_ms", 0.0),
+    )
+    lk.finish()
+    return links
+
+
+def _parse_runtime(top: FieldReader) -> RuntimeSpec:
+    rt = top.sub("runtime")
+    runtime = RuntimeSpec(
+        torch_threads=rt.integer("torch_threads", 1, minimum=1),
+        timeout_s=rt.number("timeout_s", 120.0, positive=True),
+        monitor=None if rt.raw("monitor", None) is None else rt.address("monitor"),
+    )
+    rt.finish()
+    return runtime
 
 
 def _parse_plan(top: FieldReader, training: TrainingSpec) -> PlanSpec:

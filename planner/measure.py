@@ -1,6 +1,20 @@
 """Measuring a profile on this host: every layer's passes at several micro-batch sizes, warm and
 after a sleep, and its optimizer step, warm and as a node takes it (right after a backward);
-and, without timing, a model's bytes per layer (`byte_profile`)."""
+and, without timing, a model's bytes per layer (`byte_profile`).
+
+The wake-up cost: every layer's forward and backward also run `wake_repeats` times each after
+`wake_gap_s` of sleep, at the smallest, the middle and the largest batch size, in rounds
+spread among the warm ones; `wake_fwd_s` (`wake_bwd_s`) is the median over layers and those
+batch sizes of that time (median over repeats) minus the warm one. It is charged once per
+action that follows an idle processor, since the layers after the first of an action run warm.
+
+The optimizer step (`mpsl.training.make_optimizer`, as a node builds it): `opt_s` is a layer's
+step repeated warm (no backward in between). A node steps right after a backward, with
+zero_grad, which can cost more. So every warm and cold pass is followed by the layer's step as
+a node takes it (cold: after `wake_gap_s` asleep, as an emulated device steps); `step_s` is the
+median over layers with parameters of that step minus `opt_s`, `wake_step_s` the median of the
+cold one minus the warm one. The steps use lr = 0, so the weights do not move.
+"""
 
 from __future__ import annotations
 
@@ -53,21 +67,9 @@ def measure_profile(
     size, per sample (rounded down). `budget_s` stops adding rounds once spent.
 
     Batch sizes below the smallest the model trains on (2 for BatchNorm on 1x1 maps) are
-    raised to it. The wake-up cost: every layer's forward and backward also run
-    `wake_repeats` times each after `wake_gap_s` of sleep, at the smallest, the middle and
-    the largest batch size, in rounds spread among the warm ones; `wake_fwd_s` (`wake_bwd_s`)
-    is the median over layers and those batch sizes of that time (median over repeats) minus
-    the warm one. It is charged once per action that follows an idle processor, since the
-    layers after the first of an action run warm.
-
-    The optimizer step (`mpsl.training.make_optimizer`, as a node builds it): `opt_s` is a
-    layer's step repeated warm (no backward in between). A node steps right after a
-    backward, with zero_grad, which can cost more. So every warm and cold pass is followed by
-    the layer's step as a node takes it (cold: after `wake_gap_s` asleep, as an emulated
-    device steps); `step_s` is the median over layers with parameters of that step minus
-    `opt_s`, `wake_step_s` the median of the cold one minus the warm one. The steps use
-    lr = 0, so the weights do not move. The C allocator is set as in a node process
-    (`keep_freed_memory`), so that the times are those the nodes will see.
+    raised to it. The wake-up and step costs are measured as the module docstring says; the C
+    allocator is set as in a node process (`keep_freed_memory`), so that the times are those
+    the nodes will see.
     """
     import torch
 
@@ -81,52 +83,78 @@ def measure_profile(
                          f"{input_shape}, {list(batch_sizes)}, {repeats}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    started = time.perf_counter()
     try:
         torch.manual_seed(0)
         c, h, w = input_shape
         model = build_model(model_name, num_classes, c, h, norm).train()
         low = smallest_batch(model, input_shape)  # BatchNorm on 1x1 maps: at least 2
-        batch_sizes = sorted({max(low, b) for b in batch_sizes})
-        # the wake-up cost (0.45 s of sleep per layer and batch size) at 3 sizes at most
-        wake_sizes = {batch_sizes[0], batch_sizes[len(batch_sizes) // 2], batch_sizes[-1]}
-        # the warm rounds after which the cold passes run, spread over rounds 1..repeats
-        cold_after = [1 + i * repeats // wake_repeats for i in range(wake_repeats)]
-        labels, mods = layer_labels(model), list(model.children())
-        opts = [_optimizer(m.parameters(), optimizer, momentum, 0.0) for m in mods]
-        pids = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        data = {b: (torch.rand(b, c, h, w), torch.randint(0, num_classes, (b,)))
-                for b in batch_sizes}
-        warm: dict[int, list[_Samples]] = {b: [([], [], []) for _ in mods] for b in batch_sizes}
-        cold: dict[int, list[_Samples]] = {b: [([], [], []) for _ in mods] for b in wake_sizes}
-        out_b = [0] * len(mods)
-        act_b = [0] * len(mods)
-        for rnd in range(repeats + 1):  # round 0 warms up
-            for b in batch_sizes:
-                x0, y = data[b]
-                for i, times in enumerate(_warm_times(mods, opts, x0, y, pids, out_b, act_b)):
-                    if rnd:
-                        _append(warm[b][i], times)
-                for _ in range(cold_after.count(rnd) if b in wake_sizes else 0):
-                    for i, times in enumerate(_cold_times(mods, opts, x0, y, wake_gap_s)):
-                        _append(cold[b][i], times)
-            if budget_s is not None and rnd and time.perf_counter() - started > budget_s:
-                break
+        mods = list(model.children())
+        rounds = _Rounds(mods, input_shape, num_classes, sorted({max(low, b) for b in batch_sizes}),
+                         [_optimizer(m.parameters(), optimizer, momentum, 0.0) for m in mods],
+                         {p.untyped_storage().data_ptr() for p in model.parameters()})
+        rounds.run(repeats, wake_repeats, wake_gap_s, budget_s)
         opt = _opt_times(mods, optimizer, momentum, repeats)
     finally:
         torch.set_num_threads(threads)
-    points, (wake_f, wake_b, wake_step), step = _medians(warm, cold, opt)
-    layers = []
-    for i, mod in enumerate(mods):
-        pts = points[i]
-        fa, fc = fit_line([(b, f) for b, f, _ in pts])
-        ba, bc = fit_line([(b, w) for b, _, w in pts])
-        pb = sum(p.numel() * p.element_size() for p in mod.parameters())
-        layers.append(LayerProfile(labels[i], fa, fc, ba, bc, opt[i], out_b[i], pb, act_b[i], pts))
+    points, (wake_f, wake_b, wake_step), step = _medians(rounds.warm, rounds.cold, opt)
+    layers = [_layer(label, mod, points[i], opt[i], rounds.out_b[i], rounds.act_b[i])
+              for i, (label, mod) in enumerate(zip(layer_labels(model), mods))]
     return Profile(tuple(layers), f"measured:{model_name}",
                    {"model": model_name, "input_shape": list(input_shape), "norm": norm,
                     "smallest_batch": low},
                    wake_f, wake_b, step, wake_step)
+
+
+def _layer(label: str, mod: Any, pts: tuple[tuple[int, float, float], ...], opt_s: float,
+           out_b: int, act_b: int) -> LayerProfile:
+    """One layer's profile from its measured (batch, forward, backward) medians."""
+    fa, fc = fit_line([(b, f) for b, f, _ in pts])
+    ba, bc = fit_line([(b, w) for b, _, w in pts])
+    pb = sum(p.numel() * p.element_size() for p in mod.parameters())
+    return LayerProfile(label, fa, fc, ba, bc, opt_s, out_b, pb, act_b, pts)
+
+
+class _Rounds:
+    """The timed passes of `measure_profile`: warm samples per batch size and layer, cold ones
+    (after a sleep) at 3 wake sizes at most, and each layer's output and saved bytes."""
+
+    def __init__(self, mods: list[Any], input_shape: tuple[int, int, int], num_classes: int,
+                 batch_sizes: list[int], opts: list[Any], pids: set[int]) -> None:
+        import torch
+
+        c, h, w = input_shape
+        self.mods, self.opts, self.pids = mods, opts, pids
+        self.batch_sizes = batch_sizes
+        # the wake-up cost (0.45 s of sleep per layer and batch size) at 3 sizes at most
+        self.wake_sizes = {batch_sizes[0], batch_sizes[len(batch_sizes) // 2], batch_sizes[-1]}
+        self.data = {b: (torch.rand(b, c, h, w), torch.randint(0, num_classes, (b,)))
+                     for b in batch_sizes}
+        self.warm: dict[int, list[_Samples]] = {b: [([], [], []) for _ in mods]
+                                                for b in batch_sizes}
+        self.cold: dict[int, list[_Samples]] = {b: [([], [], []) for _ in mods]
+                                                for b in self.wake_sizes}
+        self.out_b = [0] * len(mods)
+        self.act_b = [0] * len(mods)
+
+    def run(self, repeats: int, wake_repeats: int, wake_gap_s: float,
+            budget_s: float | None) -> None:
+        """Round 0 warms up; rounds 1..repeats each time every batch size warm, and the cold
+        passes run after the warm rounds `cold_after`, spread over the rounds."""
+        started = time.perf_counter()
+        cold_after = [1 + i * repeats // wake_repeats for i in range(wake_repeats)]
+        for rnd in range(repeats + 1):
+            for b in self.batch_sizes:
+                x0, y = self.data[b]
+                for i, times in enumerate(_warm_times(self.mods, self.opts, x0, y, self.pids,
+                                                      self.out_b, self.act_b)):
+                    if rnd:
+                        _append(self.warm[b][i], times)
+                for _ in range(cold_after.count(rnd) if b in self.wake_sizes else 0):
+                    for i, times in enumerate(_cold_times(self.mods, self.opts, x0, y,
+                                                          wake_gap_s)):
+                        _append(self.cold[b][i], times)
+            if budget_s is not None and rnd and time.perf_counter() - started > budget_s:
+                break
 
 
 _Samples = tuple[list[float], list[float], list[float]]  # forward, backward, step seconds
