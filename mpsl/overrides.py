@@ -13,7 +13,7 @@ from mpsl.schema import TopologyError
 
 # Fields that hold a path: a value given on the command line is relative to the working
 # directory (the file's own values are relative to the file's folder).
-PATH_FIELDS = ("dataset.root", "plan.profile", "data_owners.profile")
+PATH_FIELDS = ("dataset.root", "plan.profile", "data_owners.profile", "security.keys")
 
 
 def apply_overrides(data: Mapping[str, Any], assignments: Iterable[str],

@@ -14,6 +14,7 @@ OPTIMIZERS = ("sgd", "adam")
 PARTITIONS = ("iid", "dirichlet")
 NORMS = ("batch", "group", "none")
 SCHEDULE_NAMES = ("gpipe", "1f1b")
+SECURITY_MODES = ("none", "curve")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,15 @@ class RuntimeSpec:
 
 
 @dataclass(frozen=True)
+class SecuritySpec:
+    """`none`: plain links; `curve`: CurveZMQ on every link, key files in `keys` (from
+    `mpsl keys`: NAME.key and NAME.key_secret per node)."""
+
+    mode: str = "none"
+    keys: str | None = None
+
+
+@dataclass(frozen=True)
 class Topology:
     source: str
     name: str
@@ -118,6 +128,7 @@ class Topology:
     aggregator: str
     runtime: RuntimeSpec
     schedule: ScheduleSpec = ScheduleSpec()
+    security: SecuritySpec = SecuritySpec()
     overrides: tuple[str, ...] = ()  # the `--set` assignments it was loaded with
 
     @property

@@ -25,6 +25,7 @@ from mpsl.spec import (
     OPTIMIZERS,
     PARTITIONS,
     SCHEDULE_NAMES,
+    SECURITY_MODES,
     ComputeSpec,
     DatasetSpec,
     LinkSpec,
@@ -33,6 +34,7 @@ from mpsl.spec import (
     PlanSpec,
     RuntimeSpec,
     ScheduleSpec,
+    SecuritySpec,
     Topology,
     TrainingSpec,
     expected_cut_count,
@@ -41,7 +43,7 @@ from mpsl.spec import (
 __all__ = [
     "LABELS", "MODES", "NORMS", "OPTIMIZERS", "OWNER", "PARTITIONS", "SCHEDULE_NAMES",
     "ComputeSpec", "DatasetSpec", "LinkSpec", "ModelSpec", "OwnerSpec", "PlanSpec",
-    "RuntimeSpec", "ScheduleSpec", "Topology", "TopologyError", "TrainingSpec",
+    "RuntimeSpec", "ScheduleSpec", "SecuritySpec", "Topology", "TopologyError", "TrainingSpec",
     "apply_overrides", "expected_cut_count", "load", "parse",
 ]
 MAX_FILE_BYTES = 1 << 20  # a topology file is read with this limit
@@ -65,6 +67,7 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
     aggregator = ag.address("address", "tcp://127.0.0.1:5550")
     ag.finish()
     runtime = _parse_runtime(top)
+    security = _parse_security(top)
     top.finish()
 
     topo = Topology(
@@ -82,6 +85,7 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
         aggregator=aggregator,
         runtime=runtime,
         schedule=schedule,
+        security=security,
     )
     _check_consistency(topo)
     return topo
@@ -150,6 +154,21 @@ def _parse_runtime(top: FieldReader) -> RuntimeSpec:
     )
     rt.finish()
     return runtime
+
+
+def _parse_security(top: FieldReader) -> SecuritySpec:
+    """The `security` section; `keys` relative to the topology file's folder, and an existing
+    folder in mode curve (its key files are checked by `nodes.security.check_key_files`)."""
+    s = top.sub("security")
+    mode = s.text("mode", "none", SECURITY_MODES)
+    keys = relative_to(top.source, s.text("keys", None))
+    s.finish()
+    if mode == "curve":
+        if keys is None:
+            raise s.fail("keys", MISSING, "a folder of key files from `mpsl keys` in mode curve")
+        if not Path(keys).is_dir():
+            raise s.fail("keys", keys, "an existing folder of key files from `mpsl keys`")
+    return SecuritySpec(mode=mode, keys=keys)
 
 
 def _parse_plan(top: FieldReader, training: TrainingSpec) -> PlanSpec:

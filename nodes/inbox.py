@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Container
+from typing import TYPE_CHECKING
 
 import zmq
 
 from nodes.wire import DEFAULT_MAX_BYTES, Message, WireError, decode
+
+if TYPE_CHECKING:
+    from nodes.security import CurveServer
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +34,10 @@ class Inbox:
         *,
         known_senders: Container[str] | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        curve: CurveServer | None = None,
     ) -> None:
         self.known_senders = known_senders
+        self.curve = curve  # CURVE server: every message's src must be its connection's key
         self.max_bytes = max_bytes
         self.received = 0
         self.rejected = 0
@@ -40,9 +46,11 @@ class Inbox:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)  # per frame; drops oversize peers
         try:
+            if curve is not None:
+                curve.apply(self._sock)
             self._sock.bind(tcp_addr(bind_addr))
         except zmq.ZMQError:
-            self._sock.close(linger=0)
+            self.close()
             raise
         self.address: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
@@ -62,6 +70,9 @@ class Inbox:
                 continue
             try:
                 msg = decode(frames, known_senders=self.known_senders, max_bytes=self.max_bytes)
+                why = None if self.curve is None else self.curve.check_sender(frames[0], msg.src)
+                if why is not None:
+                    raise WireError(why)
             except WireError as e:
                 self.rejected += 1
                 log.warning("inbox %s: dropped a message: %s", self.address, e)
@@ -71,6 +82,8 @@ class Inbox:
 
     def close(self) -> None:
         """Close the socket; pending messages are discarded."""
+        if self.curve is not None:
+            self.curve.release(self._sock)
         self._sock.close(linger=0)
 
     def __enter__(self) -> Inbox:

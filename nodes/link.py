@@ -31,6 +31,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zmq
@@ -41,6 +42,9 @@ from nodes.inbox import HWM, Inbox
 from nodes.shaping import MAX_CATCHUP_S, LinkClock
 from nodes.staging import Staging
 from nodes.wire import Message, encode, message_nbytes
+
+if TYPE_CHECKING:
+    from nodes.security import CurveClient
 
 __all__ = ["MAX_CATCHUP_S", "Inbox", "LinkClock", "Outbox", "Staging"]
 
@@ -85,6 +89,7 @@ class Outbox:
         queue_max: int = 1024,
         on_event: Callable[[Event], None] | None = None,
         max_inflight_bytes: int = 512 << 20,
+        curve: CurveClient | None = None,
     ) -> None:
         if rate_mbps is not None and not rate_mbps > 0:
             raise ValueError(f"rate_mbps must be > 0 or None, got {rate_mbps}")
@@ -121,6 +126,8 @@ class Outbox:
         self._sock = ctx.socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, HWM)
         self._sock.setsockopt(zmq.LINGER, -1)  # set for real in close()
+        if curve is not None:  # CURVE client: encrypted, and authenticated by the peer's ZAP
+            curve.apply(self._sock)
         self._sock.connect(connect_addr)
         self._thread: threading.Thread | None = None
         if not self._direct:  # a direct Outbox sends from the caller's thread

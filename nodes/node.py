@@ -20,6 +20,7 @@ from mpsl.topology import Topology
 from mpsl.trace import Event, events_to_rows
 from nodes.link import Inbox, Outbox
 from nodes.memory import ActivationMeter, peak_rss_bytes
+from nodes.security import NodeSecurity
 from nodes.wire import Message
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ class Node:
         torch.set_num_threads(topo.runtime.torch_threads)
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         known = set(topo.node_names())
-        self.inbox = Inbox(self.ctx, topo.address_of(name), known_senders=known)
+        self.security = NodeSecurity(self.ctx, topo, name)  # CURVE's authenticator, if any
+        self.inbox = Inbox(self.ctx, topo.address_of(name), known_senders=known,
+                           curve=self.security.server())
         self.outboxes: dict[str, Outbox] = {}
         self.events: list[Event] = []
         self.meter = ActivationMeter()
@@ -58,6 +61,7 @@ class Node:
             latency_s=latency_ms / 1000.0,
             burst_bytes=0,  # one message at a time at the link's rate, as the cost model has it
             on_event=self.events.append,
+            curve=self.security.client(dst),
         )
 
     def send(self, dst: str, kind: Msg, *, owner: int = -1, iteration: int = -1, mb: int = -1,
@@ -157,4 +161,5 @@ class Node:
         for box in self.outboxes.values():
             box.close(drain=True, timeout=self.timeout)
         self.inbox.close()
+        self.security.stop()
         self.ctx.term()

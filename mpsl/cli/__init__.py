@@ -15,13 +15,13 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from mpsl.cli import node, plan, profile, report, run, simulate
+from mpsl.cli import keys, node, plan, profile, report, run, simulate
 from mpsl.cli.output import Output, print_error
 from mpsl.training import num_layers
 
 DESCRIPTION = ("Pipelined, multihop split learning: plan, simulate and run a topology, then "
                "report on the run.")
-COMMANDS: tuple[ModuleType, ...] = (run, node, plan, profile, simulate, report)
+COMMANDS: tuple[ModuleType, ...] = (run, node, plan, profile, simulate, report, keys)
 BAD_INPUT, RUN_FAILED, INTERRUPTED = 2, 1, 130
 # Errors of a failed run, by module: an error of a module that was never imported cannot
 # have been raised, so they are looked up in sys.modules instead of importing nodes here.

@@ -56,6 +56,7 @@ def shut() -> Iterator[Callable[[Any], Any]]:
                 for box in thing.outboxes.values():
                     box.close(drain=False, timeout=1)
                 thing.inbox.close()
+                thing.security.stop()
                 thing.ctx.term()
             elif isinstance(thing, Inbox):
                 thing.close()

@@ -12,12 +12,12 @@ from mpsl.cli import COMMANDS, build_parser, exit_code
 from mpsl.cli.output import one_line
 from tests.mpsl.cli.conftest import LONG
 
-FORMATTED = {"run", "plan", "profile", "simulate", "report"}
+FORMATTED = {"run", "plan", "profile", "simulate", "report", "keys"}
 
 
 def test_every_command_registered_once_with_format_where_it_prints_results():
     assert [c.NAME for c in COMMANDS] == ["run", "node", "plan", "profile", "simulate",
-                                          "report"]
+                                          "report", "keys"]
     parser = build_parser()
     for cmd in COMMANDS:
         sub = parser._subparsers._group_actions[0].choices[cmd.NAME]  # type: ignore[union-attr]
