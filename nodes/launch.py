@@ -27,6 +27,8 @@ from mpsl.allocator import keep_freed_memory
 from mpsl.names import AGGREGATOR
 from mpsl.plan import Plan, check_plan_fits, read_plan_file, write_plan_file
 from mpsl.topology import Topology
+from nodes.lifetime import ENV as LAUNCHER_ENV
+from nodes.lifetime import exit_with
 from nodes.link import Inbox
 from nodes.node import NodeError
 from nodes.wire import Message
@@ -68,8 +70,10 @@ def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None =
         from nodes.data_owner import DataOwner
 
         node = DataOwner(topo, plan, topo.owner(name).index)
+    log.info("%s: %s node listening at %s", name, role, node.inbox.address)
     try:
         node.run()
+        log.info("%s: finished (%d messages dropped)", name, node.rejected_messages)
     finally:
         node.close()
 
@@ -134,7 +138,7 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
 
 
 def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, name: str,
-               out: str | None, monitor: str, log_path: str) -> None:
+               out: str | None, monitor: str, log_path: str, launcher_pid: int) -> None:
     """The body of a forked node: output to its log, then the same path as `mpsl node`."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
@@ -144,6 +148,7 @@ def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, 
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
     faulthandler.register(signal.SIGTERM, chain=True)
+    exit_with(launcher_pid)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(message)s")
     from mpsl.topology import load
 
@@ -180,7 +185,8 @@ class LocalCluster:
 
     def _command(self, role: str, name: str, plan_path: Path, monitor: str) -> list[str]:
         cmd = [sys.executable, "-m", "mpsl.cli", "node", "--role", role, "--topology",
-               self.topo_path, "--name", name, "--plan", str(plan_path), "--monitor", monitor]
+               self.topo_path, "--name", name, "--plan", str(plan_path), "--monitor", monitor,
+               "--insecure"]  # `mpsl run` checked the topology's security before any start
         if role == "aggregator":
             cmd += ["--out", str(self.run_dir)]
         for item in self.overrides:
@@ -196,7 +202,7 @@ class LocalCluster:
         write_plan_file(plan_path, self.plan)
         roles = [("aggregator", AGGREGATOR)] + [("compute", c) for c in self.topo.chain]
         roles += [("data-owner", o.name) for o in self.topo.owners]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{LAUNCHER_ENV: str(os.getpid())})
         for role, name in roles:
             path = logs / f"{name}.log"
             if self.method == "subprocess":
@@ -210,7 +216,7 @@ class LocalCluster:
                 proc = _forkserver().Process(
                     target=_node_main, name=name, daemon=True,
                     args=(role, self.topo_path, list(self.overrides), str(plan_path), name, out,
-                          monitor, str(path)),
+                          monitor, str(path), os.getpid()),
                 )
                 proc.start()
                 self.procs.append(_Proc(name, _Forked(proc), path))

@@ -5,7 +5,8 @@ Every command that prints results takes `--format table|json` and prints them th
 `mpsl.cli.output.Output`. Every expected error ends the command with one line `error: ...` on
 stderr: exit 2 for bad input (a topology, plan, profile or data set that is wrong or missing,
 a plan that cannot be planned or deadlocks, a file that cannot be read), 1 for a run that
-failed (a node's error), 130 for Ctrl-C.
+failed (a node's error), 130 for Ctrl-C, 128 + the signal for SIGTERM or SIGHUP (`mpsl run`
+stops every node it started in all of these cases).
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(getattr(args, "format", "table"))
     try:
         return int(args.command_module.run(args, out) or 0)
-    except KeyboardInterrupt:
-        print("interrupted" + (": every node was stopped" if args.command == "run" else ""),
-              file=sys.stderr)
-        return INTERRUPTED
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", None)  # run.Stopped: SIGTERM or SIGHUP
+        print(("interrupted" if signum is None else f"stopped by {err}")
+              + (": every node was stopped" if args.command == "run" else ""), file=sys.stderr)
+        return INTERRUPTED if signum is None else 128 + signum
     except Exception as err:
         code = exit_code(err)
         if code is None:

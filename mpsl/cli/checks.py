@@ -2,14 +2,19 @@
 
 - `training.batch_size` larger than an owner's data (its iterations are partial batches);
 - `dataset.samples_per_owner` more than the owners get from the data set;
-- a plan whose memory estimate on a node exceeds that node's `memory_mb`.
+- a plan whose memory estimate on a node exceeds that node's `memory_mb`;
+and, as errors, a node name that the topology does not give the role (`check_node`), an
+address that cannot be bound here (`check_bindable`) and the security a run starts with
+(`security_line`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import ipaddress
+import socket
+from collections.abc import Iterable, Mapping, Sequence
 
-from mpsl.names import owner_index
+from mpsl.names import AGGREGATOR, owner_index
 from mpsl.plan import Plan
 from mpsl.spec import Topology
 
@@ -75,3 +80,64 @@ def memory_warnings(topo: Topology, plan: Plan) -> list[str]:
 
     est = simulate(topo, plan, byte_profile(topo), iterations=1)
     return over_caps(topo, est.memory_bytes)
+
+
+def _loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: may be anywhere
+
+
+def security_line(topo: Topology, insecure: bool, names: Iterable[str] | None = None) -> str:
+    """The one line a run or node states about its links' security at start.
+
+    With `security: curve`, the key files are checked first (KeyFileError naming the first
+    missing one; secret keys of `names`, default every node). Without it, a topology with an
+    address off this machine is refused (ValueError) unless `insecure`.
+    """
+    from nodes.keys import check_key_files
+
+    if topo.security.mode == "curve":
+        check_key_files(topo, names)
+        return f"security: CurveZMQ on every link, keys in {topo.security.keys}"
+    remote = [n for n in topo.node_names() if not _loopback(topo.address_of(n))]
+    if remote and not insecure:
+        raise ValueError(
+            f"{topo.source}: {remote[0]} listens at {topo.address_of(remote[0])}, off this "
+            f"machine, and security is off: set security: {{mode: curve, keys: DIR}} (keys "
+            f"from `mpsl keys`), or pass --insecure")
+    return ("security off: links are neither authenticated nor encrypted (security: "
+            "{mode: curve, keys: DIR} turns CurveZMQ on)")
+
+
+def check_node(topo: Topology, role: str, name: str) -> None:
+    """ValueError (one line) unless the topology has a node `name` of `role`."""
+    names = {"data-owner": [o.name for o in topo.owners], "compute": list(topo.chain),
+             "aggregator": [AGGREGATOR]}[role]
+    if name not in names:
+        shown = ", ".join(names[:MAX_NAMED]) + (", ..." if len(names) > MAX_NAMED else "")
+        raise ValueError(f"{topo.source}: no {role} node named {name!r} (its {role} nodes: "
+                         f"{shown or 'none'})")
+
+
+def check_bindable(topo: Topology, names: Iterable[str]) -> None:
+    """OSError (one line) naming the first node of `names` whose address this machine cannot
+    bind now: in use, or not one of its addresses."""
+    for name in names:
+        address = topo.address_of(name)
+        host, _, port = address.split("://", 1)[-1].rpartition(":")
+        host = host.strip("[]")
+        if host == "*" or not port.isdigit() or int(port) == 0:
+            continue  # any interface or any port: nothing to check
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
+            try:
+                sock.bind((host, int(port)))
+            except OSError as err:
+                raise OSError(f"{topo.source}: {name} cannot listen at {address}: "
+                              f"{err.strerror or err}") from None

@@ -10,6 +10,7 @@ import io
 import logging
 import signal
 
+from mpsl.cli.checks import check_bindable, check_node, security_line
 from mpsl.cli.common import add_mode, add_set, overrides, require_plan_file, resolve_plan
 from mpsl.cli.output import Output
 from mpsl.topology import load
@@ -27,16 +28,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="where the aggregator writes the results")
     p.add_argument("--monitor", help="address of a progress listener (set by `mpsl run`)")
     add_mode(p)
+    p.add_argument("--insecure", action="store_true",
+                   help="allow addresses off this machine without security: curve")
     add_set(p)
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
     from nodes.launch import run_node
+    from nodes.lifetime import exit_with_launcher_from_env
+
+    exit_with_launcher_from_env()  # a node that `mpsl run` started ends with it
 
     topo = load(args.topology, overrides(args))
+    check_node(topo, args.role, args.name)
+    check_bindable(topo, [args.name])
+    security = security_line(topo, args.insecure, [args.name])
     require_plan_file(topo, args.plan)
     plan = resolve_plan(topo, args.plan)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(message)s")
+    logging.getLogger(__name__).info("%s", security)
     with contextlib.suppress(io.UnsupportedOperation):  # stderr is no file when captured
         faulthandler.register(signal.SIGTERM, chain=True)  # a stopped node shows where it was
     run_node(args.role, topo, plan, args.name, args.out, args.monitor,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import signal
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import RenderableType
 
-from mpsl.cli.checks import data_warnings, memory_warnings
+from mpsl.cli.checks import check_bindable, data_warnings, memory_warnings, security_line
 from mpsl.cli.common import (
     add_format,
     add_mode,
@@ -24,6 +26,33 @@ from mpsl.cli.output import Output
 NAME = "run"
 HELP = "train: one process per node on this machine"
 SUMMARY_KEYS = ("epochs", "nodes", "links", "summary")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """`mpsl run` got SIGTERM or SIGHUP: it stops every node, as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into `Stopped` (once: a second signal during the stop is
+    ignored, so that the stop finishes)."""
+
+    def stop(signum: int, frame: object) -> None:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    old = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,6 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "else measured on this host)")
     p.add_argument("--out", help="run folder (default runs/NAME-MODE)")
     p.add_argument("--quiet", action="store_true", help="no live progress bars")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow addresses off this machine without security: curve")
     add_set(p)
     add_format(p)
 
@@ -43,6 +74,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     from nodes.launch import LocalCluster
 
     topo = load_topology(args)
+    security = security_line(topo, args.insecure)
+    check_bindable(topo, topo.node_names())
     plan = resolve_plan(topo, args.plan, out, read_profile(args.profile))
     for w in data_warnings(topo) + memory_warnings(topo, plan):
         out.warn(w)
@@ -51,8 +84,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
              f"{len(topo.owners)} owner(s), model {topo.model.name}, "
              f"dataset {topo.dataset.name}")
     out.info(f"plan: {plan.describe()}")
+    out.info(security)
     cluster = LocalCluster(args.topology, overrides(args), topo, plan, run_dir)
-    with Progress(topo, out.console, quiet=args.quiet) as progress:
+    with stopping_on_signals(), Progress(topo, out.console, quiet=args.quiet) as progress:
         results = cluster.run(progress.on_message)
     out.result(run_data(run_dir, results, out.warnings), render)
     return 0

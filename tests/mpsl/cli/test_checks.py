@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from mpsl.cli.checks import MIB, data_warnings, memory_caps, over_caps
+import pytest
+
+from mpsl.cli.checks import (
+    MIB,
+    check_bindable,
+    check_node,
+    data_warnings,
+    memory_caps,
+    over_caps,
+    security_line,
+)
 from mpsl.topology import parse
+from nodes.keys import KeyFileError, write_keys
 from tests.mpsl.cli.conftest import TOPOLOGY
 
 
@@ -38,3 +49,53 @@ def test_no_data_warning_when_the_data_suffices():
     assert data_warnings(topo(), [128, 15]) == [
         "training.batch_size (16) is larger than the data of owner1 (15 samples): every epoch "
         "there is one partial batch"]
+
+
+def test_security_line_says_security_is_off_on_loopback():
+    assert security_line(topo(), insecure=False).startswith("security off: links are neither")
+
+
+@pytest.mark.parametrize("host", ["10.0.0.7", "example.org"])
+def test_addresses_off_this_machine_need_curve_or_insecure(host):
+    t = topo(compute_nodes=[{"name": "server", "address": f"tcp://{host}:5590"}])
+    with pytest.raises(ValueError, match=rf"^t.yaml: server listens at tcp://{host}:5590, off "
+                                         r"this machine, and security is off: .*--insecure$"):
+        security_line(t, insecure=False)
+    assert security_line(t, insecure=True).startswith("security off")
+
+
+def test_curve_needs_its_key_files_before_any_start(tmp_path):
+    t = topo(security={"mode": "curve", "keys": str(tmp_path)})
+    with pytest.raises(KeyFileError, match="owner0.key: CURVE key file missing"):
+        security_line(t, insecure=False)
+    write_keys(tmp_path, t.node_names())
+    assert security_line(t, insecure=False) == f"security: CurveZMQ on every link, keys in " \
+                                               f"{tmp_path}"
+
+
+@pytest.mark.parametrize("role, name, listed", [
+    ("data-owner", "owner7", "owner0, owner1"), ("compute", "owner0", "server"),
+    ("aggregator", "server", "aggregator")])
+def test_a_node_name_the_role_does_not_have_is_one_line(role, name, listed):
+    with pytest.raises(ValueError, match=rf"^t.yaml: no {role} node named '{name}' \(its "
+                                         rf"{role} nodes: {listed}\)$"):
+        check_node(topo(), role, name)
+    check_node(topo(), "data-owner", "owner1")
+
+
+def test_an_address_in_use_or_not_here_is_one_line_before_any_start():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        t = topo(compute_nodes=[{"name": "server", "address": f"tcp://127.0.0.1:{port}"}])
+        with pytest.raises(OSError, match=rf"^t.yaml: server cannot listen at "
+                                          rf"tcp://127.0.0.1:{port}: Address already in use$"):
+            check_bindable(t, t.node_names())
+    check_bindable(t, t.node_names())  # free again
+    t = topo(compute_nodes=[{"name": "server", "address": "tcp://192.0.2.1:5590"}])
+    with pytest.raises(OSError, match=r"^t.yaml: server cannot listen at tcp://192.0.2.1:5590: "
+                                      r"Cannot assign requested address$"):
+        check_bindable(t, ["server"])
