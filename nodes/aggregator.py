@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,15 +17,17 @@ from mpsl.data import load_dataset, load_labels, partition_counts
 from mpsl.metrics import busy_seconds, link_bytes, write_results
 from mpsl.names import AGGREGATOR, OWNER
 from mpsl.plan import Plan
+from mpsl.settings import first_difference, run_settings, settings_digest
 from mpsl.topology import Topology
 from mpsl.trace import Event, events_from_rows, write_events
 from mpsl.training import build_full_model, iterations_per_epoch, owner_indices, round_ends
 from nodes.link import Outbox
 from nodes.memory import tensor_bytes
-from nodes.node import Node
+from nodes.node import Node, NodeError
 from nodes.parts import weighted_average
 from nodes.wire import Message
 
+log = logging.getLogger(__name__)
 
 def _node_row(summary: dict[str, Any], busy: float, wall: float) -> dict[str, Any]:
     """One node of results.json from its summary: busy and idle time, memory, rejections."""
@@ -70,6 +74,8 @@ class Aggregator(Node):
         self.losses: list[dict[str, Any]] = []
         self.summaries: dict[str, dict[str, Any]] = {}
         self.epochs: list[dict[str, Any]] = []
+        self.settings = run_settings(topo, plan)
+        self.digest = settings_digest(self.settings)
 
     # messages --------------------------------------------------------------------------------
     def wait(self, match: Callable[[Message], bool], what: str) -> Message:
@@ -102,12 +108,23 @@ class Aggregator(Node):
 
     # the run ---------------------------------------------------------------------------------
     def start(self) -> None:
+        """Wait for every node's hello, check that its settings are ours, and start the run
+        (its id in every header from now on); abort every node on a difference."""
         expected = {o.name for o in self.topo.owners} | set(self.topo.chain)
         seen: set[str] = set()
         while seen != expected:
             msg = self.recv(lambda m: m.kind == Msg.CONTROL and m.meta.get("type") == "hello",
                             f"hello from {sorted(expected - seen)}")
+            if msg.meta.get("digest") != self.digest:
+                theirs = msg.meta.get("settings")
+                diff = first_difference(self.settings, theirs if isinstance(theirs, dict) else {})
+                reason = f"{msg.src}'s settings differ from the aggregator's: {diff}"
+                for name in sorted(expected):
+                    self.send(name, Msg.CONTROL, type="abort", reason=reason, trace=False)
+                raise NodeError(reason)
             seen.add(msg.src)
+        self.run_id = self.inbox.run = secrets.token_hex(8)
+        log.info("run %s: every node said hello, starting", self.run_id)
         self.t_start = time.time()
         for name in sorted(expected):
             self.send(name, Msg.CONTROL, type="start", t=self.t_start, trace=False)
@@ -204,6 +221,7 @@ class Aggregator(Node):
         bottleneck = max(busy, key=lambda k: busy[k]) if busy else ""
         bound = busy.get(bottleneck, 0.0)
         return {
+            "run_id": self.run_id,
             "topology": self.topo.name,
             "source": str(Path(self.topo.source).resolve()),
             "overrides": list(self.topo.overrides),

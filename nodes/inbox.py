@@ -24,6 +24,10 @@ def tcp_addr(addr: str) -> str:
     return addr[:-2] + ":*" if addr.startswith("tcp://") and addr.endswith(":0") else addr
 
 
+def _hello(msg: Message) -> bool:
+    return msg.run == "" and msg.kind == "CONTROL" and msg.meta.get("type") == "hello"
+
+
 class Inbox:
     """A node's single PULL socket; ``recv`` returns the next well-formed Message."""
 
@@ -41,6 +45,9 @@ class Inbox:
         self.max_bytes = max_bytes
         self.received = 0
         self.rejected = 0
+        # once the run is known, messages of any other run are dropped (a node's hello, which
+        # precedes its knowing the run, excepted)
+        self.run: str | None = None
         self._sock = ctx.socket(zmq.PULL)
         self._sock.setsockopt(zmq.RCVHWM, HWM)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -71,6 +78,9 @@ class Inbox:
             try:
                 msg = decode(frames, known_senders=self.known_senders, max_bytes=self.max_bytes)
                 why = None if self.curve is None else self.curve.check_sender(frames[0], msg.src)
+                if why is None and self.run is not None and msg.run != self.run \
+                        and not _hello(msg):
+                    why = f"{msg.kind} from {msg.src} of another run ({msg.run!r})"
                 if why is not None:
                     raise WireError(why)
             except WireError as e:

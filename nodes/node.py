@@ -16,6 +16,7 @@ import zmq
 from mpsl.actions import Action, Msg
 from mpsl.names import AGGREGATOR, CPU, link_name
 from mpsl.plan import Plan
+from mpsl.settings import run_settings, settings_digest
 from mpsl.topology import Topology
 from mpsl.trace import Event, events_to_rows
 from nodes.link import Inbox, Outbox
@@ -50,6 +51,7 @@ class Node:
         self._pending: list[Message] = []
         self.seq = 0
         self.t_start = 0.0
+        self.run_id = ""  # the aggregator's, from its start message
 
     # links -----------------------------------------------------------------------------------
     def connect(self, dst: str, rate_mbps: float | None, latency_ms: float = 0.0) -> None:
@@ -69,8 +71,8 @@ class Node:
              **meta: Any) -> None:
         """Send one message; `trace=False` for run control outside training (no link event)."""
         self.seq += 1
-        msg = Message(kind=str(kind), src=self.name, owner=owner, iter=iteration, mb=mb,
-                      seq=self.seq, tensors=tensors or {}, meta=meta)
+        msg = Message(kind=str(kind), run=self.run_id, src=self.name, owner=owner,
+                      iter=iteration, mb=mb, seq=self.seq, tensors=tensors or {}, meta=meta)
         self.outboxes[dst].send(msg, trace=trace)
 
     def recv(self, match: Callable[[Message], bool], what: str,
@@ -93,7 +95,8 @@ class Node:
                 msg = self.inbox.recv(timeout=left)
             except TimeoutError:
                 continue
-            if msg.kind == Msg.CONTROL and msg.meta.get("type") == "abort":
+            if msg.kind == Msg.CONTROL and msg.meta.get("type") == "abort" \
+                    and msg.src == AGGREGATOR:
                 raise NodeError(f"{self.name}: aborted by {msg.src}: {msg.meta.get('reason')}")
             if match(msg):
                 return msg
@@ -131,10 +134,15 @@ class Node:
     # life cycle ------------------------------------------------------------------------------
     def join(self) -> None:
         """Say hello to the aggregator and wait for the common start."""
-        self.send(AGGREGATOR, Msg.CONTROL, type="hello", trace=False)
-        msg = self.recv(lambda m: m.kind == Msg.CONTROL and m.meta.get("type") == "start",
-                        "start from the aggregator")
+        settings = run_settings(self.topo, self.plan)
+        self.send(AGGREGATOR, Msg.CONTROL, type="hello", trace=False, settings=settings,
+                  digest=settings_digest(settings))
+        msg = self.recv(lambda m: m.kind == Msg.CONTROL and m.meta.get("type") == "start"
+                        and m.src == AGGREGATOR and bool(m.run), "start from the aggregator")
+        self.run_id = self.inbox.run = msg.run
         self.t_start = float(msg.meta.get("t", time.time()))
+        log.info("%s: run %s started, peers %s", self.name, self.run_id,
+                 ", ".join(sorted(self.outboxes)))
 
     @property
     def rejected_messages(self) -> int:

@@ -177,6 +177,28 @@ def test_inbox_drops_bad_messages_and_keeps_waiting(net) -> None:
         raw.close(linger=0)
 
 
+def test_inbox_drops_messages_of_another_run_once_it_knows_its_own(net) -> None:
+    ctx, inbox, _ = net
+    ib = inbox(known_senders={"a"})
+    raw = ctx.socket(zmq.PUSH)
+    try:
+        raw.connect(ib.address)
+        raw.send_multipart(encode(Message(kind="ACT", src="a", run="old", seq=1)))
+        assert ib.recv(timeout=5).seq == 1  # before the run is known: taken
+        ib.run = "r1"
+        raw.send_multipart(encode(Message(kind="ACT", src="a", run="old", seq=2)))
+        raw.send_multipart(encode(Message(kind="ACT", src="a", seq=3)))  # no run at all
+        raw.send_multipart(encode(Message(kind="CONTROL", src="a", run="old", seq=4,
+                                          meta={"type": "hello"})))
+        raw.send_multipart(encode(Message(kind="CONTROL", src="a", seq=5,
+                                          meta={"type": "hello"})))  # a node that joins
+        raw.send_multipart(encode(Message(kind="ACT", src="a", run="r1", seq=6)))
+        assert [ib.recv(timeout=5).seq for _ in range(2)] == [5, 6]
+        assert ib.rejected == 3
+    finally:
+        raw.close(linger=0)
+
+
 # --------------------------------------------------------------------------- the link clock
 
 
