@@ -1,8 +1,8 @@
 """What every node of a run must agree on: the topology's run-wide fields and the plan,
 flattened to `field: value` text, with a digest that the nodes exchange in their hello.
 
-Paths and the runtime section may differ per machine (each node resolves its own files and
-picks its threads and timeout), so they are left out.
+Paths and the runtime and failure sections may differ per machine (each node resolves its
+own files and picks its threads, waits and heartbeat), so they are left out.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from mpsl.plan import Plan
 from mpsl.spec import Topology
 
-PER_MACHINE = ("source", "runtime", "dataset.root", "security.keys")  # and every `*.profile`
+PER_MACHINE = ("source", "runtime", "failure", "dataset.root", "security.keys")  # and `*.profile`
 
 
 def run_settings(topo: Topology, plan: Plan) -> dict[str, str]:

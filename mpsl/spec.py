@@ -113,6 +113,18 @@ class SecuritySpec:
 
 
 @dataclass(frozen=True)
+class FailureSpec:
+    """Liveness: every node tells the aggregator it is alive every `heartbeat_s`; a data owner
+    silent for `timeout_s` is lost (the aggregation goes on over the owners present, and the
+    owner may rejoin at a later aggregation); `restart`: `mpsl run` restarts an owner whose
+    process died."""
+
+    heartbeat_s: float = 1.0
+    timeout_s: float = 20.0
+    restart: bool = False
+
+
+@dataclass(frozen=True)
 class Topology:
     source: str
     name: str
@@ -129,6 +141,7 @@ class Topology:
     runtime: RuntimeSpec
     schedule: ScheduleSpec = ScheduleSpec()
     security: SecuritySpec = SecuritySpec()
+    failure: FailureSpec = FailureSpec()
     overrides: tuple[str, ...] = ()  # the `--set` assignments it was loaded with
 
     @property

@@ -28,6 +28,7 @@ from mpsl.spec import (
     SECURITY_MODES,
     ComputeSpec,
     DatasetSpec,
+    FailureSpec,
     LinkSpec,
     ModelSpec,
     OwnerSpec,
@@ -43,7 +44,8 @@ from mpsl.spec import (
 __all__ = [
     "LABELS", "MODES", "NORMS", "OPTIMIZERS", "OWNER", "PARTITIONS", "SCHEDULE_NAMES",
     "ComputeSpec", "DatasetSpec", "LinkSpec", "ModelSpec", "OwnerSpec", "PlanSpec",
-    "RuntimeSpec", "ScheduleSpec", "SecuritySpec", "Topology", "TopologyError", "TrainingSpec",
+    "RuntimeSpec", "ScheduleSpec", "SecuritySpec", "FailureSpec", "Topology", "TopologyError",
+    "TrainingSpec",
     "apply_overrides", "expected_cut_count", "load", "parse",
 ]
 MAX_FILE_BYTES = 1 << 20  # a topology file is read with this limit
@@ -68,6 +70,7 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
     ag.finish()
     runtime = _parse_runtime(top)
     security = _parse_security(top)
+    failure = _parse_failure(top, runtime)
     top.finish()
 
     topo = Topology(
@@ -86,6 +89,7 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
         runtime=runtime,
         schedule=schedule,
         security=security,
+        failure=failure,
     )
     _check_consistency(topo)
     return topo
@@ -169,6 +173,27 @@ def _parse_security(top: FieldReader) -> SecuritySpec:
         if not Path(keys).is_dir():
             raise s.fail("keys", keys, "an existing folder of key files from `mpsl keys`")
     return SecuritySpec(mode=mode, keys=keys)
+
+
+def _parse_failure(top: FieldReader, runtime: RuntimeSpec) -> FailureSpec:
+    """The `failure` section: a peer is lost after `timeout_s` of silence, which must exceed
+    the heartbeat period and stay below the nodes' own waits (`runtime.timeout_s`)."""
+    f = top.sub("failure")
+    timeout = f.number("timeout_s", min(20.0, runtime.timeout_s / 2), positive=True)
+    failure = FailureSpec(
+        heartbeat_s=f.number("heartbeat_s", min(1.0, timeout / 4), positive=True),
+        timeout_s=timeout,
+        restart=f.flag("restart", False),
+    )
+    f.finish()
+    if failure.timeout_s <= 2 * failure.heartbeat_s:
+        raise f.fail("timeout_s", failure.timeout_s,
+                     f"more than twice heartbeat_s ({failure.heartbeat_s:g})")
+    if failure.timeout_s >= runtime.timeout_s:
+        raise f.fail("timeout_s", failure.timeout_s,
+                     f"less than runtime.timeout_s ({runtime.timeout_s:g}), how long a node "
+                     f"waits for a message")
+    return failure
 
 
 def _parse_plan(top: FieldReader, training: TrainingSpec) -> PlanSpec:
