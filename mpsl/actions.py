@@ -19,6 +19,7 @@ trigger, `<owner0:ACT3`) or, without one, a barrier.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -180,7 +181,7 @@ class Task:
             if a.op is Op.SEND and a.msg in (Msg.ACT, Msg.GRAD):
                 self.sent_part(i)
 
-    @property
+    @functools.cached_property
     def key(self) -> TriggerKey | None:
         """(msg, part, mb) of the message that starts this task, None for a barrier."""
         if self.trigger is None:

@@ -67,6 +67,7 @@ class TaskQueue:
         self._seq = itertools.count()
         self.open_round = 0 if gated else math.inf  # rounds up to this one may run
         self.unfinished = 0  # iterations added and not yet done
+        self._live: dict[_Iteration, None] = {}  # those iterations, in the order added
 
     def add(self, owner: int, iteration: int, tasks: Sequence[Task], t: float,
             round_id: int = 0) -> None:
@@ -84,6 +85,7 @@ class TaskQueue:
         if not group.entries:
             return
         self.unfinished += 1
+        self._live[group] = None
         if group.barrier == 0:
             self._make_ready(group.entries[0], t)
 
@@ -131,6 +133,7 @@ class TaskQueue:
         finished = group.done == len(group.entries)
         if finished:
             self.unfinished -= 1
+            del self._live[group]
         return finished
 
     def open(self, round_id: int) -> None:
@@ -143,6 +146,41 @@ class TaskQueue:
             else:
                 keep.append(item)
         self._gated = keep
+
+    def sizes(self) -> tuple[int, int, int, int]:
+        """Ready, gated and expected tasks, unfinished iterations (a cheap summary)."""
+        return len(self._ready), len(self._gated), len(self._expected), self.unfinished
+
+    def state(self, t: float, base: Sequence[int]) -> tuple[tuple[Any, ...], list[float]]:
+        """What decides this queue's future, relative to time `t` and to each owner's
+        iteration `base[owner]`: (the discrete part, the times). Two queues whose states are
+        equal (times within a tolerance) release their tasks alike (planner.steady)."""
+        disc: list[Any] = [self.open_round, self.unfinished]
+        times: list[float] = []
+        for g in self._live:
+            e0 = g.entries[0]
+            disc.append((e0.owner, e0.iteration - base[e0.owner], g.round, g.done, g.barrier,
+                         tuple(w.index for w in g.waiting)))
+            times.extend(w.arrival - t for w in g.waiting)
+        for key, owner, _, e in sorted(self._ready, key=lambda i: (i[0], i[1], i[2])):
+            disc.append((owner, e.iteration - base[owner], e.index))
+            times.append(key - t)
+        for key, owner, _, e in self._gated:
+            disc.append((owner, e.iteration - base[owner], e.index))
+            times.append(key - t)
+        disc.append(frozenset((o, j - base[o], k) for o, j, k in self._expected))
+        return tuple(disc), times
+
+    def shift(self, dt: float, steps: Sequence[int]) -> None:
+        """Every time `dt` later and owner k's iterations `steps[k]` on (whole periods of a
+        steady state skipped, planner.steady); the order of ready tasks is kept."""
+        for g in self._live:
+            for e in g.entries:
+                e.iteration += steps[e.owner]
+                e.arrival += dt
+        self._ready = [(k + dt, o, s, e) for k, o, s, e in self._ready]
+        self._gated = [(k + dt, o, s, e) for k, o, s, e in self._gated]
+        self._expected = {(o, j + steps[o], k): e for (o, j, k), e in self._expected.items()}
 
     def stuck(self) -> list[Entry]:
         """Tasks still waiting for a message (for deadlock reports)."""

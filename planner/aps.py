@@ -14,7 +14,7 @@ from mpsl.schedule import SCHEDULES
 from mpsl.spec import ScheduleSpec
 from mpsl.topology import Topology
 from planner.cost import simulate
-from planner.cutmodel import build
+from planner.cutmodel import CutModel, build
 from planner.ilp import IlpResult, Infeasible, default_round_iterations, solve_model
 from planner.profile import Profile
 from planner.report import Candidate, PlanReport
@@ -36,7 +36,9 @@ NEAR_TIE = 0.01
 SCAN_BUDGET = 2_000
 
 
-def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile]) -> tuple[int, ...]:
+def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile],
+               models: dict[tuple[int, ScheduleSpec], CutModel] | None = None
+               ) -> tuple[int, ...]:
     """The start of the N search, from the cut model: the N in 1..N_max (B, or less for
     BatchNorm on 1x1 maps), the same for every owner, whose model of the plan's schedule
     (`planner.cutmodel.build`: busy times and the paths through the schedule's tasks) has
@@ -45,14 +47,19 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile]) -> tupl
     PiPar's eq. 14 picks the smallest N whose forward burst covers a micro-batch's round
     trip; the model's path term holds that balance for any schedule, and its busy terms what
     more micro-batches cost (headers, small-batch inefficiency), so no message arithmetic of
-    its own is needed here.
+    its own is needed here. `models` keeps the cut models built (by N and schedule: they do
+    not depend on the cuts) for the next call on the same topology and profiles.
     """
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)
     spec = ScheduleSpec(plan.schedule, plan.max_in_flight)
     best: tuple[float, int] | None = None
+    models = {} if models is None else models
     for n in range(1, max_micro_batches(topo) + 1):
-        model = build(topo, profs, [n] * len(topo.owners), schedule=spec)
+        model = models.get((n, spec))
+        if model is None:
+            model = models[(n, spec)] = build(topo, profs, [n] * len(topo.owners),
+                                              schedule=spec)
         t = model.evaluate(plan.cuts)[0]
         if best is None or t < best[0] * (1 - 1e-9):
             best = (t, n)
@@ -66,7 +73,9 @@ def _with_n(plan: Plan, ns: Sequence[int]) -> Plan:
 
 def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
              iterations: int | None = None, samples: list[int] | None = None,
-             max_steps: int = 12) -> tuple[int, ...]:
+             max_steps: int = 12, steady: bool = True,
+             models: dict[tuple[int, ScheduleSpec], CutModel] | None = None
+             ) -> tuple[int, ...]:
     """N per owner for `plan`: eq. 14's start, then the simulator over nearby N.
 
     Tries the start scaled by 1/4, 1/2, 1, 2, 4 (all owners together) and, within
@@ -75,12 +84,13 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     tied, and the fewest micro-batches wins (breaking ties during the walk instead lets it
     drift to fewer N in 1% steps, away from the fastest). The whole epoch is simulated while
     it is at most SIM_BUDGET owner-iterations, else `iterations` (default SIM_BUDGET / K, at
-    least 3) per owner.
+    least 3) per owner. `steady=False` simulates every event (`planner.cost.simulate`);
+    `models` is `eq14_start`'s.
     """
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)
     profs = node_profiles(topo, profiles, measure=False)
-    start = eq14_start(topo, plan, profs)
+    start = eq14_start(topo, plan, profs, models)
     if iterations is None:
         if samples is None:
             samples = owner_samples(topo)
@@ -93,7 +103,7 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     def cost(ns: tuple[int, ...]) -> float:
         if ns not in seen:
             est = simulate(topo, _with_n(plan, ns), profs, iterations=iterations,
-                           samples=samples)
+                           samples=samples, steady=steady)
             seen[ns] = est.epoch_s
         return seen[ns]
 
@@ -153,17 +163,18 @@ def exhaustive(topo: Topology, profiles: Profiles, *, ns: Iterable[int] | None =
 
 def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 5,
                 solver: str = "cbc", iterations: int | None = None,
-                time_limit_s: float | None = 60.0) -> PlanReport:
+                time_limit_s: float | None = 60.0, steady: bool = True) -> PlanReport:
     """Plan `topo`: ILP cuts, N by APS, the next-best cuts, all simulated and ranked.
 
     Profiles default to the topology's files or a measurement on this host. The best plan
     of every other schedule of `mpsl.schedule.SCHEDULES` (source `ilp (name)`: its ILP cuts
     with the cut model's N, `eq14_start`, which costs no simulation beyond its estimate) and
     the topology's own plan, when it states cuts, are ranked too; the topology's is kept past
-    `top`.
+    `top`. `steady=False` simulates every event of every candidate (no steady-state skipping).
     """
     started = time.perf_counter()
     search = _Search(topo, node_profiles(topo, profiles), iterations, solver, time_limit_s)
+    search.steady = steady
     mine = topo.schedule.name
     cands = search.ranked(mine, top)
     if not search.single:
@@ -194,6 +205,8 @@ class _Search:
         self.pinned = tuple(topo.plan.pinned_cuts)
         self.solve_s, self.solver_used = 0.0, "none"
         self.single = topo.mode in SINGLE_BATCH_MODES or len(placement_for(topo)) == 1
+        self.steady = True  # skip the steady state's periods when simulating
+        self.models: dict[tuple[int, ScheduleSpec], CutModel] = {}  # eq14_start's, kept
 
     def solve(self, ns: Sequence[int], schedule: str,
               exclude: Sequence[Sequence[int]] = ()) -> IlpResult:
@@ -210,7 +223,7 @@ class _Search:
 
     def estimate(self, plan: Plan, source: str, ilp_T: float | None = None) -> Candidate:
         est = simulate(self.topo, plan, self.profs, epochs=self.topo.training.epochs,
-                       iterations=self.iterations, samples=self.samples)
+                       iterations=self.iterations, samples=self.samples, steady=self.steady)
         return Candidate(plan, est, source, ilp_T)
 
     def pick_n(self, cuts: Sequence[int], start: Sequence[int], schedule: str,
@@ -220,9 +233,9 @@ class _Search:
             return tuple(start)
         plan = self.plan(cuts, start, schedule)
         if not simulate_n:
-            return eq14_start(self.topo, plan, self.profs)
+            return eq14_start(self.topo, plan, self.profs, self.models)
         return choose_n(self.topo, plan, self.profs, iterations=self.iterations,
-                        samples=self.samples)
+                        samples=self.samples, steady=self.steady, models=self.models)
 
     def ranked(self, schedule: str, top: int, tag: str = "", simulate_n: bool = True
                ) -> list[Candidate]:

@@ -66,6 +66,7 @@ def simulate(
     iterations: int | None = None,
     samples: list[int] | None = None,
     record: bool = False,
+    steady: bool = True,
 ) -> Estimate:
     """Simulate one epoch of `plan` on `topo` (every epoch is alike: each ends at a barrier).
 
@@ -74,7 +75,9 @@ def simulate(
     (full batches), `samples` the per-owner sample counts. With `record`, `events` holds the
     trace (`mpsl.trace.Event`s, as the runtime writes them) of all `epochs`: the epoch's
     events repeated, shifted by the epoch's time, iterations counted on per owner and round
-    ids by the rounds per epoch.
+    ids by the rounds per epoch. With `steady` (not when recording), whole periods of the
+    epoch's steady state are added arithmetically (`planner.steady`); `steady=False` simulates
+    every event.
     """
     if len(plan.micro_batches) != len(topo.owners):
         raise PlanningError(f"the plan has N for {len(plan.micro_batches)} owners, the topology"
@@ -85,7 +88,7 @@ def simulate(
     layers = next(iter(profs.values())).num_layers
     if layers != plan.num_layers:
         raise PlanningError(f"the profile has {layers} layers, the plan {plan.num_layers}")
-    sim = Engine(topo, plan, profs, iterations, samples, record)
+    sim = Engine(topo, plan, profs, iterations, samples, record, steady)
     sim.run()
     epoch_s = sim.last
     memory, detail = _memory(topo, sim)
@@ -101,6 +104,7 @@ def simulate(
         epochs=epochs,
         memory_detail=detail,
         events=_epochs(sim, epoch_s, epochs) if record else None,
+        steady_periods=0 if sim.steady is None else sim.steady.periods,
     )
 
 

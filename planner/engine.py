@@ -23,10 +23,14 @@ from planner.resources import (
     emulated_nodes,
     message_bytes,
 )
+from planner.simstate import DONE as _DONE
+from planner.simstate import GLOBAL as _GLOBAL
+from planner.simstate import MSG as _MSG
+from planner.simstate import PARAMS as _PARAMS
+from planner.simstate import SYNC as _SYNC
 from planner.simstate import SimNode, Wires
+from planner.steady import SteadyState
 from planner.workload import FORWARD, SEND, STEP, Workload
-
-_DONE, _MSG, _SYNC, _PARAMS, _GLOBAL = range(5)
 
 
 @functools.lru_cache(maxsize=256)
@@ -36,11 +40,15 @@ def send_label(msg: Msg, dst: str) -> str:
 
 
 class Engine:
-    """One epoch of every owner's tasks and aggregation rounds (see planner.cost's rules)."""
+    """One epoch of every owner's tasks and aggregation rounds (see planner.cost's rules);
+    with `steady`, whole periods of a steady state are skipped (planner.steady)."""
 
     def __init__(self, topo: Topology, plan: Plan, profs: dict[str, Profile],
-                 iterations: int | None, samples: list[int] | None, record: bool) -> None:
+                 iterations: int | None, samples: list[int] | None, record: bool,
+                 steady: bool = False) -> None:
         self.plan, self.record = plan, record
+        self.steady = SteadyState() if steady and not record else None
+        self._mark = False  # a checkpoint is due at the end of this instant
         self.onames = [o.name for o in topo.owners]
         self.K = len(self.onames)
         bprof = profs[self.onames[0]]
@@ -122,6 +130,10 @@ class Engine:
                 handlers[kind](a, b, t)
             if self.dirty:
                 self._start_free(t)
+            if self._mark:
+                self._mark = False
+                assert self.steady is not None
+                t += self.steady.checkpoint(self, t)
             self.end = t
 
     def _start_free(self, t: float) -> None:
@@ -146,6 +158,8 @@ class Engine:
     def start_iteration(self, k: int, t: float) -> None:
         j = self.it_next[k]
         self.it_start[k] = t
+        if (k == 0 or self.sl) and self.steady is not None and self.steady.active:
+            self._mark = True
         n_mb = len(self.work.sizes[k][j])
         for name, tasks in self.work.tasks(k, n_mb).items():
             node = self.nodes[name]

@@ -20,7 +20,8 @@ class Estimate:
     with its aggregations, `total_s` every epoch. `busy_s` maps processors (node names) and
     links (`owner0->server`) to busy seconds in one epoch; `memory_bytes` maps nodes to
     their peak (`memory_detail`: parameter state, activation and buffer peaks). `events`
-    (when recorded) is the simulated trace of every epoch.
+    (when recorded) is the simulated trace of every epoch; `steady_periods` the periods of
+    a steady state the simulator skipped (0: every event simulated).
     """
 
     iteration_s: float
@@ -33,6 +34,7 @@ class Estimate:
     epochs: int = 1
     memory_detail: dict[str, dict[str, int]] = field(default_factory=dict)
     events: list[Event] | None = None
+    steady_periods: int = 0  # whole periods of a steady state added arithmetically
 
     def utilization(self, resource: str) -> float:
         """Busy share of an epoch's wall time."""

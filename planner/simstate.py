@@ -10,6 +10,7 @@ from mpsl.trace import Event
 from planner.profile import Profile
 from planner.resources import Links
 
+DONE, MSG, SYNC, PARAMS, GLOBAL = range(5)  # the engine's event kinds
 MemoryLog = list[tuple[float, int, int]]  # (time, bytes added or freed, 0 activation | 1 buffer)
 
 

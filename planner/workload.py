@@ -55,13 +55,14 @@ class Workload:
         every = None if self.sl else topo.training.aggregate_every
         self.ends = round_ends([len(b) for b in self.batches], every)
         self.rounds = len(self.ends)
-        sizes: dict[tuple[int, int], list[int]] = {}
+        sizes: dict[tuple[int, int], list[int]] = {}  # (N, batch): shared by owners alike
         self.sizes: list[list[list[int]]] = []  # owner, iteration: micro-batch sizes
         for k, bs in enumerate(self.batches):
-            for b in bs:
-                if (k, b) not in sizes:
-                    sizes[(k, b)] = micro_batches(b, min(plan.micro_batches[k], b))
-            self.sizes.append([sizes[(k, b)] for b in bs])
+            n = plan.micro_batches[k]
+            for b in set(bs):
+                if (n, b) not in sizes:
+                    sizes[(n, b)] = micro_batches(b, min(n, b))
+            self.sizes.append([sizes[(n, b)] for b in bs])
         self._tasks: dict[tuple[int, int], dict[str, list[Task]]] = {}
         self._steps: dict[int, tuple[Step, ...]] = {}
 

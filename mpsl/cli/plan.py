@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("topology")
     p.add_argument("--profile", help="a profile CSV (else the topology's, else measured here)")
     p.add_argument("--out", help="write the best plan to this file")
+    p.add_argument("--full", action="store_true",
+                   help="simulate every event of every candidate (no steady-state skipping)")
     add_set(p)
     add_format(p)
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     profile = read_profile(args.profile)
     if profile is None and needs_measuring(topo):
         out.note(f"profiling {topo.model.name} on this host (give --profile CSV to skip)...")
-    report = choose_plan(topo, profile)
+    report = choose_plan(topo, profile, steady=not args.full)
     for i, c in enumerate(report.candidates, 1):
         checked(c.plan, f"plan #{i} ({c.source})")
     for w in data_warnings(topo):

@@ -108,7 +108,7 @@ def estimate_data(topo: Topology, plan: Plan, est: Estimate, wall_s: float) -> d
     return {"topology": topo.name, "source": topo.source, "mode": topo.mode,
             "owners": len(topo.owners), "plan": plan.to_json(), "text": plan.describe(),
             "epochs": est.epochs, "total_s": est.total_s, "estimate": est.to_json(),
-            "simulated_in_s": wall_s}
+            "simulated_in_s": wall_s, "steady_periods": est.steady_periods}
 
 
 def estimate_tables(data: Mapping[str, Any]) -> list[RenderableType]:
@@ -117,7 +117,9 @@ def estimate_tables(data: Mapping[str, Any]) -> list[RenderableType]:
     t.add_row("N, schedule", rest or "-")
     _estimate_rows(t, data["estimate"], 8)
     t.add_row("all epochs", f"{data['total_s']:.3f} s ({data['epochs']} epoch(s))")
-    t.add_row("simulated in", f"{data['simulated_in_s']:.2f} s")
+    periods = data.get("steady_periods", 0)
+    how = (f"steady state: {periods} period(s) skipped" if periods else "every event")
+    t.add_row("simulated in", f"{data['simulated_in_s']:.2f} s ({how})")
     return [Text(f"{data['topology']}: {data['owners']} owner(s), mode {data['mode']}",
                  style="bold"),
             Text(f"plan {parts}", style="bold cyan"), t]

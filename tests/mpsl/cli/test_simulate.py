@@ -1,4 +1,5 @@
-"""`mpsl simulate`: JSON keys, owners folded at scale, planning when auto, errors."""
+"""`mpsl simulate`: JSON keys, owners folded at scale, planning when auto, errors, samples per
+owner without a data set, steady state against --full, no profiling with --profile."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from tests.mpsl.cli.conftest import profile_csv, write
 def test_simulate_json(cli, tmp_path):
     js = cli.json("simulate", write(tmp_path), "--profile", profile_csv(tmp_path))
     assert set(js) == {"topology", "source", "mode", "owners", "plan", "text", "epochs",
-                       "total_s", "estimate", "simulated_in_s", "warnings"}
+                       "total_s", "estimate", "simulated_in_s", "steady_periods", "warnings"}
     assert js["plan"]["cuts"] == [2] and js["text"] == "owner[0:2) -> server[2:4), N=2"
     assert js["epochs"] == 2 and js["total_s"] == js["estimate"]["total_s"]
     assert js["owners"] == 2 and "owner1->server" in js["estimate"]["busy_s"]
@@ -34,3 +35,62 @@ def test_simulate_plans_when_auto_and_rejects_zero_owners(cli, tmp_path):
     rc, out, err = cli("simulate", path, "--profile", profile_csv(tmp_path))
     assert rc == 0 and "\nplan owner[0:" in out
     assert "--owners must be >= 1, got 0" in cli.error("simulate", path, "--owners", "0")
+
+
+def test_samples_per_owner_sets_every_owners_iterations(cli, tmp_path, monkeypatch):
+    """K owners of N samples each: no data set is read (a data set of 256 samples could not
+    give 1000 owners 320 samples each), iterations are ceil(N / B)."""
+    import mpsl.training
+
+    def no_data(*_args, **_kw):
+        raise AssertionError("the data set was read")
+
+    monkeypatch.setattr(mpsl.training, "owner_indices", no_data)
+    path = write(tmp_path)
+    js = cli.json("simulate", path, "--profile", profile_csv(tmp_path), "--owners", "1000",
+                  "--samples-per-owner", "320")
+    assert js["owners"] == 1000 and js["steady_periods"] > 0
+    full = cli.json("simulate", path, "--profile", profile_csv(tmp_path), "--owners", "3",
+                    "--samples-per-owner", "40", "--full")
+    assert full["steady_periods"] == 0
+    est = full["estimate"]
+    assert est["epoch_s"] > 0 and est["busy_s"]["owner2->server"] > 0
+
+
+def test_samples_per_owner_defaults_to_the_topologys(cli, tmp_path):
+    csv = profile_csv(tmp_path)
+    js = cli.json("simulate", write(tmp_path, dataset={"name": "synthetic", "options": {
+        "size": 64}, "samples_per_owner": 1600}), "--profile", csv)
+    flag = cli.json("simulate", write(tmp_path), "--profile", csv, "--samples-per-owner", "1600")
+    assert js["estimate"]["epoch_s"] == flag["estimate"]["epoch_s"]
+    small = cli.json("simulate", write(tmp_path), "--profile", csv)  # 128 samples per owner
+    assert js["estimate"]["epoch_s"] > 5 * small["estimate"]["epoch_s"]
+    assert "--samples-per-owner must be >= 1" in cli.error(
+        "simulate", write(tmp_path), "--profile", csv, "--samples-per-owner", "0")
+
+
+def test_steady_state_equals_full_and_is_shown(cli, tmp_path):
+    path = write(tmp_path)
+    csv = profile_csv(tmp_path)
+    args = ("simulate", path, "--profile", csv, "--owners", "4", "--samples-per-owner", "3200")
+    fast, full = cli.json(*args), cli.json(*args, "--full")
+    assert fast["steady_periods"] > 0 and full["steady_periods"] == 0
+    assert abs(fast["total_s"] - full["total_s"]) <= 1e-3 * full["total_s"]
+    for name, v in full["estimate"]["busy_s"].items():
+        assert abs(fast["estimate"]["busy_s"][name] - v) <= 1e-6 * max(v, 1e-9), name
+    rc, out, _ = cli(*args)
+    assert rc == 0 and "period(s) skipped" in out
+    rc, out, _ = cli(*args, "--full")
+    assert rc == 0 and "(every event)" in out
+
+
+def test_profile_csv_avoids_profiling(cli, tmp_path, monkeypatch):
+    import planner.resources
+
+    def no_profiling(*_args, **_kw):
+        raise AssertionError("profiled this host")
+
+    monkeypatch.setattr(planner.resources, "host_profile", no_profiling)
+    js = cli.json("simulate", write(tmp_path, plan={"auto": True, "micro_batches": 2}),
+                  "--profile", profile_csv(tmp_path), "--samples-per-owner", "64")
+    assert js["estimate"]["epoch_s"] > 0
