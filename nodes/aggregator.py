@@ -21,6 +21,7 @@ from mpsl.settings import first_difference, run_settings, settings_digest
 from mpsl.topology import Topology
 from mpsl.trace import Event, events_from_rows, write_events
 from mpsl.training import build_full_model, iterations_per_epoch, owner_indices, round_ends
+from nodes.admission import DUPLICATE, Rules
 from nodes.link import Outbox
 from nodes.memory import tensor_bytes
 from nodes.node import Node, NodeError
@@ -30,10 +31,12 @@ from nodes.wire import Message
 log = logging.getLogger(__name__)
 
 def _node_row(summary: dict[str, Any], busy: float, wall: float) -> dict[str, Any]:
-    """One node of results.json from its summary: busy and idle time, memory, rejections."""
+    """One node of results.json from its summary: busy and idle time, memory, rejections and
+    the messages it dropped by reason (`wire: ...` for those its inbox refused)."""
     keys = ("peak_rss_bytes", "peak_tensor_bytes", "state_bytes", "activation_peak_bytes",
             "rejected_messages")
-    return {"busy_s": busy, "idle_s": wall - busy, **{k: summary[k] for k in keys}}
+    return {"busy_s": busy, "idle_s": wall - busy, **{k: summary[k] for k in keys},
+            "dropped": dict(sorted(summary.get("dropped", {}).items()))}
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -49,6 +52,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
 
 
 class Aggregator(Node):
+    rules: Rules  # what this role takes (nodes.admission)
+
     def __init__(self, topo: Topology, plan: Plan, run_dir: str | Path | None = None,
                  monitor: str | None = None) -> None:
         super().__init__(topo, plan, AGGREGATOR)
@@ -76,6 +81,8 @@ class Aggregator(Node):
         self.epochs: list[dict[str, Any]] = []
         self.settings = run_settings(topo, plan)
         self.digest = settings_digest(self.settings)
+        self.rules = Rules(topo, plan, AGGREGATOR)  # its round: the one `params` waits for
+        self._loss_seen: set[tuple[int, int]] = set()
 
     # messages --------------------------------------------------------------------------------
     def wait(self, match: Callable[[Message], bool], what: str) -> Message:
@@ -88,9 +95,14 @@ class Aggregator(Node):
             return msg
 
     def on_metrics(self, msg: Message) -> None:
+        """Keep a summary or a loss (the rules checked their fields); a loss twice is dropped."""
         if msg.meta.get("type") == "summary":
             self.summaries[msg.src] = dict(msg.meta)
         elif msg.meta.get("type") == "loss":
+            if (msg.owner, msg.iter) in self._loss_seen:
+                self.drop(msg, DUPLICATE)
+                return
+            self._loss_seen.add((msg.owner, msg.iter))
             row = {"owner": msg.owner, "iter": msg.iter, "epoch": msg.meta["epoch"],
                    "loss": msg.meta["loss"], "samples": msg.meta["samples"]}
             self.losses.append(row)
@@ -102,7 +114,8 @@ class Aggregator(Node):
                               trace=False)
 
     def params(self, round_id: int, src: str) -> Message:
-        """The PARAMS of round `round_id` from `src`."""
+        """The PARAMS of round `round_id` from `src`; older rounds are refused from now on."""
+        self.rules.round = round_id
         return self.wait(lambda m: m.kind == Msg.PARAMS and m.iter == round_id and m.src == src,
                          f"PARAMS of round {round_id} from {src}")
 

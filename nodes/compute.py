@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 
 from mpsl.actions import Action, Msg, Task, TriggerKey
-from mpsl.names import AGGREGATOR, OWNER, owner_name
+from mpsl.names import AGGREGATOR, OWNER
 from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks
 from mpsl.taskqueue import TaskQueue
 from mpsl.topology import Topology
+from nodes.admission import DUPLICATE, KIND, META, NO_TASK, ORDER, STALE, TENSORS, TYPE, Rules
 from nodes.executor import IterationState, message_key, payload_fits, run_task, trigger_sources
 from nodes.node import Node
 from nodes.parts import PartRunner, make_copies, weighted_average
@@ -18,6 +19,8 @@ from nodes.wire import Message
 
 
 class ComputeNode(Node):
+    rules: Rules  # what this role takes (nodes.admission)
+
     def __init__(self, topo: Topology, plan: Plan, name: str) -> None:
         spec = topo.compute(name)
         super().__init__(topo, plan, name, spec.compute_scale)
@@ -44,6 +47,8 @@ class ComputeNode(Node):
         self.syncs = dict.fromkeys(self.owners, 0)  # syncs received, per owner: its round
         self.synced: dict[int, dict[int, int]] = {}  # round -> owner -> samples
         self._tasks: dict[tuple[int, int], tuple[list[Task], dict[TriggerKey, str]]] = {}
+        self.rules = Rules(topo, plan, name)  # its windows follow this node's progress
+        self.rules.iteration, self.rules.syncs = self.latest, self.syncs
 
     def tasks_for(self, owner: int, n_mb: int) -> tuple[list[Task], dict[TriggerKey, str]]:
         """This node's tasks of one iteration of `owner`, and the sender of each trigger."""
@@ -62,33 +67,28 @@ class ComputeNode(Node):
             self.drop(msg, reason)
 
     def _admit(self, msg: Message) -> str | None:
-        """None once delivered, else why the message is dropped."""
-        if msg.owner not in self.latest:
-            return "unknown owner"
+        """None once delivered, else why the message is dropped (the admission rules passed:
+        its owner, part, micro-batch, sender, meta and tensors fit the plan)."""
         key = message_key(msg)
-        if key is None or key[1] != self.part:
-            return "wrong part"
-        if not payload_fits(msg):
-            return "wrong tensors"
+        if key is None or not payload_fits(msg):  # the rules make sure of these
+            return TENSORS
         now = time.time()
         st = self.states.get((msg.owner, msg.iter))
         if st is None:
             if msg.iter <= self.latest[msg.owner]:
-                return "stale or duplicate iteration"
+                return STALE
             try:
                 st = IterationState.from_message(msg)
-            except ValueError as err:
-                return f"bad meta: {err}"
-            tasks, sources = self.tasks_for(msg.owner, st.n_mb)
-            if sources.get(key) != msg.src:
-                return "no task takes it (kind, mb or sender)"
+            except ValueError:
+                return META
+            tasks, _ = self.tasks_for(msg.owner, st.n_mb)
             self.states[(msg.owner, msg.iter)] = st
             self.latest[msg.owner] = msg.iter
             self.queue.add(msg.owner, msg.iter, tasks, now, round_id=self.syncs[msg.owner])
         elif self.tasks_for(msg.owner, st.n_mb)[1].get(key) != msg.src:
-            return "no task takes it (kind, mb or sender)"
+            return NO_TASK
         if self.queue.deliver(msg.owner, msg.iter, key, now, msg) is None:
-            return "duplicate"
+            return DUPLICATE
         st.absorb(msg)
         return None
 
@@ -141,40 +141,42 @@ class ComputeNode(Node):
         self.queue.open(r + 1)
 
     def _sync_error(self, msg: Message) -> str | None:
-        """Why a sync cannot be taken, or None."""
-        if msg.owner not in self.syncs:
-            return "unknown owner"
-        sender = owner_name(msg.owner) if self.prev == OWNER else self.prev
-        if msg.src != sender:
-            return f"sync from {msg.src}, expected {sender}"
-        r = msg.meta.get("round")
-        if r != self.syncs[msg.owner] or msg.iter != r:
-            return f"sync of round {r!r}, expected {self.syncs[msg.owner]}"
-        if type(msg.meta.get("samples")) is not int:
-            return "sync without samples"
+        """Why a sync the rules took cannot be taken now (not the owner's next round), or None."""
+        if msg.owner not in self.syncs or msg.meta.get("round") != self.syncs[msg.owner] \
+                or msg.iter != self.syncs[msg.owner]:
+            return ORDER
         return None
 
     # the run ---------------------------------------------------------------------------------
     def dispatch(self, msg: Message) -> bool:
-        """Route one message, then run what became ready; False when the aggregator says stop."""
+        """Admit one message (nodes.admission), route it, run what became ready; False when the
+        aggregator says stop."""
+        refused = self.rules.check(msg, self.run_id)
+        if refused is not None:
+            self.drop(msg, *refused)
+            return True
+        return self.route(msg)
+
+    def route(self, msg: Message) -> bool:
+        """Route one admitted message, then run what became ready; False on the stop."""
         if msg.kind == Msg.CONTROL:
             kind = msg.meta.get("type")
-            if kind == "stop" and msg.src == AGGREGATOR:
+            if kind == "stop":
                 return False
             if kind == "sync":
                 self.on_sync(msg)
             else:
-                self.drop(msg, f"unexpected CONTROL {kind!r}")
+                self.drop(msg, TYPE, f"CONTROL {str(kind)[:40]!r}")
         elif msg.kind in (Msg.ACT, Msg.GRAD):
             self.on_work(msg)
         else:
-            self.drop(msg, f"unexpected {msg.kind}")
+            self.drop(msg, KIND, f"{msg.kind}")
         self.serve()
         return True
 
     def run(self) -> None:
         self.join()
-        while self.dispatch(self.recv_any("work from the owners or stop from the aggregator")):
+        while self.route(self.recv_any("work from the owners or stop from the aggregator")):
             pass
         state = sum(c.state_bytes() for c in {id(c): c for c in self.copies.values()}.values())
         self.send(AGGREGATOR, Msg.METRICS, trace=False, **self.summary(state))

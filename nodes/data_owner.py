@@ -16,6 +16,7 @@ from mpsl.schedule import iteration_tasks
 from mpsl.taskqueue import TaskQueue
 from mpsl.topology import Topology
 from mpsl.training import iterations_per_epoch, owner_indices, round_ends
+from nodes.admission import DUPLICATE, NO_TASK, NOT_CURRENT, Rules
 from nodes.executor import IterationState, message_key, payload_fits, run_task, trigger_sources
 from nodes.node import Node
 from nodes.parts import PartRunner, make_copies
@@ -23,6 +24,8 @@ from nodes.wire import Message
 
 
 class DataOwner(Node):
+    rules: Rules  # what this role takes (nodes.admission)
+
     def __init__(self, topo: Topology, plan: Plan, index: int) -> None:
         spec = topo.owner(index)
         super().__init__(topo, plan, spec.name, spec.compute_scale)
@@ -44,6 +47,7 @@ class DataOwner(Node):
         for dst in sorted(chain_ends - {OWNER}):  # the first compute node, and the last in a U
             self.connect(dst, spec.uplink_mbps, spec.latency_ms)
         self.connect(AGGREGATOR, spec.uplink_mbps, spec.latency_ms)
+        self.rules = Rules(topo, plan, spec.name)  # iteration and round: set as the run goes
 
     # one iteration ---------------------------------------------------------------------------
     def iteration(self, epoch: int, it: int, idx: np.ndarray) -> None:
@@ -54,6 +58,7 @@ class DataOwner(Node):
         n_mb = min(self.n, batch)
         sizes = micro_batches(batch, n_mb)
         st = IterationState(self.index, it, epoch, batch, n_mb)
+        self.rules.iteration[self.index] = it
         for mb, (xs, ys) in enumerate(zip(torch.split(xb, sizes), torch.split(yb, sizes))):
             st.inputs[(0, mb)] = xs
             st.labels[mb] = ys
@@ -78,11 +83,11 @@ class DataOwner(Node):
         """Deliver an ACT or GRAD to the task that waits for it; drop it if none does."""
         key = message_key(msg)
         if msg.owner != self.index or msg.iter != st.iteration:
-            self.drop(msg, "not of this owner's current iteration")
+            self.drop(msg, NOT_CURRENT)
         elif key is None or sources.get(key) != msg.src or not payload_fits(msg):
-            self.drop(msg, "no task takes it (kind, part, mb or sender)")
+            self.drop(msg, NO_TASK)
         elif self.queue.deliver(self.index, st.iteration, key, time.time(), msg) is None:
-            self.drop(msg, "duplicate")
+            self.drop(msg, DUPLICATE)
         else:
             st.absorb(msg)
             return True
@@ -110,6 +115,7 @@ class DataOwner(Node):
                       epoch_end=epoch_end)
 
     def download(self, round_id: int) -> None:
+        self.rules.round = round_id
         msg = self.recv(lambda m: m.kind == Msg.GLOBAL and m.iter == round_id,
                         f"GLOBAL of round {round_id}")
         for p in self.parts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Container
@@ -22,6 +23,25 @@ HWM = 100_000  # messages per socket; the Outbox queue bounds memory long before
 def tcp_addr(addr: str) -> str:
     """Accept ``tcp://host:0`` as ZeroMQ's ``tcp://host:*`` (any free port)."""
     return addr[:-2] + ":*" if addr.startswith("tcp://") and addr.endswith(":0") else addr
+
+
+# why the inbox refused a message, by the first phrase its WireError holds (a bounded set)
+_WIRE_REASONS = (("not msgpack", "not msgpack"), ("unknown sender", "unknown sender"),
+                 ("another run", "another run"),
+                 ("cap", "oversize"), ("longer than", "oversize"), ("more than", "oversize"),
+                 ("deeper than", "oversize"), ("dims >", "oversize"),
+                 ("dtype", "dtype not allowed"), ("frame has", "frame length"),
+                 ("frames", "frame count"))
+
+
+def wire_reason(err: Exception) -> str:
+    """The reason counted for a message the inbox refused: a phrase of `_WIRE_REASONS`,
+    `sender is not its key` for CURVE's refusals, else `malformed header`."""
+    text = str(err)
+    for phrase, reason in _WIRE_REASONS:
+        if phrase in text:
+            return reason
+    return "malformed header"
 
 
 def _hello(msg: Message) -> bool:
@@ -45,6 +65,7 @@ class Inbox:
         self.max_bytes = max_bytes
         self.received = 0
         self.rejected = 0
+        self.reasons: collections.Counter[str] = collections.Counter()  # of `rejected`
         # once the run is known, messages of any other run are dropped (a node's hello, which
         # precedes its knowing the run, excepted)
         self.run: str | None = None
@@ -75,16 +96,19 @@ class Inbox:
                 if not self._sock.poll(left_ms, zmq.POLLIN) and time.monotonic() >= deadline:
                     raise TimeoutError(f"no message on {self.address} within {timeout} s") from None
                 continue
+            reason = ""
             try:
                 msg = decode(frames, known_senders=self.known_senders, max_bytes=self.max_bytes)
                 why = None if self.curve is None else self.curve.check_sender(frames[0], msg.src)
+                reason = "sender is not its key"
                 if why is None and self.run is not None and msg.run != self.run \
                         and not _hello(msg):
-                    why = f"{msg.kind} from {msg.src} of another run ({msg.run!r})"
+                    why, reason = f"{msg.kind} from {msg.src} of another run ({msg.run!r})", ""
                 if why is not None:
                     raise WireError(why)
             except WireError as e:
                 self.rejected += 1
+                self.reasons[reason or wire_reason(e)] += 1
                 log.warning("inbox %s: dropped a message: %s", self.address, e)
                 continue
             self.received += 1

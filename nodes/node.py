@@ -19,6 +19,7 @@ from mpsl.plan import Plan
 from mpsl.settings import run_settings, settings_digest
 from mpsl.topology import Topology
 from mpsl.trace import Event, events_to_rows
+from nodes.admission import PENDING, PENDING_CAP, Rules
 from nodes.link import Inbox, Outbox
 from nodes.memory import ActivationMeter, peak_rss_bytes
 from nodes.security import NodeSecurity
@@ -34,6 +35,8 @@ class NodeError(RuntimeError):
 class Node:
     """Base of the three roles: binds its inbox, connects outboxes, times actions."""
 
+    rules: Rules | None = None  # what the role takes (nodes.admission); set by each role
+
     def __init__(self, topo: Topology, plan: Plan, name: str, compute_scale: float = 1.0) -> None:
         self.topo, self.plan, self.name = topo, plan, name
         self.scale = compute_scale
@@ -48,7 +51,7 @@ class Node:
         self.events: list[Event] = []
         self.meter = ActivationMeter()
         self.dropped: collections.Counter[str] = collections.Counter()  # reason -> messages
-        self._pending: list[Message] = []
+        self._pending: list[Message] = []  # at most PENDING_CAP, each one the rules take
         self.seq = 0
         self.t_start = 0.0
         self.run_id = ""  # the aggregator's, from its start message
@@ -79,12 +82,22 @@ class Node:
              deadline: float | None = None) -> Message:
         """The first message `match` accepts; others wait in arrival order for a later call.
 
-        Waits until `deadline` (monotonic; default: the topology's timeout from now), then
-        raises NodeError.
+        Every message passes the node's admission rules first (nodes.admission): one they
+        refuse, now or while it waits, is dropped; at most PENDING_CAP wait. Waits until
+        `deadline` (monotonic; default: the topology's timeout from now), then raises NodeError.
         """
-        for i, msg in enumerate(self._pending):
-            if match(msg):
-                return self._pending.pop(i)
+        found, kept = None, []
+        for msg in self._pending:
+            refused = self.rules.check(msg, self.run_id) if self.rules is not None else None
+            if refused is not None:
+                self.drop(msg, *refused)
+            elif found is None and match(msg):
+                found = msg
+            else:
+                kept.append(msg)
+        self._pending = kept
+        if found is not None:
+            return found
         if deadline is None:
             deadline = time.monotonic() + self.timeout
         while True:
@@ -95,22 +108,30 @@ class Node:
                 msg = self.inbox.recv(timeout=left)
             except TimeoutError:
                 continue
+            refused = self.rules.check(msg, self.run_id) if self.rules is not None else None
+            if refused is not None:
+                self.drop(msg, *refused)
+                continue
             if msg.kind == Msg.CONTROL and msg.meta.get("type") == "abort" \
                     and msg.src == AGGREGATOR:
                 raise NodeError(f"{self.name}: aborted by {msg.src}: {msg.meta.get('reason')}")
             if match(msg):
                 return msg
-            self._pending.append(msg)
+            if len(self._pending) >= PENDING_CAP:
+                self.drop(msg, PENDING, f"{len(self._pending)} messages wait already")
+            else:
+                self._pending.append(msg)
 
     def recv_any(self, what: str) -> Message:
         return self.recv(lambda m: True, what)
 
-    def drop(self, msg: Message, reason: str) -> None:
-        """A message no task waits for: counted by reason, logged, never fatal."""
+    def drop(self, msg: Message, reason: str, detail: str = "") -> None:
+        """A message the node does not take: counted by `reason` (of a fixed vocabulary, so the
+        counts stay bounded), logged with its sender and `detail`, never fatal."""
         self.dropped[reason] += 1
-        log.warning("%s: dropped %s from %s (owner %d, iteration %d, mb %d, part %s): %s",
+        log.warning("%s: dropped %s from %s (owner %d, iteration %d, mb %d, part %s): %s%s",
                     self.name, msg.kind, msg.src, msg.owner, msg.iter, msg.mb,
-                    msg.meta.get("part"), reason)
+                    str(msg.meta.get("part"))[:20], reason, f" ({detail})" if detail else "")
 
     # actions ---------------------------------------------------------------------------------
     @contextmanager
@@ -161,7 +182,8 @@ class Node:
             "state_bytes": state_bytes,
             "activation_peak_bytes": self.meter.peak,
             "rejected_messages": self.rejected_messages,
-            "dropped": dict(self.dropped),
+            "dropped": {**{f"wire: {k}": v for k, v in self.inbox.reasons.items()},
+                        **self.dropped},
             "events": events_to_rows(self.events),
         }
 

@@ -36,7 +36,7 @@ def test_the_owner_takes_what_a_task_waits_for_and_drops_the_rest(shut):
     sources = trigger_sources(tasks)
     owner.queue.add(0, 2, tasks, time.time())
     wrong = "not of this owner's current iteration"
-    none = "no task takes it (kind, part, mb or sender)"
+    none = "no task takes it"
     for msg, reason in [(grad(0, owner=1), wrong), (grad(0, it=3), wrong),
                         (grad(0, src="aggregator"), none), (grad(0, part=1), none),
                         (grad(7), none), (grad(0, tensors={}), none),
@@ -109,11 +109,20 @@ def test_the_owner_runs_either_schedule_to_the_same_weights(shut):
 
 @pytest.mark.parametrize("kind", [Msg.GLOBAL, Msg.CONTROL])
 def test_other_kinds_wait_for_a_later_receive(shut, kind):
-    """An iteration receives only ACT and GRAD: a GLOBAL meanwhile is kept for the download."""
+    """An iteration receives only ACT and GRAD: a GLOBAL meanwhile is kept for the download,
+    as is the start; what the rules refuse (a GLOBAL without tensors) is dropped instead."""
     topo, plan = small_topology(owners=1)
     owner = shut(DataOwner(topo, plan, 0))
-    owner._pending.append(Message(kind=kind, src="aggregator", iter=0))
+    if kind == Msg.GLOBAL:
+        good = Message(kind=kind, src="aggregator", owner=0, iter=0, meta={"round": 0},
+                       tensors=owner.copies[(0, 0)].full_state())
+        bad = Message(kind=kind, src="aggregator", owner=0, iter=0, meta={"round": 0})
+    else:
+        good = Message(kind=kind, src="aggregator", meta={"type": "start"})
+        bad = Message(kind=kind, src="node1", meta={"type": "start"})
+    owner._pending += [bad, good]
     with pytest.raises(Exception, match="no ACT/GRAD of iteration 0"):
         owner.recv(lambda m: m.kind in (Msg.ACT, Msg.GRAD), "ACT/GRAD of iteration 0",
                    time.monotonic() + 0.2)
-    assert [m.kind for m in owner._pending] == [kind]
+    assert owner._pending == [good]
+    assert sum(owner.dropped.values()) == 1
