@@ -89,3 +89,14 @@ def test_plan_warns_when_the_batch_exceeds_an_owner_data(cli, tmp_path, fmt):
                                 "is one partial batch"]
     if fmt == "json":
         assert json.loads(out)["warnings"] == [err.splitlines()[0][len("warning: "):]]
+
+
+def test_plan_full_simulates_every_event_and_ranks_alike(cli, tmp_path):
+    """--full: no steady-state skipping; the same plans, epochs within 0.1%."""
+    path = write(tmp_path, dataset={"name": "synthetic", "options": {"size": 4096}})
+    csv = profile_csv(tmp_path, out_bytes=[256, 256, 128, 40])
+    fast = cli.json("plan", path, "--profile", csv)
+    full = cli.json("plan", path, "--profile", csv, "--full")
+    assert [c["text"] for c in fast["candidates"]] == [c["text"] for c in full["candidates"]]
+    for a, b in zip(fast["candidates"], full["candidates"]):
+        assert a["estimate"]["epoch_s"] == pytest.approx(b["estimate"]["epoch_s"], rel=1e-3)
