@@ -80,6 +80,27 @@ def test_steady_state_equals_the_full_simulation_on_random_topologies():
     assert skipped >= 10, f"only {skipped} of 30 cases found a period"
 
 
+@pytest.mark.parametrize("mode", ["sl", "fl"])
+def test_turns_and_federated_averaging_too(mode):
+    """SL (owners take turns: the state repeats within a turn) and FL, 10 random cases each."""
+    skipped = 0
+    for seed in range(10):
+        rng = random.Random(seed)
+        K = rng.randint(1, 5)
+        cuts = [] if mode == "fl" else [rng.randint(1, LAYERS - 1)]
+        t = topo(mode=mode, training={"batch_size": 8, "aggregate_every": rng.choice([None, 3])},
+                 plan={"cuts": cuts, "micro_batches": 1},
+                 data_owners={"count": K, "uplink_mbps": rng.choice([5, 50]),
+                              "downlink_mbps": 50, "latency_ms": 2})
+        plan = make_plan(t, LAYERS, cuts)
+        samples = [rng.randrange(8, 240) for _ in range(K)]
+        prof = _profile(rng)
+        fast = simulate(t, plan, prof, samples=samples)
+        _assert_same(fast, simulate(t, plan, prof, samples=samples, steady=False))
+        skipped += fast.steady_periods > 0
+    assert skipped >= 3
+
+
 def test_one_owner_skips_almost_every_iteration():
     t, plan, prof, _ = _case(1)
     t1 = topo(training={"batch_size": 8}, plan={"cuts": [2], "micro_batches": 4})
