@@ -136,6 +136,19 @@ class TaskQueue:
             del self._live[group]
         return finished
 
+    def drop_owner(self, owner: int) -> int:
+        """Forget every task of `owner` (a data owner lost mid-iteration); the iterations
+        dropped."""
+        groups = [g for g in self._live if g.entries[0].owner == owner]
+        for g in groups:
+            del self._live[g]
+        self.unfinished -= len(groups)
+        self._ready = [i for i in self._ready if i[1] != owner]
+        heapq.heapify(self._ready)
+        self._gated = [i for i in self._gated if i[1] != owner]
+        self._expected = {k: e for k, e in self._expected.items() if k[0] != owner}
+        return len(groups)
+
     def open(self, round_id: int) -> None:
         """Admit the tasks of rounds up to `round_id` (after a compute node's averaging)."""
         self.open_round = round_id

@@ -89,6 +89,14 @@ def round_of(iteration_in_epoch: int, ends: Sequence[int]) -> int:
                 r == len(ends) - 1)
 
 
+def round_start(iterations: int, ends: Sequence[int], round_id: int) -> int:
+    """The first iteration (counted over the run) of round `round_id` for an owner with
+    `iterations` per epoch, given `round_ends` (an owner rejoining at that round starts
+    there)."""
+    epoch, r = divmod(round_id, len(ends))
+    return epoch * iterations + (min(ends[r - 1], iterations) if r else 0)
+
+
 def make_optimizer(params: Iterable[torch.nn.Parameter], spec: TrainingSpec,
                    lr: float | None = None) -> torch.optim.Optimizer:
     """The optimizer of one part's copy (`lr` replaces the topology's, e.g. 0 to profile)."""

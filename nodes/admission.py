@@ -5,10 +5,12 @@ lengths, size caps and that the sender is known; the inbox has dropped messages 
 `Rules.check` then says, for the receiving role, whether the message is one it takes:
 
 * kinds: a data owner takes ACT, GRAD, GLOBAL and CONTROL (start, abort); a compute node ACT,
-  GRAD and CONTROL (start, stop, abort, and sync from the node before it); the aggregator
-  PARAMS (from owners, and from compute nodes at an epoch's end), METRICS (loss, summary) and
-  CONTROL hello (before the run starts). Every CONTROL but hello and sync comes from the
-  aggregator; GLOBAL only from the aggregator.
+  GRAD and CONTROL (start, stop, abort, leave, join, and sync from the node before it); the
+  aggregator PARAMS (from owners, and from compute nodes at an epoch's end), METRICS (loss,
+  summary) and CONTROL hello (before the run starts, and from an owner that rejoins) and
+  heartbeat (once it started). Every CONTROL but hello, heartbeat and sync comes from the
+  aggregator (a compute node's leave and join name an owner of the run and a round of it);
+  GLOBAL only from the aggregator.
 * ACT and GRAD: an owner of the run (a data owner: only its own), meta `part`, `n_mb`,
   `batch`, `epoch` as ints that match the iteration (its epoch, its batch size, min(N, B)
   micro-batches), a part this node runs, mb < n_mb, the sender the plan's tasks name for
@@ -40,13 +42,11 @@ from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks
 from mpsl.topology import Topology
 from mpsl.trace import Event
-from mpsl.training import (
-    build_full_model,
-    input_shape,
-    iterations_per_epoch,
-    owner_samples,
-    round_ends,
-)
+from mpsl.training import iterations_per_epoch, owner_samples, round_ends
+from nodes.payloads import DTYPE as DTYPE
+from nodes.payloads import SHAPE as SHAPE
+from nodes.payloads import TENSORS as TENSORS
+from nodes.payloads import Model, Spec, check_tensors
 
 WINDOW = 2  # iterations or rounds ahead of the current one that a node still takes
 PENDING_CAP = 256  # messages a node keeps for a later receive; more are dropped
@@ -59,9 +59,6 @@ META = "bad meta"
 PART = "wrong part"
 MB = "wrong micro-batch"
 NO_TASK = "no task takes it"
-TENSORS = "wrong tensors"
-SHAPE = "wrong shape"
-DTYPE = "wrong dtype"
 LABELS = "labels out of range"
 PAST_ITER = "past iteration"
 AHEAD_ITER = "iteration too far ahead"
@@ -73,20 +70,23 @@ DUPLICATE = "duplicate"  # a micro-batch's ACT or GRAD, or an iteration's loss, 
 STALE = "stale or duplicate iteration"  # a compute node finished that iteration already
 NOT_CURRENT = "not of this owner's current iteration"
 ORDER = "out-of-order sync"
+LEFT = "owner left the run"  # work of a data owner lost, arriving late
+SETTINGS = "settings differ"  # a hello of other run settings, during the run
+PRESENT = "hello of an owner still present"  # stale, or forged where security is off
 REASONS = (KIND, TYPE, SENDER, OWNER_, META, PART, MB, NO_TASK, TENSORS, SHAPE, DTYPE, LABELS,
            PAST_ITER, AHEAD_ITER, PAST_ROUND, AHEAD_ROUND, PENDING, DUPLICATE, STALE,
-           NOT_CURRENT, ORDER)
+           NOT_CURRENT, ORDER, LEFT, SETTINGS, PRESENT)
 
 TAKES = {"owner": {Msg.ACT, Msg.GRAD, Msg.GLOBAL, Msg.CONTROL},
          "compute": {Msg.ACT, Msg.GRAD, Msg.CONTROL},
          "aggregator": {Msg.PARAMS, Msg.METRICS, Msg.CONTROL}}
-CONTROLS = {"owner": {"start", "abort"}, "compute": {"start", "stop", "abort", "sync"},
-            "aggregator": {"hello"}}
+CONTROLS = {"owner": {"start", "abort"},
+            "compute": {"start", "stop", "abort", "sync", "leave", "join"},
+            "aggregator": {"hello", "heartbeat"}}
 SUMMARY_INTS = ("peak_rss_bytes", "peak_tensor_bytes", "state_bytes", "activation_peak_bytes",
                 "rejected_messages")
 
 Refusal = tuple[str, str]  # (reason, detail)
-Spec = tuple[tuple[int, ...], torch.dtype]
 
 
 def is_int(x: Any) -> bool:
@@ -96,45 +96,6 @@ def is_int(x: Any) -> bool:
 def _meta_ints(meta: dict[str, Any], keys: tuple[str, ...]) -> Refusal | None:
     bad = [k for k in keys if not is_int(meta.get(k))]
     return (META, f"{', '.join(bad)} missing or not an int") if bad else None
-
-
-def check_tensors(tensors: dict[str, torch.Tensor], want: dict[str, Spec]) -> Refusal | None:
-    """Exactly the names of `want`, each of its shape and dtype."""
-    if set(tensors) != set(want):
-        return TENSORS, f"tensors {sorted(tensors)[:8]}, expected {sorted(want)[:8]}"
-    for name, (shape, dtype) in want.items():
-        t = tensors[name]
-        if tuple(t.shape) != shape:
-            return SHAPE, f"{name} of shape {list(t.shape)[:8]}, expected {list(shape)}"
-        if t.dtype != dtype:
-            return DTYPE, f"{name} of dtype {t.dtype}, expected {dtype}"
-    return None
-
-
-class Model:
-    """What the messages of a run carry, from the model definition: each part's input and
-    output shape for one sample, the classes, and each part's parameters."""
-
-    def __init__(self, topo: Topology, plan: Plan) -> None:
-        sample, self.classes = input_shape(topo)
-        model = build_full_model(topo)
-        model.eval()
-        shapes = [tuple(sample)]
-        with torch.no_grad():
-            x = torch.zeros(1, *sample)
-            for layer in model:
-                x = layer(x)
-                shapes.append(tuple(x.shape[1:]))
-        self.part_in = [shapes[a] for a, _ in plan.parts]
-        self.part_out = [shapes[b] for _, b in plan.parts]
-        state = model.state_dict()
-        self.params: list[dict[str, Spec]] = []
-        for a, b in plan.parts:
-            self.params.append({k: (tuple(v.shape), v.dtype) for k, v in state.items()
-                                if a <= int(k.split(".", 1)[0]) < b})
-
-    def params_of(self, parts: list[int]) -> dict[str, Spec]:
-        return {k: v for p in parts for k, v in self.params[p].items()}
 
 
 class Rules:
@@ -163,6 +124,7 @@ class Rules:
         self.iteration = dict.fromkeys(self.owners, -1)  # current (or latest) per owner
         self.syncs = dict.fromkeys(self.owners, 0)  # a compute node's next sync per owner
         self.round = 0  # the round the node waits for next
+        self.active: set[int] | None = None  # a compute node's owners present (else all)
         self._tasks: dict[tuple[int, int], dict[TriggerKey, str]] = {}
 
     # the entry point ---------------------------------------------------------------------------
@@ -188,18 +150,34 @@ class Rules:
     def _control(self, msg: Any, run_id: str) -> Refusal | None:
         typ = msg.meta.get("type")
         if not isinstance(typ, str) or typ not in CONTROLS[self.role] \
-                or (typ in ("hello", "start") and run_id):
+                or (typ == "start" and run_id) or (typ == "heartbeat" and not run_id):
             return TYPE, f"CONTROL {str(typ)[:40]!r} is not taken by a {self.role} node now"
         if typ == "hello":
-            if msg.src == AGGREGATOR:
-                return SENDER, "a hello from the aggregator"
-            ok = isinstance(msg.meta.get("settings"), dict) and isinstance(
-                msg.meta.get("digest"), str)
-            return None if ok else (META, "hello without settings and digest")
-        if typ != "sync":
-            return None if msg.src == AGGREGATOR else (SENDER, f"CONTROL {typ} not from "
-                                                                f"the aggregator")
-        return self._sync(msg)
+            return self._hello(msg, run_id)
+        if typ == "heartbeat":
+            return None if msg.src != AGGREGATOR else (SENDER, "a heartbeat of the aggregator")
+        if typ == "sync":
+            return self._sync(msg)
+        if msg.src != AGGREGATOR:
+            return SENDER, f"CONTROL {typ} not from the aggregator"
+        if typ in ("leave", "join"):
+            bad = _meta_ints(msg.meta, ("round",))
+            if bad is None and (msg.owner not in self.owners
+                                or not 0 <= msg.meta["round"] < self.rounds):
+                bad = META, f"{typ} of owner {msg.owner} at round {msg.meta['round']}"
+            return bad
+        resume = msg.meta.get("resume_round", 0)
+        if typ == "start" and not (is_int(resume) and 0 <= resume < self.rounds):
+            return META, f"start at round {str(resume)[:20]}"
+        return None
+
+    def _hello(self, msg: Any, run_id: str) -> Refusal | None:
+        """Every node says hello before the run starts; an owner also when it rejoins."""
+        if msg.src == AGGREGATOR or (run_id and msg.src not in self.owners.values()):
+            return SENDER, f"a hello from {msg.src}" + (" during the run" if run_id else "")
+        ok = isinstance(msg.meta.get("settings"), dict) and isinstance(
+            msg.meta.get("digest"), str)
+        return None if ok else (META, "hello without settings and digest")
 
     def _sync(self, msg: Any) -> Refusal | None:
         if msg.owner not in self.owners:
@@ -255,6 +233,8 @@ class Rules:
     def _window(self, owner: int, it: int) -> Refusal | None:
         """Whether iteration `it` of `owner` is near the node's current one (checked last: a
         message with a fault of its own is refused for that fault, whenever it comes)."""
+        if self.active is not None and owner not in self.active:
+            return None  # an owner that left or rejoins: the compute node sorts it out
         now = self.iteration[owner]
         if it < now - self.back:
             return PAST_ITER, f"iteration {it}, now {now}"

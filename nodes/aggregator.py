@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -14,30 +13,22 @@ import torch
 
 from mpsl.actions import Action, Msg
 from mpsl.data import load_dataset, load_labels, partition_counts
-from mpsl.metrics import busy_seconds, link_bytes, write_results
-from mpsl.names import AGGREGATOR, OWNER
+from mpsl.names import AGGREGATOR, OWNER, owner_name
 from mpsl.plan import Plan
 from mpsl.settings import first_difference, run_settings, settings_digest
 from mpsl.topology import Topology
-from mpsl.trace import Event, events_from_rows, write_events
+from mpsl.trace import Event
 from mpsl.training import build_full_model, iterations_per_epoch, owner_indices, round_ends
-from nodes.admission import DUPLICATE, Rules
+from nodes.admission import DUPLICATE, PRESENT, SETTINGS, Rules
 from nodes.link import Outbox
+from nodes.membership import Membership
 from nodes.memory import tensor_bytes
 from nodes.node import Node, NodeError
 from nodes.parts import weighted_average
+from nodes.results import assemble, write_run
 from nodes.wire import Message
 
 log = logging.getLogger(__name__)
-
-def _node_row(summary: dict[str, Any], busy: float, wall: float) -> dict[str, Any]:
-    """One node of results.json from its summary: busy and idle time, memory, rejections and
-    the messages it dropped by reason (`wire: ...` for those its inbox refused)."""
-    keys = ("peak_rss_bytes", "peak_tensor_bytes", "state_bytes", "activation_peak_bytes",
-            "rejected_messages")
-    return {"busy_s": busy, "idle_s": wall - busy, **{k: summary[k] for k in keys},
-            "dropped": dict(sorted(summary.get("dropped", {}).items()))}
-
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Accuracy and mean loss of `model` on (x, y), in eval mode, 256 samples at a time."""
@@ -83,6 +74,10 @@ class Aggregator(Node):
         self.digest = settings_digest(self.settings)
         self.rules = Rules(topo, plan, AGGREGATOR)  # its round: the one `params` waits for
         self._loss_seen: set[tuple[int, int]] = set()
+        self.members = Membership.of(topo)
+        self.rounds: list[dict[str, Any]] = []  # per aggregation: who took part, with what weight
+        self._checked = 0.0  # when liveness was last checked (monotonic)
+        self.all_events: list[Event] = []  # the run's trace, once `results` assembled it
 
     # messages --------------------------------------------------------------------------------
     def wait(self, match: Callable[[Message], bool], what: str) -> Message:
@@ -128,10 +123,8 @@ class Aggregator(Node):
         while seen != expected:
             msg = self.recv(lambda m: m.kind == Msg.CONTROL and m.meta.get("type") == "hello",
                             f"hello from {sorted(expected - seen)}")
-            if msg.meta.get("digest") != self.digest:
-                theirs = msg.meta.get("settings")
-                diff = first_difference(self.settings, theirs if isinstance(theirs, dict) else {})
-                reason = f"{msg.src}'s settings differ from the aggregator's: {diff}"
+            reason = self.settings_differ(msg)
+            if reason is not None:
                 for name in sorted(expected):
                     self.send(name, Msg.CONTROL, type="abort", reason=reason, trace=False)
                 raise NodeError(reason)
@@ -139,20 +132,143 @@ class Aggregator(Node):
         self.run_id = self.inbox.run = secrets.token_hex(8)
         log.info("run %s: every node said hello, starting", self.run_id)
         self.t_start = time.time()
+        self.members.start(time.monotonic())
         for name in sorted(expected):
             self.send(name, Msg.CONTROL, type="start", t=self.t_start, trace=False)
         self.tell_monitor(type="start", t=self.t_start, epochs=self.topo.training.epochs,
                           iterations=self.iterations)
 
+    def settings_differ(self, hello: Message) -> str | None:
+        """Why a node that said `hello` cannot train in this run (its settings), or None."""
+        if hello.meta.get("digest") == self.digest:
+            return None
+        theirs = hello.meta.get("settings")
+        diff = first_difference(self.settings, theirs if isinstance(theirs, dict) else {})
+        return f"{hello.src}'s settings differ from the aggregator's: {diff}"
+
     def fedavg_round(self, round_id: int) -> None:
-        """FedAvg of every owner's PARAMS of the round (AVG), sent back to each as GLOBAL."""
-        msgs = [self.params(round_id, o.name) for o in self.topo.owners]
+        """FedAvg of the PARAMS of the round of every owner present (AVG), weighted by their
+        samples, sent back to each as GLOBAL; then owners waiting to rejoin are let in."""
+        got = self.gather(round_id)
+        owners = sorted(got)
+        samples = [got[k].meta["samples"] for k in owners]
         with self.timed(Action.avg(), None, round_id):
-            avg = weighted_average([m.tensors for m in msgs], [m.meta["samples"] for m in msgs])
+            avg = weighted_average([got[k].tensors for k in owners], samples)
         self.owner_state.update(avg)
-        for o in self.topo.owners:
-            self.send(o.name, Msg.GLOBAL, owner=o.index, iteration=round_id, tensors=avg,
+        self.rounds.append({"round": round_id, "owners": owners, "samples": samples,
+                            "weights": [n / sum(samples) for n in samples] if sum(samples)
+                            else [1 / len(owners)] * len(owners)})
+        for k in owners:
+            self.send(owner_name(k), Msg.GLOBAL, owner=k, iteration=round_id, tensors=avg,
                       round=round_id)
+        self.admit(round_id, avg)
+
+    def gather(self, round_id: int) -> dict[int, Message]:
+        """The PARAMS of round `round_id` of every owner present, keeping the METRICS that come
+        meanwhile; an owner silent past `failure.timeout_s` is lost and not waited for."""
+        self.rules.round = round_id
+        got: dict[int, Message] = {}
+        deadline = time.monotonic() + self.timeout  # no message at all for this long: stuck
+        owners = set(self.members.names.values())  # a compute node's PARAMS wait for end_epoch
+        while not self.members.active <= set(got):
+            msg = self.poll(lambda m: m.kind == Msg.METRICS or (m.kind == Msg.PARAMS
+                                                               and m.src in owners),
+                            min(deadline, time.monotonic() + self.heartbeat_s))
+            if msg is None:
+                if time.monotonic() >= deadline:
+                    missing = sorted(self.members.active - set(got))
+                    raise NodeError(f"{self.name}: no PARAMS of round {round_id} from "
+                                    f"{', '.join(self.members.names[k] for k in missing)} "
+                                    f"within {self.timeout:.0f} s")
+                continue
+            deadline = time.monotonic() + self.timeout
+            k = self.members.index(msg.src)
+            if msg.kind == Msg.METRICS:
+                self.on_metrics(msg)
+            elif k is not None and msg.iter == round_id:
+                got[k] = msg
+        return {k: m for k, m in got.items() if k in self.members.active}
+
+    # liveness and membership -----------------------------------------------------------------
+    def heard(self, msg: Message) -> bool:
+        """Note who is alive; take the hello of an owner that restarted: it rejoins at the next
+        aggregation. A hello does not count as a sign of life of the owner's earlier process:
+        that one is lost once it has been silent for two heartbeats (so a hello forged in an
+        owner's name cannot push out an owner that is still training)."""
+        now = time.monotonic()
+        k = self.members.index(msg.src)
+        hello = bool(self.run_id) and k is not None and msg.kind == Msg.CONTROL \
+            and msg.meta.get("type") == "hello"
+        if not hello:
+            self.members.heard(msg.src, now)
+        if now - self._checked > self.heartbeat_s / 2:
+            self.check_liveness()
+        if not hello:
+            return False
+        assert k is not None
+        reason = self.settings_differ(msg)
+        if reason is not None:
+            self.drop(msg, SETTINGS, reason)
+            return True
+        self.members.waiting[k] = msg
+        log.info("%s said hello again: it rejoins at the next aggregation", msg.src)
+        self.check_liveness()
+        return True
+
+    def idle(self) -> None:
+        self.check_liveness()
+
+    def check_liveness(self) -> None:
+        """Every present owner silent past `failure.timeout_s` is lost, and one that said
+        hello again once its earlier process has been silent for two heartbeats."""
+        if not self.run_id:
+            return
+        now = self._checked = time.monotonic()
+        for k, silent in self.members.silent(now):
+            self.lose(k, f"silent for {silent:.1f} s", silent)
+        for k in sorted(self.members.waiting.keys() & self.members.active):
+            silent = now - self.members.last_heard.get(self.members.names[k], now)
+            if silent > 2 * self.heartbeat_s:
+                self.lose(k, "restarted", silent)
+
+    def lose(self, owner: int, why: str, silent_s: float) -> None:
+        """Go on without `owner`: the compute nodes drop its work in flight; NodeError where
+        the run cannot go on (SL's turns, or no owner left)."""
+        name = self.members.names[owner]
+        if self.topo.mode == "sl":
+            raise NodeError(f"{name} lost ({why}): SL's turns cannot go on without it")
+        self.members.lose(owner, self.rules.round, why, silent_s, time.time() - self.t_start)
+        present = ", ".join(self.members.names[k] for k in sorted(self.members.active))
+        log.warning("%s lost: %s in round %d; the aggregation goes on over %s", name, why,
+                    self.rules.round, present or "no owner")
+        if not self.members.active and not self.members.waiting:
+            raise NodeError(f"{self.name}: every data owner is lost (the last: {name}, {why})")
+        for c in self.topo.chain:
+            self.send(c, Msg.CONTROL, owner=owner, iteration=self.rules.round, type="leave",
+                      round=self.rules.round, trace=False)
+        self.tell_monitor(type="lost", node=name, round=self.rules.round, why=why)
+
+    def admit(self, round_id: int, avg: dict[str, torch.Tensor]) -> None:
+        """Owners that said hello again rejoin at round `round_id` + 1 with the global model
+        of `round_id` (the compute nodes give them a copy of their averaged part)."""
+        nxt = round_id + 1
+        if nxt >= self.rules.rounds:
+            return
+        for k in sorted(self.members.waiting):
+            name = self.members.names[k]
+            if k in self.members.active:  # still training: the hello was stale or forged
+                self.drop(self.members.waiting.pop(k), PRESENT, "it still sends heartbeats")
+                continue
+            self.members.rejoin(k, nxt, time.monotonic(), time.time() - self.t_start)
+            log.info("%s rejoins at round %d", name, nxt)
+            for c in self.topo.chain:
+                self.send(c, Msg.CONTROL, owner=k, iteration=nxt, type="join", round=nxt,
+                          trace=False)
+            self.send(name, Msg.CONTROL, type="start", t=self.t_start, resume_round=nxt,
+                      trace=False)
+            self.send(name, Msg.GLOBAL, owner=k, iteration=round_id, tensors=avg,
+                      round=round_id)
+            self.tell_monitor(type="rejoined", node=name, round=nxt)
 
     def sl_turns(self, epoch: int) -> None:
         """SL: each owner in turn gets the owner part, trains its epoch and hands it back."""
@@ -202,7 +318,10 @@ class Aggregator(Node):
         t_end = t_prev
         for c in self.topo.chain:
             self.send(c, Msg.CONTROL, type="stop", trace=False)
-        expected = {o.name for o in self.topo.owners} | set(self.topo.chain)
+        for k in sorted(self.members.waiting):
+            self.send(self.members.names[k], Msg.CONTROL, type="abort", trace=False,
+                      reason="the run ended before it could rejoin")
+        expected = {self.members.names[k] for k in self.members.active} | set(self.topo.chain)
         while set(self.summaries) != expected:
             missing = sorted(expected - set(self.summaries))
             self.on_metrics(self.wait(lambda m: m.meta.get("type") == "summary",
@@ -215,54 +334,24 @@ class Aggregator(Node):
 
     # results ---------------------------------------------------------------------------------
     def results(self, t_end: float) -> dict[str, Any]:
-        """results.json: the run, its plan, per-epoch and per-iteration curves, every node
-        (this one included), every link, and the summary."""
+        """results.json (nodes.results); the run's trace is kept for `write`."""
         state = (tensor_bytes(self.model.state_dict().values())
                  + tensor_bytes(self.owner_state.values()))
-        summaries = dict(self.summaries)
-        summaries[self.name] = self.summary(state)
-        events: list[Event] = []
-        for s in summaries.values():
-            events += events_from_rows(s["events"])
-        self.all_events = [e for e in events if e.t1 >= self.t_start]
-        wall = t_end - self.t_start
-        busy = busy_seconds(self.all_events)
-        nodes = {name: _node_row(s, busy.get(name, 0.0), wall)
-                 for name, s in sorted(summaries.items())}
-        links = {name: {"bytes": b, "busy_s": busy.get(name, 0.0)}
-                 for name, b in link_bytes(self.all_events).items()}
-        bottleneck = max(busy, key=lambda k: busy[k]) if busy else ""
-        bound = busy.get(bottleneck, 0.0)
-        return {
-            "run_id": self.run_id,
-            "topology": self.topo.name,
-            "source": str(Path(self.topo.source).resolve()),
-            "overrides": list(self.topo.overrides),
-            "mode": self.topo.mode,
-            "labels": self.topo.labels,
-            "schedule": self.plan.schedule,
-            "plan": self.plan.to_json(),
-            "partition": {"samples": self.samples, "class_counts": self.class_counts},
-            "t_start": self.t_start,
-            "epochs": self.epochs,
-            "losses": self.losses,
-            "nodes": nodes,
-            "links": links,
-            "summary": {"train_s": wall, "bottleneck": bottleneck, "bottleneck_busy_s": bound,
-                        "time_over_bound": wall / bound if bound else None,
-                        "final_test_accuracy": self.epochs[-1]["test_accuracy"],
-                        "samples_per_owner": self.samples,
-                        "rejected_messages": sum(n["rejected_messages"] for n in nodes.values())},
-        }
+        summaries = {**self.summaries, self.name: self.summary(state)}
+        run = {"run_id": self.run_id, "topology": self.topo.name,
+               "source": str(Path(self.topo.source).resolve()),
+               "overrides": list(self.topo.overrides), "mode": self.topo.mode,
+               "labels": self.topo.labels, "schedule": self.plan.schedule,
+               "plan": self.plan.to_json(),
+               "partition": {"samples": self.samples, "class_counts": self.class_counts},
+               "t_start": self.t_start, "epochs": self.epochs, "rounds": self.rounds,
+               "failures": self.members.record(), "losses": self.losses}
+        results, self.all_events = assemble(run, summaries, t_end)
+        return results
 
     def write(self, results: dict[str, Any]) -> None:
         assert self.run_dir is not None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_results(self.run_dir, results)
-        write_events(self.run_dir / "events.jsonl", self.all_events)
-        tmp = self.run_dir / "model.pt.tmp"
-        torch.save(self.model.state_dict(), tmp)
-        os.replace(tmp, self.run_dir / "model.pt")
+        write_run(self.run_dir, results, self.all_events, self.model.state_dict())
 
     def close(self) -> None:
         if self.monitor is not None:

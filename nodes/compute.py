@@ -3,6 +3,7 @@ round-gated task queue, oldest arrival first; it averages its copies at each rou
 
 from __future__ import annotations
 
+import logging
 import time
 
 from mpsl.actions import Action, Msg, Task, TriggerKey
@@ -11,11 +12,26 @@ from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks
 from mpsl.taskqueue import TaskQueue
 from mpsl.topology import Topology
-from nodes.admission import DUPLICATE, KIND, META, NO_TASK, ORDER, STALE, TENSORS, TYPE, Rules
+from mpsl.training import round_ends, round_start
+from nodes.admission import (
+    DUPLICATE,
+    KIND,
+    LEFT,
+    META,
+    NO_TASK,
+    ORDER,
+    PENDING_CAP,
+    STALE,
+    TENSORS,
+    TYPE,
+    Rules,
+)
 from nodes.executor import IterationState, message_key, payload_fits, run_task, trigger_sources
 from nodes.node import Node
 from nodes.parts import PartRunner, make_copies, weighted_average
 from nodes.wire import Message
+
+log = logging.getLogger(__name__)
 
 
 class ComputeNode(Node):
@@ -49,6 +65,13 @@ class ComputeNode(Node):
         self._tasks: dict[tuple[int, int], tuple[list[Task], dict[TriggerKey, str]]] = {}
         self.rules = Rules(topo, plan, name)  # its windows follow this node's progress
         self.rules.iteration, self.rules.syncs = self.latest, self.syncs
+        self.active = set(self.owners)  # owners present (the aggregator says who leaves, joins)
+        self.joins: dict[int, int] = {}  # owner -> the round it rejoins at
+        self.early: list[Message] = []  # work of owners whose join waits for an averaging
+        self.averaged = -1  # the last round whose copies were averaged
+        self.epoch_end: dict[int, bool] = {}  # round -> whether it ends an epoch
+        self.last_avg = self.copies[(self.owners[0], self.part)].module.state_dict()
+        self.rules.active = self.active
 
     def tasks_for(self, owner: int, n_mb: int) -> tuple[list[Task], dict[TriggerKey, str]]:
         """This node's tasks of one iteration of `owner`, and the sender of each trigger."""
@@ -69,6 +92,13 @@ class ComputeNode(Node):
     def _admit(self, msg: Message) -> str | None:
         """None once delivered, else why the message is dropped (the admission rules passed:
         its owner, part, micro-batch, sender, meta and tensors fit the plan)."""
+        if msg.owner in self.joins:  # its join waits for this node's averaging: keep it
+            if len(self.early) >= PENDING_CAP:
+                return LEFT
+            self.early.append(msg)
+            return None
+        if msg.owner not in self.active:
+            return LEFT
         key = message_key(msg)
         if key is None or not payload_fits(msg):  # the rules make sure of these
             return TENSORS
@@ -111,8 +141,8 @@ class ComputeNode(Node):
 
     # rounds ----------------------------------------------------------------------------------
     def on_sync(self, msg: Message) -> None:
-        """An owner finished a round: forward the sync; once every owner has, average the
-        copies (AVG{part}) and open the next round's tasks."""
+        """An owner finished a round: forward the sync; once every owner present has, average
+        the copies (AVG{part}) and open the next round's tasks."""
         reason = self._sync_error(msg)
         if reason is not None:
             self.drop(msg, reason)
@@ -120,25 +150,74 @@ class ComputeNode(Node):
         r = self.syncs[msg.owner]
         self.syncs[msg.owner] += 1
         self.synced.setdefault(r, {})[msg.owner] = int(msg.meta["samples"])
+        self.epoch_end[r] = bool(msg.meta.get("epoch_end"))
         if self.next not in (None, OWNER):
             assert self.next is not None
             self.send(self.next, Msg.CONTROL, owner=msg.owner, iteration=r, type="sync",
                       round=r, samples=msg.meta["samples"], epoch_end=msg.meta.get("epoch_end"))
-        if len(self.synced[r]) < len(self.owners):
+        self.close_rounds()
+
+    def close_rounds(self) -> None:
+        """Average every round, in order, whose syncs every owner present sent; then let in
+        the owners that rejoin at the next one."""
+        while (counts := self.synced.get(self.averaged + 1)) and self.active <= set(counts):
+            r = self.averaged + 1
+            owners = sorted(k for k in counts if k in self.active)
+            if not self.shared:
+                with self.timed(Action.avg(self.part), None, r):
+                    copies = [self.copies[(k, self.part)] for k in owners]
+                    avg = weighted_average([c.module.state_dict() for c in copies],
+                                           [counts[k] for k in owners])
+                    for c in copies:
+                        c.module.load_state_dict(avg)
+                    self.last_avg = avg
+            if self.epoch_end.pop(r, False):
+                state = self.copies[(owners[0], self.part)].full_state()
+                self.send(AGGREGATOR, Msg.PARAMS, iteration=r, tensors=state, round=r,
+                          part=self.part)
+            del self.synced[r]
+            self.averaged = r
+            self.queue.open(r + 1)
+            self.apply_joins()
+
+    # owners that leave and rejoin ------------------------------------------------------------
+    def on_leave(self, owner: int, round_id: int) -> None:
+        """A data owner was lost: drop its work in flight and its syncs of rounds not yet
+        averaged, and average without it."""
+        self.joins.pop(owner, None)
+        if owner not in self.active:
             return
-        counts = self.synced.pop(r)
-        if not self.shared:
-            with self.timed(Action.avg(self.part), None, r):
-                copies = [self.copies[(k, self.part)] for k in self.owners]
-                avg = weighted_average([c.module.state_dict() for c in copies],
-                                       [counts[k] for k in self.owners])
-                for c in copies:
-                    c.module.load_state_dict(avg)
-        if msg.meta.get("epoch_end"):
-            state = self.copies[(self.owners[0], self.part)].full_state()
-            self.send(AGGREGATOR, Msg.PARAMS, iteration=r, tensors=state, round=r,
-                      part=self.part)
-        self.queue.open(r + 1)
+        self.active.discard(owner)
+        dropped = self.queue.drop_owner(owner)
+        for key in [key for key in self.states if key[0] == owner]:
+            del self.states[key]
+        self.runner.forget(owner)
+        for counts in self.synced.values():
+            counts.pop(owner, None)
+        log.warning("%s: owner %d left in round %d: %d iteration(s) in flight dropped",
+                    self.name, owner, round_id, dropped)
+        if self.active:
+            self.close_rounds()
+
+    def apply_joins(self) -> None:
+        """Let in each owner whose rejoin round comes next: its copy becomes the last average
+        (a fresh optimizer state), its windows start at that round; then its early work."""
+        ready = [k for k, r in self.joins.items() if r == self.averaged + 1]
+        for k in ready:
+            r = self.joins.pop(k)
+            c = self.copies[(k, self.part)]
+            c.module.load_state_dict(self.last_avg)
+            c.optimizer.state.clear()
+            self.active.add(k)
+            self.syncs[k] = r
+            iters = self.rules.per_epoch[k]
+            ends = round_ends(self.rules.per_epoch, self.topo.training.aggregate_every)
+            self.latest[k] = round_start(iters, ends, r) - 1
+            log.info("%s: owner %d rejoins at round %d", self.name, k, r)
+        if ready:
+            early, self.early = self.early, []
+            for msg in early:
+                self.on_work(msg)
 
     def _sync_error(self, msg: Message) -> str | None:
         """Why a sync the rules took cannot be taken now (not the owner's next round), or None."""
@@ -165,6 +244,11 @@ class ComputeNode(Node):
                 return False
             if kind == "sync":
                 self.on_sync(msg)
+            elif kind == "leave":
+                self.on_leave(msg.owner, int(msg.meta["round"]))
+            elif kind == "join":
+                self.joins[msg.owner] = int(msg.meta["round"])
+                self.apply_joins()
             else:
                 self.drop(msg, TYPE, f"CONTROL {str(kind)[:40]!r}")
         elif msg.kind in (Msg.ACT, Msg.GRAD):

@@ -123,7 +123,11 @@ class DataOwner(Node):
 
     # the run ---------------------------------------------------------------------------------
     def run(self) -> None:
-        self.join()
+        """Train every round from the start, or, restarted after a loss, from the round the
+        aggregator lets it rejoin at, with the global model of the round before."""
+        resume = int(self.join().get("resume_round", 0))
+        if resume:
+            self.download(resume - 1)
         t = self.topo.training
         ends = round_ends(self.iterations, t.aggregate_every)
         mine = self.iterations[self.index]
@@ -137,11 +141,12 @@ class DataOwner(Node):
                 continue
             done = 0
             for r, end in enumerate(ends):
-                for j in range(done, min(end, len(order))):
-                    self.iteration(epoch, epoch * mine + j, order[j])
-                done = max(done, min(end, len(order)))
                 round_id = epoch * len(ends) + r
-                self.upload(round_id, epoch_end=r == len(ends) - 1)
-                self.download(round_id)
+                if round_id >= resume:
+                    for j in range(done, min(end, len(order))):
+                        self.iteration(epoch, epoch * mine + j, order[j])
+                    self.upload(round_id, epoch_end=r == len(ends) - 1)
+                    self.download(round_id)
+                done = max(done, min(end, len(order)))
         state = sum(c.state_bytes() for c in self.copies.values())
         self.send(AGGREGATOR, Msg.METRICS, trace=False, **self.summary(state))

@@ -35,6 +35,7 @@ from nodes.wire import Message
 
 log = logging.getLogger(__name__)
 ROLES = ("data-owner", "compute", "aggregator")
+MAX_RESTARTS = 3  # per owner and run
 
 
 class LaunchError(RuntimeError):
@@ -84,6 +85,10 @@ class _Popen:
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self.popen = popen
 
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
     def poll(self) -> int | None:
         return self.popen.poll()
 
@@ -107,6 +112,12 @@ class _Forked:
 
     def __init__(self, proc: multiprocessing.process.BaseProcess) -> None:
         self.proc = proc
+
+    @property
+    def pid(self) -> int:
+        pid = self.proc.pid
+        assert pid is not None, "a started process has a pid"
+        return pid
 
     def poll(self) -> int | None:
         return self.proc.exitcode
@@ -138,9 +149,11 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
 
 
 def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, name: str,
-               out: str | None, monitor: str, log_path: str, launcher_pid: int) -> None:
+               out: str | None, monitor: str, log_path: str, launcher_pid: int,
+               append: bool = False) -> None:
     """The body of a forked node: output to its log, then the same path as `mpsl node`."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    mode = os.O_APPEND if append else os.O_TRUNC
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | mode, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -160,8 +173,10 @@ def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, 
 @dataclass
 class _Proc:
     name: str
+    role: str
     handle: _Popen | _Forked
     log_path: Path
+    restarts: int = 0
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -182,6 +197,8 @@ class LocalCluster:
         self.method = method
         self.run_dir = Path(run_dir)
         self.procs: list[_Proc] = []
+        self.lost: set[str] = set()  # owners that died and were not restarted
+        self.monitor = ""
 
     def _command(self, role: str, name: str, plan_path: Path, monitor: str) -> list[str]:
         cmd = [sys.executable, "-m", "mpsl.cli", "node", "--role", role, "--topology",
@@ -198,38 +215,61 @@ class LocalCluster:
         check_plan(self.plan, self.topo)
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        plan_path = self.run_dir / "plan.json"
-        write_plan_file(plan_path, self.plan)
+        write_plan_file(self.run_dir / "plan.json", self.plan)
+        self.monitor = monitor
         roles = [("aggregator", AGGREGATOR)] + [("compute", c) for c in self.topo.chain]
         roles += [("data-owner", o.name) for o in self.topo.owners]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **{LAUNCHER_ENV: str(os.getpid())})
         for role, name in roles:
             path = logs / f"{name}.log"
-            if self.method == "subprocess":
-                with open(path, "w") as f:
-                    popen = subprocess.Popen(self._command(role, name, plan_path, monitor),
-                                             stdout=f, stderr=subprocess.STDOUT, env=env,
-                                             stdin=subprocess.DEVNULL)
-                self.procs.append(_Proc(name, _Popen(popen), path))
-            else:
-                out = str(self.run_dir) if role == "aggregator" else None
-                proc = _forkserver().Process(
-                    target=_node_main, name=name, daemon=True,
-                    args=(role, self.topo_path, list(self.overrides), str(plan_path), name, out,
-                          monitor, str(path), os.getpid()),
-                )
-                proc.start()
-                self.procs.append(_Proc(name, _Forked(proc), path))
+            self.procs.append(_Proc(name, role, self._spawn(role, name, path), path))
+
+    def _spawn(self, role: str, name: str, log_path: Path,
+               append: bool = False) -> _Popen | _Forked:
+        """Start one node, its output to `log_path` (appended to on a restart)."""
+        plan_path = self.run_dir / "plan.json"
+        if self.method == "subprocess":
+            env = dict(os.environ, PYTHONUNBUFFERED="1", **{LAUNCHER_ENV: str(os.getpid())})
+            with open(log_path, "a" if append else "w") as f:
+                return _Popen(subprocess.Popen(
+                    self._command(role, name, plan_path, self.monitor), stdout=f,
+                    stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL))
+        out = str(self.run_dir) if role == "aggregator" else None
+        proc = _forkserver().Process(
+            target=_node_main, name=name, daemon=True,
+            args=(role, self.topo_path, list(self.overrides), str(plan_path), name, out,
+                  self.monitor, str(log_path), os.getpid(), append),
+        )
+        proc.start()
+        return _Forked(proc)
 
     def failed(self) -> _Proc | None:
+        """A node that ended with an error and is not an owner left out of the run."""
         for p in self.procs:
-            code = p.handle.poll()
-            if code not in (None, 0):
+            if p.name not in self.lost and p.handle.poll() not in (None, 0):
                 return p
         return None
 
     def finished(self) -> bool:
-        return all(p.handle.poll() == 0 for p in self.procs)
+        return all(p.handle.poll() == 0 or (p.name in self.lost and p.handle.poll() is not None)
+                   for p in self.procs)
+
+    def on_failure(self, p: _Proc) -> None:
+        """A data owner that died is restarted (`failure.restart`, at most MAX_RESTARTS
+        times) or left out: the aggregator goes on without it. Any other node fails the run
+        (LaunchError)."""
+        code = p.handle.poll()
+        if p.role != "data-owner":
+            raise LaunchError(f"node {p.name} failed (exit {code}); its log {p.log_path}:\n"
+                              f"{p.tail()}")
+        over = any(q.role == "aggregator" and q.handle.poll() is not None for q in self.procs)
+        if self.topo.failure.restart and p.restarts < MAX_RESTARTS and not over:
+            p.restarts += 1
+            log.warning("%s ended (exit %s): restarting it (%d of %d)", p.name, code,
+                        p.restarts, MAX_RESTARTS)
+            p.handle = self._spawn(p.role, p.name, p.log_path, append=True)
+        else:
+            log.warning("%s ended (exit %s): the run goes on without it", p.name, code)
+            self.lost.add(p.name)
 
     def stop(self) -> None:
         """Terminate every node still running; kill those that do not stop in 5 s."""
@@ -252,8 +292,7 @@ class LocalCluster:
             while not self.finished():
                 bad = self.failed()
                 if bad is not None:
-                    raise LaunchError(f"node {bad.name} failed (exit {bad.handle.poll()}); "
-                                      f"its log {bad.log_path}:\n{bad.tail()}")
+                    self.on_failure(bad)
                 try:
                     msg = inbox.recv(timeout=0.2)
                 except TimeoutError:

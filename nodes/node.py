@@ -26,6 +26,7 @@ from nodes.security import NodeSecurity
 from nodes.wire import Message
 
 log = logging.getLogger(__name__)
+DROP_LOG_EVERY_S = 1.0
 
 
 class NodeError(RuntimeError):
@@ -55,6 +56,9 @@ class Node:
         self.seq = 0
         self.t_start = 0.0
         self.run_id = ""  # the aggregator's, from its start message
+        self.heartbeat_s = topo.failure.heartbeat_s
+        self._next_beat = 0.0
+        self._drop_logged: dict[tuple[str, str], float] = {}  # (sender, reason) -> last log
 
     # links -----------------------------------------------------------------------------------
     def connect(self, dst: str, rate_mbps: float | None, latency_ms: float = 0.0) -> None:
@@ -80,11 +84,22 @@ class Node:
 
     def recv(self, match: Callable[[Message], bool], what: str,
              deadline: float | None = None) -> Message:
-        """The first message `match` accepts; others wait in arrival order for a later call.
+        """The first message `match` accepts (see `poll`); NodeError at `deadline` (monotonic;
+        default: the topology's timeout from now)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        msg = self.poll(match, deadline)
+        if msg is None:
+            raise NodeError(f"{self.name}: no {what} within {self.timeout:.0f} s")
+        return msg
+
+    def poll(self, match: Callable[[Message], bool], deadline: float) -> Message | None:
+        """The first message `match` accepts, or None at `deadline` (monotonic); others wait in
+        arrival order for a later call.
 
         Every message passes the node's admission rules first (nodes.admission): one they
-        refuse, now or while it waits, is dropped; at most PENDING_CAP wait. Waits until
-        `deadline` (monotonic; default: the topology's timeout from now), then raises NodeError.
+        refuse, now or while it waits, is dropped; at most PENDING_CAP wait. Heartbeats go out
+        while it waits; those that come in, and what `heard` takes, are consumed.
         """
         found, kept = None, []
         for msg in self._pending:
@@ -98,19 +113,19 @@ class Node:
         self._pending = kept
         if found is not None:
             return found
-        if deadline is None:
-            deadline = time.monotonic() + self.timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise NodeError(f"{self.name}: no {what} within {self.timeout:.0f} s")
+        while (left := deadline - time.monotonic()) > 0:
+            self.heartbeat()
             try:
-                msg = self.inbox.recv(timeout=left)
+                msg = self.inbox.recv(timeout=min(left, self.heartbeat_s))
             except TimeoutError:
+                self.idle()
                 continue
             refused = self.rules.check(msg, self.run_id) if self.rules is not None else None
             if refused is not None:
                 self.drop(msg, *refused)
+                continue
+            if self.heard(msg) or (msg.kind == Msg.CONTROL
+                                   and msg.meta.get("type") == "heartbeat"):
                 continue
             if msg.kind == Msg.CONTROL and msg.meta.get("type") == "abort" \
                     and msg.src == AGGREGATOR:
@@ -121,6 +136,7 @@ class Node:
                 self.drop(msg, PENDING, f"{len(self._pending)} messages wait already")
             else:
                 self._pending.append(msg)
+        return None
 
     def recv_any(self, what: str) -> Message:
         return self.recv(lambda m: True, what)
@@ -129,9 +145,14 @@ class Node:
         """A message the node does not take: counted by `reason` (of a fixed vocabulary, so the
         counts stay bounded), logged with its sender and `detail`, never fatal."""
         self.dropped[reason] += 1
-        log.warning("%s: dropped %s from %s (owner %d, iteration %d, mb %d, part %s): %s%s",
-                    self.name, msg.kind, msg.src, msg.owner, msg.iter, msg.mb,
-                    str(msg.meta.get("part"))[:20], reason, f" ({detail})" if detail else "")
+        now, key = time.monotonic(), (msg.src, reason)
+        if now - self._drop_logged.get(key, -DROP_LOG_EVERY_S) < DROP_LOG_EVERY_S:
+            return  # a flood is counted in full, logged once a second per sender and reason
+        self._drop_logged[key] = now
+        log.warning("%s: dropped %s from %s (owner %d, iteration %d, mb %d, part %s): %s%s "
+                    "(%d so far)", self.name, msg.kind, msg.src, msg.owner, msg.iter, msg.mb,
+                    str(msg.meta.get("part"))[:20], reason, f" ({detail})" if detail else "",
+                    self.dropped[reason])
 
     # actions ---------------------------------------------------------------------------------
     @contextmanager
@@ -151,10 +172,30 @@ class Node:
                 time.sleep(left)
         self.events.append(Event(self.name, CPU, str(action), owner, iteration, action.mb,
                                  t0, time.time()))
+        self.heartbeat()
+
+    # liveness --------------------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        """Tell the aggregator this node is alive, at most once every `heartbeat_s` (sent from
+        the node's waits and after each action, so a busy node beats too)."""
+        now = time.monotonic()
+        if self.name == AGGREGATOR or not self.run_id or now < self._next_beat:
+            return
+        self._next_beat = now + self.heartbeat_s
+        self.send(AGGREGATOR, Msg.CONTROL, type="heartbeat", trace=False)
+
+    def heard(self, msg: Message) -> bool:
+        """Every message the rules took, as it arrives; True if it was consumed here (the
+        aggregator notes who is alive, and takes a rejoining owner's hello)."""
+        return False
+
+    def idle(self) -> None:
+        """A wait passed `heartbeat_s` without a message (the aggregator checks liveness)."""
 
     # life cycle ------------------------------------------------------------------------------
-    def join(self) -> None:
-        """Say hello to the aggregator and wait for the common start."""
+    def join(self) -> dict[str, Any]:
+        """Say hello to the aggregator and wait for the common start; the start's meta (an
+        owner that rejoins finds its first round in `resume_round`)."""
         settings = run_settings(self.topo, self.plan)
         self.send(AGGREGATOR, Msg.CONTROL, type="hello", trace=False, settings=settings,
                   digest=settings_digest(settings))
@@ -164,6 +205,7 @@ class Node:
         self.t_start = float(msg.meta.get("t", time.time()))
         log.info("%s: run %s started, peers %s", self.name, self.run_id,
                  ", ".join(sorted(self.outboxes)))
+        return dict(msg.meta)
 
     @property
     def rejected_messages(self) -> int:

@@ -132,6 +132,15 @@ class PartRunner:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    def forget(self, owner: int) -> None:
+        """Drop what `owner`'s iterations in flight left: kept activations, losses, gradients
+        (a data owner lost mid-iteration)."""
+        self._stash = {k: v for k, v in self._stash.items() if k[0] != owner}
+        self.losses = [e for e in self.losses if e[0] != owner]
+        for (k, _), c in self.copies.items():
+            if k == owner:
+                c.optimizer.zero_grad(set_to_none=True)
+
 
 def weighted_average(states: list[Mapping[str, torch.Tensor]], weights: list[float]) -> StateDict:
     """FedAvg: sum_k w_k * state_k / sum_k w_k, per tensor; integer buffers are rounded."""

@@ -16,10 +16,11 @@ from tests.e2e.conftest import topology_doc
 
 OWNERS, EPOCHS, ITERS, N = 2, 2, 3, 2
 ROUNDS = 2  # aggregate_every 2 of 3 iterations: rounds end after 2 and 3
-RESULT_KEYS = {"topology", "source", "overrides", "mode", "labels", "schedule", "plan",
-               "partition", "t_start", "epochs", "losses", "nodes", "links", "summary"}
+RESULT_KEYS = {"run_id", "topology", "source", "overrides", "mode", "labels", "schedule", "plan",
+               "partition", "t_start", "epochs", "rounds", "failures", "losses", "nodes",
+               "links", "summary"}
 NODE_KEYS = {"busy_s", "idle_s", "peak_rss_bytes", "peak_tensor_bytes", "state_bytes",
-             "activation_peak_bytes", "rejected_messages"}
+             "activation_peak_bytes", "rejected_messages", "dropped"}
 SUMMARY_KEYS = {"train_s", "bottleneck", "bottleneck_busy_s", "time_over_bound",
                 "final_test_accuracy", "samples_per_owner", "rejected_messages"}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mpsl.actions import Msg
+from mpsl.actions import Msg, Task
 from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks, tasks_by_node
 from mpsl.taskqueue import TaskQueue
@@ -79,3 +79,17 @@ def test_gated_rounds_wait_for_open() -> None:
     q.open(1)
     e = q.pop()
     assert e is not None and e.iteration == 1 and e.arrival == 1.0
+
+
+def test_drop_owner_forgets_its_tasks_and_keeps_the_others():
+    q = TaskQueue(gated=True)
+    tasks = [Task.from_str("s", 0, "[<o:ACT0 1F0]"), Task.from_str("s", 0, "[1B0]")]
+    q.add(0, 0, tasks, 0.0)
+    q.add(1, 0, tasks, 0.0)
+    q.add(1, 1, tasks, 0.0, round_id=1)
+    assert q.deliver(1, 0, (Msg.ACT, 1, 0), 1.0) is not None
+    assert q.drop_owner(1) == 2 and q.unfinished == 1
+    assert not q and not q.expects(1, 1, (Msg.ACT, 1, 0))
+    assert q.deliver(0, 0, (Msg.ACT, 1, 0), 2.0) is not None
+    entry = q.pop()
+    assert entry is not None and entry.owner == 0

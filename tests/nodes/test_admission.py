@@ -15,10 +15,10 @@ from mpsl.actions import Msg
 from mpsl.data import micro_batches
 from nodes import admission as adm
 from nodes.admission import Rules
-from nodes.aggregator import _node_row
 from nodes.data_owner import DataOwner
 from nodes.inbox import Inbox, wire_reason
 from nodes.node import NodeError
+from nodes.results import node_row as _node_row
 from nodes.wire import Message, WireError, encode
 from tests.nodes.conftest import small_topology
 
@@ -165,6 +165,31 @@ def test_a_compute_node_takes_control_from_the_aggregator_and_syncs_in_its_windo
     assert reason(r, sync(r, round_id=2)) is None and reason(r, sync(r, round_id=3)) is None
 
 
+def test_leave_join_and_heartbeats_come_from_the_aggregator_for_an_owner_and_round():
+    r = rules("node1", training={"epochs": 4, "batch_size": 8, "lr": 0.1, "optimizer": "sgd",
+                                 "seed": 0})
+
+    def ctl(typ: str, src: str = "aggregator", owner: int = 1, **meta: Any) -> Message:
+        return Message(kind=Msg.CONTROL, src=src, owner=owner, meta={"type": typ, **meta})
+
+    for typ in ("leave", "join"):
+        assert reason(r, ctl(typ, round=1), "run") is None
+        assert reason(r, ctl(typ, "owner1", round=1), "run") == adm.SENDER
+        assert reason(r, ctl(typ, owner=5, round=1), "run") == adm.META
+        assert reason(r, ctl(typ, round=r.rounds), "run") == adm.META
+        assert reason(r, ctl(typ, round="1"), "run") == adm.META
+    owner = rules("owner0", training={"epochs": 4, "batch_size": 8, "lr": 0.1,
+                                      "optimizer": "sgd", "seed": 0})
+    assert reason(owner, ctl("start", resume_round=2)) is None
+    assert reason(owner, ctl("start", resume_round=-1)) == adm.META
+    assert reason(owner, ctl("start", resume_round=10**6)) == adm.META
+    assert reason(owner, ctl("heartbeat", "node1"), "run") == adm.TYPE  # the aggregator's
+    r.active = {0}  # owner 1 left: its late work is the compute node's to sort out
+    r.iteration[1] = 0
+    assert reason(r, work(r, Msg.ACT, owner=1, it=40)) is None
+    assert reason(r, work(r, Msg.ACT, owner=0, it=40)) == adm.AHEAD_ITER
+
+
 def global_(r: Rules, round_id: int = 0, owner: int = 0, src: str = "aggregator") -> Message:
     specs = r.model.params_of(r.parts)
     return Message(kind=Msg.GLOBAL, src=src, owner=owner, iter=round_id,
@@ -269,7 +294,11 @@ def test_the_aggregator_takes_params_metrics_and_hellos():
     ]
     for msg, want in cases:
         assert reason(r, msg, "run") == want, (msg, r.check(msg, "run"))
-    assert reason(r, hello, "run") == adm.TYPE  # no hello once the run has started
+    assert reason(r, hello, "run") is None  # an owner that rejoins says hello again
+    node_hello = Message(kind=Msg.CONTROL, src="node1", meta=dict(hello.meta))
+    assert reason(r, node_hello) is None and reason(r, node_hello, "run") == adm.SENDER
+    beat = Message(kind=Msg.CONTROL, src="node1", meta={"type": "heartbeat"})
+    assert reason(r, beat) == adm.TYPE and reason(r, beat, "run") is None
     assert reason(r, Message(kind=Msg.CONTROL, src="owner0", meta={"type": "hello"})) == adm.META
     assert reason(r, Message(kind=Msg.CONTROL, src="aggregator", meta={"type": "hello"})) \
         == adm.SENDER

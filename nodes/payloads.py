@@ -1,0 +1,56 @@
+"""What the messages of a run carry, from the model definition: each part's input and output
+shape for one sample, the classes, each part's parameters; and the check of a message's
+tensors against them."""
+
+from __future__ import annotations
+
+import torch
+
+from mpsl.plan import Plan
+from mpsl.topology import Topology
+from mpsl.training import build_full_model, input_shape
+
+Spec = tuple[tuple[int, ...], torch.dtype]
+TENSORS = "wrong tensors"
+SHAPE = "wrong shape"
+DTYPE = "wrong dtype"
+
+
+def check_tensors(tensors: dict[str, torch.Tensor],
+                  want: dict[str, Spec]) -> tuple[str, str] | None:
+    """Exactly the names of `want`, each of its shape and dtype."""
+    if set(tensors) != set(want):
+        return TENSORS, f"tensors {sorted(tensors)[:8]}, expected {sorted(want)[:8]}"
+    for name, (shape, dtype) in want.items():
+        t = tensors[name]
+        if tuple(t.shape) != shape:
+            return SHAPE, f"{name} of shape {list(t.shape)[:8]}, expected {list(shape)}"
+        if t.dtype != dtype:
+            return DTYPE, f"{name} of dtype {t.dtype}, expected {dtype}"
+    return None
+
+
+class Model:
+    """What the messages of a run carry, from the model definition: each part's input and
+    output shape for one sample, the classes, and each part's parameters."""
+
+    def __init__(self, topo: Topology, plan: Plan) -> None:
+        sample, self.classes = input_shape(topo)
+        model = build_full_model(topo)
+        model.eval()
+        shapes = [tuple(sample)]
+        with torch.no_grad():
+            x = torch.zeros(1, *sample)
+            for layer in model:
+                x = layer(x)
+                shapes.append(tuple(x.shape[1:]))
+        self.part_in = [shapes[a] for a, _ in plan.parts]
+        self.part_out = [shapes[b] for _, b in plan.parts]
+        state = model.state_dict()
+        self.params: list[dict[str, Spec]] = []
+        for a, b in plan.parts:
+            self.params.append({k: (tuple(v.shape), v.dtype) for k, v in state.items()
+                                if a <= int(k.split(".", 1)[0]) < b})
+
+    def params_of(self, parts: list[int]) -> dict[str, Spec]:
+        return {k: v for p in parts for k, v in self.params[p].items()}

@@ -1,0 +1,79 @@
+"""Lost devices: a data owner killed with SIGKILL mid-epoch is declared lost by name, the
+aggregation goes on over the owners present (weighted by their samples), the owner is restarted
+and rejoins at the next aggregation with the global model, and the run finishes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mpsl.plan import make_plan
+from mpsl.topology import load
+from mpsl.training import num_layers
+from nodes.launch import LocalCluster
+from nodes.wire import Message
+from tests.e2e.conftest import topology_doc
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _run_killing(tmp_path: Path, doc: dict, victim: str, after_losses: int) -> dict:
+    """Run `doc`, SIGKILL `victim` once the aggregator has seen `after_losses` of its losses."""
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    topo = load(path)
+    cluster = LocalCluster(str(path), (), topo, make_plan(topo, num_layers(topo)),
+                           tmp_path / "run")
+    seen = {"losses": 0, "killed": False}
+    owner = topo.owner(victim).index
+
+    def on_message(msg: Message) -> None:
+        if msg.meta.get("type") == "loss" and msg.meta.get("owner") == owner:
+            seen["losses"] += 1
+        if seen["losses"] >= after_losses and not seen["killed"]:
+            proc = next(p for p in cluster.procs if p.name == victim)
+            os.kill(proc.handle.pid, signal.SIGKILL)
+            seen["killed"] = True
+
+    results = cluster.run(on_message)
+    assert seen["killed"]
+    return results
+
+
+def test_an_owner_killed_mid_epoch_is_left_out_then_rejoins(tmp_path: Path) -> None:
+    doc = topology_doc(owners=3, training={"epochs": 4},
+                       failure={"heartbeat_s": 0.25, "timeout_s": 2.0, "restart": True},
+                       runtime={"timeout_s": 30})
+    results = _run_killing(tmp_path, doc, "owner1", after_losses=3)
+    samples = results["partition"]["samples"]
+    lost = results["failures"]["lost"]
+    assert [(e["node"], e["round"]) for e in lost] == [("owner1", 0)]
+    # restarted at once, it says hello before its silence reaches the timeout
+    assert lost[0]["why"] == "restarted" or lost[0]["silent_s"] > 2.0
+    rejoined = results["failures"]["rejoined"]
+    assert [(e["node"], e["round"]) for e in rejoined] == [("owner1", 1)]
+    rounds = results["rounds"]
+    assert [r["owners"] for r in rounds] == [[0, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2]]
+    assert rounds[0]["weights"] == pytest.approx(
+        [samples[0] / (samples[0] + samples[2]), samples[2] / (samples[0] + samples[2])])
+    assert rounds[1]["weights"] == pytest.approx([s / sum(samples) for s in samples])
+    assert results["summary"]["final_test_accuracy"] > 0.6  # 0.74 without the kill
+    log = (tmp_path / "run" / "logs" / "aggregator.log").read_text()
+    assert "owner1 lost: " in log and "owner1 rejoins at round 1" in log
+
+
+def test_an_owner_that_dies_for_good_is_left_out_to_the_end(tmp_path: Path) -> None:
+    doc = topology_doc(owners=2, training={"epochs": 2},
+                       failure={"heartbeat_s": 0.25, "timeout_s": 2.0},
+                       runtime={"timeout_s": 30})
+    results = _run_killing(tmp_path, doc, "owner0", after_losses=2)
+    lost = results["failures"]["lost"]
+    assert [(e["node"], e["round"]) for e in lost] == [("owner0", 0)]
+    assert lost[0]["why"].startswith("silent for") and 2.0 < lost[0]["silent_s"] < 4.0
+    assert results["failures"]["rejoined"] == []
+    assert [r["owners"] for r in results["rounds"]] == [[1], [1]]
+    assert [r["weights"] for r in results["rounds"]] == [[1.0], [1.0]]
