@@ -179,7 +179,7 @@ class Aggregator(Node):
                     missing = sorted(self.members.active - set(got))
                     raise NodeError(f"{self.name}: no PARAMS of round {round_id} from "
                                     f"{', '.join(self.members.names[k] for k in missing)} "
-                                    f"within {self.timeout:.0f} s")
+                                    f"within {self.timeout:g} s")
                 continue
             deadline = time.monotonic() + self.timeout
             k = self.members.index(msg.src)

@@ -70,8 +70,11 @@ class DataOwner(Node):
         while True:
             entry = self.queue.pop()
             if entry is None:
-                if self.take(self.recv(lambda m: m.kind in (Msg.ACT, Msg.GRAD),
-                                       f"ACT/GRAD of iteration {it}", deadline), st, sources):
+                silent = sorted({e.task.trigger.src for e in self.queue.stuck()
+                                 if e.task.trigger is not None})  # named if the wait times out
+                what = f"ACT/GRAD of iteration {it} from {', '.join(silent)}"
+                if self.take(self.recv(lambda m: m.kind in (Msg.ACT, Msg.GRAD), what,
+                                       deadline), st, sources):
                     deadline = time.monotonic() + self.timeout
                 continue
             run_task(self, self.runner, entry.task, st, shared)
@@ -117,7 +120,7 @@ class DataOwner(Node):
     def download(self, round_id: int) -> None:
         self.rules.round = round_id
         msg = self.recv(lambda m: m.kind == Msg.GLOBAL and m.iter == round_id,
-                        f"GLOBAL of round {round_id}")
+                        f"GLOBAL of round {round_id} from the aggregator")
         for p in self.parts:
             self.copies[(self.index, p)].load_full_state(msg.tensors)
 

@@ -90,7 +90,7 @@ class Node:
             deadline = time.monotonic() + self.timeout
         msg = self.poll(match, deadline)
         if msg is None:
-            raise NodeError(f"{self.name}: no {what} within {self.timeout:.0f} s")
+            raise NodeError(f"{self.name}: no {what} within {self.timeout:g} s")
         return msg
 
     def poll(self, match: Callable[[Message], bool], deadline: float) -> Message | None:

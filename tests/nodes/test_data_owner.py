@@ -17,6 +17,7 @@ from mpsl.schedule import iteration_tasks
 from nodes.compute import ComputeNode
 from nodes.data_owner import DataOwner
 from nodes.executor import IterationState, trigger_sources
+from nodes.node import NodeError
 from nodes.wire import Kind, Message
 from tests.nodes.conftest import small_topology
 
@@ -126,3 +127,13 @@ def test_other_kinds_wait_for_a_later_receive(shut, kind):
                    time.monotonic() + 0.2)
     assert owner._pending == [good]
     assert sum(owner.dropped.values()) == 1
+
+
+def test_a_wait_that_times_out_names_the_silent_peer(shut):
+    """An iteration whose gradients never come fails naming the node that should send them."""
+    topo, plan = small_topology(owners=1, runtime={"timeout_s": 0.5})
+    owner = shut(DataOwner(topo, plan, 0))
+    idx = np.arange(min(owner.samples, topo.training.batch_size))
+    with pytest.raises(NodeError, match=r"^owner0: no ACT/GRAD of iteration 0 from node1 "
+                                        r"within 0.5 s$"):
+        owner.iteration(0, 0, idx)
