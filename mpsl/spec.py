@@ -117,11 +117,15 @@ class FailureSpec:
     """Liveness: every node tells the aggregator it is alive every `heartbeat_s`; a data owner
     silent for `timeout_s` is lost (the aggregation goes on over the owners present, and the
     owner may rejoin at a later aggregation); `restart`: `mpsl run` restarts an owner whose
-    process died."""
+    process died. Stragglers: with `min_owners`, an aggregation closes once that many owners
+    sent their update and `deadline_s` passed since the first did; the late owners' updates of
+    that round are dropped, and they go on from the new global model."""
 
     heartbeat_s: float = 1.0
     timeout_s: float = 20.0
     restart: bool = False
+    min_owners: int | None = None
+    deadline_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -177,15 +177,22 @@ def _parse_security(top: FieldReader) -> SecuritySpec:
 
 def _parse_failure(top: FieldReader, runtime: RuntimeSpec) -> FailureSpec:
     """The `failure` section: a peer is lost after `timeout_s` of silence, which must exceed
-    the heartbeat period and stay below the nodes' own waits (`runtime.timeout_s`)."""
+    the heartbeat period and stay below the nodes' own waits (`runtime.timeout_s`); stragglers
+    are left out with `min_owners` and `deadline_s` (at most the owner count: checked with the
+    owners)."""
     f = top.sub("failure")
     timeout = f.number("timeout_s", min(20.0, runtime.timeout_s / 2), positive=True)
     failure = FailureSpec(
         heartbeat_s=f.number("heartbeat_s", min(1.0, timeout / 4), positive=True),
         timeout_s=timeout,
         restart=f.flag("restart", False),
+        min_owners=f.integer("min_owners", None, minimum=1),
+        deadline_s=f.number("deadline_s", None, positive=True),
     )
     f.finish()
+    if (failure.min_owners is None) != (failure.deadline_s is None):
+        missing = "deadline_s" if failure.deadline_s is None else "min_owners"
+        raise f.fail(missing, MISSING, "min_owners and deadline_s together (stragglers)")
     if failure.timeout_s <= 2 * failure.heartbeat_s:
         raise f.fail("timeout_s", failure.timeout_s,
                      f"more than twice heartbeat_s ({failure.heartbeat_s:g})")
@@ -323,6 +330,10 @@ def _check_consistency(topo: Topology) -> None:
             wanted = f"an address not used by {seen[addr]}"
             raise TopologyError(src, f"{node}.address", addr, wanted)
         seen[addr] = node
+    need = topo.failure.min_owners
+    if need is not None and need > len(topo.owners):
+        raise TopologyError(src, "failure.min_owners", need,
+                            f"at most the {len(topo.owners)} data owner(s)")
     if topo.mode == "mpsl" and topo.labels != "local":
         raise TopologyError(src, "labels", topo.labels, "local in mode mpsl")
     cuts = topo.plan.cuts

@@ -4,13 +4,13 @@ The wire decoder (nodes.wire) has checked the format, dtypes against the allow-l
 lengths, size caps and that the sender is known; the inbox has dropped messages of another run.
 `Rules.check` then says, for the receiving role, whether the message is one it takes:
 
-* kinds: a data owner takes ACT, GRAD, GLOBAL and CONTROL (start, abort); a compute node ACT,
-  GRAD and CONTROL (start, stop, abort, leave, join, and sync from the node before it); the
-  aggregator PARAMS (from owners, and from compute nodes at an epoch's end), METRICS (loss,
-  summary) and CONTROL hello (before the run starts, and from an owner that rejoins) and
-  heartbeat (once it started). Every CONTROL but hello, heartbeat and sync comes from the
-  aggregator (a compute node's leave and join name an owner of the run and a round of it);
-  GLOBAL only from the aggregator.
+* kinds: a data owner takes ACT, GRAD, GLOBAL and CONTROL (start, abort, stop); a compute node ACT,
+  GRAD and CONTROL (start, stop, abort, leave, join, skip, and sync from the node before it);
+  the aggregator PARAMS (from owners, and from compute nodes at an epoch's end), METRICS
+  (loss, summary) and CONTROL hello (before the run starts, and from an owner that rejoins)
+  and heartbeat (once it started). Every CONTROL but hello, heartbeat and sync comes from the
+  aggregator (a compute node's leave, join and skip name an owner of the run and a round of
+  it); GLOBAL only from the aggregator.
 * ACT and GRAD: an owner of the run (a data owner: only its own), meta `part`, `n_mb`,
   `batch`, `epoch` as ints that match the iteration (its epoch, its batch size, min(N, B)
   micro-batches), a part this node runs, mb < n_mb, the sender the plan's tasks name for
@@ -80,8 +80,8 @@ REASONS = (KIND, TYPE, SENDER, OWNER_, META, PART, MB, NO_TASK, TENSORS, SHAPE, 
 TAKES = {"owner": {Msg.ACT, Msg.GRAD, Msg.GLOBAL, Msg.CONTROL},
          "compute": {Msg.ACT, Msg.GRAD, Msg.CONTROL},
          "aggregator": {Msg.PARAMS, Msg.METRICS, Msg.CONTROL}}
-CONTROLS = {"owner": {"start", "abort"},
-            "compute": {"start", "stop", "abort", "sync", "leave", "join"},
+CONTROLS = {"owner": {"start", "abort", "stop"},
+            "compute": {"start", "stop", "abort", "sync", "leave", "join", "skip"},
             "aggregator": {"hello", "heartbeat"}}
 SUMMARY_INTS = ("peak_rss_bytes", "peak_tensor_bytes", "state_bytes", "activation_peak_bytes",
                 "rejected_messages")
@@ -160,7 +160,7 @@ class Rules:
             return self._sync(msg)
         if msg.src != AGGREGATOR:
             return SENDER, f"CONTROL {typ} not from the aggregator"
-        if typ in ("leave", "join"):
+        if typ in ("leave", "join", "skip"):
             bad = _meta_ints(msg.meta, ("round",))
             if bad is None and (msg.owner not in self.owners
                                 or not 0 <= msg.meta["round"] < self.rounds):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -155,10 +156,12 @@ class Aggregator(Node):
         with self.timed(Action.avg(), None, round_id):
             avg = weighted_average([got[k].tensors for k in owners], samples)
         self.owner_state.update(avg)
-        self.rounds.append({"round": round_id, "owners": owners, "samples": samples,
+        late = sorted(self.members.active - set(owners))
+        self.rounds.append({"round": round_id, "owners": owners, "late": late,
+                            "samples": samples,
                             "weights": [n / sum(samples) for n in samples] if sum(samples)
                             else [1 / len(owners)] * len(owners)})
-        for k in owners:
+        for k in sorted(self.members.active):  # stragglers too: they go on from it
             self.send(owner_name(k), Msg.GLOBAL, owner=k, iteration=round_id, tensors=avg,
                       round=round_id)
         self.admit(round_id, avg)
@@ -170,10 +173,15 @@ class Aggregator(Node):
         got: dict[int, Message] = {}
         deadline = time.monotonic() + self.timeout  # no message at all for this long: stuck
         owners = set(self.members.names.values())  # a compute node's PARAMS wait for end_epoch
+        closes = math.inf  # stragglers: when the round may close without them
         while not self.members.active <= set(got):
+            if time.monotonic() >= closes and len(got.keys() & self.members.active) \
+                    >= (self.topo.failure.min_owners or 0):
+                self.leave_behind(sorted(self.members.active - set(got)), round_id)
+                break
             msg = self.poll(lambda m: m.kind == Msg.METRICS or (m.kind == Msg.PARAMS
                                                                and m.src in owners),
-                            min(deadline, time.monotonic() + self.heartbeat_s))
+                            min(deadline, closes, time.monotonic() + self.heartbeat_s))
             if msg is None:
                 if time.monotonic() >= deadline:
                     missing = sorted(self.members.active - set(got))
@@ -187,7 +195,22 @@ class Aggregator(Node):
                 self.on_metrics(msg)
             elif k is not None and msg.iter == round_id:
                 got[k] = msg
+                if self.topo.failure.deadline_s is not None and closes == math.inf:
+                    closes = time.monotonic() + self.topo.failure.deadline_s
         return {k: m for k, m in got.items() if k in self.members.active}
+
+    def leave_behind(self, late: list[int], round_id: int) -> None:
+        """Close round `round_id` without the owners `late` past the deadline: their updates of
+        it are dropped (here as past rounds), and the compute nodes average without them."""
+        for k in late:
+            name = self.members.names[k]
+            log.warning("%s is late for round %d: the aggregation closes without it", name,
+                        round_id)
+            self.members.late.append({"node": name, "round": round_id,
+                                      "t_s": round(time.time() - self.t_start, 3)})
+            for c in self.topo.chain:
+                self.send(c, Msg.CONTROL, owner=k, iteration=round_id, type="skip",
+                          round=round_id, trace=False)
 
     # liveness and membership -----------------------------------------------------------------
     def heard(self, msg: Message) -> bool:
@@ -318,6 +341,8 @@ class Aggregator(Node):
         t_end = t_prev
         for c in self.topo.chain:
             self.send(c, Msg.CONTROL, type="stop", trace=False)
+        for k in self.rounds[-1]["late"] if self.rounds else []:  # stragglers still behind
+            self.send(self.members.names[k], Msg.CONTROL, type="stop", trace=False)
         for k in sorted(self.members.waiting):
             self.send(self.members.names[k], Msg.CONTROL, type="abort", trace=False,
                       reason="the run ended before it could rejoin")

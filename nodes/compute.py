@@ -70,6 +70,7 @@ class ComputeNode(Node):
         self.early: list[Message] = []  # work of owners whose join waits for an averaging
         self.averaged = -1  # the last round whose copies were averaged
         self.epoch_end: dict[int, bool] = {}  # round -> whether it ends an epoch
+        self.skipped: dict[int, set[int]] = {}  # round -> owners late for it (stragglers)
         self.last_avg = self.copies[(self.owners[0], self.part)].module.state_dict()
         self.rules.active = self.active
 
@@ -149,21 +150,26 @@ class ComputeNode(Node):
             return
         r = self.syncs[msg.owner]
         self.syncs[msg.owner] += 1
-        self.synced.setdefault(r, {})[msg.owner] = int(msg.meta["samples"])
-        self.epoch_end[r] = bool(msg.meta.get("epoch_end"))
         if self.next not in (None, OWNER):
             assert self.next is not None
             self.send(self.next, Msg.CONTROL, owner=msg.owner, iteration=r, type="sync",
                       round=r, samples=msg.meta["samples"], epoch_end=msg.meta.get("epoch_end"))
+        if r <= self.averaged:  # a straggler's round closed without it: it takes the average
+            self._take_average(msg.owner)
+            return
+        self.synced.setdefault(r, {})[msg.owner] = int(msg.meta["samples"])
+        self.epoch_end[r] = bool(msg.meta.get("epoch_end"))
         self.close_rounds()
 
     def close_rounds(self) -> None:
         """Average every round, in order, whose syncs every owner present sent; then let in
         the owners that rejoin at the next one."""
-        while (counts := self.synced.get(self.averaged + 1)) and self.active <= set(counts):
+        while (counts := self.synced.get(self.averaged + 1)) is not None and \
+                self.active <= set(counts) | self.skipped.get(self.averaged + 1, set()):
             r = self.averaged + 1
-            owners = sorted(k for k in counts if k in self.active)
-            if not self.shared:
+            late = self.skipped.pop(r, set())
+            owners = sorted(k for k in counts if k in self.active and k not in late)
+            if not self.shared and owners:
                 with self.timed(Action.avg(self.part), None, r):
                     copies = [self.copies[(k, self.part)] for k in owners]
                     avg = weighted_average([c.module.state_dict() for c in copies],
@@ -171,8 +177,10 @@ class ComputeNode(Node):
                     for c in copies:
                         c.module.load_state_dict(avg)
                     self.last_avg = avg
-            if self.epoch_end.pop(r, False):
-                state = self.copies[(owners[0], self.part)].full_state()
+                for k in sorted(late & set(counts)):  # late, but done with the round here
+                    self._take_average(k)
+            if self.epoch_end.pop(r, False) and (owners or counts):
+                state = self.copies[((owners or sorted(counts))[0], self.part)].full_state()
                 self.send(AGGREGATOR, Msg.PARAMS, iteration=r, tensors=state, round=r,
                           part=self.part)
             del self.synced[r]
@@ -180,7 +188,21 @@ class ComputeNode(Node):
             self.queue.open(r + 1)
             self.apply_joins()
 
-    # owners that leave and rejoin ------------------------------------------------------------
+    # owners that leave, rejoin, or are late --------------------------------------------------
+    def on_skip(self, owner: int, round_id: int) -> None:
+        """The aggregator closed `round_id` without `owner` (a straggler): average without it;
+        it takes the average once it is done with that round here."""
+        if round_id > self.averaged:
+            self.skipped.setdefault(round_id, set()).add(owner)
+            self.close_rounds()
+
+    def _take_average(self, owner: int) -> None:
+        """A straggler's update is dropped: its copy becomes the last average."""
+        if not self.shared:
+            self.copies[(owner, self.part)].module.load_state_dict(self.last_avg)
+        log.info("%s: owner %d's update came late: it goes on from the average", self.name,
+                 owner)
+
     def on_leave(self, owner: int, round_id: int) -> None:
         """A data owner was lost: drop its work in flight and its syncs of rounds not yet
         averaged, and average without it."""
@@ -246,6 +268,8 @@ class ComputeNode(Node):
                 self.on_sync(msg)
             elif kind == "leave":
                 self.on_leave(msg.owner, int(msg.meta["round"]))
+            elif kind == "skip":
+                self.on_skip(msg.owner, int(msg.meta["round"]))
             elif kind == "join":
                 self.joins[msg.owner] = int(msg.meta["round"])
                 self.apply_joins()

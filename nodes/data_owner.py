@@ -3,6 +3,7 @@ are local), executes its tasks through the task queue, and takes part in aggrega
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -18,12 +19,15 @@ from mpsl.topology import Topology
 from mpsl.training import iterations_per_epoch, owner_indices, round_ends
 from nodes.admission import DUPLICATE, NO_TASK, NOT_CURRENT, Rules
 from nodes.executor import IterationState, message_key, payload_fits, run_task, trigger_sources
-from nodes.node import Node
+from nodes.node import Node, RunOver
 from nodes.parts import PartRunner, make_copies
 from nodes.wire import Message
 
+log = logging.getLogger(__name__)
+
 
 class DataOwner(Node):
+    ends_on_stop = True
     rules: Rules  # what this role takes (nodes.admission)
 
     def __init__(self, topo: Topology, plan: Plan, index: int) -> None:
@@ -129,8 +133,17 @@ class DataOwner(Node):
         """Train every round from the start, or, restarted after a loss, from the round the
         aggregator lets it rejoin at, with the global model of the round before."""
         resume = int(self.join().get("resume_round", 0))
-        if resume:
-            self.download(resume - 1)
+        try:
+            if resume:
+                self.download(resume - 1)
+            self.train(resume)
+        except RunOver as over:  # a straggler: its rounds left would all come late
+            log.info("%s", over)
+        state = sum(c.state_bytes() for c in self.copies.values())
+        self.send(AGGREGATOR, Msg.METRICS, trace=False, **self.summary(state))
+
+    def train(self, resume: int) -> None:
+        """Every round from `resume` on: its iterations, the upload, the download."""
         t = self.topo.training
         ends = round_ends(self.iterations, t.aggregate_every)
         mine = self.iterations[self.index]
@@ -151,5 +164,3 @@ class DataOwner(Node):
                     self.upload(round_id, epoch_end=r == len(ends) - 1)
                     self.download(round_id)
                 done = max(done, min(end, len(order)))
-        state = sum(c.state_bytes() for c in self.copies.values())
-        self.send(AGGREGATOR, Msg.METRICS, trace=False, **self.summary(state))

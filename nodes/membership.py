@@ -22,6 +22,7 @@ class Membership:
     waiting: dict[int, Any] = field(default_factory=dict)  # owner -> its hello (a Message)
     lost: list[dict[str, Any]] = field(default_factory=list)
     rejoined: list[dict[str, Any]] = field(default_factory=list)
+    late: list[dict[str, Any]] = field(default_factory=list)  # stragglers left out of a round
 
     @classmethod
     def of(cls, topo: Topology) -> Membership:
@@ -59,4 +60,5 @@ class Membership:
 
     def record(self) -> dict[str, list[dict[str, Any]]]:
         """results.json's `failures`."""
-        return {"lost": list(self.lost), "rejoined": list(self.rejoined)}
+        return {"lost": list(self.lost), "rejoined": list(self.rejoined),
+                "late": list(self.late)}

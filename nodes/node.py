@@ -33,10 +33,15 @@ class NodeError(RuntimeError):
     """A node cannot go on: a peer is silent past the timeout, or sent something unusable."""
 
 
+class RunOver(Exception):
+    """The aggregator ended the run while this data owner was behind (a straggler)."""
+
+
 class Node:
     """Base of the three roles: binds its inbox, connects outboxes, times actions."""
 
     rules: Rules | None = None  # what the role takes (nodes.admission); set by each role
+    ends_on_stop = False  # a data owner: a stop from the aggregator ends its run (RunOver)
 
     def __init__(self, topo: Topology, plan: Plan, name: str, compute_scale: float = 1.0) -> None:
         self.topo, self.plan, self.name = topo, plan, name
@@ -130,6 +135,9 @@ class Node:
             if msg.kind == Msg.CONTROL and msg.meta.get("type") == "abort" \
                     and msg.src == AGGREGATOR:
                 raise NodeError(f"{self.name}: aborted by {msg.src}: {msg.meta.get('reason')}")
+            if self.ends_on_stop and msg.kind == Msg.CONTROL and msg.src == AGGREGATOR \
+                    and msg.meta.get("type") == "stop":
+                raise RunOver(f"{self.name}: the run ended while it was behind")
             if match(msg):
                 return msg
             if len(self._pending) >= PENDING_CAP:

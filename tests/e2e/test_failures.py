@@ -77,3 +77,27 @@ def test_an_owner_that_dies_for_good_is_left_out_to_the_end(tmp_path: Path) -> N
     assert results["failures"]["rejoined"] == []
     assert [r["owners"] for r in results["rounds"]] == [[1], [1]]
     assert [r["weights"] for r in results["rounds"]] == [[1.0], [1.0]]
+
+
+def test_a_straggler_is_left_out_of_the_rounds_it_is_late_for(run_topology) -> None:
+    """owner2's uplink is slow: with min_owners 2 and a short deadline every round closes
+    without it, its late updates (those that come before the end) are dropped as past rounds,
+    it goes on from each new global model, and the run ends without waiting for it."""
+    doc = topology_doc(owners=3, training={"epochs": 3, "max_iterations": 6},
+                       data_owners={"count": 3, "overrides": [{"index": 2,
+                                                               "uplink_mbps": 2}]},
+                       failure={"heartbeat_s": 0.25, "timeout_s": 10.0, "min_owners": 2,
+                                "deadline_s": 0.2},
+                       runtime={"timeout_s": 30})
+    results, _ = run_topology(doc)
+    rounds = results["rounds"]
+    assert [r["owners"] for r in rounds] == [[0, 1]] * 3
+    assert [r["late"] for r in rounds] == [[2]] * 3
+    assert [r["weights"] for r in rounds][0] == pytest.approx(
+        [n / sum(results["partition"]["samples"][:2]) for n in results["partition"]["samples"][:2]])
+    assert [(e["node"], e["round"]) for e in results["failures"]["late"]] == \
+        [("owner2", 0), ("owner2", 1), ("owner2", 2)]
+    assert results["failures"]["lost"] == []
+    done = len([r for r in results["losses"] if r["owner"] == 2]) // 6  # its rounds done
+    assert results["nodes"]["aggregator"]["dropped"].get("past round", 0) <= done
+    assert "owner2" in results["nodes"]  # done, or stopped while behind: its summary came

@@ -32,7 +32,8 @@ def test_given_values_are_kept() -> None:
      "less than runtime.timeout_s (30)"),
     ({"heartbeat_s": 0}, {}, "failure.heartbeat_s", "expected a positive number"),
     ({"restart": "yes"}, {}, "failure.restart", "true or false"),
-    ({"retries": 3}, {}, "failure.retries", "known: heartbeat_s, restart, timeout_s"),
+    ({"retries": 3}, {}, "failure.retries",
+     "known: deadline_s, heartbeat_s, min_owners, restart, timeout_s"),
 ])
 def test_values_that_cannot_work_are_one_line(failure, runtime, field, message) -> None:
     with pytest.raises(TopologyError) as err:
@@ -40,3 +41,15 @@ def test_values_that_cannot_work_are_one_line(failure, runtime, field, message) 
     text = str(err.value)
     assert text.startswith("t.yaml: field '" + field + "'") and "\n" not in text
     assert message in text
+
+
+def test_stragglers_need_min_owners_and_a_deadline_together() -> None:
+    got = topo(failure={"min_owners": 1, "deadline_s": 0.5}).failure
+    assert (got.min_owners, got.deadline_s) == (1, 0.5)
+    for given, missing in (({"min_owners": 1}, "deadline_s"), ({"deadline_s": 1}, "min_owners")):
+        with pytest.raises(TopologyError, match=rf"^t.yaml: field 'failure.{missing}': .*"
+                                                r"min_owners and deadline_s together"):
+            topo(failure=given)
+    with pytest.raises(TopologyError, match=r"^t.yaml: field 'failure.min_owners': got 3, "
+                                            r"expected at most the 2 data owner\(s\)$"):
+        topo(failure={"min_owners": 3, "deadline_s": 1})

@@ -206,7 +206,7 @@ def test_a_data_owner_takes_its_gradients_and_the_aggregators_global():
     cases = [
         (params(r, "owner0"), adm.KIND),
         (Message(kind=Msg.METRICS, src="node1", meta={"type": "loss"}), adm.KIND),
-        (Message(kind=Msg.CONTROL, src="aggregator", meta={"type": "stop"}), adm.TYPE),
+        (Message(kind=Msg.CONTROL, src="owner0", meta={"type": "stop"}, owner=0), adm.SENDER),
         (Message(kind=Msg.CONTROL, src="node1", meta={"type": "sync"}), adm.TYPE),
         (Message(kind=Msg.CONTROL, src="node1", meta={"type": "abort"}), adm.SENDER),
         (work(r, Msg.GRAD, it=3, owner=1), adm.OWNER_),

@@ -17,7 +17,8 @@ from mpsl.schedule import iteration_tasks
 from nodes.compute import ComputeNode
 from nodes.data_owner import DataOwner
 from nodes.executor import IterationState, trigger_sources
-from nodes.node import NodeError
+from nodes.link import Outbox
+from nodes.node import NodeError, RunOver
 from nodes.wire import Kind, Message
 from tests.nodes.conftest import small_topology
 
@@ -137,3 +138,22 @@ def test_a_wait_that_times_out_names_the_silent_peer(shut):
     with pytest.raises(NodeError, match=r"^owner0: no ACT/GRAD of iteration 0 from node1 "
                                         r"within 0.5 s$"):
         owner.iteration(0, 0, idx)
+
+
+def test_a_stop_from_the_aggregator_ends_a_straggling_owners_wait(shut):
+    """The run ended while the owner was behind: its wait ends (RunOver), a stop from anyone
+    else is dropped."""
+    topo, plan = small_topology(owners=1)
+    owner = shut(DataOwner(topo, plan, 0))
+    owner.run_id = "r"
+    forged = Message(kind=Msg.CONTROL, src="node1", meta={"type": "stop"}, run="r")
+    stop = Message(kind=Msg.CONTROL, src="aggregator", meta={"type": "stop"}, run="r")
+    box = Outbox(shut.ctx, owner.inbox.address, name="aggregator->owner0")
+    try:
+        for msg in (forged, stop):
+            box.send(msg)
+        with pytest.raises(RunOver, match="owner0: the run ended while it was behind"):
+            owner.recv(lambda m: m.kind == Msg.GRAD, "GRAD", time.monotonic() + 5)
+    finally:
+        box.close(drain=False, timeout=1)
+    assert owner.dropped == {"wrong sender": 1}
