@@ -222,9 +222,12 @@ class ComputeNode(Node):
             self.close_rounds()
 
     def apply_joins(self) -> None:
-        """Let in each owner whose rejoin round comes next: its copy becomes the last average
-        (a fresh optimizer state), its windows start at that round; then its early work."""
-        ready = [k for k, r in self.joins.items() if r == self.averaged + 1]
+        """Let in each owner whose rejoin round comes next (or has passed here): its copy
+        becomes the last average (a fresh optimizer state), its windows start at that round;
+        then its early work."""
+        # a join that comes after its round closed here takes effect at once: its first sync
+        # then counts as late
+        ready = [k for k, r in self.joins.items() if r <= self.averaged + 1]
         for k in ready:
             r = self.joins.pop(k)
             c = self.copies[(k, self.part)]
