@@ -34,31 +34,23 @@ from typing import Any
 
 import yaml
 
-from bench.harness import publish, run_meta
+from bench.harness import publish, run_meta, topology
 from mpsl.plan import make_plan
 from mpsl.topology import load
 from mpsl.training import num_layers
 from nodes.launch import LaunchError, LocalCluster
-from nodes.ports import free_ports
 
 OWNERS, EPOCHS = 4, 6
 
 
 def _doc() -> dict[str, Any]:
-    ports = free_ports(2 + OWNERS, consecutive=True)
-    return {
-        "name": "chaos",
-        "model": {"name": "mlp", "norm": "none"},
-        "dataset": {"name": "digits", "partition": "iid", "seed": 0},
-        "training": {"epochs": EPOCHS, "batch_size": 30, "lr": 0.1, "momentum": 0.9,
-                     "seed": 0},
-        "mode": "pipar", "plan": {"cuts": [2], "micro_batches": 4},
-        "data_owners": {"count": OWNERS, "base_port": ports[2]},
-        "compute_nodes": [{"name": "node1", "address": f"tcp://127.0.0.1:{ports[0]}"}],
-        "aggregator": {"address": f"tcp://127.0.0.1:{ports[1]}"},
-        "runtime": {"timeout_s": 30},
-        "failure": {"heartbeat_s": 0.25, "timeout_s": 2.0, "restart": True},
-    }
+    doc = topology(owners=OWNERS, compute=1, mode="pipar", model="mlp", norm="none",
+                   dataset={"name": "digits", "partition": "iid", "seed": 0},
+                   training={"epochs": EPOCHS, "batch_size": 30, "lr": 0.1, "momentum": 0.9,
+                             "seed": 0},
+                   up=None, down=None, cuts=(2,), micro_batches=4, timeout_s=30)
+    doc["failure"] = {"heartbeat_s": 0.25, "timeout_s": 2.0, "restart": True}
+    return doc
 
 
 def run(kill: tuple[str, int, int] | None) -> tuple[dict[str, Any], float | None]:

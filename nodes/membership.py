@@ -29,8 +29,12 @@ class Membership:
         names = {o.index: o.name for o in topo.owners}
         return cls(names, topo.failure.timeout_s, active=set(names))
 
+    def __post_init__(self) -> None:
+        self._index = {n: k for k, n in self.names.items()}  # name -> owner, per message
+
     def index(self, name: str) -> int | None:
-        return next((k for k, n in self.names.items() if n == name), None)
+        """The owner named `name`, or None for another node."""
+        return self._index.get(name)
 
     def start(self, now: float) -> None:
         """Every owner counts as heard at the start."""
