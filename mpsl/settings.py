@@ -2,7 +2,8 @@
 flattened to `field: value` text, with a digest that the nodes exchange in their hello.
 
 Paths and the runtime and failure sections may differ per machine (each node resolves its
-own files and picks its threads, waits and heartbeat), so they are left out.
+own files and picks its threads, waits and heartbeat), so they are left out; but for
+`failure.checkpoint`: the aggregator commits a round only once every compute node saved it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mpsl.plan import Plan
 from mpsl.spec import Topology
 
 PER_MACHINE = ("source", "runtime", "failure", "dataset.root", "security.keys")  # and `*.profile`
+RUN_WIDE = ("failure.checkpoint",)  # inside a per-machine section
 
 
 def run_settings(topo: Topology, plan: Plan) -> dict[str, str]:
@@ -41,6 +43,8 @@ def first_difference(mine: Mapping[str, str], theirs: Mapping[str, Any]) -> str 
 
 
 def _per_machine(key: str) -> bool:
+    if key in RUN_WIDE:
+        return False
     return key.rsplit(".", 1)[-1] == "profile" or any(
         key == p or key.startswith(p + ".") for p in PER_MACHINE)
 

@@ -119,11 +119,15 @@ class FailureSpec:
     owner may rejoin at a later aggregation); `restart`: `mpsl run` restarts an owner whose
     process died. Stragglers: with `min_owners`, an aggregation closes once that many owners
     sent their update and `deadline_s` passed since the first did; the late owners' updates of
-    that round are dropped, and they go on from the new global model."""
+    that round are dropped, and they go on from the new global model. `checkpoint`: each
+    aggregation is committed once every compute node and the aggregator saved a checkpoint of
+    it, so that a compute node or the aggregator restarted with the same name resumes from the
+    last commit, every other node rolling back with it (`restart` then restarts those too)."""
 
     heartbeat_s: float = 1.0
     timeout_s: float = 20.0
     restart: bool = False
+    checkpoint: bool = False
     min_owners: int | None = None
     deadline_s: float | None = None
 

@@ -186,6 +186,7 @@ def _parse_failure(top: FieldReader, runtime: RuntimeSpec) -> FailureSpec:
         heartbeat_s=f.number("heartbeat_s", min(1.0, timeout / 4), positive=True),
         timeout_s=timeout,
         restart=f.flag("restart", False),
+        checkpoint=f.flag("checkpoint", False),
         min_owners=f.integer("min_owners", None, minimum=1),
         deadline_s=f.number("deadline_s", None, positive=True),
     )

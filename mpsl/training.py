@@ -83,6 +83,14 @@ def round_ends(iterations: Sequence[int], aggregate_every: int | None) -> list[i
     return list(range(aggregate_every, longest, aggregate_every)) + [longest]
 
 
+def mode_round_ends(mode: str, iterations: Sequence[int],
+                    aggregate_every: int | None) -> list[int]:
+    """`round_ends`, but for SL, whose owners take turns: one round per epoch."""
+    if mode == "sl":
+        return [max(iterations, default=0)]
+    return round_ends(iterations, aggregate_every)
+
+
 def round_of(iteration_in_epoch: int, ends: Sequence[int]) -> int:
     """The round (within its epoch) of an iteration, given `round_ends`."""
     return next(r for r, end in enumerate(ends) if iteration_in_epoch < end or

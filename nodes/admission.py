@@ -4,13 +4,15 @@ The wire decoder (nodes.wire) has checked the format, dtypes against the allow-l
 lengths, size caps and that the sender is known; the inbox has dropped messages of another run.
 `Rules.check` then says, for the receiving role, whether the message is one it takes:
 
-* kinds: a data owner takes ACT, GRAD, GLOBAL and CONTROL (start, abort, stop); a compute node ACT,
-  GRAD and CONTROL (start, stop, abort, leave, join, skip, and sync from the node before it);
-  the aggregator PARAMS (from owners, and from compute nodes at an epoch's end), METRICS
-  (loss, summary) and CONTROL hello (before the run starts, and from an owner that rejoins)
-  and heartbeat (once it started). Every CONTROL but hello, heartbeat and sync comes from the
-  aggregator (a compute node's leave, join and skip name an owner of the run and a round of
-  it); GLOBAL only from the aggregator.
+* kinds: a data owner takes ACT, GRAD, GLOBAL and CONTROL (start, abort, stop, rollback); a
+  compute node ACT, GRAD and CONTROL (start, stop, abort, leave, join, skip, rollback, and sync
+  from the node before it); the aggregator PARAMS (from owners, and from compute nodes at an
+  epoch's end), METRICS (loss, summary) and CONTROL hello (before the run starts, from an owner
+  that rejoins, and from a compute node that restarts when the run keeps checkpoints), and,
+  once the run started, heartbeat, saved (from compute nodes) and rolled. Every CONTROL but
+  hello, heartbeat, sync, saved and rolled comes from the aggregator (a compute node's leave,
+  join and skip name an owner of the run and a round of it; a rollback a round and the run's
+  new wire id); GLOBAL only from the aggregator.
 * ACT and GRAD: an owner of the run (a data owner: only its own), meta `part`, `n_mb`,
   `batch`, `epoch` as ints that match the iteration (its epoch, its batch size, min(N, B)
   micro-batches), a part this node runs, mb < n_mb, the sender the plan's tasks name for
@@ -80,9 +82,10 @@ REASONS = (KIND, TYPE, SENDER, OWNER_, META, PART, MB, NO_TASK, TENSORS, SHAPE, 
 TAKES = {"owner": {Msg.ACT, Msg.GRAD, Msg.GLOBAL, Msg.CONTROL},
          "compute": {Msg.ACT, Msg.GRAD, Msg.CONTROL},
          "aggregator": {Msg.PARAMS, Msg.METRICS, Msg.CONTROL}}
-CONTROLS = {"owner": {"start", "abort", "stop"},
-            "compute": {"start", "stop", "abort", "sync", "leave", "join", "skip"},
-            "aggregator": {"hello", "heartbeat"}}
+CONTROLS = {"owner": {"start", "abort", "stop", "rollback"},
+            "compute": {"start", "stop", "abort", "sync", "leave", "join", "skip", "rollback"},
+            "aggregator": {"hello", "heartbeat", "saved", "rolled"}}
+IN_RUN = {"heartbeat", "rollback", "saved", "rolled"}  # CONTROL types only a started run takes
 SUMMARY_INTS = ("peak_rss_bytes", "peak_tensor_bytes", "state_bytes", "activation_peak_bytes",
                 "rejected_messages")
 
@@ -150,7 +153,7 @@ class Rules:
     def _control(self, msg: Any, run_id: str) -> Refusal | None:
         typ = msg.meta.get("type")
         if not isinstance(typ, str) or typ not in CONTROLS[self.role] \
-                or (typ == "start" and run_id) or (typ == "heartbeat" and not run_id):
+                or (typ == "start" and run_id) or (typ in IN_RUN and not run_id):
             return TYPE, f"CONTROL {str(typ)[:40]!r} is not taken by a {self.role} node now"
         if typ == "hello":
             return self._hello(msg, run_id)
@@ -158,8 +161,12 @@ class Rules:
             return None if msg.src != AGGREGATOR else (SENDER, "a heartbeat of the aggregator")
         if typ == "sync":
             return self._sync(msg)
+        if typ in ("saved", "rolled"):
+            return self._recovery_report(msg, typ)
         if msg.src != AGGREGATOR:
             return SENDER, f"CONTROL {typ} not from the aggregator"
+        if typ == "rollback":
+            return self._rollback(msg)
         if typ in ("leave", "join", "skip"):
             bad = _meta_ints(msg.meta, ("round",))
             if bad is None and (msg.owner not in self.owners
@@ -167,13 +174,37 @@ class Rules:
                 bad = META, f"{typ} of owner {msg.owner} at round {msg.meta['round']}"
             return bad
         resume = msg.meta.get("resume_round", 0)
-        if typ == "start" and not (is_int(resume) and 0 <= resume < self.rounds):
+        if typ == "start" and not (is_int(resume) and 0 <= resume <= self.rounds):
             return META, f"start at round {str(resume)[:20]}"
         return None
 
+    def _rollback(self, msg: Any) -> Refusal | None:
+        """A rollback names the round every node resumes at and the run's new wire id."""
+        r, run = msg.meta.get("round"), msg.meta.get("run")
+        if not (is_int(r) and 0 <= r < self.rounds) or not (
+                isinstance(run, str) and 0 < len(run) <= 64 and run.isalnum()) \
+                or type(msg.meta.get("params", False)) is not bool:
+            return META, f"rollback to round {str(r)[:20]}"
+        return None
+
+    def _recovery_report(self, msg: Any, typ: str) -> Refusal | None:
+        """A compute node saved a round (`saved`); a node rolled back (`rolled`)."""
+        if msg.src not in self.topo.chain and (typ == "saved"
+                                               or msg.src not in self.owners.values()):
+            return SENDER, f"CONTROL {typ} from {msg.src}"
+        r, redone = msg.meta.get("round"), msg.meta.get("redone", 0)
+        if not (is_int(r) and r == msg.iter and 0 <= r <= self.rounds) or not (
+                is_int(redone) and 0 <= redone <= max(self.per_epoch, default=0) * self.epochs):
+            return META, f"{typ} of round {str(r)[:20]}"
+        return None
+
     def _hello(self, msg: Any, run_id: str) -> Refusal | None:
-        """Every node says hello before the run starts; an owner also when it rejoins."""
-        if msg.src == AGGREGATOR or (run_id and msg.src not in self.owners.values()):
+        """Every node says hello before the run starts; an owner also when it rejoins, and a
+        compute node when it restarts (with checkpoints)."""
+        again = set(self.owners.values())
+        if self.topo.failure.checkpoint:
+            again |= set(self.topo.chain)
+        if msg.src == AGGREGATOR or (run_id and msg.src not in again):
             return SENDER, f"a hello from {msg.src}" + (" during the run" if run_id else "")
         ok = isinstance(msg.meta.get("settings"), dict) and isinstance(
             msg.meta.get("digest"), str)

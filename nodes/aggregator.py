@@ -1,4 +1,5 @@
-"""The aggregator: starts the run, FedAvg of the owner parts, SL turns, evaluation, results."""
+"""The aggregator: starts the run, FedAvg of the owner parts, SL turns, evaluation, results
+(who takes part: nodes.presence; commits and rollbacks: nodes.rollback)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,20 @@ import torch
 
 from mpsl.actions import Action, Msg
 from mpsl.data import load_dataset, load_labels, partition_counts
-from mpsl.names import AGGREGATOR, OWNER, owner_name
+from mpsl.names import AGGREGATOR, owner_name
 from mpsl.plan import Plan
-from mpsl.settings import first_difference, run_settings, settings_digest
+from mpsl.settings import run_settings, settings_digest
 from mpsl.topology import Topology
 from mpsl.trace import Event
-from mpsl.training import build_full_model, iterations_per_epoch, owner_indices, round_ends
-from nodes.admission import DUPLICATE, PRESENT, SETTINGS, Rules
+from mpsl.training import build_full_model, iterations_per_epoch, owner_indices
+from nodes.admission import DUPLICATE, Rules
 from nodes.link import Outbox
 from nodes.membership import Membership
 from nodes.memory import tensor_bytes
-from nodes.node import Node, NodeError
+from nodes.node import NodeError
 from nodes.parts import weighted_average
+from nodes.presence import Presence
+from nodes.recovery import Restarted, RoundStore
 from nodes.results import assemble, write_run
 from nodes.wire import Message
 
@@ -43,11 +46,11 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return correct / max(1, len(y)), loss / max(1, len(y))
 
 
-class Aggregator(Node):
+class Aggregator(Presence):
     rules: Rules  # what this role takes (nodes.admission)
 
     def __init__(self, topo: Topology, plan: Plan, run_dir: str | Path | None = None,
-                 monitor: str | None = None) -> None:
+                 monitor: str | None = None, checkpoints: str | Path | None = None) -> None:
         super().__init__(topo, plan, AGGREGATOR)
         self.run_dir = Path(run_dir) if run_dir else None
         for o in topo.owners:
@@ -79,6 +82,11 @@ class Aggregator(Node):
         self.rounds: list[dict[str, Any]] = []  # per aggregation: who took part, with what weight
         self._checked = 0.0  # when liveness was last checked (monotonic)
         self.all_events: list[Event] = []  # the run's trace, once `results` assembled it
+        self.committed, self.rollbacks, self.t_prev, self.training_done = -1, [], 0.0, False
+        self.store = None
+        if topo.failure.checkpoint:
+            folder = checkpoints or (self.run_dir / "checkpoints" if self.run_dir else None)
+            self.store = RoundStore(AGGREGATOR, self.digest, folder)
 
     # messages --------------------------------------------------------------------------------
     def wait(self, match: Callable[[Message], bool], what: str) -> Message:
@@ -116,9 +124,13 @@ class Aggregator(Node):
                          f"PARAMS of round {round_id} from {src}")
 
     # the run ---------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self) -> int:
         """Wait for every node's hello, check that its settings are ours, and start the run
-        (its id in every header from now on); abort every node on a difference."""
+        (its id in every header from now on); abort every node on a difference. Restarted
+        with a checkpoint, resume from it instead (nodes.rollback). The first round to run."""
+        resume = self.resume_from_checkpoint()
+        if resume is not None:
+            return resume
         expected = {o.name for o in self.topo.owners} | set(self.topo.chain)
         seen: set[str] = set()
         while seen != expected:
@@ -130,22 +142,15 @@ class Aggregator(Node):
                     self.send(name, Msg.CONTROL, type="abort", reason=reason, trace=False)
                 raise NodeError(reason)
             seen.add(msg.src)
-        self.run_id = self.inbox.run = secrets.token_hex(8)
+        self.run_id = self.run_origin = self.inbox.run = secrets.token_hex(8)
         log.info("run %s: every node said hello, starting", self.run_id)
-        self.t_start = time.time()
+        self.t_start = self.t_prev = time.time()
         self.members.start(time.monotonic())
         for name in sorted(expected):
             self.send(name, Msg.CONTROL, type="start", t=self.t_start, trace=False)
         self.tell_monitor(type="start", t=self.t_start, epochs=self.topo.training.epochs,
                           iterations=self.iterations)
-
-    def settings_differ(self, hello: Message) -> str | None:
-        """Why a node that said `hello` cannot train in this run (its settings), or None."""
-        if hello.meta.get("digest") == self.digest:
-            return None
-        theirs = hello.meta.get("settings")
-        diff = first_difference(self.settings, theirs if isinstance(theirs, dict) else {})
-        return f"{hello.src}'s settings differ from the aggregator's: {diff}"
+        return 0
 
     def fedavg_round(self, round_id: int) -> None:
         """FedAvg of the PARAMS of the round of every owner present (AVG), weighted by their
@@ -161,6 +166,7 @@ class Aggregator(Node):
                             "samples": samples,
                             "weights": [n / sum(samples) for n in samples] if sum(samples)
                             else [1 / len(owners)] * len(owners)})
+        self.commit(round_id)  # nodes.rollback: a restart goes back to here at worst
         for k in sorted(self.members.active):  # stragglers too: they go on from it
             self.send(owner_name(k), Msg.GLOBAL, owner=k, iteration=round_id, tensors=avg,
                       round=round_id)
@@ -199,113 +205,15 @@ class Aggregator(Node):
                     closes = time.monotonic() + self.topo.failure.deadline_s
         return {k: m for k, m in got.items() if k in self.members.active}
 
-    def leave_behind(self, late: list[int], round_id: int) -> None:
-        """Close round `round_id` without the owners `late` past the deadline: their updates of
-        it are dropped (here as past rounds), and the compute nodes average without them."""
-        for k in late:
-            name = self.members.names[k]
-            log.warning("%s is late for round %d: the aggregation closes without it", name,
-                        round_id)
-            self.members.late.append({"node": name, "round": round_id,
-                                      "t_s": round(time.time() - self.t_start, 3)})
-            for c in self.topo.chain:
-                self.send(c, Msg.CONTROL, owner=k, iteration=round_id, type="skip",
-                          round=round_id, trace=False)
-
-    # liveness and membership -----------------------------------------------------------------
-    def heard(self, msg: Message) -> bool:
-        """Note who is alive; take the hello of an owner that restarted: it rejoins at the next
-        aggregation. A hello does not count as a sign of life of the owner's earlier process:
-        that one is lost once it has been silent for two heartbeats (so a hello forged in an
-        owner's name cannot push out an owner that is still training)."""
-        now = time.monotonic()
-        k = self.members.index(msg.src)
-        hello = bool(self.run_id) and k is not None and msg.kind == Msg.CONTROL \
-            and msg.meta.get("type") == "hello"
-        if not hello:
-            self.members.heard(msg.src, now)
-        if now - self._checked > self.heartbeat_s / 2:
-            self.check_liveness()
-        if not hello:
-            return False
-        assert k is not None
-        reason = self.settings_differ(msg)
-        if reason is not None:
-            self.drop(msg, SETTINGS, reason)
-            return True
-        self.members.waiting[k] = msg
-        log.info("%s said hello again: it rejoins at the next aggregation", msg.src)
-        self.check_liveness()
-        return True
-
-    def idle(self) -> None:
-        self.check_liveness()
-
-    def check_liveness(self) -> None:
-        """Every present owner silent past `failure.timeout_s` is lost, and one that said
-        hello again once its earlier process has been silent for two heartbeats."""
-        if not self.run_id:
-            return
-        now = self._checked = time.monotonic()
-        for k, silent in self.members.silent(now):
-            self.lose(k, f"silent for {silent:.1f} s", silent)
-        for k in sorted(self.members.waiting.keys() & self.members.active):
-            silent = now - self.members.last_heard.get(self.members.names[k], now)
-            if silent > 2 * self.heartbeat_s:
-                self.lose(k, "restarted", silent)
-
-    def lose(self, owner: int, why: str, silent_s: float) -> None:
-        """Go on without `owner`: the compute nodes drop its work in flight; NodeError where
-        the run cannot go on (SL's turns, or no owner left)."""
-        name = self.members.names[owner]
-        if self.topo.mode == "sl":
-            raise NodeError(f"{name} lost ({why}): SL's turns cannot go on without it")
-        self.members.lose(owner, self.rules.round, why, silent_s, time.time() - self.t_start)
-        present = ", ".join(self.members.names[k] for k in sorted(self.members.active))
-        log.warning("%s lost: %s in round %d; the aggregation goes on over %s", name, why,
-                    self.rules.round, present or "no owner")
-        if not self.members.active and not self.members.waiting:
-            raise NodeError(f"{self.name}: every data owner is lost (the last: {name}, {why})")
-        for c in self.topo.chain:
-            self.send(c, Msg.CONTROL, owner=owner, iteration=self.rules.round, type="leave",
-                      round=self.rules.round, trace=False)
-        self.tell_monitor(type="lost", node=name, round=self.rules.round, why=why)
-
-    def admit(self, round_id: int, avg: dict[str, torch.Tensor]) -> None:
-        """Owners that said hello again rejoin at round `round_id` + 1 with the global model
-        of `round_id` (the compute nodes give them a copy of their averaged part)."""
-        nxt = round_id + 1
-        if nxt >= self.rules.rounds:
-            return
-        for k in sorted(self.members.waiting):
-            name = self.members.names[k]
-            if k in self.members.active:  # still training: the hello was stale or forged
-                self.drop(self.members.waiting.pop(k), PRESENT, "it still sends heartbeats")
-                continue
-            self.members.rejoin(k, nxt, time.monotonic(), time.time() - self.t_start)
-            log.info("%s rejoins at round %d", name, nxt)
-            for c in self.topo.chain:
-                self.send(c, Msg.CONTROL, owner=k, iteration=nxt, type="join", round=nxt,
-                          trace=False)
-            self.send(name, Msg.CONTROL, type="start", t=self.t_start, resume_round=nxt,
-                      trace=False)
-            self.send(name, Msg.GLOBAL, owner=k, iteration=round_id, tensors=avg,
-                      round=round_id)
-            self.tell_monitor(type="rejoined", node=name, round=nxt)
-
     def sl_turns(self, epoch: int) -> None:
         """SL: each owner in turn gets the owner part, trains its epoch and hands it back."""
         for o in self.topo.owners:
-            part_state = {k: v for k, v in self.owner_state.items() if self._owner_key(k)}
+            part_state = {k: v for k, v in self.owner_state.items() if self.owner_key(k)}
             self.send(o.name, Msg.GLOBAL, owner=o.index, iteration=epoch, tensors=part_state,
                       round=epoch)
             msg = self.params(epoch, o.name)
             self.owner_state.update(msg.tensors)
-
-    def _owner_key(self, key: str) -> bool:
-        layer = int(key.split(".", 1)[0])
-        return any(a <= layer < b for (a, b), n in zip(self.plan.parts, self.plan.placement)
-                   if n == OWNER)
+        self.commit(epoch)
 
     def end_epoch(self, epoch: int, round_id: int, t_prev: float) -> float:
         now = time.time()
@@ -323,22 +231,35 @@ class Aggregator(Node):
                "test_accuracy": acc, "test_loss": test_loss}
         self.epochs.append(row)
         self.tell_monitor(type="epoch", **row)
+        if round_id == self.committed:
+            self.save_commit()  # with the epoch's row
         return now
 
-    def run(self) -> dict[str, Any]:
-        self.start()
-        t = self.topo.training
-        rounds = round_ends(self.iterations, t.aggregate_every)
-        t_prev = self.t_start
-        for epoch in range(t.epochs):
+    def train(self, resume: int) -> None:
+        """Every round from `resume` on, and the evaluation at each epoch's end."""
+        per_epoch = len(self.round_ends())
+        for epoch in range(resume // per_epoch, self.topo.training.epochs):
             if self.topo.mode == "sl":
                 self.sl_turns(epoch)
-                t_prev = self.end_epoch(epoch, epoch, t_prev)
-                continue
-            for r in range(len(rounds)):
-                self.fedavg_round(epoch * len(rounds) + r)
-            t_prev = self.end_epoch(epoch, epoch * len(rounds) + len(rounds) - 1, t_prev)
-        t_end = t_prev
+            else:
+                for r in range(max(resume - epoch * per_epoch, 0), per_epoch):
+                    self.fedavg_round(epoch * per_epoch + r)
+            self.t_prev = self.end_epoch(epoch, (epoch + 1) * per_epoch - 1, self.t_prev)
+
+    def run(self) -> dict[str, Any]:
+        resume, restarted = None, None
+        while True:
+            try:
+                if restarted is not None:  # every node goes back with it
+                    resume = self.roll_back_all(restarted, f"{restarted} restarted")
+                elif resume is None:
+                    resume = self.start()
+                self.train(resume)
+                break
+            except Restarted as again:  # a compute node, maybe during another rollback
+                restarted = again.name
+        self.training_done = True
+        t_end = self.t_prev
         for c in self.topo.chain:
             self.send(c, Msg.CONTROL, type="stop", trace=False)
         for k in self.rounds[-1]["late"] if self.rounds else []:  # stragglers still behind
@@ -354,6 +275,8 @@ class Aggregator(Node):
         results = self.results(t_end)
         if self.run_dir is not None:
             self.write(results)
+        if self.store is not None:
+            self.store.clear()  # the run is over: nothing to resume
         self.tell_monitor(type="done")
         return results
 
@@ -370,7 +293,8 @@ class Aggregator(Node):
                "plan": self.plan.to_json(),
                "partition": {"samples": self.samples, "class_counts": self.class_counts},
                "t_start": self.t_start, "epochs": self.epochs, "rounds": self.rounds,
-               "failures": self.members.record(), "losses": self.losses}
+               "failures": {**self.members.record(), "rollbacks": self.rollbacks},
+               "losses": self.losses}
         results, self.all_events = assemble(run, summaries, t_end)
         return results
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
+from typing import Any
 
 from mpsl.actions import Action, Msg, Task, TriggerKey
 from mpsl.names import AGGREGATOR, OWNER
 from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks
+from mpsl.settings import run_settings, settings_digest
 from mpsl.taskqueue import TaskQueue
 from mpsl.topology import Topology
-from mpsl.training import round_ends, round_start
+from mpsl.training import mode_round_ends, round_ends, round_start
 from nodes.admission import (
     DUPLICATE,
     KIND,
@@ -26,9 +29,11 @@ from nodes.admission import (
     TYPE,
     Rules,
 )
+from nodes.checkpoint import CheckpointError
 from nodes.executor import IterationState, message_key, payload_fits, run_task, trigger_sources
-from nodes.node import Node
+from nodes.node import Node, NodeError
 from nodes.parts import PartRunner, make_copies, weighted_average
+from nodes.recovery import Rollback, RoundStore, copies_state, load_copies_state
 from nodes.wire import Message
 
 log = logging.getLogger(__name__)
@@ -37,7 +42,8 @@ log = logging.getLogger(__name__)
 class ComputeNode(Node):
     rules: Rules  # what this role takes (nodes.admission)
 
-    def __init__(self, topo: Topology, plan: Plan, name: str) -> None:
+    def __init__(self, topo: Topology, plan: Plan, name: str,
+                 checkpoints: str | Path | None = None) -> None:
         spec = topo.compute(name)
         super().__init__(topo, plan, name, spec.compute_scale)
         (self.part,) = plan.parts_on(name)
@@ -73,6 +79,11 @@ class ComputeNode(Node):
         self.skipped: dict[int, set[int]] = {}  # round -> owners late for it (stragglers)
         self.last_avg = self.copies[(self.owners[0], self.part)].module.state_dict()
         self.rules.active = self.active
+        self.store: RoundStore | None = None  # its rounds' states, to roll back to
+        if topo.failure.checkpoint:
+            digest = settings_digest(run_settings(topo, plan))
+            self.store = RoundStore(name, digest, checkpoints)
+            self.store.save(-1, self.round_state(), "", disk=False)
 
     def tasks_for(self, owner: int, n_mb: int) -> tuple[list[Task], dict[TriggerKey, str]]:
         """This node's tasks of one iteration of `owner`, and the sender of each trigger."""
@@ -185,8 +196,59 @@ class ComputeNode(Node):
                           part=self.part)
             del self.synced[r]
             self.averaged = r
+            self.save_round(r)
             self.queue.open(r + 1)
             self.apply_joins()
+
+    # checkpoints and rollbacks (nodes.recovery) ---------------------------------------------
+    def round_state(self) -> dict[str, Any]:
+        """What a rollback to the end of the round just averaged restores."""
+        return {**copies_state(self.copies), "last_avg": self.last_avg}
+
+    def save_round(self, r: int) -> None:
+        """Checkpoint round `r` (just averaged; no task of a later round ran) and tell the
+        aggregator, which commits the round once every compute node saved it."""
+        if self.store is None:
+            return
+        self.store.save(r, self.round_state(), self.run_origin)
+        self.send(AGGREGATOR, Msg.CONTROL, iteration=r, type="saved", round=r, trace=False)
+
+    def roll_back(self, resume: int) -> None:
+        """Go back to the end of round `resume - 1` (its saved state) with nothing in flight;
+        every owner present starts round `resume` next."""
+        if self.store is None:
+            raise NodeError(f"{self.name}: asked to roll back, but the run keeps no checkpoints")
+        r = resume - 1
+        try:
+            state = self.store.load(r, self.run_origin)
+            load_copies_state(self.copies, state, f"{self.name}'s round {r}")
+        except CheckpointError as err:
+            raise NodeError(f"{self.name}: cannot resume: {err}") from None
+        self.last_avg = state["last_avg"]
+        self.queue = TaskQueue(gated=True)
+        self.queue.open(resume)
+        for kept in (self.states, self.synced, self.epoch_end, self.skipped, self.joins):
+            kept.clear()
+        self.early.clear()
+        self.runner.forget_all()
+        ends = mode_round_ends(self.topo.mode, self.rules.per_epoch,
+                               self.topo.training.aggregate_every)
+        for k in self.owners:  # the same dicts as the rules' windows
+            self.syncs[k] = resume
+            self.latest[k] = round_start(self.rules.per_epoch[k], ends, resume) - 1
+        self.averaged = r
+        log.info("%s: rolled back to the end of round %d", self.name, r)
+
+    def resume_after(self, resume: int, params: bool) -> None:
+        """Roll back, tell the aggregator, and send the part's PARAMS of the round rolled back
+        to when the aggregator asks for them (to evaluate the epoch that round ended)."""
+        self.roll_back(resume)
+        self.send(AGGREGATOR, Msg.CONTROL, iteration=resume, type="rolled", round=resume,
+                  trace=False)
+        if params and resume > 0:
+            owner = min(self.active, default=self.owners[0])
+            self.send(AGGREGATOR, Msg.PARAMS, iteration=resume - 1, round=resume - 1,
+                      tensors=self.copies[(owner, self.part)].full_state(), part=self.part)
 
     # owners that leave, rejoin, or are late --------------------------------------------------
     def on_skip(self, owner: int, round_id: int) -> None:
@@ -286,8 +348,21 @@ class ComputeNode(Node):
         return True
 
     def run(self) -> None:
-        self.join()
-        while self.route(self.recv_any("work from the owners or stop from the aggregator")):
-            pass
+        """Serve until the stop; restarted, first resume at the round the aggregator names;
+        rolled back, resume at the round the rollback names."""
+        start = self.join()
+        if "resume_round" in start:
+            self.resume_after(int(start["resume_round"]), bool(start.get("params")))
+        while True:
+            try:
+                while self.route(self.recv_any("work from the owners or stop from the "
+                                               "aggregator")):
+                    pass
+                break
+            except Rollback as back:
+                self.switch_run(back.run)
+                self.resume_after(back.round_id, back.params)
+        if self.store is not None:
+            self.store.clear()  # the run is over: nothing to resume
         state = sum(c.state_bytes() for c in {id(c): c for c in self.copies.values()}.values())
         self.send(AGGREGATOR, Msg.METRICS, trace=False, **self.summary(state))

@@ -16,11 +16,19 @@ from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks
 from mpsl.taskqueue import TaskQueue
 from mpsl.topology import Topology
-from mpsl.training import iterations_per_epoch, owner_indices, round_ends
+from mpsl.training import (
+    iterations_per_epoch,
+    mode_round_ends,
+    owner_indices,
+    round_ends,
+    round_start,
+)
 from nodes.admission import DUPLICATE, NO_TASK, NOT_CURRENT, Rules
+from nodes.checkpoint import CheckpointError
 from nodes.executor import IterationState, message_key, payload_fits, run_task, trigger_sources
-from nodes.node import Node, RunOver
+from nodes.node import Node, NodeError, RunOver
 from nodes.parts import PartRunner, make_copies
+from nodes.recovery import Rollback, RoundStore, copies_state, load_copies_state
 from nodes.wire import Message
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,9 @@ class DataOwner(Node):
             self.connect(dst, spec.uplink_mbps, spec.latency_ms)
         self.connect(AGGREGATOR, spec.uplink_mbps, spec.latency_ms)
         self.rules = Rules(topo, plan, spec.name)  # iteration and round: set as the run goes
+        self.store = RoundStore(spec.name, "", None)  # its rounds' states, in memory
+        if topo.failure.checkpoint:
+            self.store.save(-1, copies_state(self.copies), "")
 
     # one iteration ---------------------------------------------------------------------------
     def iteration(self, epoch: int, it: int, idx: np.ndarray) -> None:
@@ -111,6 +122,8 @@ class DataOwner(Node):
     # aggregation -----------------------------------------------------------------------------
     def upload(self, round_id: int, epoch_end: bool) -> None:
         """PARAMS to the aggregator, then a sync down the chain so compute nodes average."""
+        if self.topo.failure.checkpoint:  # where a rollback to this round's end starts
+            self.store.save(round_id, copies_state(self.copies), "")
         state: dict[str, torch.Tensor] = {}
         for p in self.parts:
             state.update(self.copies[(self.index, p)].full_state())
@@ -133,14 +146,40 @@ class DataOwner(Node):
         """Train every round from the start, or, restarted after a loss, from the round the
         aggregator lets it rejoin at, with the global model of the round before."""
         resume = int(self.join().get("resume_round", 0))
-        try:
-            if resume:
-                self.download(resume - 1)
-            self.train(resume)
-        except RunOver as over:  # a straggler: its rounds left would all come late
-            log.info("%s", over)
+        while True:
+            try:
+                if resume and self.topo.mode != "sl":
+                    self.download(resume - 1)
+                self.train(resume)
+            except RunOver as over:  # a straggler: its rounds left would all come late
+                log.info("%s", over)
+            except Rollback as back:  # a compute node or the aggregator restarted
+                self.switch_run(back.run)
+                self.roll_back(back.round_id)
+                resume = back.round_id
+                continue
+            break
         state = sum(c.state_bytes() for c in self.copies.values())
         self.send(AGGREGATOR, Msg.METRICS, trace=False, **self.summary(state))
+
+    def roll_back(self, resume: int) -> None:
+        """Go back to the end of round `resume - 1` with nothing in flight (the aggregator
+        sends that round's global model again), and tell the aggregator."""
+        try:
+            state = self.store.load(resume - 1, "")
+        except CheckpointError as err:
+            raise NodeError(f"{self.name}: cannot roll back: {err}") from None
+        load_copies_state(self.copies, state, f"{self.name}'s round {resume - 1}")
+        self.queue = TaskQueue()
+        self.runner.forget_all()
+        ends = mode_round_ends(self.topo.mode, self.iterations,
+                               self.topo.training.aggregate_every)
+        first = round_start(self.iterations[self.index], ends, resume)
+        redone = max(0, self.rules.iteration[self.index] + 1 - first)  # started since
+        log.info("%s: rolled back to the end of round %d (%d iteration(s) to redo)", self.name,
+                 resume - 1, redone)
+        self.send(AGGREGATOR, Msg.CONTROL, iteration=resume, type="rolled", round=resume,
+                  redone=redone, trace=False)
 
     def train(self, resume: int) -> None:
         """Every round from `resume` on: its iterations, the upload, the download."""
@@ -150,6 +189,8 @@ class DataOwner(Node):
         for epoch in range(t.epochs):
             order = batches(self.samples, t.batch_size, t.seed, epoch)[:mine]
             if self.topo.mode == "sl":
+                if epoch < resume:
+                    continue
                 self.download(epoch)  # our turn: the previous owner's part
                 for j, idx in enumerate(order):
                     self.iteration(epoch, epoch * mine + j, idx)

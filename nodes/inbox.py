@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HWM = 100_000  # messages per socket; the Outbox queue bounds memory long before this
+LOG_EVERY_S = 1.0  # a flood of refusals is logged once a second per reason
+FOREIGN_RUNS = 64  # other runs whose first message is logged whenever it comes
 
 
 def tcp_addr(addr: str) -> str:
@@ -69,6 +71,8 @@ class Inbox:
         # once the run is known, messages of any other run are dropped (a node's hello, which
         # precedes its knowing the run, excepted)
         self.run: str | None = None
+        self._logged: dict[str, float] = {}  # reason -> when last logged (monotonic)
+        self._foreign: set[str] = set()  # other runs whose first message was logged
         self._sock = ctx.socket(zmq.PULL)
         self._sock.setsockopt(zmq.RCVHWM, HWM)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -96,7 +100,7 @@ class Inbox:
                 if not self._sock.poll(left_ms, zmq.POLLIN) and time.monotonic() >= deadline:
                     raise TimeoutError(f"no message on {self.address} within {timeout} s") from None
                 continue
-            reason = ""
+            reason, foreign = "", ""
             try:
                 msg = decode(frames, known_senders=self.known_senders, max_bytes=self.max_bytes)
                 why = None if self.curve is None else self.curve.check_sender(frames[0], msg.src)
@@ -104,15 +108,31 @@ class Inbox:
                 if why is None and self.run is not None and msg.run != self.run \
                         and not _hello(msg):
                     why, reason = f"{msg.kind} from {msg.src} of another run ({msg.run!r})", ""
+                    foreign = msg.run
                 if why is not None:
                     raise WireError(why)
             except WireError as e:
                 self.rejected += 1
-                self.reasons[reason or wire_reason(e)] += 1
-                log.warning("inbox %s: dropped a message: %s", self.address, e)
+                reason = reason or wire_reason(e)
+                self.reasons[reason] += 1
+                self._log_drop(reason, foreign, e)
                 continue
             self.received += 1
             return msg
+
+    def _log_drop(self, reason: str, foreign: str, err: WireError) -> None:
+        """Log a refusal at most once a second per reason, but the first message of each of
+        the first FOREIGN_RUNS other runs (a stale node's, or a rollback's old wire id) at
+        once; all of them are counted."""
+        now = time.monotonic()
+        first = foreign and foreign not in self._foreign and len(self._foreign) < FOREIGN_RUNS
+        if first:
+            self._foreign.add(foreign)
+        elif now - self._logged.get(reason, -LOG_EVERY_S) < LOG_EVERY_S:
+            return
+        self._logged[reason] = now
+        log.warning("inbox %s: dropped a message: %s (%d %s so far)", self.address, err,
+                    self.reasons[reason], reason)
 
     def close(self) -> None:
         """Close the socket; pending messages are discarded."""

@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.process
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,24 +50,32 @@ def check_plan(plan: Plan, topo: Topology, source: str = "plan") -> None:
     check_plan_fits(plan, topo, num_layers(topo), source)
 
 
+def checkpoint_folder(topo: Topology, out: str | Path | None) -> Path:
+    """Where a node keeps its checkpoints (failure.checkpoint): under the run folder."""
+    return Path(out or f"runs/{topo.name}-{topo.mode}") / "checkpoints"
+
+
 def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None = None,
-             monitor: str | None = None, plan_source: str = "plan") -> None:
+             monitor: str | None = None, plan_source: str = "plan",
+             checkpoints: str | Path | None = None) -> None:
     """Run one node to the end of training (imports stay local: a node loads only its role).
 
     The plan is checked against the topology first (PlanError naming `plan_source`).
+    Checkpoints go to `checkpoints` (default: `checkpoint_folder`).
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
     check_plan(plan, topo, plan_source)
     keep_freed_memory()
+    folder = checkpoints or checkpoint_folder(topo, out)
     if role == "aggregator":
         from nodes.aggregator import Aggregator
 
-        node: Any = Aggregator(topo, plan, out, monitor)
+        node: Any = Aggregator(topo, plan, out, monitor, folder)
     elif role == "compute":
         from nodes.compute import ComputeNode
 
-        node = ComputeNode(topo, plan, name)
+        node = ComputeNode(topo, plan, name, folder)
     else:
         from nodes.data_owner import DataOwner
 
@@ -167,7 +176,8 @@ def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, 
 
     topo = load(topo_path, overrides)
     plan = read_plan_file(plan_path)
-    run_node(role, topo, plan, name, out, monitor, plan_path)
+    run_node(role, topo, plan, name, out, monitor, plan_path,
+             Path(plan_path).parent / "checkpoints")
 
 
 @dataclass
@@ -203,7 +213,8 @@ class LocalCluster:
     def _command(self, role: str, name: str, plan_path: Path, monitor: str) -> list[str]:
         cmd = [sys.executable, "-m", "mpsl.cli", "node", "--role", role, "--topology",
                self.topo_path, "--name", name, "--plan", str(plan_path), "--monitor", monitor,
-               "--insecure"]  # `mpsl run` checked the topology's security before any start
+               "--insecure",  # `mpsl run` checked the topology's security before any start
+               "--checkpoints", str(self.run_dir / "checkpoints")]
         if role == "aggregator":
             cmd += ["--out", str(self.run_dir)]
         for item in self.overrides:
@@ -215,6 +226,7 @@ class LocalCluster:
         check_plan(self.plan, self.topo)
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)  # a new run
         write_plan_file(self.run_dir / "plan.json", self.plan)
         self.monitor = monitor
         roles = [("aggregator", AGGREGATOR)] + [("compute", c) for c in self.topo.chain]
@@ -254,15 +266,18 @@ class LocalCluster:
                    for p in self.procs)
 
     def on_failure(self, p: _Proc) -> None:
-        """A data owner that died is restarted (`failure.restart`, at most MAX_RESTARTS
-        times) or left out: the aggregator goes on without it. Any other node fails the run
-        (LaunchError)."""
+        """A node that died is restarted (`failure.restart`, at most MAX_RESTARTS times): a
+        data owner rejoins, a compute node or the aggregator resumes from its checkpoint
+        (`failure.checkpoint`). A data owner not restarted is left out: the aggregator goes on
+        without it; any other node fails the run (LaunchError)."""
         code = p.handle.poll()
-        if p.role != "data-owner":
+        over = p.role != "aggregator" and any(
+            q.role == "aggregator" and q.handle.poll() is not None for q in self.procs)
+        restart = self.topo.failure.restart and p.restarts < MAX_RESTARTS and not over
+        if p.role != "data-owner" and not (restart and self.topo.failure.checkpoint):
             raise LaunchError(f"node {p.name} failed (exit {code}); its log {p.log_path}:\n"
                               f"{p.tail()}")
-        over = any(q.role == "aggregator" and q.handle.poll() is not None for q in self.procs)
-        if self.topo.failure.restart and p.restarts < MAX_RESTARTS and not over:
+        if restart:
             p.restarts += 1
             log.warning("%s ended (exit %s): restarting it (%d of %d)", p.name, code,
                         p.restarts, MAX_RESTARTS)

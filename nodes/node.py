@@ -22,6 +22,7 @@ from mpsl.trace import Event, events_to_rows
 from nodes.admission import PENDING, PENDING_CAP, Rules
 from nodes.link import Inbox, Outbox
 from nodes.memory import ActivationMeter, peak_rss_bytes
+from nodes.recovery import Rollback
 from nodes.security import NodeSecurity
 from nodes.wire import Message
 
@@ -60,7 +61,8 @@ class Node:
         self._pending: list[Message] = []  # at most PENDING_CAP, each one the rules take
         self.seq = 0
         self.t_start = 0.0
-        self.run_id = ""  # the aggregator's, from its start message
+        self.run_id = ""  # the wire id: the aggregator's, from its start message or a rollback
+        self.run_origin = ""  # the run's id as it started (a rollback gives a new wire id)
         self.heartbeat_s = topo.failure.heartbeat_s
         self._next_beat = 0.0
         self._drop_logged: dict[tuple[str, str], float] = {}  # (sender, reason) -> last log
@@ -132,12 +134,8 @@ class Node:
             if self.heard(msg) or (msg.kind == Msg.CONTROL
                                    and msg.meta.get("type") == "heartbeat"):
                 continue
-            if msg.kind == Msg.CONTROL and msg.meta.get("type") == "abort" \
-                    and msg.src == AGGREGATOR:
-                raise NodeError(f"{self.name}: aborted by {msg.src}: {msg.meta.get('reason')}")
-            if self.ends_on_stop and msg.kind == Msg.CONTROL and msg.src == AGGREGATOR \
-                    and msg.meta.get("type") == "stop":
-                raise RunOver(f"{self.name}: the run ended while it was behind")
+            if msg.kind == Msg.CONTROL and msg.src == AGGREGATOR:
+                self.from_aggregator(msg)
             if match(msg):
                 return msg
             if len(self._pending) >= PENDING_CAP:
@@ -145,6 +143,24 @@ class Node:
             else:
                 self._pending.append(msg)
         return None
+
+    def from_aggregator(self, msg: Message) -> None:
+        """What a CONTROL of the aggregator changes for the whole node, whatever it waits for:
+        an abort (NodeError), a rollback (Rollback), the stop of a straggler (RunOver)."""
+        typ = msg.meta.get("type")
+        if typ == "abort":
+            raise NodeError(f"{self.name}: aborted by {msg.src}: {msg.meta.get('reason')}")
+        if typ == "rollback":
+            raise Rollback(int(msg.meta["round"]), str(msg.meta["run"]),
+                           bool(msg.meta.get("params", False)))
+        if self.ends_on_stop and typ == "stop":
+            raise RunOver(f"{self.name}: the run ended while it was behind")
+
+    def switch_run(self, run: str) -> None:
+        """Take `run` as the wire id (after a rollback): every message of the old one, waiting
+        here or still on its way, is dropped from now on."""
+        self.run_id = self.inbox.run = run
+        self._pending.clear()
 
     def recv_any(self, what: str) -> Message:
         return self.recv(lambda m: True, what)
@@ -210,6 +226,9 @@ class Node:
         msg = self.recv(lambda m: m.kind == Msg.CONTROL and m.meta.get("type") == "start"
                         and m.src == AGGREGATOR and bool(m.run), "start from the aggregator")
         self.run_id = self.inbox.run = msg.run
+        origin = msg.meta.get("origin")
+        self.run_origin = origin if isinstance(origin, str) and origin else msg.run
+        self._pending = [m for m in self._pending if m.run == self.run_id]  # a restart's
         self.t_start = float(msg.meta.get("t", time.time()))
         log.info("%s: run %s started, peers %s", self.name, self.run_id,
                  ", ".join(sorted(self.outboxes)))

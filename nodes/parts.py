@@ -142,6 +142,14 @@ class PartRunner:
                 c.optimizer.zero_grad(set_to_none=True)
 
 
+    def forget_all(self) -> None:
+        """Drop everything in flight (a rollback)."""
+        self._stash.clear()
+        self.losses.clear()
+        for c in self.copies.values():
+            c.optimizer.zero_grad(set_to_none=True)
+
+
 def weighted_average(states: list[Mapping[str, torch.Tensor]], weights: list[float]) -> StateDict:
     """FedAvg: sum_k w_k * state_k / sum_k w_k, per tensor; integer buffers are rounded."""
     if not states or len(states) != len(weights):

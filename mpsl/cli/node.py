@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--plan", help="the plan file every node shares (needed for plan: auto)")
     p.add_argument("--out", help="where the aggregator writes the results")
+    p.add_argument("--checkpoints", help="where a compute node or the aggregator keeps its "
+                   "checkpoints (failure.checkpoint; default: OUT/checkpoints, else "
+                   "runs/TOPOLOGY-MODE/checkpoints)")
     p.add_argument("--monitor", help="address of a progress listener (set by `mpsl run`)")
     add_mode(p)
     p.add_argument("--insecure", action="store_true",
@@ -50,5 +53,5 @@ def run(args: argparse.Namespace, out: Output) -> int:
     with contextlib.suppress(io.UnsupportedOperation):  # stderr is no file when captured
         faulthandler.register(signal.SIGTERM, chain=True)  # a stopped node shows where it was
     run_node(args.role, topo, plan, args.name, args.out, args.monitor,
-             plan_source=args.plan or "the topology's plan")
+             plan_source=args.plan or "the topology's plan", checkpoints=args.checkpoints)
     return 0

@@ -190,7 +190,8 @@ class Flood:
                 extra = self.forge.malformed(i) if i % 4 < 2 else self.forge.other(i // 4, to)
                 self.burst.append((to, extra))
         self.sent: Counter[str] = Counter()
-        self.progress = {0: -1, 1: -1}  # owners' last iteration reported (it may lag)
+        self.progress = dict.fromkeys(range(len(self.topo.owners)), -1)  # last iteration
+        # reported per owner (it may lag)
         self.error: BaseException | None = None
         self.done = threading.Event()
         self.thread: threading.Thread | None = None

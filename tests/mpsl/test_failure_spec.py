@@ -23,6 +23,7 @@ def test_defaults_follow_runtime_timeout() -> None:
 def test_given_values_are_kept() -> None:
     got = topo(failure={"heartbeat_s": 0.5, "timeout_s": 5, "restart": True}).failure
     assert got == FailureSpec(0.5, 5.0, True)
+    assert topo(failure={"checkpoint": True}).failure.checkpoint is True
 
 
 @pytest.mark.parametrize("failure, runtime, field, message", [
@@ -32,8 +33,9 @@ def test_given_values_are_kept() -> None:
      "less than runtime.timeout_s (30)"),
     ({"heartbeat_s": 0}, {}, "failure.heartbeat_s", "expected a positive number"),
     ({"restart": "yes"}, {}, "failure.restart", "true or false"),
+    ({"checkpoint": 1}, {}, "failure.checkpoint", "true or false"),
     ({"retries": 3}, {}, "failure.retries",
-     "known: deadline_s, heartbeat_s, min_owners, restart, timeout_s"),
+     "known: checkpoint, deadline_s, heartbeat_s, min_owners, restart, timeout_s"),
 ])
 def test_values_that_cannot_work_are_one_line(failure, runtime, field, message) -> None:
     with pytest.raises(TopologyError) as err:

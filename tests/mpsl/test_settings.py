@@ -40,3 +40,12 @@ def test_the_first_different_field_is_named_with_both_values():
     first = min(mine)
     assert first_difference(mine, {}) == f"{first} is missing there, {mine[first]} here"
     assert first_difference(mine, dict(mine)) is None
+
+
+def test_of_the_failure_section_only_checkpoint_is_run_wide():
+    base = settings()
+    assert base["failure.checkpoint"] == "False"
+    assert not any(k.startswith("failure.") and k != "failure.checkpoint" for k in base)
+    assert settings(failure={"timeout_s": 3, "heartbeat_s": 0.5}) == base
+    assert first_difference(base, settings(failure={"checkpoint": True})) == \
+        "failure.checkpoint is True there, False here"

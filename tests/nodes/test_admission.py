@@ -377,3 +377,63 @@ def test_the_aggregator_keeps_one_loss_per_iteration(shut):
     agg.on_metrics(summary("node1"))
     assert len(agg.losses) == 1 and dict(agg.dropped) == {adm.DUPLICATE: 1}
     assert set(agg.summaries) == {"node1"}
+
+
+def test_rollbacks_come_from_the_aggregator_and_saved_and_rolled_go_to_it():
+    training = {"epochs": 4, "batch_size": 8, "lr": 0.1, "optimizer": "sgd", "seed": 0}
+    node = rules("node1", training=training, failure={"checkpoint": True})
+    owner = rules("owner0", training=training, failure={"checkpoint": True})
+    agg = rules("aggregator", training=training, failure={"checkpoint": True})
+
+    def ctl(typ: str, src: str = "aggregator", it: int = 1, **meta: Any) -> Message:
+        return Message(kind=Msg.CONTROL, src=src, iter=it, meta={"type": typ, **meta})
+
+    back = {"round": 1, "run": "ab12" * 4}
+    for r in (node, owner):
+        assert reason(r, ctl("rollback", **back), "run") is None
+        assert reason(r, ctl("rollback", params=True, **back), "run") is None
+        assert reason(r, ctl("rollback", **back)) == adm.TYPE  # before the run started
+        assert reason(r, ctl("rollback", "node1", **back), "run") == adm.SENDER
+        for bad in ({"round": r.rounds}, {"round": -1}, {"round": "1"}, {"run": ""},
+                    {"run": "x" * 65}, {"run": "a b"}, {"run": 5}, {"params": 1}):
+            assert reason(r, ctl("rollback", **{**back, **bad}), "run") == adm.META, bad
+        assert reason(r, ctl("saved", "node1", round=1), "run") == adm.TYPE
+    assert reason(agg, ctl("saved", "node1", round=1), "run") is None
+    assert reason(agg, ctl("saved", "owner0", round=1), "run") == adm.SENDER
+    assert reason(agg, ctl("saved", "node1", round=1)) == adm.TYPE  # before the run started
+    assert reason(agg, ctl("saved", "node1", round=2), "run") == adm.META  # not its iter
+    assert reason(agg, ctl("saved", "node1", it=agg.rounds + 1, round=agg.rounds + 1),
+                  "run") == adm.META
+    for src in ("owner1", "node1"):
+        assert reason(agg, ctl("rolled", src, round=1, redone=3), "run") is None
+    assert reason(agg, ctl("rolled", "aggregator", round=1), "run") == adm.SENDER
+    for bad in (-1, "3", 10**6):
+        assert reason(agg, ctl("rolled", "owner0", round=1, redone=bad), "run") == adm.META
+
+
+def test_a_compute_node_says_hello_during_the_run_only_when_the_run_keeps_checkpoints():
+    hello = Message(kind=Msg.CONTROL, src="node1",
+                    meta={"type": "hello", "settings": {}, "digest": "d"})
+    assert reason(rules("aggregator"), hello, "run") == adm.SENDER
+    assert reason(rules("aggregator", failure={"checkpoint": True}), hello, "run") is None
+
+
+def test_the_inbox_logs_a_flood_once_a_second_but_the_first_of_each_other_run(shut, caplog):
+    inbox = shut(Inbox(shut.ctx, "tcp://127.0.0.1:0", known_senders={"owner0"}))
+    push = shut.ctx.socket(zmq.PUSH)
+    push.connect(inbox.address)
+    ok = encode(Message(kind=Msg.ACT, src="owner0", tensors={"x": torch.zeros(2)}))
+    head = msgpack.unpackb(ok[0])
+    inbox.run = "mine"
+    for _ in range(200):
+        push.send_multipart([b"\xc1not msgpack"])
+    for run in ("old", "old", "stale"):
+        push.send_multipart([msgpack.packb(dict(head, run=run)), ok[1]])
+    with caplog.at_level("WARNING", logger="nodes.inbox"), pytest.raises(TimeoutError):
+        inbox.recv(timeout=1.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert inbox.reasons == {"not msgpack": 200, "another run": 3}
+    assert sum("not msgpack" in line for line in lines) == 1  # within the same second
+    assert sum("of another run ('old')" in line for line in lines) == 1
+    assert sum("of another run ('stale')" in line for line in lines) == 1
+    push.close(linger=0)

@@ -1,0 +1,134 @@
+"""Lost servers: a compute node, and separately the aggregator, killed with SIGKILL mid-epoch and
+restarted resumes from its checkpoint of the last committed aggregation; every other node rolls
+back with it; the run ends with the final weights of the same run without the kill (norm none,
+same seed: exact), having redone at most one aggregation interval. A node that never comes up
+is named within the timeout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mpsl.plan import make_plan
+from mpsl.topology import load
+from mpsl.training import iterations_per_epoch, num_layers, owner_samples
+from nodes.launch import LocalCluster
+from nodes.wire import Message
+from tests.e2e.conftest import topology_doc
+
+pytestmark = pytest.mark.timeout(240)
+EVERY = 8  # iterations per aggregation round
+
+
+def _doc(**extra: object) -> dict:
+    return topology_doc(owners=2, compute=2, training={"epochs": 3, "aggregate_every": EVERY},
+                        mode="mpsl", labels="local", plan={"cuts": [1, 2, 3], "micro_batches": 3},
+                        failure={"heartbeat_s": 0.25, "timeout_s": 2.0, "restart": True,
+                                 "checkpoint": True},
+                        runtime={"timeout_s": 30}, **extra)
+
+
+def _run(tmp_path: Path, doc: dict, victim: str | None = None, after_losses: int = 0) -> dict:
+    """Run `doc`; SIGKILL `victim` once the monitor has seen `after_losses` losses."""
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    topo = load(path)
+    cluster = LocalCluster(str(path), (), topo, make_plan(topo, num_layers(topo)),
+                           tmp_path / "run")
+    seen = {"losses": 0, "killed": victim is None}
+
+    def on_message(msg: Message) -> None:
+        seen["losses"] += msg.meta.get("type") == "loss"
+        if seen["losses"] >= after_losses and not seen["killed"]:
+            proc = next(p for p in cluster.procs if p.name == victim)
+            os.kill(proc.handle.pid, signal.SIGKILL)
+            seen["killed"] = True
+
+    results = cluster.run(on_message)
+    assert seen["killed"]
+    return results
+
+
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The same run without a kill: its results and final weights."""
+    tmp = tmp_path_factory.mktemp("quiet")
+    results = _run(tmp, _doc())
+    assert results["failures"]["rollbacks"] == []
+    return results, torch.load(tmp / "run" / "model.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("victim, after_losses", [("node2", 38), ("aggregator", 52)])
+def test_a_killed_server_resumes_from_the_last_commit(tmp_path: Path, quiet, victim: str,
+                                                      after_losses: int) -> None:
+    want_results, want = quiet
+    results = _run(tmp_path, _doc(), victim, after_losses)
+    (back,) = results["failures"]["rollbacks"]
+    assert back["node"] == victim
+    # the losses seen put the kill in round 2 (16 to 24 iterations per owner) or round 3
+    assert back["round"] in (2, 3, 4)
+    topo = load(tmp_path / "t.yaml")
+    per_round = len(topo.owners) * min(EVERY, iterations_per_epoch(
+        topo.training, min(owner_samples(topo))))
+    assert 0 < back["redone_iterations"] <= per_round  # at most one aggregation interval
+    got = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want), "weights differ from the quiet run"
+    assert [e["test_accuracy"] for e in results["epochs"]] == \
+        [e["test_accuracy"] for e in want_results["epochs"]]
+    assert [r["round"] for r in results["rounds"]] == list(range(9))
+    logs = tmp_path / "run" / "logs"
+    assert f"every node rolled back to the end of round {back['round'] - 1}" in \
+        (logs / "aggregator.log").read_text()
+    for name in ("owner0", "owner1", "node1", "node2"):
+        assert f"rolled back to the end of round {back['round'] - 1}" in \
+            (logs / f"{name}.log").read_text()
+    assert not list((tmp_path / "run" / "checkpoints").iterdir())  # removed at the end
+
+
+def test_without_checkpoints_a_lost_compute_node_ends_the_run_naming_it(tmp_path: Path) -> None:
+    """mpsl node by hand: a compute node that is frozen (SIGSTOP) is named by the aggregator."""
+    doc = topology_doc(owners=1, compute=1, training={"epochs": 50},
+                       failure={"heartbeat_s": 0.25, "timeout_s": 2.0},
+                       runtime={"timeout_s": 30})
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    procs = {}
+    try:
+        for role, name in (("aggregator", "aggregator"), ("compute", "node1"),
+                           ("data-owner", "owner0")):
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "mpsl.cli", "node", "--role", role, "--topology",
+                 str(path), "--name", name, "--out", str(tmp_path / "run")],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(8)  # imports, data, hello, and some training
+        os.kill(procs["node1"].pid, signal.SIGSTOP)
+        out, _ = procs["aggregator"].communicate(timeout=30)
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait(timeout=10)
+    assert procs["aggregator"].returncode != 0
+    assert "node1 lost: silent for 2." in out
+    assert "without failure.checkpoint the run cannot go on without it" in out
+
+
+def test_a_node_that_never_comes_up_is_named_within_the_timeout(tmp_path: Path) -> None:
+    doc = topology_doc(owners=1, compute=1, runtime={"timeout_s": 3})
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "mpsl.cli", "node", "--role", "aggregator",
+                           "--topology", str(path), "--name", "aggregator"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "no hello from ['node1', 'owner0'] within 3 s" in done.stdout + done.stderr
+    assert time.monotonic() - t0 < 30
