@@ -87,7 +87,7 @@ CONTROLS = {"owner": {"start", "abort", "stop", "rollback"},
             "aggregator": {"hello", "heartbeat", "saved", "rolled"}}
 IN_RUN = {"heartbeat", "rollback", "saved", "rolled"}  # CONTROL types only a started run takes
 SUMMARY_INTS = ("peak_rss_bytes", "peak_tensor_bytes", "state_bytes", "activation_peak_bytes",
-                "rejected_messages")
+                "rejected_messages", "refused_connections")
 
 Refusal = tuple[str, str]  # (reason, detail)
 

@@ -82,12 +82,15 @@ class Node:
 
     def send(self, dst: str, kind: Msg, *, owner: int = -1, iteration: int = -1, mb: int = -1,
              tensors: dict[str, torch.Tensor] | None = None, trace: bool = True,
-             **meta: Any) -> None:
-        """Send one message; `trace=False` for run control outside training (no link event)."""
+             copy: bool = True, **meta: Any) -> None:
+        """Send one message; `trace=False` for run control outside training (no link event).
+
+        `copy=False` hands the tensors over without a snapshot (`Outbox.send`): only for
+        tensors that nobody, through any view, writes again."""
         self.seq += 1
         msg = Message(kind=str(kind), run=self.run_id, src=self.name, owner=owner,
                       iter=iteration, mb=mb, seq=self.seq, tensors=tensors or {}, meta=meta)
-        self.outboxes[dst].send(msg, trace=trace)
+        self.outboxes[dst].send(msg, copy=copy, trace=trace)
 
     def recv(self, match: Callable[[Message], bool], what: str,
              deadline: float | None = None) -> Message:
@@ -251,6 +254,7 @@ class Node:
             "state_bytes": state_bytes,
             "activation_peak_bytes": self.meter.peak,
             "rejected_messages": self.rejected_messages,
+            "refused_connections": self.security.refused,
             "dropped": {**{f"wire: {k}": v for k, v in self.inbox.reasons.items()},
                         **self.dropped},
             "events": events_to_rows(self.events),

@@ -15,10 +15,11 @@ from mpsl.trace import Event, events_from_rows, write_events
 
 
 def node_row(summary: dict[str, Any], busy: float, wall: float) -> dict[str, Any]:
-    """One node of results.json from its summary: busy and idle time, memory, rejections and
-    the messages it dropped by reason (`wire: ...` for those its inbox refused)."""
+    """One node of results.json from its summary: busy and idle time, memory, rejections, the
+    connections CURVE refused, and the messages it dropped by reason (`wire: ...` for those its
+    inbox refused)."""
     keys = ("peak_rss_bytes", "peak_tensor_bytes", "state_bytes", "activation_peak_bytes",
-            "rejected_messages")
+            "rejected_messages", "refused_connections")
     return {"busy_s": busy, "idle_s": wall - busy, **{k: summary[k] for k in keys},
             "dropped": dict(sorted(summary.get("dropped", {}).items()))}
 

@@ -1,8 +1,9 @@
 """Lost servers: a compute node, and separately the aggregator, killed with SIGKILL mid-epoch and
 restarted resumes from its checkpoint of the last committed aggregation; every other node rolls
 back with it; the run ends with the final weights of the same run without the kill (norm none,
-same seed: exact), having redone at most one aggregation interval. A node that never comes up
-is named within the timeout."""
+same seed: exact), having redone at most one aggregation interval. A node killed while it
+writes a checkpoint leaves the last one whole. A node that never comes up is named within the
+timeout."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from mpsl.plan import make_plan
 from mpsl.topology import load
 from mpsl.training import iterations_per_epoch, num_layers, owner_samples
 from nodes.launch import LocalCluster
+from nodes.recovery import RoundStore
 from nodes.wire import Message
 from tests.e2e.conftest import topology_doc
 
@@ -132,3 +134,39 @@ def test_a_node_that_never_comes_up_is_named_within_the_timeout(tmp_path: Path) 
     assert done.returncode != 0
     assert "no hello from ['node1', 'owner0'] within 3 s" in done.stdout + done.stderr
     assert time.monotonic() - t0 < 30
+
+
+WRITER = """
+import sys, torch
+from nodes.recovery import RoundStore
+store = RoundStore("node1", "d", sys.argv[1])
+store.save(0, {"w": torch.zeros(8)}, "run")
+print("saved", flush=True)
+big = {"w": torch.ones(64 << 20, dtype=torch.uint8)}
+r = 1
+while True:  # a round's checkpoint after another, until killed
+    store.save(r, big, "run")
+    r += 1
+"""
+
+
+def test_a_node_killed_while_it_writes_a_checkpoint_leaves_the_last_one_loadable(
+        tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"saved\n"
+        deadline = time.monotonic() + 30
+        while not any(".ckpt.tmp" in p.name for p in tmp_path.iterdir()):
+            assert time.monotonic() < deadline, "the writer never started a second write"
+            time.sleep(0.001)
+        os.kill(proc.pid, signal.SIGKILL)  # during a write: its temporary file exists
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    store = RoundStore("node1", "d", tmp_path)
+    rounds = store.on_disk()
+    assert rounds and rounds == list(range(rounds[0], rounds[-1] + 1)) and len(rounds) <= 2
+    for r in rounds:  # every round file there is whole
+        w = store.load(r, "run")["w"]
+        assert torch.equal(w, torch.zeros(8)) if r == 0 else int(w.sum()) == 64 << 20

@@ -20,7 +20,8 @@ RESULT_KEYS = {"run_id", "topology", "source", "overrides", "mode", "labels", "s
                "partition", "t_start", "epochs", "rounds", "failures", "losses", "nodes",
                "links", "summary"}
 NODE_KEYS = {"busy_s", "idle_s", "peak_rss_bytes", "peak_tensor_bytes", "state_bytes",
-             "activation_peak_bytes", "rejected_messages", "dropped"}
+             "activation_peak_bytes", "rejected_messages", "refused_connections",
+             "dropped"}
 SUMMARY_KEYS = {"train_s", "bottleneck", "bottleneck_busy_s", "time_over_bound",
                 "final_test_accuracy", "samples_per_owner", "rejected_messages"}
 

@@ -244,6 +244,7 @@ def test_an_owner_in_a_u_shape_takes_the_last_activation_without_labels():
 def summary(src: str, **meta: Any) -> Message:
     m = {"type": "summary", "node": src, "peak_rss_bytes": 1, "peak_tensor_bytes": 1,
          "state_bytes": 1, "activation_peak_bytes": 0, "rejected_messages": 0,
+         "refused_connections": 0,
          "dropped": {"wire: another run": 2},
          "events": [["owner0", "cpu", "0F0", 0, 1, 0, 1.0, 2.0, 0]]}
     return Message(kind=Msg.METRICS, src=src, meta={**m, **meta})
