@@ -1,15 +1,17 @@
 """Transport benchmark: our Outbox/Inbox against raw ZeroMQ and memcpy, shaped rates, latency.
 
-Run: ``.venv/bin/python -m bench.transport [--quick]``. Two processes on loopback TCP: this one
-sends, a spawned one receives and timestamps arrivals (``time.time()``, same host clock).
-Writes ``bench/results/transport.csv`` and ``.json``.
+Run: ``.venv/bin/python -m bench.transport [--quick] [--unshaped]``. Two processes on loopback
+TCP: this one sends, a spawned one receives and timestamps arrivals (``time.time()``, same host
+clock). Writes ``bench/results/transport.csv`` and ``.json`` (``--unshaped``: the unshaped
+cells only, into ``transport.unshaped.*``).
 
-Metrics: unshaped throughput (GB/s of tensor payload; each unshaped number the median of 5
-rounds alternating ours, ours with ``copy=False`` and raw ZeroMQ), shaped rate at the receiver
-over a stream of messages, one-way latency of 1 KiB messages on an idle link (median of 15);
-``--repeat`` runs, medians reported. Targets: shaped rate within 2% for 1 MiB and larger,
-latency within 1 ms of the configured one, unshaped throughput >= 80% of raw ZeroMQ for 1 MiB
-and larger. Nothing is fitted.
+Metrics: unshaped throughput (GB/s of tensor payload; each the median of 5 rounds alternating
+ours, ours with ``copy=False`` (how the runtime sends ACT and GRAD) and raw ZeroMQ; a path's
+ratio to raw is the ratio of medians), shaped rate at the receiver over a stream of messages,
+one-way latency of 1 KiB messages on an idle link (median of 15); ``--repeat`` runs, medians
+reported. Targets: shaped rate within 2% for 1 MiB and larger, latency within 1 ms of the
+configured one, unshaped throughput >= 80% of raw ZeroMQ for 1 MiB and larger (>= 90% with
+``copy=False``). Nothing is fitted.
 """
 
 from __future__ import annotations
@@ -222,42 +224,52 @@ def latency(rx: Receiver, ctx: zmq.Context, rate: float | None, lat: float, n: i
     return [r[1] - r[2] for r in recs]
 
 
+def unshaped(rx: Receiver, ctx: zmq.Context, quick: bool) -> list[dict]:
+    """Throughput of ours (copying and zero-copy) against raw ZeroMQ, per size."""
+    rows: list[dict] = []
+    rounds = 3 if quick else 5
+    for label, size in SIZES.items():
+        # Rounds alternate ours, ours zero-copy and raw, so that load from other processes on
+        # this machine hits them alike; medians over the rounds are reported.
+        n = max(8, int((0.15e9 if quick else 0.4e9) // size))
+        warm = max(2, n // 5)
+        got: dict[str, list[float]] = {"ours": [], "handover": [], "raw": [], "raw4": []}
+        for _ in range(rounds):
+            got["ours"].append(ours_unshaped(rx, ctx, size, n, warm))
+            got["handover"].append(ours_unshaped(rx, ctx, size, n, warm, copy=False))
+            got["raw"].append(raw_unshaped(rx, ctx, size, n, warm))
+            if size > 4 << 20:
+                got["raw4"].append(raw_unshaped(rx, ctx, size, n, warm, chunk=4 << 20))
+        med = {k: statistics.median(v) if v else 0.0 for k, v in got.items()}
+        mc, clone = memcpy(size)
+        pct = {k: [round(100 * a / b, 1) for a, b in zip(got[k], got["raw"])]
+               for k in ("ours", "handover")}
+        rows.append({"test": "unshaped", "size": label, "bytes": size, "messages": n,
+                     "rounds": rounds, "ours_GBps": med["ours"] / 1e9,
+                     "ours_handover_GBps": med["handover"] / 1e9, "raw_zmq_GBps": med["raw"] / 1e9,
+                     "raw_zmq_4MiB_chunks_GBps": med["raw4"] / 1e9 if got["raw4"] else None,
+                     "memcpy_GBps": mc / 1e9, "clone_GBps": clone / 1e9,
+                     "ours_vs_raw_pct": 100 * med["ours"] / med["raw"],
+                     "ours_handover_vs_raw_pct": 100 * med["handover"] / med["raw"],
+                     "ours_vs_raw_pct_per_round": pct["ours"],
+                     "ours_handover_vs_raw_pct_per_round": pct["handover"]})
+        print(f"unshaped {label}: raw {med['raw'] / 1e9:.2f} GB/s; per round, % of raw: ours "
+              f"{pct['ours']}, copy=False {pct['handover']}", flush=True)
+    return rows
+
+
 # ------------------------------------------------------------------------- main
 
 
-def run(quick: bool) -> list[dict]:
+def run(quick: bool, only_unshaped: bool = False) -> list[dict]:
     rows: list[dict] = []
     torch.set_num_threads(1)
     ctx = zmq.Context()
     rx = Receiver()
     try:
-        rounds = 3 if quick else 5
-        for label, size in SIZES.items():
-            # Rounds alternate ours and raw, so that load from other processes on this
-            # machine hits both alike; medians over the rounds are reported.
-            n = max(8, int((0.15e9 if quick else 0.4e9) // size))
-            warm = max(2, n // 5)
-            got: dict[str, list[float]] = {"ours": [], "raw": [], "raw4": [], "ratio": [],
-                                           "handover": []}
-            for _ in range(rounds):
-                got["ours"].append(ours_unshaped(rx, ctx, size, n, warm))
-                got["handover"].append(ours_unshaped(rx, ctx, size, n, warm, copy=False))
-                got["raw"].append(raw_unshaped(rx, ctx, size, n, warm))
-                got["ratio"].append(got["ours"][-1] / got["raw"][-1])
-                if size > 4 << 20:
-                    got["raw4"].append(raw_unshaped(rx, ctx, size, n, warm, chunk=4 << 20))
-            med = {k: statistics.median(v) if v else 0.0 for k, v in got.items()}
-            mc, clone = memcpy(size)
-            rows.append({"test": "unshaped", "size": label, "bytes": size, "messages": n,
-                         "rounds": rounds, "ours_GBps": med["ours"] / 1e9,
-                         "ours_handover_GBps": med["handover"] / 1e9,
-                         "raw_zmq_GBps": med["raw"] / 1e9,
-                         "raw_zmq_4MiB_chunks_GBps": med["raw4"] / 1e9 if got["raw4"] else None,
-                         "memcpy_GBps": mc / 1e9, "clone_GBps": clone / 1e9,
-                         "ours_vs_raw_pct": 100 * med["ours"] / med["raw"],
-                         "ours_vs_raw_pct_per_round": [round(100 * r, 1) for r in got["ratio"]]})
-            print(f"unshaped {label}: ours {med['ours'] / 1e9:.2f} raw {med['raw'] / 1e9:.2f} GB/s"
-                  f" (per round: {rows[-1]['ours_vs_raw_pct_per_round']} %)", flush=True)
+        rows += unshaped(rx, ctx, quick)
+        if only_unshaped:
+            return rows
         budget = 0.6 if quick else 2.0
         for rate in RATES:
             for label, size in SIZES.items():
@@ -298,16 +310,17 @@ def table(rows: list[dict]) -> None:
     con = Console()
     t = Table(title="Unshaped throughput: GB/s of tensor payload, loopback TCP, two processes, "
                     "median of alternating rounds")
-    for c in ["size", "ours", "raw ZeroMQ", "ours/raw", "ours, copy=False", "raw, 4 MiB chunks",
-              "memcpy", "clone"]:
+    for c in ["size", "raw ZeroMQ", "ours (copy)", "ours/raw", "ours, copy=False",
+              "copy=False/raw", "raw, 4 MiB chunks", "memcpy", "clone"]:
         t.add_column(c, justify="right")
-    for r in rows:
-        if r["test"] == "unshaped":
-            t.add_row(r["size"], f"{r['ours_GBps']:.2f}", f"{r['raw_zmq_GBps']:.2f}",
-                      f"{r['ours_vs_raw_pct']:.0f}%", f"{r['ours_handover_GBps']:.2f}",
-                      _num(r["raw_zmq_4MiB_chunks_GBps"]),
-                      f"{r['memcpy_GBps']:.1f}", f"{r['clone_GBps']:.1f}")
+    for r in [r for r in rows if r["test"] == "unshaped"]:
+        t.add_row(r["size"], f"{r['raw_zmq_GBps']:.2f}", f"{r['ours_GBps']:.2f}",
+                  f"{r['ours_vs_raw_pct']:.0f}%", f"{r['ours_handover_GBps']:.2f}",
+                  f"{r['ours_handover_vs_raw_pct']:.0f}%", _num(r["raw_zmq_4MiB_chunks_GBps"]),
+                  f"{r['memcpy_GBps']:.1f}", f"{r['clone_GBps']:.1f}")
     con.print(t)
+    if not any(r["test"] != "unshaped" for r in rows):
+        return
     t = Table(title="Shaped rate: achieved Mbps (error %)")
     t.add_column("rate Mbps", justify="right")
     for s in SIZES:
@@ -322,11 +335,10 @@ def table(rows: list[dict]) -> None:
                     "added = median minus the same link's median at 0 ms")
     for c in ["rate Mbps", "configured", "median", "min", "max", "error", "added vs 0 ms"]:
         t.add_column(c, justify="right")
-    for r in rows:
-        if r["test"] == "latency":
-            t.add_row(str(r["rate_mbps"] or "unshaped"), f"{r['latency_ms']:.1f}",
-                      f"{r['median_ms']:.2f}", f"{r['min_ms']:.2f}", f"{r['max_ms']:.2f}",
-                      f"{r['error_ms']:+.2f}", f"{r['added_ms']:.2f}")
+    for r in [r for r in rows if r["test"] == "latency"]:
+        t.add_row(str(r["rate_mbps"] or "unshaped"), f"{r['latency_ms']:.1f}",
+                  f"{r['median_ms']:.2f}", f"{r['min_ms']:.2f}", f"{r['max_ms']:.2f}",
+                  f"{r['error_ms']:+.2f}", f"{r['added_ms']:.2f}")
     con.print(t)
 
 
@@ -351,13 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer messages, skip slow cells")
     ap.add_argument("--repeat", type=int, default=1, help="runs; medians are reported")
+    ap.add_argument("--unshaped", action="store_true",
+                    help="only the unshaped cells; results in transport.unshaped.*")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = ap.parse_args(argv)
     t0 = time.time()
     runs = []
     for i in range(args.repeat):
         print(f"run {i + 1} of {args.repeat}", flush=True)
-        runs.append(run(args.quick))
+        runs.append(run(args.quick, args.unshaped))
     rows = medians(runs) if args.repeat > 1 else runs[0]
     table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -366,17 +380,19 @@ def main(argv: list[str] | None = None) -> int:
     keys: list[str] = []
     for r in flat:
         keys += [k for k in r if k not in keys]
-    with open(args.out / "transport.csv", "w", newline="") as f:
+    stem = "transport.unshaped" if args.unshaped else "transport"
+    with open(args.out / f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(flat)
     info = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "quick": args.quick,
-            "repeat": args.repeat, "seconds": round(time.time() - t0, 1),
+            "unshaped_only": args.unshaped, "repeat": args.repeat,
+            "seconds": round(time.time() - t0, 1),
             "python": platform.python_version(), "torch": torch.__version__,
             "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "cpus": os.cpu_count(),
             "rows": rows, "runs": runs}
-    (args.out / "transport.json").write_text(json.dumps(info, indent=1))
-    print(f"wrote {args.out}/transport.csv and .json in {info['seconds']} s")
+    (args.out / f"{stem}.json").write_text(json.dumps(info, indent=1))
+    print(f"wrote {args.out}/{stem}.csv and .json in {info['seconds']} s")
     return 0
 
 

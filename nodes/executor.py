@@ -106,7 +106,14 @@ def _forward(node: Node, runner: PartRunner, a: Action, st: IterationState) -> N
 
 def _send(node: Node, a: Action, sent: int, st: IterationState, labels_shared: bool) -> None:
     """An ACT (the forward output of part `sent`, for part sent + 1) or a GRAD (the input
-    gradient of part `sent`, for part sent - 1)."""
+    gradient of part `sent`, for part sent - 1), handed to the link without a snapshot.
+
+    Safe because nothing writes these tensors again: the output is detached from the stash that
+    backward reads (and never writes), the gradient is the `.grad` of a stashed input that
+    backward has just dropped, and labels are this iteration's batch (or a received one), read
+    by the loss only. Each may alias a received message's buffer, which is private and read
+    only. None is a view of parameters, buffers or optimizer state, which a STEP overwrites.
+    """
     assert a.dst is not None and a.mb is not None
     if a.msg is Msg.ACT:
         tensors = {"x": st.outputs.pop((sent, a.mb))}
@@ -119,4 +126,4 @@ def _send(node: Node, a: Action, sent: int, st: IterationState, labels_shared: b
     else:
         raise ValueError(f"{node.name}: a task sends ACT or GRAD, not {a}")
     node.send(a.dst, a.msg, owner=st.owner, iteration=st.iteration, mb=a.mb, tensors=tensors,
-              part=part, n_mb=st.n_mb, batch=st.batch, epoch=st.epoch)
+              part=part, n_mb=st.n_mb, batch=st.batch, epoch=st.epoch, copy=False)

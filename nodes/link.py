@@ -12,7 +12,7 @@ the caller's thread: ZeroMQ's own I/O thread already makes the send asynchronous
 
 Nothing is dropped in normal operation: ``send`` blocks (back-pressure) while ``queue_max``
 messages wait for the link or ``max_inflight_bytes`` of tensor data have not yet been released
-by ZeroMQ (tracked with weakref finalizers on the snapshot buffers, so memory stays bounded even
+by ZeroMQ (tracked with weakref finalizers on the frames' buffers, so memory stays bounded even
 when the peer is slow), the PUSH socket blocks rather than drops at its high-water mark, and
 ``close(drain=True)`` delivers what is queued and lingers until ZeroMQ has sent it.
 
@@ -139,9 +139,11 @@ class Outbox:
     def send(self, msg: Message, *, copy: bool = True, trace: bool = True) -> None:
         """Snapshot ``msg`` into frames and queue it; blocks only while the queue is full.
 
-        ``copy=False`` hands contiguous CPU tensors over without the snapshot (one memcpy
-        less): only for tensors that nobody modifies afterwards, ever. ``trace=False``: no
-        event for this message (run control outside training).
+        ``copy=False`` hands contiguous CPU tensors over without any copy: their memory goes
+        to ZeroMQ as it is, read by its I/O thread after this returns. Only for tensors that
+        nobody, through any view, writes again; the caller may drop them at once (the Outbox,
+        then ZeroMQ, keep their memory alive until it is sent). ``trace=False``: no event for
+        this message (run control outside training).
         Raises WireError for a message that cannot be encoded, RuntimeError once closed.
         """
         frames = encode(msg, copy=copy, alloc=self._staging.take)
@@ -159,7 +161,10 @@ class Outbox:
             if self._closing or self._done:
                 raise RuntimeError(f"outbox {self.name} is closed") from self._error
             self._inflight += size
-            for f in big:  # released when ZeroMQ (or a drop) lets go of the snapshot
+            # Lifetime: the item holds the frames until `_deliver`, then pyzmq's zero-copy
+            # Frame holds their buffers (and so the tensors' memory) until libzmq has sent
+            # them; only then do the buffers die and their finalizers release the bytes.
+            for f in big:  # released when ZeroMQ (or a drop) lets go of the buffer
                 buf = f.obj.base if copy else None  # type: ignore[attr-defined]  # never pool a caller's tensor
                 weakref.finalize(f.obj, self._release, f.nbytes, buf).atexit = False
             item.enq = time.monotonic()

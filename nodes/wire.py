@@ -10,7 +10,10 @@ Ownership (why a send never sees a tensor change and a received tensor is never 
 * ``encode`` snapshots every tensor (one single-threaded memcpy) into a buffer that only the
   returned frames reference (``bytes`` below 64 KiB), so the caller may modify or free its
   tensors as soon as ``encode`` returns, even while an Outbox is still sending the frames.
-  ``encode(copy=False)`` skips the snapshot, for tensors nobody will ever modify.
+  ``encode(copy=False)`` skips the snapshot, for tensors nobody will ever modify: a
+  contiguous CPU tensor's frame is then a view of its own memory (no copy at all, also with
+  ``requires_grad``), which ``send_multipart(copy=False)`` hands to ZeroMQ as it is; any other
+  tensor (strided, lazily negated or conjugated, on another device) is copied once.
 * ``decode`` wraps a received ``zmq.Frame`` (``recv_multipart(copy=False)``) without copying
   (numpy ``frombuffer`` then ``torch.from_numpy``): such a frame is private to this message,
   writable, and kept alive by the tensor. Small frames (< ``ZEROCOPY_MIN_BYTES``), frames not
@@ -203,8 +206,9 @@ def encode(msg: Message, *, copy: bool = True,
     """Frames of ``msg``: a msgpack header, then one raw buffer per tensor.
 
     With ``copy=True`` (the default) every tensor is snapshotted, so the caller may change its
-    tensors right away. ``copy=False`` sends contiguous CPU tensors by reference: only for
-    callers that never modify them afterwards. ``alloc(nbytes)`` may supply the snapshot
+    tensors right away. ``copy=False`` sends contiguous CPU tensors by reference (the frame
+    is a view of the tensor's memory and keeps it alive): only for callers that never modify
+    them afterwards. ``alloc(nbytes)`` may supply the snapshot
     buffers of 64 KiB and more (1-D uint8 numpy arrays of exactly ``nbytes``), for reuse;
     smaller snapshots are ``bytes``. Send with
     ``send_multipart(frames, copy=False)``.
