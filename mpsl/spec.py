@@ -133,6 +133,34 @@ class FailureSpec:
 
 
 @dataclass(frozen=True)
+class PrivacySpec:
+    """Differential privacy (mpsl.privacy); every field off by default. Classic DP: each data
+    owner clips its update (its parts' parameter delta since the last global model) to L2 norm
+    `clip_norm` and adds Gaussian noise of std `noise_multiplier` * `clip_norm`; the accountant
+    reports the (epsilon, `delta`) spent. Noise layer: Gaussian noise of std `pixel_sigma` on
+    the input of the first layer and of std `cut_sigma` on the activations a data owner sends
+    at a cut, in training. `noise_seed`: None draws each node's noise seed in secret; an
+    integer makes the noise reproducible, and known to whoever knows it."""
+
+    clip_norm: float | None = None
+    noise_multiplier: float = 0.0
+    delta: float = 1e-5
+    pixel_sigma: float = 0.0
+    cut_sigma: float = 0.0
+    noise_seed: int | None = None
+
+    @property
+    def updates(self) -> bool:
+        """Whether the owners clip (and maybe noise) their updates."""
+        return self.clip_norm is not None
+
+    @property
+    def layer(self) -> bool:
+        """Whether the noise layer is on (at the input or at the cuts)."""
+        return self.pixel_sigma > 0 or self.cut_sigma > 0
+
+
+@dataclass(frozen=True)
 class Topology:
     source: str
     name: str
@@ -150,7 +178,9 @@ class Topology:
     schedule: ScheduleSpec = ScheduleSpec()
     security: SecuritySpec = SecuritySpec()
     failure: FailureSpec = FailureSpec()
+    privacy: PrivacySpec = PrivacySpec()
     overrides: tuple[str, ...] = ()  # the `--set` assignments it was loaded with
+    owners_per_process: int | None = None  # data_owners.per_process; None: nodes.pool decides
 
     @property
     def chain(self) -> tuple[str, ...]:

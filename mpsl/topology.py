@@ -33,6 +33,7 @@ from mpsl.spec import (
     ModelSpec,
     OwnerSpec,
     PlanSpec,
+    PrivacySpec,
     RuntimeSpec,
     ScheduleSpec,
     SecuritySpec,
@@ -45,7 +46,7 @@ __all__ = [
     "LABELS", "MODES", "NORMS", "OPTIMIZERS", "OWNER", "PARTITIONS", "SCHEDULE_NAMES",
     "ComputeSpec", "DatasetSpec", "LinkSpec", "ModelSpec", "OwnerSpec", "PlanSpec",
     "RuntimeSpec", "ScheduleSpec", "SecuritySpec", "FailureSpec", "Topology", "TopologyError",
-    "TrainingSpec",
+    "PrivacySpec", "TrainingSpec",
     "apply_overrides", "expected_cut_count", "load", "parse",
 ]
 MAX_FILE_BYTES = 1 << 20  # a topology file is read with this limit
@@ -62,7 +63,7 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
     labels = top.text("labels", "local" if mode == "mpsl" else "shared", LABELS)
     plan = _parse_plan(top, training)
     schedule = _parse_schedule(top)
-    owners = _parse_owners(top.sub("data_owners", required=True), training)
+    owners, per_process = _parse_owners(top.sub("data_owners", required=True), training)
     compute_nodes = _parse_compute(top, mode)
     links = _parse_links(top)
     ag = top.sub("aggregator")
@@ -71,6 +72,7 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
     runtime = _parse_runtime(top)
     security = _parse_security(top)
     failure = _parse_failure(top, runtime)
+    privacy = _parse_privacy(top)
     top.finish()
 
     topo = Topology(
@@ -90,6 +92,8 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
         schedule=schedule,
         security=security,
         failure=failure,
+        privacy=privacy,
+        owners_per_process=per_process,
     )
     _check_consistency(topo)
     return topo
@@ -204,6 +208,27 @@ def _parse_failure(top: FieldReader, runtime: RuntimeSpec) -> FailureSpec:
     return failure
 
 
+def _parse_privacy(top: FieldReader) -> PrivacySpec:
+    """The `privacy` section (mpsl.privacy): noise needs clip_norm; finite numbers, delta < 1."""
+    p = top.sub("privacy")
+    privacy = PrivacySpec(
+        clip_norm=p.number("clip_norm", None, positive=True),
+        noise_multiplier=p.number("noise_multiplier", 0.0),
+        delta=p.number("delta", 1e-5, positive=True),
+        pixel_sigma=p.number("pixel_sigma", 0.0),
+        cut_sigma=p.number("cut_sigma", 0.0),
+        noise_seed=p.integer("noise_seed", None, minimum=0),
+    )
+    p.finish()
+    if privacy.noise_multiplier > 0 and privacy.clip_norm is None:
+        raise p.fail("clip_norm", MISSING, "a clip norm with noise_multiplier")
+    for key in ("clip_norm", "noise_multiplier", "pixel_sigma", "cut_sigma", "delta"):
+        value = getattr(privacy, key)
+        if value is not None and not value < (1 if key == "delta" else float("inf")):
+            raise p.fail(key, value, "a number in (0, 1)" if key == "delta" else "a finite number")
+    return privacy
+
+
 def _parse_plan(top: FieldReader, training: TrainingSpec) -> PlanSpec:
     raw = top.raw("plan", "auto")
     if raw == "auto":
@@ -241,8 +266,11 @@ def _parse_schedule(top: FieldReader) -> ScheduleSpec:
     return spec
 
 
-def _parse_owners(r: FieldReader, training: TrainingSpec) -> tuple[OwnerSpec, ...]:
+def _parse_owners(r: FieldReader,
+                  training: TrainingSpec) -> tuple[tuple[OwnerSpec, ...], int | None]:
+    """The owners, and how many share a process (`per_process`; None: chosen at start)."""
     count = r.integer("count", minimum=1)
+    per_process = r.integer("per_process", None, minimum=1)
     host = r.text("host", "127.0.0.1")
     base_port = r.integer("base_port", 5600, minimum=1)
     if base_port + count - 1 > 65535:
@@ -293,7 +321,7 @@ def _parse_owners(r: FieldReader, training: TrainingSpec) -> tuple[OwnerSpec, ..
         fields = dict(shared, address=f"tcp://{host}:{base_port + i}")
         fields.update(per_owner.get(i, {}))
         owners.append(OwnerSpec(index=i, name=f"owner{i}", **fields))
-    return tuple(owners)
+    return tuple(owners), per_process
 
 
 def _parse_compute(top: FieldReader, mode: str) -> tuple[ComputeSpec, ...]:

@@ -17,6 +17,7 @@ from mpsl.actions import Action, Msg
 from mpsl.data import load_dataset, load_labels, partition_counts
 from mpsl.names import AGGREGATOR, owner_name
 from mpsl.plan import Plan
+from mpsl.privacy import load_accountant, record, spent
 from mpsl.settings import run_settings, settings_digest
 from mpsl.topology import Topology
 from mpsl.trace import Event
@@ -87,6 +88,8 @@ class Aggregator(Presence):
         if topo.failure.checkpoint:
             folder = checkpoints or (self.run_dir / "checkpoints" if self.run_dir else None)
             self.store = RoundStore(AGGREGATOR, self.digest, folder)
+        if topo.privacy.updates:
+            load_accountant()  # slow to import: before the run's clock starts
 
     # messages --------------------------------------------------------------------------------
     def wait(self, match: Callable[[Message], bool], what: str) -> Message:
@@ -146,6 +149,7 @@ class Aggregator(Presence):
         log.info("run %s: every node said hello, starting", self.run_id)
         self.t_start = self.t_prev = time.time()
         self.members.start(time.monotonic())
+        self.save_commit()  # round -1: a restart before the first commit resumes at round 0
         for name in sorted(expected):
             self.send(name, Msg.CONTROL, type="start", t=self.t_start, trace=False)
         self.tell_monitor(type="start", t=self.t_start, epochs=self.topo.training.epochs,
@@ -166,6 +170,8 @@ class Aggregator(Presence):
                             "samples": samples,
                             "weights": [n / sum(samples) for n in samples] if sum(samples)
                             else [1 / len(owners)] * len(owners)})
+        if self.topo.privacy.updates:  # mpsl.privacy: each owner released round_id + 1 updates
+            self.rounds[-1]["epsilon"] = spent(self.topo.privacy, round_id + 1)
         self.commit(round_id)  # nodes.rollback: a restart goes back to here at worst
         for k in sorted(self.members.active):  # stragglers too: they go on from it
             self.send(owner_name(k), Msg.GLOBAL, owner=k, iteration=round_id, tensors=avg,
@@ -229,6 +235,8 @@ class Aggregator(Presence):
         train_loss = sum(r["loss"] * r["samples"] for r in rows) / seen if seen else None
         row = {"epoch": epoch + 1, "wall_s": now - t_prev, "train_loss": train_loss,
                "test_accuracy": acc, "test_loss": test_loss}
+        if self.topo.privacy.updates:  # one update per owner and round (SL: per epoch)
+            row["epsilon"] = spent(self.topo.privacy, round_id + 1)
         self.epochs.append(row)
         self.tell_monitor(type="epoch", **row)
         if round_id == self.committed:
@@ -295,6 +303,9 @@ class Aggregator(Presence):
                "t_start": self.t_start, "epochs": self.epochs, "rounds": self.rounds,
                "failures": {**self.members.record(), "rollbacks": self.rollbacks},
                "losses": self.losses}
+        if self.topo.privacy.updates or self.topo.privacy.layer:
+            rounds = self.topo.training.epochs * len(self.round_ends())
+            run["privacy"] = record(self.topo.privacy, rounds)
         results, self.all_events = assemble(run, summaries, t_end)
         return results
 

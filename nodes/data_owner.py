@@ -11,8 +11,10 @@ import torch
 
 from mpsl.actions import Msg, TriggerKey
 from mpsl.data import batches, load_dataset, micro_batches
+from mpsl.models.split import full_key
 from mpsl.names import AGGREGATOR, OWNER
 from mpsl.plan import Plan
+from mpsl.privacy import UPDATE, NoiseLayer, generator, node_seed, privatize
 from mpsl.schedule import iteration_tasks
 from mpsl.taskqueue import TaskQueue
 from mpsl.topology import Topology
@@ -51,9 +53,12 @@ class DataOwner(Node):
         self.n = plan.micro_batches[index]
         self.parts = plan.parts_on(OWNER)
         self.copies = make_copies(topo, plan, self.parts, [index])
-        self.runner = PartRunner(self.copies, plan.num_parts - 1, self.meter)
+        self.noise_seed = node_seed(topo.privacy)  # secret unless privacy.noise_seed
+        self.runner = PartRunner(self.copies, plan.num_parts - 1, self.meter,
+                                 NoiseLayer.of(topo.privacy, self.noise_seed))
         for c in self.copies.values():
             self.meter.exclude(c.module.parameters())
+        self.reference = self.owner_parameters()  # the last global model, for the deltas
         self.queue = TaskQueue()
         chain_ends = {plan.placement[1], plan.placement[-2]} if plan.num_parts > 1 else set()
         for dst in sorted(chain_ends - {OWNER}):  # the first compute node, and the last in a U
@@ -127,6 +132,13 @@ class DataOwner(Node):
         state: dict[str, torch.Tensor] = {}
         for p in self.parts:
             state.update(self.copies[(self.index, p)].full_state())
+        privacy = self.topo.privacy
+        if privacy.clip_norm is not None:  # classic DP (mpsl.privacy): clipped, noised delta
+            noise = generator(self.noise_seed, UPDATE, self.index, round_id)
+            state, norm = privatize(state, self.reference, privacy.clip_norm,
+                                    privacy.noise_multiplier, noise)
+            log.debug("%s: round %d update norm %.4g (clip %g)", self.name, round_id, norm,
+                      privacy.clip_norm)
         self.send(AGGREGATOR, Msg.PARAMS, owner=self.index, iteration=round_id, tensors=state,
                   round=round_id, samples=self.samples, epoch_end=epoch_end)
         if self.plan.num_parts > 1:
@@ -140,6 +152,19 @@ class DataOwner(Node):
                         f"GLOBAL of round {round_id} from the aggregator")
         for p in self.parts:
             self.copies[(self.index, p)].load_full_state(msg.tensors)
+        self.reference = self.owner_parameters()
+
+    def owner_parameters(self) -> dict[str, torch.Tensor]:
+        """A copy of the parameters of this owner's parts (no buffers) when its updates are
+        clipped, under the whole model's keys; else nothing."""
+        params: dict[str, torch.Tensor] = {}
+        if self.topo.privacy.clip_norm is None:
+            return params
+        for p in self.parts:
+            c = self.copies[(self.index, p)]
+            params.update((full_key(c.start, k), v.detach().clone())
+                          for k, v in c.module.named_parameters())
+        return params
 
     # the run ---------------------------------------------------------------------------------
     def run(self) -> None:

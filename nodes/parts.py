@@ -13,6 +13,7 @@ from torch import nn
 from mpsl.models import split_model
 from mpsl.models.split import full_key, part_key_map
 from mpsl.plan import Plan
+from mpsl.privacy import NoiseLayer
 from mpsl.topology import Topology
 from mpsl.training import build_full_model, make_optimizer
 from nodes.memory import ActivationMeter
@@ -83,11 +84,14 @@ class PartRunner:
 
     The last part computes the loss: each micro-batch's mean cross-entropy weighted by its
     share of the batch (b_n / B), so accumulated gradients equal those of the whole batch.
+    With a `noise` layer (mpsl.privacy), part 0's input and every other part's output (the
+    activations sent on at a cut) are noised; backward is unchanged (the noise is additive).
     """
 
     copies: dict[tuple[int, int], PartCopy]
     last_part: int
     meter: ActivationMeter | None = None
+    noise: NoiseLayer | None = None
     losses: list[tuple[int, int, float]] = field(default_factory=list)  # (owner, iter, loss)
     _stash: dict[tuple[int, int, int], _Stash] = field(default_factory=dict)
 
@@ -101,8 +105,11 @@ class PartRunner:
         weight: float = 1.0,
         iteration: int = -1,
     ) -> torch.Tensor:
-        """Run the part; return its output (detached), or the weighted loss for the last part."""
+        """Run the part; return its output (detached), or the weighted loss for the last part;
+        with `noise`, the input of part 0 and the output of a part before the last noised."""
         module = self.copies[(owner, part)].module
+        if self.noise is not None and part == 0:
+            x = self.noise.on_input(x, owner, iteration, mb)
         inp = x.detach().requires_grad_(part > 0)
         ctx = self.meter.hooks() if self.meter is not None else contextlib.nullcontext()
         with ctx:
@@ -114,6 +121,8 @@ class PartRunner:
                 self.losses.append((owner, iteration, float(loss.detach()) * weight))
                 out = loss * weight
         self._stash[(owner, part, mb)] = _Stash(inp, out)
+        if self.noise is not None and part != self.last_part:
+            return self.noise.on_cut(out.detach(), owner, part, iteration, mb)
         return out.detach()
 
     def backward(
