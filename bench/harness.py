@@ -220,14 +220,20 @@ def run_meta(**extra: Any) -> dict[str, Any]:
 
 
 def save(name: str, rows: list[dict[str, Any]], meta: Mapping[str, Any]) -> None:
-    """bench/results/NAME.csv (one row per cell) and NAME.json (rows and how they were made)."""
+    """bench/results/NAME.csv (one row per cell; a column for every key of any row) and
+    NAME.json (rows and how they were made)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / f"{name}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=columns(rows))
         w.writeheader()
         w.writerows(rows)
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": dict(meta), "rows": rows},
                                                      indent=2) + "\n")
+
+
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of any row, in the order first seen (rows of different kinds share a table)."""
+    return list(dict.fromkeys(k for r in rows for k in r))
 
 
 def cell(v: Any, digits: int) -> str:
@@ -236,20 +242,21 @@ def cell(v: Any, digits: int) -> str:
 
 def show(title: str, rows: list[dict[str, Any]], digits: int = 3) -> Table:
     table = Table(title=title)
-    for col in rows[0]:
+    cols = columns(rows)
+    for col in cols:
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(*[cell(v, digits) for v in r.values()])
+        table.add_row(*[cell(r.get(c, ""), digits) for c in cols])
     console.print(table)
     return table
 
 
 def markdown(rows: list[dict[str, Any]], digits: int = 3) -> str:
     """The rows as a Markdown table, for bench/README.md."""
-    cols = list(rows[0])
+    cols = columns(rows)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        out.append("| " + " | ".join(cell(v, digits) for v in r.values()) + " |")
+        out.append("| " + " | ".join(cell(r.get(c, ""), digits) for c in cols) + " |")
     return "\n".join(out)
 
 

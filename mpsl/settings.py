@@ -17,7 +17,8 @@ from typing import Any
 from mpsl.plan import Plan
 from mpsl.spec import Topology
 
-PER_MACHINE = ("source", "runtime", "failure", "dataset.root", "security.keys")  # and `*.profile`
+PER_MACHINE = ("source", "runtime", "failure", "dataset.root", "security.keys",
+               "owners_per_process")  # and `*.profile`
 RUN_WIDE = ("failure.checkpoint",)  # inside a per-machine section
 
 

@@ -25,13 +25,14 @@ from typing import Any
 import zmq
 
 from mpsl.allocator import keep_freed_memory
-from mpsl.names import AGGREGATOR
+from mpsl.names import AGGREGATOR, group_name, owner_group
 from mpsl.plan import Plan, check_plan_fits, read_plan_file, write_plan_file
 from mpsl.topology import Topology
 from nodes.lifetime import ENV as LAUNCHER_ENV
 from nodes.lifetime import exit_with
 from nodes.link import Inbox
 from nodes.node import NodeError
+from nodes.pool import owners_per_process
 from nodes.wire import Message
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,18 @@ def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None =
     """Run one node to the end of training (imports stay local: a node loads only its role).
 
     The plan is checked against the topology first (PlanError naming `plan_source`).
-    Checkpoints go to `checkpoints` (default: `checkpoint_folder`).
+    Checkpoints go to `checkpoints` (default: `checkpoint_folder`). A data owner's `name`
+    may be a group (`owner0..owner7`: nodes.pool runs them in one process).
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
     check_plan(plan, topo, plan_source)
     keep_freed_memory()
+    if role == "data-owner" and len(owner_group(name)) > 1:
+        from nodes.pool import run_owners
+
+        run_owners(topo, plan, owner_group(name))
+        return
     folder = checkpoints or checkpoint_folder(topo, out)
     if role == "aggregator":
         from nodes.aggregator import Aggregator
@@ -230,7 +237,10 @@ class LocalCluster:
         write_plan_file(self.run_dir / "plan.json", self.plan)
         self.monitor = monitor
         roles = [("aggregator", AGGREGATOR)] + [("compute", c) for c in self.topo.chain]
-        roles += [("data-owner", o.name) for o in self.topo.owners]
+        per = owners_per_process(self.topo)
+        names = [o.name for o in self.topo.owners]
+        roles += [("data-owner", group_name(names[i:i + per]))
+                  for i in range(0, len(names), per)]
         for role, name in roles:
             path = logs / f"{name}.log"
             self.procs.append(_Proc(name, role, self._spawn(role, name, path), path))

@@ -14,7 +14,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 
-from mpsl.names import AGGREGATOR, owner_index
+from mpsl.names import AGGREGATOR, owner_group, owner_index
 from mpsl.plan import Plan
 from mpsl.spec import Topology
 
@@ -115,9 +115,14 @@ def security_line(topo: Topology, insecure: bool, names: Iterable[str] | None = 
 
 
 def check_node(topo: Topology, role: str, name: str) -> None:
-    """ValueError (one line) unless the topology has a node `name` of `role`."""
+    """ValueError (one line) unless the topology has a node `name` of `role` (for data owners,
+    every owner of a group `owner0..owner7`)."""
     names = {"data-owner": [o.name for o in topo.owners], "compute": list(topo.chain),
              "aggregator": [AGGREGATOR]}[role]
+    if role == "data-owner" and (".." in name or "," in name):
+        for one in owner_group(name):
+            check_node(topo, role, one)
+        return
     if name not in names:
         shown = ", ".join(names[:MAX_NAMED]) + (", ..." if len(names) > MAX_NAMED else "")
         raise ValueError(f"{topo.source}: no {role} node named {name!r} (its {role} nodes: "

@@ -13,6 +13,7 @@ import signal
 from mpsl.cli.checks import check_bindable, check_node, security_line
 from mpsl.cli.common import add_mode, add_set, overrides, require_plan_file, resolve_plan
 from mpsl.cli.output import Output
+from mpsl.names import owner_group
 from mpsl.topology import load
 
 NAME = "node"
@@ -23,7 +24,8 @@ ROLES = ("data-owner", "compute", "aggregator")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--topology", required=True)
-    p.add_argument("--name", required=True)
+    p.add_argument("--name", required=True, help="the node's name; data owners may be a group, "
+                   "owner0..owner7 or owner0,owner5, run in one process")
     p.add_argument("--plan", help="the plan file every node shares (needed for plan: auto)")
     p.add_argument("--out", help="where the aggregator writes the results")
     p.add_argument("--checkpoints", help="where a compute node or the aggregator keeps its "
@@ -44,8 +46,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     topo = load(args.topology, overrides(args))
     check_node(topo, args.role, args.name)
-    check_bindable(topo, [args.name])
-    security = security_line(topo, args.insecure, [args.name])
+    names = owner_group(args.name) if args.role == "data-owner" else [args.name]
+    check_bindable(topo, names)
+    security = security_line(topo, args.insecure, names)
     require_plan_file(topo, args.plan)
     plan = resolve_plan(topo, args.plan)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(message)s")
