@@ -111,6 +111,7 @@ class Outbox:
         self.dropped = 0
         self.clock = LinkClock(rate_mbps, burst_bytes, latency_s)
         self._staging = Staging()
+        self._actions: dict[tuple[str, int | None], str] = {}  # printed SEND actions
         self._direct = rate_mbps is None and self.latency_s == 0
         self._send_lock = threading.Lock()  # the socket, in direct mode
         self._wall = time.time() - time.monotonic()
@@ -188,7 +189,11 @@ class Outbox:
     def _trace(self, msg: Message) -> tuple[str, int | None, int | None, int | None]:
         """What the message's event records: its SEND action, owner, iter and mb."""
         mb = None if msg.mb == -1 else msg.mb
-        action = str(Action.send(Msg(msg.kind), self.dst, mb))
+        action = self._actions.get((msg.kind, mb))
+        if action is None:  # printed once per kind and micro-batch: this is per message
+            action = str(Action.send(Msg(msg.kind), self.dst, mb))
+            if len(self._actions) < 4096:
+                self._actions[(msg.kind, mb)] = action
         return (action, None if msg.owner == -1 else msg.owner,
                 None if msg.iter == -1 else msg.iter, mb)
 
