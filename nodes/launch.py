@@ -272,8 +272,10 @@ class LocalCluster:
         return None
 
     def finished(self) -> bool:
-        return all(p.handle.poll() == 0 or (p.name in self.lost and p.handle.poll() is not None)
-                   for p in self.procs)
+        """The aggregator and the compute nodes ended well. The aggregator ends once every
+        owner of the run sent its summary; an owner still running then is one the run ended
+        without (restarted too late to rejoin): `stop` ends it."""
+        return all(p.handle.poll() == 0 for p in self.procs if p.role != "data-owner")
 
     def on_failure(self, p: _Proc) -> None:
         """A node that died is restarted (`failure.restart`, at most MAX_RESTARTS times): a
@@ -296,8 +298,12 @@ class LocalCluster:
             log.warning("%s ended (exit %s): the run goes on without it", p.name, code)
             self.lost.add(p.name)
 
-    def stop(self) -> None:
-        """Terminate every node still running; kill those that do not stop in 5 s."""
+    def stop(self, grace_s: float = 0.0) -> None:
+        """Terminate every node still running after `grace_s`; kill those that do not stop
+        in 5 s more."""
+        deadline = time.monotonic() + grace_s
+        for p in self.procs:
+            p.handle.wait(max(0.0, deadline - time.monotonic()))
         for p in self.procs:
             if p.handle.poll() is None:
                 p.handle.terminate()
@@ -329,6 +335,7 @@ class LocalCluster:
                 if on_message is not None:
                     on_message(msg)
             results: dict[str, Any] = json.loads((self.run_dir / "results.json").read_text())
+            self.stop(grace_s=3.0)  # owners that sent their summary end by themselves
             return results
         finally:
             self.stop()
