@@ -18,7 +18,7 @@ from mpsl.plan import Plan
 from mpsl.spec import Topology
 
 PER_MACHINE = ("source", "runtime", "failure", "dataset.root", "security.keys",
-               "owners_per_process")  # and `*.profile`
+               "owners_per_process")  # and `*.profile`, `*.device`
 RUN_WIDE = ("failure.checkpoint",)  # inside a per-machine section
 
 
@@ -46,7 +46,7 @@ def first_difference(mine: Mapping[str, str], theirs: Mapping[str, Any]) -> str 
 def _per_machine(key: str) -> bool:
     if key in RUN_WIDE:
         return False
-    return key.rsplit(".", 1)[-1] == "profile" or any(
+    return key.rsplit(".", 1)[-1] in ("profile", "device") or any(
         key == p or key.startswith(p + ".") for p in PER_MACHINE)
 
 

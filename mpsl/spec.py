@@ -88,6 +88,7 @@ class ComputeSpec:
     compute_scale: float = 1.0
     memory_mb: float | None = None
     profile: str | None = None
+    device: str = "cpu"  # where its copies train: cpu, cuda or cuda:N
 
 
 @dataclass(frozen=True)

@@ -338,12 +338,21 @@ def _parse_compute(top: FieldReader, mode: str) -> tuple[ComputeSpec, ...]:
                 compute_scale=c.number("compute_scale", 1.0, positive=True),
                 memory_mb=c.number("memory_mb", None, positive=True),
                 profile=relative_to(top.source, c.text("profile", None)),
+                device=_device(c),
             )
         )
         c.finish()
     if mode != "fl" and not nodes:
         raise top.fail("compute_nodes", raw, f"at least one compute node for mode {mode}")
     return tuple(nodes)
+
+
+def _device(c: FieldReader) -> str:
+    """A compute node's `device`: cpu (default), cuda or cuda:N."""
+    device = str(c.text("device", "cpu"))
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise c.fail("device", device, "cpu, cuda or cuda:N")
+    return device
 
 
 def _check_consistency(topo: Topology) -> None:

@@ -49,8 +49,10 @@ class ComputeNode(Node):
         (self.part,) = plan.parts_on(name)
         self.owners = [o.index for o in topo.owners]
         self.shared = topo.mode == "sl"  # SL: one server-side model that owners take turns on
-        self.copies = make_copies(topo, plan, [self.part], self.owners, shared=self.shared)
-        self.runner = PartRunner(self.copies, plan.num_parts - 1, self.meter)
+        self.copies = make_copies(topo, plan, [self.part], self.owners, shared=self.shared,
+                                  device=spec.device)
+        self.runner = PartRunner(self.copies, plan.num_parts - 1, self.meter,
+                                 device=spec.device)
         for c in self.copies.values():
             self.meter.exclude(c.module.parameters())
         self.prev = plan.placement[self.part - 1]

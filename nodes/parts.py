@@ -31,9 +31,11 @@ class PartCopy:
     optimizer: torch.optim.Optimizer
 
     def full_state(self) -> StateDict:
-        """The part's state_dict under the whole model's keys (`3.conv.weight`)."""
+        """The part's state_dict under the whole model's keys (`3.conv.weight`), a copy on
+        the CPU (whatever device the part trains on)."""
         state = self.module.state_dict()
-        return {full_key(self.start, k): v.detach().clone() for k, v in state.items()}
+        return {full_key(self.start, k): v.detach().to("cpu", copy=True)
+                for k, v in state.items()}
 
     def load_full_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load this part's tensors out of a state_dict under the whole model's keys."""
@@ -51,9 +53,11 @@ class PartCopy:
 
 
 def make_copies(
-    topo: Topology, plan: Plan, parts: Iterable[int], owners: Iterable[int], shared: bool = False
+    topo: Topology, plan: Plan, parts: Iterable[int], owners: Iterable[int], shared: bool = False,
+    device: str = "cpu",
 ) -> dict[tuple[int, int], PartCopy]:
-    """Copies of `parts` for every owner; with `shared`, one copy that all owners use (SL)."""
+    """Copies of `parts` for every owner, on `device`; with `shared`, one copy that all owners
+    use (SL)."""
     full = build_full_model(topo)
     modules = split_model(full, plan.cuts) if plan.cuts else [full]
     copies: dict[tuple[int, int], PartCopy] = {}
@@ -63,7 +67,7 @@ def make_copies(
             if shared and common is not None:
                 copies[(k, p)] = common
                 continue
-            module = copy.deepcopy(modules[p])
+            module = copy.deepcopy(modules[p]).to(device)
             module.train()
             optimizer = make_optimizer(module.parameters(), topo.training)
             made = PartCopy(p, plan.bounds[p], module, optimizer)
@@ -92,6 +96,7 @@ class PartRunner:
     last_part: int
     meter: ActivationMeter | None = None
     noise: NoiseLayer | None = None
+    device: str = "cpu"  # where the copies are: inputs go there, outputs come back to the CPU
     losses: list[tuple[int, int, float]] = field(default_factory=list)  # (owner, iter, loss)
     _stash: dict[tuple[int, int, int], _Stash] = field(default_factory=dict)
 
@@ -110,20 +115,21 @@ class PartRunner:
         module = self.copies[(owner, part)].module
         if self.noise is not None and part == 0:
             x = self.noise.on_input(x, owner, iteration, mb)
-        inp = x.detach().requires_grad_(part > 0)
+        inp = x.detach().to(self.device).requires_grad_(part > 0)
         ctx = self.meter.hooks() if self.meter is not None else contextlib.nullcontext()
         with ctx:
             out: torch.Tensor = module(inp)
             if part == self.last_part:
                 if labels is None:
                     raise ValueError(f"part {part} computes the loss but got no labels")
-                loss = nn.functional.cross_entropy(out, labels)
+                loss = nn.functional.cross_entropy(out, labels.to(self.device))
                 self.losses.append((owner, iteration, float(loss.detach()) * weight))
                 out = loss * weight
         self._stash[(owner, part, mb)] = _Stash(inp, out)
+        sent = out.detach().cpu()  # the same tensor on the CPU
         if self.noise is not None and part != self.last_part:
-            return self.noise.on_cut(out.detach(), owner, part, iteration, mb)
-        return out.detach()
+            return self.noise.on_cut(sent, owner, part, iteration, mb)
+        return sent
 
     def backward(
         self, owner: int, part: int, mb: int, grad: torch.Tensor | None = None
@@ -133,8 +139,8 @@ class PartRunner:
         if part == self.last_part:
             torch.autograd.backward(s.out)
         else:
-            torch.autograd.backward(s.out, grad)
-        return s.inp.grad if part > 0 else None
+            torch.autograd.backward(s.out, grad.to(self.device) if grad is not None else None)
+        return s.inp.grad.cpu() if part > 0 and s.inp.grad is not None else None
 
     def step(self, owner: int, part: int) -> None:
         opt = self.copies[(owner, part)].optimizer
@@ -149,7 +155,6 @@ class PartRunner:
         for (k, _), c in self.copies.items():
             if k == owner:
                 c.optimizer.zero_grad(set_to_none=True)
-
 
     def forget_all(self) -> None:
         """Drop everything in flight (a rollback)."""

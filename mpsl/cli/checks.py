@@ -129,6 +129,22 @@ def check_node(topo: Topology, role: str, name: str) -> None:
                          f"{shown or 'none'})")
 
 
+def check_devices(topo: Topology, names: Iterable[str]) -> None:
+    """ValueError (one line) naming the first compute node of `names` whose `device` this
+    machine does not have."""
+    import torch
+
+    wanted = set(names)
+    for i, c in enumerate(topo.compute_nodes):
+        if c.name not in wanted or c.device == "cpu":
+            continue
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(c.device.partition(":")[2] or 0)
+        if index >= count:
+            raise ValueError(f"{topo.source}: compute_nodes[{i}].device: {c.device} for "
+                             f"{c.name}, but this machine has {count or 'no'} CUDA device(s)")
+
+
 def check_bindable(topo: Topology, names: Iterable[str]) -> None:
     """OSError (one line) naming the first node of `names` whose address this machine cannot
     bind now: in use, or not one of its addresses."""

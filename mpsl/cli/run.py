@@ -11,7 +11,13 @@ from typing import Any
 
 from rich.console import RenderableType
 
-from mpsl.cli.checks import check_bindable, data_warnings, memory_warnings, security_line
+from mpsl.cli.checks import (
+    check_bindable,
+    check_devices,
+    data_warnings,
+    memory_warnings,
+    security_line,
+)
 from mpsl.cli.common import (
     add_format,
     add_mode,
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     topo = load_topology(args)
     security = security_line(topo, args.insecure)
     check_bindable(topo, topo.node_names())
+    check_devices(topo, topo.chain)
     plan = resolve_plan(topo, args.plan, out, read_profile(args.profile))
     for w in data_warnings(topo) + memory_warnings(topo, plan):
         out.warn(w)

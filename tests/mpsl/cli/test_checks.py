@@ -7,6 +7,7 @@ import pytest
 from mpsl.cli.checks import (
     MIB,
     check_bindable,
+    check_devices,
     check_node,
     data_warnings,
     memory_caps,
@@ -99,3 +100,30 @@ def test_an_address_in_use_or_not_here_is_one_line_before_any_start():
     with pytest.raises(OSError, match=r"^t.yaml: server cannot listen at tcp://192.0.2.1:5590: "
                                       r"Cannot assign requested address$"):
         check_bindable(t, ["server"])
+
+
+def test_a_cuda_device_this_machine_lacks_is_refused_in_one_line(monkeypatch):
+    import torch
+
+    node = {"name": "server", "address": "tcp://127.0.0.1:5590", "device": "cuda:1"}
+    t = topo(compute_nodes=[node])
+    check_devices(t, ["owner0"])  # not a node of this machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^t.yaml: compute_nodes\[0\].device: cuda:1 for "
+                       r"server, but this machine has no CUDA device\(s\)$"):
+        check_devices(t, ["server"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="has 1 CUDA device"):
+        check_devices(t, ["server"])
+    check_devices(topo(compute_nodes=[{**node, "device": "cuda"}]), ["server"])
+    check_devices(topo(compute_nodes=[{**node, "device": "cpu"}]), ["server"])
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "CUDA", "cuda:"])
+def test_a_device_that_is_not_cpu_or_cuda_is_a_topology_error(device):
+    from mpsl.topology import TopologyError
+
+    with pytest.raises(TopologyError, match=r"compute_nodes\[0\].device"):
+        topo(compute_nodes=[{"name": "server", "address": "tcp://127.0.0.1:5590",
+                             "device": device}])
