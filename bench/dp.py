@@ -21,9 +21,11 @@ Definitions (version 1, fixed before the first run):
 - **Accuracy.** 1500 samples per owner, 2 epochs, the first 2000 test images; DP off,
   sigma = 0.01 and sigma = 1 (both C = 1), one run each; the final test accuracy and the
   epsilon of results.json.
-Nothing is fitted.
+Nothing is fitted. The machine may be shared: the run waits (bounded) for a 1-minute load
+below `--max-load` before it starts and before each repeat, and records the load after each
+run.
 
-    .venv/bin/python -m bench.dp [--quick] [--repeats 5]
+    .venv/bin/python -m bench.dp [--quick] [--repeats 5] [--max-load 2] [--max-wait 120]
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 import torch
 
 from bench import stats
-from bench.harness import parse_doc, publish, run, run_meta, topology
+from bench.harness import parse_doc, publish, run, run_meta, topology, wait_for_quiet
 from mpsl.models import split_model
 from mpsl.privacy import generator, privatize, spent
 from mpsl.topology import PrivacySpec
@@ -78,10 +80,12 @@ def _doc(mode: str, sigma: float | None, samples: int, epochs: int,
     return doc
 
 
-def overhead_rows(repeats: int, epochs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def overhead_rows(repeats: int, epochs: int, max_load: float,
+                  wait_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every run's epoch time; and per mode the paired overhead of DP (sigma = 1)."""
     runs: list[dict[str, Any]] = []
     for r in range(repeats):
+        wait_for_quiet(max_load, wait_s)
         for mode in MODES:
             for dp in (("off", "on") if r % 2 == 0 else ("on", "off")):
                 m = _run(_doc(mode, 1.0 if dp == "on" else None, 10 * BATCH, epochs, 500))
@@ -152,12 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one repeat, short accuracy runs")
     ap.add_argument("--repeats", type=int, default=5, help="paired repeats of the epoch runs")
+    ap.add_argument("--max-load", type=float, default=2.0, help="1-minute load to wait for")
+    ap.add_argument("--max-wait", type=float, default=120.0, help="seconds to wait at most")
     args = ap.parse_args(argv)
     if not MNIST.is_dir():
         raise SystemExit(f"error: no MNIST at {MNIST}")
-    started, load = time.perf_counter(), os.getloadavg()[0]
+    started = time.perf_counter()
+    load = wait_for_quiet(args.max_load, args.max_wait)
     direct = direct_rows()
-    runs, summary = overhead_rows(1 if args.quick else args.repeats, 3)
+    runs, summary = overhead_rows(1 if args.quick else args.repeats, 3, args.max_load,
+                                  args.max_wait / 4)
     accuracy = accuracy_rows(*((320, 1, 500) if args.quick else (1500, 2, 2000)))
     meta = run_meta(wall_s=time.perf_counter() - started, quick=args.quick,
                     load_1min={"start": load, "max": max(LOADS, default=load)},
