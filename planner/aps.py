@@ -13,6 +13,7 @@ from mpsl.plan import SINGLE_BATCH_MODES, Plan, make_plan, owner_micro_batches, 
 from mpsl.schedule import SCHEDULES
 from mpsl.spec import ScheduleSpec
 from mpsl.topology import Topology
+from planner.bound import lower_bound
 from planner.cost import simulate
 from planner.cutmodel import CutModel, build
 from planner.ilp import IlpResult, Infeasible, default_round_iterations, solve_model
@@ -163,8 +164,10 @@ def exhaustive(topo: Topology, profiles: Profiles, *, ns: Iterable[int] | None =
 
 def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 5,
                 solver: str = "cbc", iterations: int | None = None,
-                time_limit_s: float | None = 60.0, steady: bool = True) -> PlanReport:
-    """Plan `topo`: ILP cuts, N by APS, the next-best cuts, all simulated and ranked.
+                time_limit_s: float | None = 60.0, steady: bool = True,
+                bound: bool = True) -> PlanReport:
+    """Plan `topo`: ILP cuts, N by APS, the next-best cuts, all simulated and ranked, and
+    (with `bound`) a lower bound on every plan's epoch (`planner.bound`).
 
     Profiles default to the topology's files or a measurement on this host. The best plan
     of every other schedule of `mpsl.schedule.SCHEDULES` (source `ilp (name)`: its ILP cuts
@@ -185,8 +188,10 @@ def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 
     notes = search.add_topology_plan(cands)
     cands.sort(key=lambda c: (c.estimate.epoch_s, c.source != "ilp"))
     kept = cands[:top] + [c for c in cands[top:] if "topology" in c.source]  # always compared
+    low = lower_bound(topo, search.profs, iterations=iterations,
+                      samples=search.samples) if bound else None
     return PlanReport(kept, search.solver_used, search.solve_s, time.perf_counter() - started,
-                      notes)
+                      notes, low)
 
 
 class _Search:

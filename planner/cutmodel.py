@@ -137,6 +137,13 @@ def build(topo: Topology, profs: Mapping[str, Profile], ns: Sequence[int],
     return CutModel(L, setting.plan.placement, loads, paths, memory, caps, groups, aggregation)
 
 
+def owner_groups(topo: Topology, profs: Mapping[str, Profile], schedule: ScheduleSpec
+                 ) -> tuple[Setting, list[OwnerGroup]]:
+    """What the walks of `topo`'s owners share under `schedule`, and the groups of owners
+    alike in all but N (each group's N is 1: give each walk its own)."""
+    return _setting(topo, profs, [1] * len(topo.owners), None, schedule)
+
+
 def _setting(topo: Topology, profs: Mapping[str, Profile], ns: Sequence[int],
              owners: int | None, schedule: ScheduleSpec) -> tuple[Setting, list[OwnerGroup]]:
     """What every group's walk shares, and the groups of owners alike."""

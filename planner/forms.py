@@ -126,15 +126,35 @@ class GraphBuilder:
     def graph(self) -> PathGraph:
         """The graph, vertices renumbered so that every edge goes from a lower number to a
         higher one (start stays 0); raises graphlib.CycleError on a cycle."""
-        ts: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
-        for v in range(len(self.names)):
-            ts.add(v)
-        for u, v, _ in self.edges:
-            ts.add(v, u)
-        order = [v for v in ts.static_order() if v != 0]
+        order = [v for v in static_order(len(self.names), self.edges) if v != 0]
         number = {0: 0, **{v: i + 1 for i, v in enumerate(order)}}
         names = ["start"] + [self.names[v] for v in order]
         edges = sorted(((number[u], number[v], w) for u, v, w in self.edges),
                        key=lambda e: (e[1], e[0]))
         ends = [(number[u], w) for u, w in self.ends]
         return PathGraph(names, edges, ends)
+
+
+def static_order(count: int, edges: Sequence[tuple[int, int, object]]) -> list[int]:
+    """Vertices 0..count-1 in `graphlib.TopologicalSorter.static_order`'s order (vertices
+    added in turn, then each edge (u, v) as v after u), without its bookkeeping."""
+    after: list[list[int]] = [[] for _ in range(count)]
+    waiting = [0] * count
+    for u, v, _ in edges:
+        after[u].append(v)
+        waiting[v] += 1
+    ready = [v for v in range(count) if waiting[v] == 0]
+    order: list[int] = []
+    while ready:
+        order.extend(ready)
+        nxt = []
+        for u in ready:
+            for v in after[u]:
+                waiting[v] -= 1
+                if waiting[v] == 0:
+                    nxt.append(v)
+        ready = nxt
+    if len(order) < count:
+        raise graphlib.CycleError("nodes are in a cycle",
+                                  [v for v in range(count) if waiting[v] > 0])
+    return order

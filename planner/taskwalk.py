@@ -32,6 +32,8 @@ from planner.forms import Form
 from planner.profile import Profile
 from planner.resources import HEADER_BYTES, LABEL_BYTES, Hop, Links
 
+Order = tuple[dict[int, int], dict[str, list[tuple[Task, int]]]]  # GroupWalk.run_order's
+
 
 @dataclass
 class OwnerGroup:
@@ -77,7 +79,8 @@ class GroupWalk:
 
     def __init__(self, setting: Setting, group: OwnerGroup) -> None:
         self.s, self.g = setting, group
-        self.tasks = iteration_tasks(setting.plan, group.index, group.n)
+        self._shared = _shared(setting.plan, group.index, group.n)
+        self.tasks = self._shared.tasks
         self.sizes = micro_batches(setting.batch, group.n)
         self.mult = 1 if setting.sl else len(group.members)
         self.out = [lp.out_bytes for lp in group.profile.layers][:-1]
@@ -222,9 +225,15 @@ class GroupWalk:
 
     # ---------------------------------------------------------------- the path
 
-    def run_order(self) -> tuple[dict[int, int], dict[str, list[tuple[Task, int]]]]:
+    def run_order(self) -> Order:
         """A dry run of the iteration (`mpsl.dryrun`, the execution rule): each task's rank in
-        its node's run order, and each link's messages in the order they are sent."""
+        its node's run order, and each link's messages in the order they are sent. Done once
+        for every walk of the same tasks."""
+        if self._shared.order is None:
+            self._shared.order = self._run_order()
+        return self._shared.order
+
+    def _run_order(self) -> Order:
         first = {(t.node, str(next(a for a in t.actions if a.op is not Op.SEND))): t
                  for t in self.tasks}
         sends = {(t.node, str(a)): (t, i) for t in self.tasks for i, a, _ in t.sends()}
@@ -236,3 +245,28 @@ class GroupWalk:
             elif (e.node, e.action) in first:
                 rank.setdefault(id(first[(e.node, e.action)]), len(rank))
         return rank, links
+
+
+@dataclass
+class _Iteration:
+    """An iteration's tasks (the same for every batch size, cut and profile) and, once asked
+    for, their dry run's order."""
+
+    tasks: list[Task]
+    order: Order | None = None
+
+
+_iterations: dict[tuple[object, ...], _Iteration] = {}
+_KEPT = 1024  # iterations kept across walks (the planner walks the same ones many times)
+
+
+def _shared(plan: Plan, owner: int, n: int) -> _Iteration:
+    """`iteration_tasks(plan, owner, n)`, made once for every walk of the same placement,
+    schedule, owner and N."""
+    key = (plan.placement, plan.schedule, plan.max_in_flight, owner, n)
+    got = _iterations.get(key)
+    if got is None:
+        if len(_iterations) >= _KEPT:
+            _iterations.clear()
+        got = _iterations[key] = _Iteration(iteration_tasks(plan, owner, n))
+    return got

@@ -87,6 +87,8 @@ def plan_tables(data: Mapping[str, Any], lines: int = 4) -> list[RenderableType]
     out: list[RenderableType] = [Text(
         f"Plans ranked by simulated epoch time (solver {data['solver']}, ILP "
         f"{data['solve_s']:.2f} s, planning {data.get('plan_s', 0.0):.2f} s)", style="bold")]
+    if data.get("lower_bound_s") is not None:
+        out.append(Text(bound_line(data)))
     for i, c in enumerate(data["candidates"], 1):
         parts, rest = split_plan(c["text"])
         out.append(Text(f"#{i} {parts}", style="bold cyan"))
@@ -99,6 +101,14 @@ def plan_tables(data: Mapping[str, Any], lines: int = 4) -> list[RenderableType]
     if data.get("out"):
         out.append(Text(f"wrote {data['out']}"))
     return out
+
+
+def bound_line(data: Mapping[str, Any]) -> str:
+    """The lower bound on every plan's epoch, what gives it, and the best plan's gap to it."""
+    gap = data.get("gap")
+    above = "-" if gap is None else f"{gap:.1%}" if gap >= 0.01 else f"{gap:.2%}"
+    return (f"Lower bound {data['lower_bound_s']:.3f} s per epoch over every plan "
+            f"({data['bound_from']}); #1 is at most {above} above the optimum")
 
 
 # -------------------------------------------------------------------------- mpsl simulate

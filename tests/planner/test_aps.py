@@ -129,7 +129,9 @@ def test_report_json():
     t, prof = small_two_hop()
     report = choose_plan(t, prof, top=2)
     js = report.to_json()
-    assert set(js) == {"best", "candidates", "solver", "solve_s"}
+    assert set(js) == {"best", "candidates", "solver", "solve_s", "lower_bound_s",
+                       "bound_from", "gap", "bound_s"}
+    assert js["lower_bound_s"] <= report.best.estimate.epoch_s and js["gap"] >= 0
     best = js["best"]
     assert set(best) >= {"cuts", "placement", "micro_batches", "schedule", "estimate", "source"}
     assert set(best["estimate"]) >= {"iteration_s", "epoch_s", "busy_s", "memory_bytes"}

@@ -19,7 +19,7 @@ def test_plan_json_and_out(cli, tmp_path):
     out = tmp_path / "plan.json"
     js = cli.json("plan", write(tmp_path), "--profile", csv, "--out", out)
     assert set(js) == {"best", "candidates", "solver", "solve_s", "plan_s", "notes", "out",
-                       "warnings"}
+                       "warnings", "lower_bound_s", "bound_from", "gap", "bound_s"}
     assert set(js["best"]) == CANDIDATE_KEYS and js["best"] == js["candidates"][0]
     assert set(js["best"]["estimate"]) >= {"iteration_s", "epoch_s", "busy_s", "memory_bytes",
                                            "bottleneck"}
@@ -34,6 +34,23 @@ def test_plan_table(cli, tmp_path):
     assert rc == 0 and err == ""
     assert out.startswith("Plans ranked by simulated epoch time")
     assert "\n#1 owner[0:" in out and "bottleneck" in out
+
+
+def test_plan_reports_a_lower_bound_and_the_gap(cli, tmp_path):
+    """JSON: the bound on every plan's epoch, what gives it, the best plan's gap to it; the
+    table says the same on the line under its title."""
+    path, csv = write(tmp_path), profile_csv(tmp_path, out_bytes=[256, 256, 128, 40])
+    js = cli.json("plan", path, "--profile", csv)
+    best = js["best"]["estimate"]["epoch_s"]
+    assert 0 < js["lower_bound_s"] <= min(c["estimate"]["epoch_s"] for c in js["candidates"])
+    assert js["gap"] == pytest.approx((best - js["lower_bound_s"]) / js["lower_bound_s"])
+    assert "at cuts [" in js["bound_from"] and 0 <= js["bound_s"] <= js["plan_s"]
+    rc, out, _ = cli("plan", path, "--profile", csv)
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].startswith("Plans ranked by simulated epoch time")
+    text = " ".join(" ".join(lines[1:3]).split())  # the line as wrapped at the terminal
+    assert text.startswith(f"Lower bound {js['lower_bound_s']:.3f} s per epoch over every plan")
+    assert js["bound_from"].split(",")[0] in text and "above the optimum" in text
 
 
 def test_every_printed_plan_is_dry_run(cli, tmp_path, monkeypatch):

@@ -1,0 +1,314 @@
+"""A lower bound on the simulated epoch of every plan the planner may return, and a plan's gap.
+
+The space bounded: every cut tuple holding the pinned cuts (and the topology's own cuts),
+with the memory caps left out (a relaxation: the least over more plans is no larger); every N
+in 1..max(N_max, the topology's N), each owner its own (1 in SFL, SL and FL); every schedule
+of `mpsl.schedule.SCHEDULES` (the topology's alone in the single-batch modes).
+
+For one plan the simulated epoch (`planner.cost`) is at least each of these terms:
+
+- busy: the busy seconds of one processor or link in the epoch. A processor runs one action
+  at a time, a link sends one message at a time, and all the work counted here ends before
+  the epoch does: each ACT and GRAD starts a task; an owner's loss reports go ahead of its
+  PARAMS on its link to the aggregator; PARAMS start the averaging (SL: the next turn) that
+  GLOBAL follows; the epoch ends after every task, every averaging and every owner's last
+  GLOBAL. Counted: per iteration of every owner, the cut model's busy terms at that
+  iteration's batch size without wake-ups (`planner.boundterms`); per round, each owner's
+  PARAMS and GLOBAL on its links and the averaging on the aggregator (K copies of the owner
+  part) and on every compute node (K copies of its parts; not in SL). Wake-ups and syncs,
+  left out, only add.
+- chain: an owner runs its iterations one after another, each at least its path
+  (`planner.boundterms`), and after each round waits for its PARAMS to reach the aggregator
+  (transmission and latency), the averaging and its GLOBAL. In SL the owners take turns, so
+  the term is the sum over the owners of their GLOBAL, iterations and PARAMS.
+
+Each term depends on the cuts, the schedule and the owners' N. Per cut tuple and schedule the
+bound takes each term's least value over N (per owner), the largest term, then the least of
+that over the cut tuples and schedules: no plan of the space is faster. It is lowered by
+`MARGIN` (float rounding; the steady state's tolerance when the estimate skips periods).
+
+The ILP's objective (or its LP relaxation) is not used: its paths charge wake-ups that the
+simulator may not, and it adds the aggregation term to the busiest resource while the
+simulator overlaps the two, so it is no lower bound of the simulated epoch.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from mpsl.names import AGGREGATOR, OWNER
+from mpsl.plan import SINGLE_BATCH_MODES, owner_micro_batches, placement_for
+from mpsl.schedule import SCHEDULES
+from mpsl.spec import ScheduleSpec
+from mpsl.topology import Topology
+from mpsl.training import mode_round_ends
+from planner.boundterms import IterationTerms, iteration_terms
+from planner.cutmodel import owner_groups
+from planner.forms import Form
+from planner.profile import Profile
+from planner.resources import (
+    AVERAGE_BYTES_PER_S,
+    HEADER_BYTES,
+    Links,
+    PlanningError,
+    iterations_per_epoch,
+    max_micro_batches,
+    node_profiles,
+    owner_samples,
+)
+from planner.taskwalk import OwnerGroup, Setting
+
+MARGIN = 1e-6  # the bound is lowered by this fraction
+# Batch sizes other than an owner's most frequent one get their own paths (else the owner's
+# busy time stands for their length) where they are at least this share of its iterations.
+PARTIAL_SHARE = 0.1
+
+
+@dataclass
+class Bound:
+    """A lower bound (seconds per epoch) on every plan's simulated epoch; `source` names the
+    term that gives it, `cuts` and `schedule` where its least value lies."""
+
+    seconds: float
+    source: str
+    cuts: tuple[int, ...]
+    schedule: str
+    compute_s: float = 0.0  # seconds spent computing it
+
+    def gap(self, epoch_s: float) -> float:
+        """(epoch - bound) / bound: how far a plan's epoch may be from the optimum."""
+        return (epoch_s - self.seconds) / self.seconds if self.seconds > 0 else math.inf
+
+    def describe(self) -> str:
+        return f"{self.source}, at cuts {list(self.cuts)}, {self.schedule}"
+
+
+def lower_bound(topo: Topology, profiles: Profile | Mapping[str, Profile] | None = None, *,
+                iterations: int | None = None, samples: list[int] | None = None) -> Bound:
+    """The bound over the planner's space for `topo` (see the module's docstring);
+    `iterations` and `samples` as in `planner.cost.simulate`."""
+    started = time.perf_counter()
+    space = _Space(topo, node_profiles(topo, profiles, measure=False), iterations, samples)
+    best: tuple[float, str, int, str] | None = None
+    for spec in space.schedules:
+        terms = _Terms(space, spec).all()
+        names = list(terms)
+        stack = np.vstack([terms[n] for n in names])
+        top = stack.max(axis=0)
+        i = int(np.argmin(top))
+        if best is None or top[i] < best[0]:
+            best = (float(top[i]), names[int(np.argmax(stack[:, i]))], i, spec.name)
+    assert best is not None
+    seconds, source, row, schedule = best
+    cuts = tuple(int(c) for c in space.bounds[row][1:-1])
+    return Bound(seconds * (1 - MARGIN), source, cuts, schedule, time.perf_counter() - started)
+
+
+@dataclass
+class _Class:
+    """Owners of one cut-model group with the same batch sizes; `rep` stands for them."""
+
+    group: OwnerGroup
+    rep: str
+    count: int
+    sizes: dict[int, int]  # batch size: iterations per epoch
+
+
+class _Space:
+    """What every schedule's terms share: the cut tuples, N, the owners' batches and classes."""
+
+    def __init__(self, topo: Topology, profs: dict[str, Profile], iterations: int | None,
+                 samples: list[int] | None) -> None:
+        self.topo, self.profs = topo, profs
+        self.placement = placement_for(topo)
+        self.L = next(iter(profs.values())).num_layers
+        self.bounds = _cut_rows(topo, self.L, len(self.placement))
+        self.K = len(topo.owners)
+        self.sl = topo.mode == "sl"
+        batches = _batches(topo, iterations, samples)
+        every = topo.training.aggregate_every
+        self.rounds = len(mode_round_ends(topo.mode, [len(b) for b in batches], every))
+        single = topo.mode in SINGLE_BATCH_MODES or len(self.placement) == 1
+        mine = set(owner_micro_batches(topo))
+        self.ns = sorted(mine | ({1} if single else set(range(1, max_micro_batches(topo) + 1))))
+        self.schedules = [topo.schedule] if single else [
+            ScheduleSpec(name, topo.schedule.max_in_flight) for name in SCHEDULES]
+        self.links = Links(topo)
+        self.owner_names = {o.name for o in topo.owners}
+        groups = owner_groups(topo, profs, topo.schedule)[1]
+        index = {o.name: i for i, o in enumerate(topo.owners)}
+        found: dict[tuple[object, ...], _Class] = {}
+        for g in groups:
+            for m in g.members:
+                sizes = dict(sorted(collections.Counter(batches[index[m]]).items()))
+                key = (g.rep, tuple(sizes.items()))
+                if key in found:
+                    found[key].count += 1
+                else:
+                    found[key] = _Class(replace(g, members=[g.rep]), m, 1, sizes)
+        self.classes = list(found.values())
+
+    def values(self, f: Form) -> np.ndarray:
+        return f.values(self.bounds)
+
+    def params(self, node: str) -> Form:
+        """Parameter bytes of the parts `node` runs (OWNER: the owner part, owner 0's)."""
+        prof = self.profs[self.topo.owners[0].name if node == OWNER else node]
+        f = Form()
+        for p, where in enumerate(self.placement):
+            if where == node:
+                f.add_x(p, [lp.param_bytes for lp in prof.layers])
+        return f
+
+
+class _Terms:
+    """One schedule's terms, each an array over the cut tuples (`_Space.bounds`)."""
+
+    def __init__(self, space: _Space, spec: ScheduleSpec) -> None:
+        self.sp, self.spec = space, spec
+        self.setting: Setting = owner_groups(space.topo, space.profs, spec)[0]
+        self.out: dict[str, np.ndarray] = {}
+        self.seen: dict[tuple[str, int, int], _Iteration] = {}
+        self.forced: dict[str, dict[int, bool]] = {}  # per group rep, by micro-batch count
+
+    def add(self, name: str, v: np.ndarray) -> None:
+        self.out[name] = self.out[name] + v if name in self.out else v
+
+    def all(self) -> dict[str, np.ndarray]:
+        sp, rounds = self.sp, self.sp.rounds
+        owner_params = sp.values(sp.params(OWNER))
+        turns = np.zeros(len(sp.bounds))
+        avg = 0.0 if sp.sl else sp.K / AVERAGE_BYTES_PER_S
+        for cls in self.sp.classes:
+            busy, chain = self.least(cls)
+            for r, v in busy.items():
+                own = any(end in sp.owner_names for end in r.split("->"))
+                self.add(f"busy time of {r}", v if own else cls.count * v)
+            rep = cls.rep
+            up, down = sp.links(rep, AGGREGATOR), sp.links(AGGREGATOR, rep)
+            params_tx = up.tx_s(1.0) * owner_params + up.tx_s(HEADER_BYTES)
+            global_tx = down.tx_s(1.0) * owner_params + down.tx_s(HEADER_BYTES)
+            self.add(f"busy time of {up.name}", rounds * params_tx)
+            self.add(f"busy time of {down.name}", rounds * global_tx)
+            wait = (params_tx + up.latency_s + avg * owner_params + global_tx + down.latency_s)
+            if sp.sl:
+                turns = turns + cls.count * (chain + rounds * wait)
+            else:
+                self.add(f"{rep}'s iterations and aggregations", chain + rounds * wait)
+        if sp.sl:
+            self.add("the owners' turns (SL)", turns)
+        else:
+            self.add(f"busy time of {AGGREGATOR}", rounds * avg * owner_params)
+            for node in dict.fromkeys(n for n in sp.placement if n != OWNER):
+                self.add(f"busy time of {node}", rounds * avg * sp.values(sp.params(node)))
+        return self.out
+
+    def least(self, cls: _Class) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One owner of the class: its busy seconds per resource in an epoch and the sum of
+        its iterations' lengths, each at its least over N."""
+        R = len(self.sp.bounds)
+        busy: list[dict[str, np.ndarray]] = []
+        own: dict[int, np.ndarray] = {}  # N: the owner's own busy time in the epoch
+        for n in self.sp.ns:
+            loads: dict[str, np.ndarray] = {}
+            own[n] = np.zeros(R)
+            for b, count in cls.sizes.items():
+                it = self.iteration(cls.group, b, n)
+                for r, v in it.loads.items():
+                    r = _renamed(r, cls.group.rep, cls.rep)
+                    loads[r] = loads[r] + count * v if r in loads else count * v
+                own[n] += count * it.own
+            busy.append(loads)
+        names = {r for loads in busy for r in loads}
+        zero = np.zeros(R)
+        least = {r: np.min([d.get(r, zero) for d in busy], axis=0) for r in names}
+        return least, self.chain(cls, own)
+
+    def chain(self, cls: _Class, own: dict[int, np.ndarray]) -> np.ndarray:
+        """The least over N of the sum of the class's iterations' lengths.
+
+        A length costs a dry run and a path graph, and is at least the owner's own busy time
+        in the iteration: the paths are computed only for the N whose sum of those (`own`) is
+        below the least sum found so far, in the order of that sum. Batch sizes other than
+        the most frequent (an owner's last, partial batch) keep the owner's busy time unless
+        they are at least `PARTIAL_SHARE` of the owner's iterations."""
+        if not cls.sizes:
+            return np.zeros(len(self.sp.bounds))
+        main = max(cls.sizes, key=lambda b: cls.sizes[b])
+        share = 1 - cls.sizes[main] / sum(cls.sizes.values())
+        chain = np.full(len(self.sp.bounds), np.inf)
+        for n in sorted(own, key=lambda n: float(own[n].min())):
+            if np.all(own[n] >= chain):
+                continue
+            total = np.zeros(len(self.sp.bounds))
+            for b, count in cls.sizes.items():
+                it = self.iteration(cls.group, b, n)
+                total += count * (self.length(it) if b == main or share >= PARTIAL_SHARE
+                                  else it.own)
+            chain = np.minimum(chain, total)
+        return chain
+
+    def iteration(self, group: OwnerGroup, b: int, n: int) -> _Iteration:
+        """The group rep's iteration of b samples in min(n, b) micro-batches."""
+        key = (group.rep, b, max(1, min(n, b)))
+        if key not in self.seen:
+            forced = self.forced.setdefault(group.rep, {})
+            terms = iteration_terms(self.setting, group, b, n, forced)
+            bounds = self.sp.bounds
+            self.seen[key] = _Iteration(terms, {r: f.values(bounds)
+                                                for r, f in terms.loads.items()},
+                                        terms.own.values(bounds))
+        return self.seen[key]
+
+    def length(self, it: _Iteration) -> np.ndarray:
+        """The iteration's least length per cut row (its path), computed once."""
+        if it.length is None:
+            it.length = it.terms.lengths(self.sp.bounds)
+        return it.length
+
+
+@dataclass
+class _Iteration:
+    """An iteration's terms and their values per cut row."""
+
+    terms: IterationTerms
+    loads: dict[str, np.ndarray]
+    own: np.ndarray
+    length: np.ndarray | None = None
+
+
+def _renamed(resource: str, old: str, new: str) -> str:
+    """`resource` (a node or `src->dst`) with the node `old` named `new`."""
+    if old == new:
+        return resource
+    return "->".join(new if end == old else end for end in resource.split("->"))
+
+
+def _cut_rows(topo: Topology, L: int, P: int) -> np.ndarray:
+    """Rows (0, *cuts, L) of every cut tuple holding the pinned cuts, and the topology's."""
+    pinned = set(topo.plan.pinned_cuts)
+    rows = [c for c in itertools.combinations(range(1, L), P - 1) if pinned <= set(c)]
+    own = tuple(topo.plan.cuts or ())
+    if (topo.plan.cuts is not None and len(own) == P - 1 and own not in rows
+            and all(a < b for a, b in zip((0, *own), (*own, L)))):
+        rows.append(own)
+    if not rows:
+        raise PlanningError(f"no cuts hold the pinned cuts {sorted(pinned)}")
+    return np.array([(0, *c, L) for c in rows], dtype=np.int64).reshape(len(rows), P + 1)
+
+
+def _batches(topo: Topology, iterations: int | None, samples: list[int] | None
+             ) -> list[list[int]]:
+    """Each owner's batch sizes in an epoch, as `planner.workload.Workload` has them."""
+    B = topo.training.batch_size
+    if iterations is not None:
+        return [[B] * iterations for _ in topo.owners]
+    counts = owner_samples(topo) if samples is None else samples
+    return [[min(B, n - j * B) for j in range(iterations_per_epoch(topo, n))] for n in counts]

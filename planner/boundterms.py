@@ -1,0 +1,173 @@
+"""One owner's iteration as lower-bound terms (`planner.bound`): busy seconds per resource as
+linear forms in the cuts, and the iteration's length as a path graph, both without wake-ups.
+
+The terms are the cut model's (`planner.taskwalk`, `planner.taskpath`) walked for a single
+owner at one batch size, with every wake-up set to zero: the simulator charges a wake-up only
+on a cold pass (or, on an emulated node, on every pass, which the action forms already hold),
+so each term is at most what the simulator charges.
+
+The path graph states s_v >= s_u + w for the orders a dry run of the lone owner gives: a link's
+messages in sending order, a stream's tasks in arrival order. Those orders hold in every run,
+whatever the other owners do, when each is forced by causality: `orders_forced` checks that
+every two messages sent in a row on a link by different tasks u, v have v after u in the
+precedence of the execution rule (a barrier after the node's earlier tasks of the iteration,
+a triggered task after the barrier before it, a task after the task whose message triggers
+it, a stream's tasks in the order their messages are sent). By induction over the graph's
+topological order every edge then holds in the simulator, and the longest path is at most
+the owner's simulated iteration. Where a check fails the path is not used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from mpsl.actions import Msg, Task
+from mpsl.schedule import tasks_by_node
+from planner.forms import Form, PathGraph, static_order
+from planner.taskpath import iteration_graph
+from planner.taskwalk import GroupWalk, OwnerGroup, Setting
+
+CHUNK = 4096  # cut rows per evaluation of a path graph (its start times: vertices x rows)
+
+
+class NoWakeWalk(GroupWalk):
+    """The cut model's walk of one owner with every wake-up zero."""
+
+    def wake(self, task: Task) -> float:
+        return 0.0
+
+
+class IterationTerms:
+    """One iteration of one owner: `loads`, busy seconds per resource (simulator names), and
+    `own`, the owner's own; `lengths` its least length, from the path graph (made on first
+    use), or from `own` where the graph's orders are not forced."""
+
+    def __init__(self, walk: NoWakeWalk, forced: dict[int, bool]) -> None:
+        self.walk, self.forced = walk, forced
+        self.loads = walk.loads()
+        self.own = self.loads.get(walk.g.rep, Form())
+
+    def lengths(self, bounds: np.ndarray) -> np.ndarray:
+        """The iteration's least length for every row of `bounds`."""
+        n = self.walk.g.n
+        if n not in self.forced:
+            self.forced[n] = orders_forced(self.walk)
+        if not self.forced[n]:
+            return self.own.values(bounds)
+        graph = iteration_graph(self.walk)
+        return np.concatenate([longest(graph, bounds[i:i + CHUNK])
+                               for i in range(0, len(bounds), CHUNK)])
+
+
+def iteration_terms(setting: Setting, group: OwnerGroup, batch: int, n: int,
+                    forced: dict[int, bool] | None = None) -> IterationTerms:
+    """The terms of `group.rep`'s iteration of `batch` samples in min(n, batch) micro-batches.
+    `forced` keeps `orders_forced` by micro-batch count for the next batch size (same setting
+    and owner: the tasks do not depend on the batch size)."""
+    s = dataclasses.replace(setting, batch=batch, split=False)
+    g = dataclasses.replace(group, members=[group.rep], n=max(1, min(n, batch)))
+    return IterationTerms(NoWakeWalk(s, g), {} if forced is None else forced)
+
+
+def longest(graph: PathGraph, bounds: np.ndarray) -> np.ndarray:
+    """`PathGraph.longest_all`, with every distinct form evaluated at once (edges share)."""
+    forms: dict[int, Form] = {}
+    for _, _, w in graph.edges:
+        forms.setdefault(id(w), w)
+    for _, w in graph.ends:
+        forms.setdefault(id(w), w)
+    row = {key: i for i, key in enumerate(forms)}
+    weight = values_all(list(forms.values()), bounds)
+    s = np.zeros((len(graph.names), len(bounds)))
+    for u, v, w in graph.edges:
+        np.maximum(s[v], s[u] + weight[row[id(w)]], out=s[v])
+    out = np.zeros(len(bounds))
+    for u, w in graph.ends:
+        np.maximum(out, s[u] + weight[row[id(w)]], out=out)
+    return out
+
+
+def values_all(forms: list[Form], bounds: np.ndarray) -> np.ndarray:
+    """`Form.values` of every form (rows) at every row of `bounds` (columns)."""
+    out = np.repeat(np.array([[f.const] for f in forms], dtype=float), len(bounds), axis=1)
+    for kind in ("x", "z"):
+        for p in sorted({p for f in forms for p in getattr(f, kind)}):
+            rows = [getattr(f, kind).get(p) for f in forms]
+            width = max(len(r) for r in rows if r is not None)
+            m = np.zeros((len(forms), width + 1))
+            for i, r in enumerate(rows):
+                if r is not None:
+                    m[i, 1:len(r) + 1] = r
+            if kind == "x":  # the layers of part p: a difference of prefix sums
+                pre = np.cumsum(m, axis=1)
+                out += pre[:, bounds[:, p + 1]] - pre[:, bounds[:, p]]
+            else:  # the layer before cut p + 1
+                out += m[:, bounds[:, p + 1]]
+    return out
+
+
+def orders_forced(walk: GroupWalk) -> bool:
+    """Whether every two messages sent in a row on a link by different tasks are ordered by
+    the execution rule's precedence (see the module's docstring)."""
+    rank, links = walk.run_order()
+    tasks = walk.tasks
+    index = {id(t): i for i, t in enumerate(tasks)}
+    after: list[set[int]] = [set() for _ in tasks]
+
+    def edge(u: Task, v: Task) -> None:
+        after[index[id(u)]].add(index[id(v)])
+
+    receiver = {(t.node, t.key): t for t in tasks if t.key is not None}
+    for sends in links.values():
+        for task, i in sends:
+            a = task.actions[i]
+            assert a.dst is not None and a.msg is not None and a.mb is not None
+            to = task.sent_part(i) + (1 if a.msg is Msg.ACT else -1)
+            edge(task, receiver[(a.dst, (a.msg, to, a.mb))])
+    for mine in tasks_by_node(tasks).values():
+        _node_edges(mine, rank, edge)
+    reach = _descendants(after)
+    for sends in links.values():
+        for (u, _), (v, _) in zip(sends, sends[1:]):
+            if u is not v and not reach[index[id(u)]] >> index[id(v)] & 1:
+                return False
+    return True
+
+
+def _node_edges(tasks: list[Task], rank: dict[int, int],
+                edge: Callable[[Task, Task], None]) -> None:
+    """Precedence on one node (list order): barriers after every earlier task, triggered
+    tasks after the barrier before them, each stream's tasks in their dry-run order."""
+    barrier: Task | None = None
+    segment: list[Task] = []
+    for t in [*tasks, None]:
+        if t is not None and t.trigger is not None:
+            if barrier is not None:
+                edge(barrier, t)
+            segment.append(t)
+            continue
+        streams: dict[str, list[Task]] = {}
+        for u in segment:
+            assert u.trigger is not None
+            streams.setdefault(u.trigger.src, []).append(u)
+        for chain in streams.values():
+            chain.sort(key=lambda u: rank[id(u)])
+            for u, v in zip(chain, chain[1:]):
+                edge(u, v)
+        if t is not None:
+            for u in segment + ([barrier] if barrier is not None else []):
+                edge(u, t)
+        barrier, segment = t, []
+
+
+def _descendants(after: list[set[int]]) -> list[int]:
+    """Per vertex, the bit mask of the vertices reachable from it."""
+    order = static_order(len(after), [(u, v, None) for u, vs in enumerate(after) for v in vs])
+    reach = [0] * len(after)
+    for u in reversed(order):
+        for v in after[u]:
+            reach[u] |= (1 << v) | reach[v]
+    return reach
