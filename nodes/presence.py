@@ -98,7 +98,7 @@ class Presence(Coordinator):
     def check_liveness(self) -> None:
         """Every present owner silent past `failure.timeout_s` is lost, and one that said
         hello again once its earlier process has been silent for two heartbeats."""
-        if not self.run_id:
+        if not self.run_id or self.rolling:
             return
         now = self._checked = time.monotonic()
         for k, silent in self.members.silent(now):

@@ -43,6 +43,7 @@ class Coordinator(Node):
     digest: str  # of the run settings
     store: RoundStore | None  # the aggregator's states of its last commits (failure.checkpoint)
     committed: int  # the last committed round; -1 before the first
+    rolling: bool = False  # waiting for the nodes' answers to a rollback
     owner_state: dict[str, torch.Tensor]
     rounds: list[dict[str, Any]]
     epochs: list[dict[str, Any]]
@@ -137,12 +138,17 @@ class Coordinator(Node):
         waiting = set(survivors) | ({restarted} & set(self.topo.chain))
         deadline = time.monotonic() + self.timeout
         redone = 0  # iterations the owners started after the commit: trained again
-        while waiting:
-            msg = self.recv(lambda m: m.kind == Msg.CONTROL and m.meta.get("type") == "rolled"
-                            and m.iter == resume, f"rollback answer from {sorted(waiting)}",
-                            deadline)
-            waiting.discard(msg.src)
-            redone += int(msg.meta.get("redone", 0))
+        self.rolling = True  # heartbeats of the old wire id are dropped: no liveness now
+        try:
+            while waiting:
+                msg = self.recv(lambda m: m.kind == Msg.CONTROL
+                                and m.meta.get("type") == "rolled" and m.iter == resume,
+                                f"rollback answer from {sorted(waiting)}", deadline)
+                waiting.discard(msg.src)
+                redone += int(msg.meta.get("redone", 0))
+        finally:
+            self.rolling = False
+        self.members.start(time.monotonic())  # every node answered just now
         if restarted != AGGREGATOR:
             self.restore(self.store.load(r, self.run_origin), history=False)
         self.forget_losses_after(r)

@@ -104,20 +104,27 @@ def test_without_checkpoints_a_lost_compute_node_ends_the_run_naming_it(tmp_path
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(doc))
     procs = {}
+    log = tmp_path / "aggregator.log"
     try:
         for role, name in (("aggregator", "aggregator"), ("compute", "node1"),
                            ("data-owner", "owner0")):
-            procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "mpsl.cli", "node", "--role", role, "--topology",
-                 str(path), "--name", name, "--out", str(tmp_path / "run")],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(8)  # imports, data, hello, and some training
+            with open(log if name == "aggregator" else os.devnull, "w") as f:
+                procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "mpsl.cli", "node", "--role", role, "--topology",
+                     str(path), "--name", name, "--out", str(tmp_path / "run")],
+                    stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "every node said hello, starting" not in log.read_text():
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.1)
+        time.sleep(1)  # some training
         os.kill(procs["node1"].pid, signal.SIGSTOP)
-        out, _ = procs["aggregator"].communicate(timeout=30)
+        procs["aggregator"].wait(timeout=30)
     finally:
         for p in procs.values():
             p.kill()
             p.wait(timeout=10)
+    out = log.read_text()
     assert procs["aggregator"].returncode != 0
     assert "node1 lost: silent for 2." in out
     assert "without failure.checkpoint the run cannot go on without it" in out
