@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         except LaunchError as err:  # the run did not survive: say so, with its error
             rows.append({"trial": trial, "fault": fault.kind, "victim": fault.victim,
                          "survived": False, "error": str(err).splitlines()[0]})
+            print(f"trial {trial} failed: {err}", flush=True)  # with the node's log tail
             continue
         rows.append(trial_row(trial, fault, results, weights, clean, clean_weights,
                               per_epoch))
