@@ -21,10 +21,20 @@ For one plan the simulated epoch (`planner.cost`) is at least each of these term
   (`planner.boundterms`), and after each round waits for its PARAMS to reach the aggregator
   (transmission and latency), the averaging and its GLOBAL. In SL the owners take turns, so
   the term is the sum over the owners of their GLOBAL, iterations and PARAMS.
+- windows (not in SL): let G_k be the first arrival of round k's GLOBAL at an owner (G_0 = 0)
+  and take, on one processor or link, the work of the tasks and messages whose work ends
+  before a path to their iteration's end starts (`PathTerms`). Each starts at least `head`
+  after its iteration's start, so after G_{k-1}; after each ends, its iteration needs
+  `tail` more, its owner's PARAMS their transmission and latency, the aggregator the
+  averaging and every GLOBAL at least the least one's, so it ends before G_k less all that.
+  The windows of the rounds are disjoint, so the epoch is at least that work plus, per
+  round, head and tail and the rest. Per owner the work counts its iterations of its most
+  frequent batch size; head and tail are the least over the owners.
 
 Each term depends on the cuts, the schedule and the owners' N. Per cut tuple and schedule the
-bound takes each term's least value over N (per owner), the largest term, then the least of
-that over the cut tuples and schedules: no plan of the space is faster. It is lowered by
+bound takes each term's least value over N (per owner; for windows, work, head and tail each
+at its least), the largest term, then the least of that over the cut tuples and schedules: no
+plan of the space is faster. It is lowered by
 `MARGIN` (float rounding; the steady state's tolerance when the estimate skips periods).
 
 The ILP's objective (or its LP relaxation) is not used: its paths charge wake-ups that the
@@ -38,7 +48,7 @@ import collections
 import itertools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -49,7 +59,7 @@ from mpsl.schedule import SCHEDULES
 from mpsl.spec import ScheduleSpec
 from mpsl.topology import Topology
 from mpsl.training import mode_round_ends
-from planner.boundterms import IterationTerms, iteration_terms
+from planner.boundterms import IterationTerms, PathTerms, iteration_terms
 from planner.cutmodel import owner_groups
 from planner.forms import Form
 from planner.profile import Profile
@@ -158,6 +168,10 @@ class _Space:
     def values(self, f: Form) -> np.ndarray:
         return f.values(self.bounds)
 
+    def owns(self, resource: str) -> bool:
+        """Whether the resource is an owner's own (its processor or one of its links)."""
+        return any(end in self.owner_names for end in resource.split("->"))
+
     def params(self, node: str) -> Form:
         """Parameter bytes of the parts `node` runs (OWNER: the owner part, owner 0's)."""
         prof = self.profs[self.topo.owners[0].name if node == OWNER else node]
@@ -186,74 +200,70 @@ class _Terms:
         owner_params = sp.values(sp.params(OWNER))
         turns = np.zeros(len(sp.bounds))
         avg = 0.0 if sp.sl else sp.K / AVERAGE_BYTES_PER_S
+        windows = _Windows(len(sp.bounds))
         for cls in self.sp.classes:
-            busy, chain = self.least(cls)
-            for r, v in busy.items():
-                own = any(end in sp.owner_names for end in r.split("->"))
-                self.add(f"busy time of {r}", v if own else cls.count * v)
+            least = self.least(cls)
+            for r, v in least.busy.items():
+                self.add(f"busy time of {r}", v if sp.owns(r) else cls.count * v)
             rep = cls.rep
             up, down = sp.links(rep, AGGREGATOR), sp.links(AGGREGATOR, rep)
-            params_tx = up.tx_s(1.0) * owner_params + up.tx_s(HEADER_BYTES)
-            global_tx = down.tx_s(1.0) * owner_params + down.tx_s(HEADER_BYTES)
-            self.add(f"busy time of {up.name}", rounds * params_tx)
-            self.add(f"busy time of {down.name}", rounds * global_tx)
-            wait = (params_tx + up.latency_s + avg * owner_params + global_tx + down.latency_s)
+            params = up.tx_s(1.0) * owner_params + up.tx_s(HEADER_BYTES) + up.latency_s
+            glob = down.tx_s(1.0) * owner_params + down.tx_s(HEADER_BYTES) + down.latency_s
+            self.add(f"busy time of {up.name}", rounds * (params - up.latency_s))
+            self.add(f"busy time of {down.name}", rounds * (glob - down.latency_s))
+            wait = params + avg * owner_params + glob
             if sp.sl:
-                turns = turns + cls.count * (chain + rounds * wait)
+                turns = turns + cls.count * (least.chain + rounds * wait)
             else:
-                self.add(f"{rep}'s iterations and aggregations", chain + rounds * wait)
+                self.add(f"{rep}'s iterations and aggregations", least.chain + rounds * wait)
+                windows.add(least, cls.count, params, glob, sp.owns)
         if sp.sl:
             self.add("the owners' turns (SL)", turns)
-        else:
-            self.add(f"busy time of {AGGREGATOR}", rounds * avg * owner_params)
-            for node in dict.fromkeys(n for n in sp.placement if n != OWNER):
-                self.add(f"busy time of {node}", rounds * avg * sp.values(sp.params(node)))
+            return self.out
+        self.add(f"busy time of {AGGREGATOR}", rounds * avg * owner_params)
+        for node in dict.fromkeys(n for n in sp.placement if n != OWNER):
+            self.add(f"busy time of {node}", rounds * avg * sp.values(sp.params(node)))
+        for r, v in windows.terms(rounds, avg * owner_params).items():
+            self.add(f"busy time of {r} and its idle time as each round starts and ends", v)
         return self.out
 
-    def least(self, cls: _Class) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """One owner of the class: its busy seconds per resource in an epoch and the sum of
-        its iterations' lengths, each at its least over N."""
+    def least(self, cls: _Class) -> _Least:
+        """One owner of the class, each term at its least over N. The length of a batch size
+        other than the most frequent (an owner's last, partial batch) is the owner's busy
+        time unless those are at least `PARTIAL_SHARE` of its iterations; windows are of the
+        most frequent size alone (fewer tasks counted only lower that term)."""
         R = len(self.sp.bounds)
-        busy: list[dict[str, np.ndarray]] = []
-        own: dict[int, np.ndarray] = {}  # N: the owner's own busy time in the epoch
+        out = _Least({}, np.full(R, np.inf) if cls.sizes else np.zeros(R), {}, {}, {})
+        main = max(cls.sizes, key=lambda b: cls.sizes[b], default=0)
+        exact = 1 - cls.sizes.get(main, 0) / max(1, sum(cls.sizes.values())) >= PARTIAL_SHARE
+        seen: list[tuple[dict[str, np.ndarray], ...]] = []
         for n in self.sp.ns:
             loads: dict[str, np.ndarray] = {}
-            own[n] = np.zeros(R)
+            work: dict[str, np.ndarray] = {}
+            head: dict[str, np.ndarray] = {}
+            tail: dict[str, np.ndarray] = {}
+            length = np.zeros(R)
             for b, count in cls.sizes.items():
                 it = self.iteration(cls.group, b, n)
                 for r, v in it.loads.items():
-                    r = _renamed(r, cls.group.rep, cls.rep)
-                    loads[r] = loads[r] + count * v if r in loads else count * v
-                own[n] += count * it.own
-            busy.append(loads)
-        names = {r for loads in busy for r in loads}
-        zero = np.zeros(R)
-        least = {r: np.min([d.get(r, zero) for d in busy], axis=0) for r in names}
-        return least, self.chain(cls, own)
-
-    def chain(self, cls: _Class, own: dict[int, np.ndarray]) -> np.ndarray:
-        """The least over N of the sum of the class's iterations' lengths.
-
-        A length costs a dry run and a path graph, and is at least the owner's own busy time
-        in the iteration: the paths are computed only for the N whose sum of those (`own`) is
-        below the least sum found so far, in the order of that sum. Batch sizes other than
-        the most frequent (an owner's last, partial batch) keep the owner's busy time unless
-        they are at least `PARTIAL_SHARE` of the owner's iterations."""
-        if not cls.sizes:
-            return np.zeros(len(self.sp.bounds))
-        main = max(cls.sizes, key=lambda b: cls.sizes[b])
-        share = 1 - cls.sizes[main] / sum(cls.sizes.values())
-        chain = np.full(len(self.sp.bounds), np.inf)
-        for n in sorted(own, key=lambda n: float(own[n].min())):
-            if np.all(own[n] >= chain):
-                continue
-            total = np.zeros(len(self.sp.bounds))
-            for b, count in cls.sizes.items():
-                it = self.iteration(cls.group, b, n)
-                total += count * (self.length(it) if b == main or share >= PARTIAL_SHARE
-                                  else it.own)
-            chain = np.minimum(chain, total)
-        return chain
+                    _put(loads, _renamed(r, cls.group.rep, cls.rep), count * v)
+                if b != main and not exact:
+                    length += count * it.own
+                    continue
+                path = self.path(it)
+                length += count * path.length
+                if b == main:
+                    for r in path.busy:
+                        name = _renamed(r, cls.group.rep, cls.rep)
+                        work[name], head[name] = count * path.busy[r], path.head[r]
+                        tail[name] = path.tail[r]
+            out.chain = np.minimum(out.chain, length)
+            seen.append((loads, work, head, tail))
+        for i, (target, empty) in enumerate(((out.busy, 0.0), (out.work, 0.0),
+                                            (out.head, np.inf), (out.tail, np.inf))):
+            for r in {r for got in seen for r in got[i]}:
+                target[r] = np.min([got[i].get(r, np.full(R, empty)) for got in seen], axis=0)
+        return out
 
     def iteration(self, group: OwnerGroup, b: int, n: int) -> _Iteration:
         """The group rep's iteration of b samples in min(n, b) micro-batches."""
@@ -267,11 +277,11 @@ class _Terms:
                                         terms.own.values(bounds))
         return self.seen[key]
 
-    def length(self, it: _Iteration) -> np.ndarray:
-        """The iteration's least length per cut row (its path), computed once."""
-        if it.length is None:
-            it.length = it.terms.lengths(self.sp.bounds)
-        return it.length
+    def path(self, it: _Iteration) -> PathTerms:
+        """The iteration's `PathTerms` per cut row, computed once."""
+        if it.path is None:
+            it.path = it.terms.path(self.sp.bounds)
+        return it.path
 
 
 @dataclass
@@ -281,7 +291,55 @@ class _Iteration:
     terms: IterationTerms
     loads: dict[str, np.ndarray]
     own: np.ndarray
-    length: np.ndarray | None = None
+    path: PathTerms | None = None
+
+
+@dataclass
+class _Least:
+    """One owner's terms, each at its least over N: busy seconds per resource in an epoch,
+    the sum of its iterations' lengths (`chain`), and per resource the work, head and tail
+    of `PathTerms` (work: over its iterations of the most frequent size)."""
+
+    busy: dict[str, np.ndarray]
+    chain: np.ndarray
+    work: dict[str, np.ndarray]
+    head: dict[str, np.ndarray]
+    tail: dict[str, np.ndarray]
+
+
+class _Windows:
+    """Per resource, the work every owner must do on it in a round between the round's
+    start plus a head and its end less a tail (`PathTerms`), summed over the owners."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.work: dict[str, np.ndarray] = {}
+        self.head: dict[str, np.ndarray] = {}
+        self.tail: dict[str, np.ndarray] = {}  # to the end of the PARAMS' arrival
+        self.down = np.full(rows, np.inf)  # the least GLOBAL transmission and latency
+
+    def add(self, least: _Least, count: int, params: np.ndarray, glob: np.ndarray,
+            owns: Callable[[str], bool]) -> None:
+        """One class of `count` owners: `params` and `glob`, its PARAMS' and GLOBAL's
+        transmission and latency."""
+        for r, v in least.work.items():
+            _put(self.work, r, v if owns(r) else count * v)
+            self.head[r] = np.minimum(self.head.get(r, np.inf), least.head[r])
+            self.tail[r] = np.minimum(self.tail.get(r, np.inf), least.tail[r] + params)
+        self.down = np.minimum(self.down, glob)
+
+    def terms(self, rounds: int, avg: np.ndarray) -> dict[str, np.ndarray]:
+        """Per resource: its work plus, per round, its head and its tail (to the PARAMS'
+        arrival, the averaging and the first GLOBAL's arrival); 0 where it has no work."""
+        out = {}
+        for r, work in self.work.items():
+            gaps = self.head[r] + self.tail[r] + avg + self.down
+            out[r] = np.where(work > 0, work + rounds * np.where(work > 0, gaps, 0.0), 0.0)
+        return out
+
+
+def _put(into: dict[str, np.ndarray], name: str, v: np.ndarray) -> None:
+    into[name] = into[name] + v if name in into else v
 
 
 def _renamed(resource: str, old: str, new: str) -> str:

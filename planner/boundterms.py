@@ -14,13 +14,16 @@ precedence of the execution rule (a barrier after the node's earlier tasks of th
 a triggered task after the barrier before it, a task after the task whose message triggers
 it, a stream's tasks in the order their messages are sent). By induction over the graph's
 topological order every edge then holds in the simulator, and the longest path is at most
-the owner's simulated iteration. Where a check fails the path is not used.
+the owner's simulated iteration. Where a check fails the path is not used. The same edges
+bound each task's (each message's) start from below (`head`) and the time from its start to
+the iteration's end (so, less its work, `tail`): `PathTerms`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,26 +43,43 @@ class NoWakeWalk(GroupWalk):
         return 0.0
 
 
+@dataclass
+class PathTerms:
+    """An iteration's least `length` per cut row and, per processor or link, the tasks and
+    messages on it whose work ends before a path to the iteration's end starts (each as a
+    mask per row): their seconds (`busy`), the earliest start of one (`head`) and the least
+    time from the end of one to the iteration's end (`tail`; +inf where there is none)."""
+
+    length: np.ndarray
+    busy: dict[str, np.ndarray]
+    head: dict[str, np.ndarray]
+    tail: dict[str, np.ndarray]
+
+
 class IterationTerms:
     """One iteration of one owner: `loads`, busy seconds per resource (simulator names), and
-    `own`, the owner's own; `lengths` its least length, from the path graph (made on first
-    use), or from `own` where the graph's orders are not forced."""
+    `own`, the owner's own; `path` its `PathTerms` from the path graph (made on first use),
+    or, where the graph's orders are not forced, its length from `own` alone."""
 
     def __init__(self, walk: NoWakeWalk, forced: dict[int, bool]) -> None:
         self.walk, self.forced = walk, forced
         self.loads = walk.loads()
         self.own = self.loads.get(walk.g.rep, Form())
 
-    def lengths(self, bounds: np.ndarray) -> np.ndarray:
-        """The iteration's least length for every row of `bounds`."""
+    def path(self, bounds: np.ndarray) -> PathTerms:
+        """The iteration's `PathTerms` for every row of `bounds`."""
         n = self.walk.g.n
         if n not in self.forced:
             self.forced[n] = orders_forced(self.walk)
         if not self.forced[n]:
-            return self.own.values(bounds)
+            return PathTerms(self.own.values(bounds), {}, {}, {})
         graph = iteration_graph(self.walk)
-        return np.concatenate([longest(graph, bounds[i:i + CHUNK])
-                               for i in range(0, len(bounds), CHUNK)])
+        parts = [path_terms(graph, bounds[i:i + CHUNK]) for i in range(0, len(bounds), CHUNK)]
+        if len(parts) == 1:
+            return parts[0]
+        return PathTerms(np.concatenate([p.length for p in parts]),
+                         *({r: np.concatenate([getattr(p, f)[r] for p in parts])
+                            for r in parts[0].busy} for f in ("busy", "head", "tail")))
 
 
 def iteration_terms(setting: Setting, group: OwnerGroup, batch: int, n: int,
@@ -72,22 +92,40 @@ def iteration_terms(setting: Setting, group: OwnerGroup, batch: int, n: int,
     return IterationTerms(NoWakeWalk(s, g), {} if forced is None else forced)
 
 
-def longest(graph: PathGraph, bounds: np.ndarray) -> np.ndarray:
-    """`PathGraph.longest_all`, with every distinct form evaluated at once (edges share)."""
+def path_terms(graph: PathGraph, bounds: np.ndarray) -> PathTerms:
+    """The graph's `PathTerms` (`PathGraph.longest_all` for the length), every distinct form
+    evaluated once (edges share them)."""
     forms: dict[int, Form] = {}
-    for _, _, w in graph.edges:
-        forms.setdefault(id(w), w)
-    for _, w in graph.ends:
+    for w in [*(e[2] for e in graph.edges), *(e[1] for e in graph.ends), *graph.work]:
         forms.setdefault(id(w), w)
     row = {key: i for i, key in enumerate(forms)}
     weight = values_all(list(forms.values()), bounds)
-    s = np.zeros((len(graph.names), len(bounds)))
+    R = len(bounds)
+    s = np.zeros((len(graph.names), R))  # earliest starts
     for u, v, w in graph.edges:
         np.maximum(s[v], s[u] + weight[row[id(w)]], out=s[v])
-    out = np.zeros(len(bounds))
+    to_end = np.full((len(graph.names), R), -np.inf)  # longest path from a start to an end
     for u, w in graph.ends:
-        np.maximum(out, s[u] + weight[row[id(w)]], out=out)
-    return out
+        np.maximum(to_end[u], weight[row[id(w)]], out=to_end[u])
+    for u, v, w in reversed(graph.edges):
+        np.maximum(to_end[u], weight[row[id(w)]] + to_end[v], out=to_end[u])
+    length = np.zeros(R)
+    for u, w in graph.ends:
+        np.maximum(length, s[u] + weight[row[id(w)]], out=length)
+    work = np.array([weight[row[id(w)]] for w in graph.work]).reshape(len(graph.names), R)
+    slack = to_end - work
+    counted = (slack >= 0) & (work > 0)
+    busy, head, tail = {}, {}, {}
+    by: dict[str, list[int]] = {}
+    for v, r in enumerate(graph.resources):
+        if r:
+            by.setdefault(r, []).append(v)
+    for r, vs in by.items():
+        m = counted[vs]
+        busy[r] = np.where(m, work[vs], 0.0).sum(axis=0)
+        head[r] = np.where(m, s[vs], np.inf).min(axis=0)
+        tail[r] = np.where(m, slack[vs], np.inf).min(axis=0)
+    return PathTerms(length, busy, head, tail)
 
 
 def values_all(forms: list[Form], bounds: np.ndarray) -> np.ndarray:

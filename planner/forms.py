@@ -81,6 +81,9 @@ class PathGraph:
     names: list[str]
     edges: list[Edge]  # sorted by v: every edge into v comes after every edge into u < v
     ends: list[tuple[int, Form]]  # the iteration lasts at least s_u + w
+    # per vertex, where given: the processor or link it occupies and for how long
+    resources: list[str] = field(default_factory=list)
+    work: list[Form] = field(default_factory=list)
 
     def potentials(self, bounds: Sequence[int]) -> list[float]:
         """The earliest start of every vertex for `bounds` (0, *cuts, L)."""
@@ -110,11 +113,17 @@ class GraphBuilder:
 
     def __init__(self) -> None:
         self.names: list[str] = ["start"]
+        self.resources: list[str] = [""]
+        self.work: list[Form] = [Form()]
         self.edges: list[Edge] = []
         self.ends: list[tuple[int, Form]] = []
 
-    def vertex(self, name: str) -> int:
+    def vertex(self, name: str, resource: str = "", work: Form | None = None) -> int:
+        """A new vertex: `name` says what it starts, on `resource` (a processor or link)
+        for `work` seconds."""
         self.names.append(name)
+        self.resources.append(resource)
+        self.work.append(Form() if work is None else work)
         return len(self.names) - 1
 
     def edge(self, u: int, v: int, w: Form) -> None:
@@ -128,11 +137,12 @@ class GraphBuilder:
         higher one (start stays 0); raises graphlib.CycleError on a cycle."""
         order = [v for v in static_order(len(self.names), self.edges) if v != 0]
         number = {0: 0, **{v: i + 1 for i, v in enumerate(order)}}
-        names = ["start"] + [self.names[v] for v in order]
+        old = [0, *order]
         edges = sorted(((number[u], number[v], w) for u, v, w in self.edges),
                        key=lambda e: (e[1], e[0]))
         ends = [(number[u], w) for u, w in self.ends]
-        return PathGraph(names, edges, ends)
+        return PathGraph([self.names[v] for v in old], edges, ends,
+                         [self.resources[v] for v in old], [self.work[v] for v in old])
 
 
 def static_order(count: int, edges: Sequence[tuple[int, int, object]]) -> list[int]:

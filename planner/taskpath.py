@@ -45,7 +45,7 @@ def iteration_graph(walk: GroupWalk) -> PathGraph:
     """The start-time graph of the group representative's iteration."""
     gb = GraphBuilder()
     rank, links = walk.run_order()
-    vertex = {id(t): gb.vertex(f"{t.node} {t}") for t in walk.tasks}
+    vertex = {id(t): gb.vertex(f"{t.node} {t}", t.node, walk.duration(t)) for t in walk.tasks}
     _messages(walk, gb, vertex, links)
     by_node = tasks_by_node(walk.tasks)
     for tasks in by_node.values():
@@ -66,7 +66,7 @@ def _messages(walk: GroupWalk, gb: GraphBuilder, vertex: Vertices,
         for task, i in sends:
             a = task.actions[i]
             hop, tx = walk.message(task, i)
-            m = gb.vertex(f"{link} {a}")
+            m = gb.vertex(f"{link} {a}", link, tx)
             gb.edge(vertex[id(task)], m, walk.prefixes(task)[i])
             if prev is not None:
                 gb.edge(prev[0], m, prev[1])

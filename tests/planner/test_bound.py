@@ -148,19 +148,27 @@ def test_the_bound_is_tight_on_a_lone_owner_chain():
     assert report.gap == pytest.approx(MARGIN, rel=1e-3)
 
 
-def test_a_busy_resource_gives_the_bound():
-    """Many owners on a slow server: the server's busy time is the largest term."""
+def test_the_bound_is_tight_on_a_busy_server():
+    """Eight owners on a slow server (one round): the server's work, and before it the first
+    micro-batch's forward and ACT, after it the last GRAD, backward, PARAMS, averaging and
+    GLOBAL; the best plan, one sample per micro-batch, leaves the server no other gap."""
     t = topo(training={"batch_size": 4}, dataset={"options": {"size": 160}},
-             data_owners={"count": 8, "uplink_mbps": 1000, "downlink_mbps": 1000},
-             compute_nodes=[{"name": "server", "address": "tcp://127.0.0.1:5590",
-                             "compute_scale": 1.0}])
-    prof = Profile(tuple(LayerProfile(f"l{i}", 0, 1e-4 if i == 0 else 4e-3, 0,
-                                      1e-4 if i == 0 else 4e-3, 0, 100, 100, 0)
+             data_owners={"count": 8, "uplink_mbps": 1000, "downlink_mbps": 1000})
+    slow, fast, out, params = 4e-3, 1e-4, 100, 100  # per sample; bytes per sample, per layer
+    prof = Profile(tuple(LayerProfile(f"l{i}", 0, fast if i == 0 else slow, 0,
+                                      fast if i == 0 else slow, 0, out, params, 0)
                          for i in range(3)), "slow server")
+    tx = 8 / 1e9  # seconds per byte at 1000 Mbps
+    work = 8 * 5 * 4 * 2 * slow  # owners x iterations x samples x (F + B) of layer 2
+    head = fast + slow + (out + LABEL_BYTES + HEADER_BYTES) * tx  # one sample's F, its ACT
+    tail = (out + HEADER_BYTES) * tx + slow + fast  # the last GRAD, its backward
+    rounds = 2 * (2 * params + HEADER_BYTES) * tx + 8 * 2 * params / AVERAGE_BYTES_PER_S
+    expected = work + head + tail + rounds
+    assert brute_force(t, prof) == pytest.approx(expected, rel=1e-12)
     bound = lower_bound(t, prof)
-    assert bound.source == "busy time of server" and bound.cuts == (2,)
-    optimum = brute_force(t, prof)
-    assert bound.seconds <= optimum <= bound.seconds * 1.2
+    assert bound.seconds == pytest.approx(expected * (1 - MARGIN), rel=1e-12)
+    assert bound.source == "busy time of server and its idle time as each round starts and ends"
+    assert bound.cuts == (2,)
 
 
 # ------------------------------------------------------------------------ the paths' orders
