@@ -2,10 +2,14 @@
 sockets; epoch time, the server's busy share and the run's total memory, against the cost
 model's estimate of the same epoch.
 
-Definitions (version 1, fixed before the first run):
+Definitions (version 2, fixed before its first run; version 1 ran the owners at this host's
+speed, `compute_scale` 1, so that K owners' real passes competed with the server for the two
+cores, which the cost model, one processor per device, does not model: its table is
+results/history/scale_live.v1.md):
 - vgg5 (batch norm) on synthetic 3x32x32 data, PiPar with cuts [2] and N = 4 (labels shared),
   one compute node, B = 32, 3 iterations per owner and epoch (96 samples each), 2 epochs,
-  4G links for every owner (10 / 25 Mbps), `compute_scale` 1 (this host's speed), seed 0.
+  4G links for every owner (10 / 25 Mbps), owners' `compute_scale` 10 (a device ten times
+  slower than this host: an owner's pass is 1/10 CPU and 9/10 sleep), seed 0.
 - K = 8, 16, 32, 64, 100 owners, `data_owners.per_process` = ceil(K / 8): at most 8 owner
   processes (nodes.pool), started by nodes.launch.LocalCluster.
 - **Epoch time**: the second epoch's `wall_s` (the first carries the start-up and warm-up).
@@ -37,6 +41,7 @@ from planner import Profile, measure_profile, profile_sizes, simulate
 
 SHAPE, CLASSES, BATCH, ITERS, EPOCHS, N = (3, 32, 32), 10, 32, 3, 2, 4
 MAX_OWNER_PROCESSES = 8
+OWNER_SCALE = 10.0
 
 
 def doc_for(owners: int) -> dict[str, Any]:
@@ -45,7 +50,8 @@ def doc_for(owners: int) -> dict[str, Any]:
                    dataset=synthetic(BATCH * ITERS * owners, SHAPE, CLASSES, 64),
                    training={"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.01,
                              "max_iterations": ITERS, "seed": 0},
-                   up=up, down=down, cuts=(2,), micro_batches=N, timeout_s=600)
+                   up=up, down=down, cuts=(2,), micro_batches=N, timeout_s=600,
+                   compute_scale=OWNER_SCALE)
     doc["data_owners"]["per_process"] = math.ceil(owners / MAX_OWNER_PROCESSES)
     return doc
 
