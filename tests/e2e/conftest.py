@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,3 +78,28 @@ def run_topology(tmp_path: Path) -> Callable[..., tuple[dict, Path]]:
         return results, out
 
     return run
+
+
+def run_killing(tmp_path: Path, doc: dict, victim: str | None, after_losses: int,
+                of_victim: bool = False) -> dict:
+    """Run `doc` locally; SIGKILL `victim` (None: no kill) once the monitor has seen
+    `after_losses` iteration losses (with `of_victim`, of that owner's only)."""
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    topo = load(path)
+    cluster = LocalCluster(str(path), (), topo, make_plan(topo, num_layers(topo)),
+                           tmp_path / "run")
+    owner = topo.owner(victim).index if of_victim and victim is not None else None
+    seen = {"losses": 0, "killed": victim is None}
+
+    def on_message(msg: Message) -> None:
+        if msg.meta.get("type") == "loss" and owner in (None, msg.meta.get("owner")):
+            seen["losses"] += 1
+        if seen["losses"] >= after_losses and not seen["killed"]:
+            proc = next(p for p in cluster.procs if p.name == victim)
+            os.kill(proc.handle.pid, signal.SIGKILL)
+            seen["killed"] = True
+
+    results = cluster.run(on_message)
+    assert seen["killed"], f"{victim} was never killed"
+    return results

@@ -4,44 +4,18 @@ and rejoins at the next aggregation with the global model, and the run finishes.
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
-import yaml
 
-from mpsl.plan import make_plan
-from mpsl.topology import load
-from mpsl.training import num_layers
-from nodes.launch import LocalCluster
-from nodes.wire import Message
-from tests.e2e.conftest import topology_doc
+from tests.e2e.conftest import run_killing, topology_doc
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def _run_killing(tmp_path: Path, doc: dict, victim: str, after_losses: int) -> dict:
     """Run `doc`, SIGKILL `victim` once the aggregator has seen `after_losses` of its losses."""
-    path = tmp_path / "t.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    topo = load(path)
-    cluster = LocalCluster(str(path), (), topo, make_plan(topo, num_layers(topo)),
-                           tmp_path / "run")
-    seen = {"losses": 0, "killed": False}
-    owner = topo.owner(victim).index
-
-    def on_message(msg: Message) -> None:
-        if msg.meta.get("type") == "loss" and msg.meta.get("owner") == owner:
-            seen["losses"] += 1
-        if seen["losses"] >= after_losses and not seen["killed"]:
-            proc = next(p for p in cluster.procs if p.name == victim)
-            os.kill(proc.handle.pid, signal.SIGKILL)
-            seen["killed"] = True
-
-    results = cluster.run(on_message)
-    assert seen["killed"]
-    return results
+    return run_killing(tmp_path, doc, victim, after_losses, of_victim=True)
 
 
 def test_an_owner_killed_mid_epoch_is_left_out_then_rejoins(tmp_path: Path) -> None:

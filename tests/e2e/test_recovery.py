@@ -18,13 +18,10 @@ import pytest
 import torch
 import yaml
 
-from mpsl.plan import make_plan
 from mpsl.topology import load
-from mpsl.training import iterations_per_epoch, num_layers, owner_samples
-from nodes.launch import LocalCluster
+from mpsl.training import iterations_per_epoch, owner_samples
 from nodes.recovery import RoundStore
-from nodes.wire import Message
-from tests.e2e.conftest import topology_doc
+from tests.e2e.conftest import run_killing, topology_doc
 
 pytestmark = pytest.mark.timeout(240)
 EVERY = 8  # iterations per aggregation round
@@ -40,23 +37,7 @@ def _doc(**extra: object) -> dict:
 
 def _run(tmp_path: Path, doc: dict, victim: str | None = None, after_losses: int = 0) -> dict:
     """Run `doc`; SIGKILL `victim` once the monitor has seen `after_losses` losses."""
-    path = tmp_path / "t.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    topo = load(path)
-    cluster = LocalCluster(str(path), (), topo, make_plan(topo, num_layers(topo)),
-                           tmp_path / "run")
-    seen = {"losses": 0, "killed": victim is None}
-
-    def on_message(msg: Message) -> None:
-        seen["losses"] += msg.meta.get("type") == "loss"
-        if seen["losses"] >= after_losses and not seen["killed"]:
-            proc = next(p for p in cluster.procs if p.name == victim)
-            os.kill(proc.handle.pid, signal.SIGKILL)
-            seen["killed"] = True
-
-    results = cluster.run(on_message)
-    assert seen["killed"]
-    return results
+    return run_killing(tmp_path, doc, victim, after_losses)
 
 
 @pytest.fixture(scope="module")
