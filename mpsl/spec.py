@@ -89,6 +89,7 @@ class ComputeSpec:
     memory_mb: float | None = None
     profile: str | None = None
     device: str = "cpu"  # where its copies train: cpu, cuda or cuda:N
+    batch_owners: str = "off"  # auto: owners' micro-batches ready together run in one call
 
 
 @dataclass(frozen=True)

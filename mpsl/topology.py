@@ -339,6 +339,7 @@ def _parse_compute(top: FieldReader, mode: str) -> tuple[ComputeSpec, ...]:
                 memory_mb=c.number("memory_mb", None, positive=True),
                 profile=relative_to(top.source, c.text("profile", None)),
                 device=_device(c),
+                batch_owners=_batch_owners(c),
             )
         )
         c.finish()
@@ -353,6 +354,17 @@ def _device(c: FieldReader) -> str:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise c.fail("device", device, "cpu, cuda or cuda:N")
     return device
+
+
+def _batch_owners(c: FieldReader) -> str:
+    """A compute node's `batch_owners`: auto or off (the default; YAML reads a bare off as
+    false)."""
+    value = c.raw("batch_owners", "off")
+    if value is False:
+        value = "off"
+    if value not in ("auto", "off"):
+        raise c.fail("batch_owners", value, "auto or off")
+    return str(value)
 
 
 def _check_consistency(topo: Topology) -> None:

@@ -1,5 +1,6 @@
 """A compute node: runs one middle part with a copy per data owner, its tasks released by one
-round-gated task queue, oldest arrival first; it averages its copies at each round's end."""
+round-gated task queue, oldest arrival first; it averages its copies at each round's end. With
+`batch_owners: auto`, tasks of several owners ready together run batched (nodes.batched)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mpsl.names import AGGREGATOR, OWNER
 from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks
 from mpsl.settings import run_settings, settings_digest
-from mpsl.taskqueue import TaskQueue
+from mpsl.taskqueue import Entry, TaskQueue
 from mpsl.topology import Topology
 from mpsl.training import mode_round_ends, round_ends, round_start
 from nodes.admission import (
@@ -29,6 +30,7 @@ from nodes.admission import (
     TYPE,
     Rules,
 )
+from nodes.batched import Batcher
 from nodes.checkpoint import CheckpointError
 from nodes.executor import IterationState, message_key, payload_fits, run_task, trigger_sources
 from nodes.node import Node, NodeError
@@ -55,6 +57,8 @@ class ComputeNode(Node):
                                  device=spec.device)
         for c in self.copies.values():
             self.meter.exclude(c.module.parameters())
+        self.batcher = Batcher.make(self.runner, self.part, self.owners, self.shared) \
+            if spec.batch_owners == "auto" else None
         self.prev = plan.placement[self.part - 1]
         self.next = plan.placement[self.part + 1] if self.part + 1 < plan.num_parts else None
         for neighbour in {self.prev, self.next} - {None}:
@@ -137,14 +141,23 @@ class ComputeNode(Node):
         return None
 
     def serve(self) -> None:
-        """Run every ready task, oldest arrival first, until none is ready."""
+        """Run every ready task, oldest arrival first, until none is ready (with batching,
+        several owners' tasks at once: nodes.batched)."""
+        if self.batcher is not None:
+            self.batcher.serve(self)
+            return
         while (entry := self.queue.pop()) is not None:
             st = self.states[(entry.owner, entry.iteration)]
             run_task(self, self.runner, entry.task, st, not self.plan.labels_local)
-            if self.queue.finish(entry, time.time()):
-                del self.states[(entry.owner, entry.iteration)]
-                if self.part == self.plan.num_parts - 1:
-                    self._report_loss(st)
+            self.finish_task(entry, st)
+
+    def finish_task(self, entry: Entry, st: IterationState) -> None:
+        """A task ran: tell the queue; after an iteration's last task, drop its state and
+        report its loss from the last part."""
+        if self.queue.finish(entry, time.time()):
+            del self.states[(entry.owner, entry.iteration)]
+            if self.part == self.plan.num_parts - 1:
+                self._report_loss(st)
 
     def _report_loss(self, st: IterationState) -> None:
         done = (st.owner, st.iteration)
@@ -326,7 +339,17 @@ class ComputeNode(Node):
         return self.route(msg)
 
     def route(self, msg: Message) -> bool:
-        """Route one admitted message, then run what became ready; False on the stop."""
+        """Route one admitted message, then run what became ready; False on the stop. With
+        batching, every message already waiting is routed first, so their tasks batch."""
+        going = self.route_one(msg)
+        if going and self.batcher is not None:
+            going = self.batcher.take_waiting(self)
+        if going:
+            self.serve()
+        return going
+
+    def route_one(self, msg: Message) -> bool:
+        """Route one admitted message; False on the stop."""
         if msg.kind == Msg.CONTROL:
             kind = msg.meta.get("type")
             if kind == "stop":
@@ -346,7 +369,6 @@ class ComputeNode(Node):
             self.on_work(msg)
         else:
             self.drop(msg, KIND, f"{msg.kind}")
-        self.serve()
         return True
 
     def run(self) -> None:
@@ -366,5 +388,8 @@ class ComputeNode(Node):
                 self.resume_after(back.round_id, back.params)
         if self.store is not None:
             self.store.clear()  # the run is over: nothing to resume
+        if self.batcher is not None:
+            log.info("%s: batched calls by owners per call: %s", self.name,
+                     dict(sorted(self.batcher.calls.items())))
         state = sum(c.state_bytes() for c in {id(c): c for c in self.copies.values()}.values())
         self.send(AGGREGATOR, Msg.METRICS, trace=False, **self.summary(state))

@@ -72,9 +72,10 @@ def trigger_sources(tasks: Iterable[Task]) -> dict[TriggerKey, str]:
 
 
 def run_task(node: Node, runner: PartRunner, task: Task, st: IterationState,
-             labels_shared: bool) -> None:
-    """Run a task's actions in order, each pass and step timed on the node's processor."""
-    for i, a in enumerate(task.actions):
+             labels_shared: bool, start: int = 0, stop: int | None = None) -> None:
+    """Run a task's actions in order, those in [start, stop) (the others ran batched, see
+    nodes.batched), each pass and step timed on the node's processor."""
+    for i, a in enumerate(task.actions[start:stop], start):
         if a.op is Op.FORWARD:
             _forward(node, runner, a, st)
         elif a.op is Op.BACKWARD:

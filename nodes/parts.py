@@ -99,6 +99,21 @@ class PartRunner:
     device: str = "cpu"  # where the copies are: inputs go there, outputs come back to the CPU
     losses: list[tuple[int, int, float]] = field(default_factory=list)  # (owner, iter, loss)
     _stash: dict[tuple[int, int, int], _Stash] = field(default_factory=dict)
+    # inputs of forwards run without a graph (nodes.batched): their backward recomputes
+    kept: dict[tuple[int, int, int], torch.Tensor] = field(default_factory=dict)
+
+    def keep(self, owner: int, part: int, mb: int, x: torch.Tensor) -> None:
+        """Keep the input of a forward run without a graph, for its backward to recompute."""
+        self.kept[(owner, part, mb)] = x
+        if self.meter is not None:
+            self.meter.hold(x.numel() * x.element_size())
+
+    def take_kept(self, owner: int, part: int, mb: int) -> torch.Tensor:
+        """The kept input of (owner, part, mb), no longer kept."""
+        x = self.kept.pop((owner, part, mb))
+        if self.meter is not None:
+            self.meter.hold(-x.numel() * x.element_size())
+        return x
 
     def forward(
         self,
@@ -151,6 +166,8 @@ class PartRunner:
         """Drop what `owner`'s iterations in flight left: kept activations, losses, gradients
         (a data owner lost mid-iteration)."""
         self._stash = {k: v for k, v in self._stash.items() if k[0] != owner}
+        for key in [k for k in self.kept if k[0] == owner]:
+            self.take_kept(*key)
         self.losses = [e for e in self.losses if e[0] != owner]
         for (k, _), c in self.copies.items():
             if k == owner:
@@ -159,6 +176,8 @@ class PartRunner:
     def forget_all(self) -> None:
         """Drop everything in flight (a rollback)."""
         self._stash.clear()
+        for key in list(self.kept):
+            self.take_kept(*key)
         self.losses.clear()
         for c in self.copies.values():
             c.optimizer.zero_grad(set_to_none=True)
