@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from mpsl.fleet import parse_compute, parse_owners
 from mpsl.names import AGGREGATOR, OWNER
 from mpsl.overrides import apply_overrides
 from mpsl.schema import MISSING, FieldReader, TopologyError, int_list, relative_to
@@ -63,8 +64,8 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
     labels = top.text("labels", "local" if mode == "mpsl" else "shared", LABELS)
     plan = _parse_plan(top, training)
     schedule = _parse_schedule(top)
-    owners, per_process = _parse_owners(top.sub("data_owners", required=True), training)
-    compute_nodes = _parse_compute(top, mode)
+    owners, per_process = parse_owners(top.sub("data_owners", required=True), training)
+    compute_nodes = parse_compute(top, mode)
     links = _parse_links(top)
     ag = top.sub("aggregator")
     aggregator = ag.address("address", "tcp://127.0.0.1:5550")
@@ -264,107 +265,6 @@ def _parse_schedule(top: FieldReader) -> ScheduleSpec:
     if spec.max_in_flight is not None and spec.name != "1f1b":
         raise s.fail("max_in_flight", spec.max_in_flight, "no max_in_flight for gpipe")
     return spec
-
-
-def _parse_owners(r: FieldReader,
-                  training: TrainingSpec) -> tuple[tuple[OwnerSpec, ...], int | None]:
-    """The owners, and how many share a process (`per_process`; None: chosen at start)."""
-    count = r.integer("count", minimum=1)
-    per_process = r.integer("per_process", None, minimum=1)
-    host = r.text("host", "127.0.0.1")
-    base_port = r.integer("base_port", 5600, minimum=1)
-    if base_port + count - 1 > 65535:
-        raise r.fail("base_port", base_port, f"a port leaving room for {count} owners")
-    shared = dict(
-        compute_scale=r.number("compute_scale", 1.0, positive=True),
-        uplink_mbps=r.number("uplink_mbps", None, positive=True),
-        downlink_mbps=r.number("downlink_mbps", None, positive=True),
-        latency_ms=r.number("latency_ms", 0.0),
-        memory_mb=r.number("memory_mb", None, positive=True),
-        profile=relative_to(r.source, r.text("profile", None)),
-    )
-    overrides_raw = r.raw("overrides", [])
-    if not isinstance(overrides_raw, list):
-        raise r.fail("overrides", overrides_raw, "a list of {index: i, ...} mappings")
-    r.finish()
-    per_owner: dict[int, dict[str, Any]] = {}
-    for i, item in enumerate(overrides_raw):
-        o = FieldReader(r.source, item, f"{r.path}.overrides[{i}]")
-        index = o.integer("index", minimum=0)
-        if index >= count:
-            raise o.fail("index", index, f"an owner index below count ({count})")
-        if index in per_owner:
-            raise o.fail("index", index, "each owner overridden once")
-        values: dict[str, Any] = {}
-        for key in ("compute_scale", "uplink_mbps", "downlink_mbps"):
-            if key in item:
-                values[key] = o.number(key, positive=True)
-        for key in ("latency_ms",):
-            if key in item:
-                values[key] = o.number(key)
-        if "memory_mb" in item:
-            values["memory_mb"] = o.number("memory_mb", positive=True)
-        if "profile" in item:
-            values["profile"] = relative_to(r.source, o.text("profile"))
-        if "address" in item:
-            values["address"] = o.address("address")
-        if "micro_batches" in item:
-            n = o.integer("micro_batches", minimum=1)
-            if n > training.batch_size:
-                wanted = f"at most training.batch_size ({training.batch_size})"
-                raise o.fail("micro_batches", n, wanted)
-            values["micro_batches"] = n
-        o.finish()
-        per_owner[index] = values
-    owners = []
-    for i in range(count):
-        fields = dict(shared, address=f"tcp://{host}:{base_port + i}")
-        fields.update(per_owner.get(i, {}))
-        owners.append(OwnerSpec(index=i, name=f"owner{i}", **fields))
-    return tuple(owners), per_process
-
-
-def _parse_compute(top: FieldReader, mode: str) -> tuple[ComputeSpec, ...]:
-    raw = top.raw("compute_nodes", [])
-    if not isinstance(raw, list):
-        raise top.fail("compute_nodes", raw, "a list of compute nodes")
-    nodes = []
-    for i, item in enumerate(raw):
-        c = FieldReader(top.source, item, f"compute_nodes[{i}]")
-        nodes.append(
-            ComputeSpec(
-                name=c.text("name"),
-                address=c.address("address"),
-                compute_scale=c.number("compute_scale", 1.0, positive=True),
-                memory_mb=c.number("memory_mb", None, positive=True),
-                profile=relative_to(top.source, c.text("profile", None)),
-                device=_device(c),
-                batch_owners=_batch_owners(c),
-            )
-        )
-        c.finish()
-    if mode != "fl" and not nodes:
-        raise top.fail("compute_nodes", raw, f"at least one compute node for mode {mode}")
-    return tuple(nodes)
-
-
-def _device(c: FieldReader) -> str:
-    """A compute node's `device`: cpu (default), cuda or cuda:N."""
-    device = str(c.text("device", "cpu"))
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise c.fail("device", device, "cpu, cuda or cuda:N")
-    return device
-
-
-def _batch_owners(c: FieldReader) -> str:
-    """A compute node's `batch_owners`: auto or off (the default; YAML reads a bare off as
-    false)."""
-    value = c.raw("batch_owners", "off")
-    if value is False:
-        value = "off"
-    if value not in ("auto", "off"):
-        raise c.fail("batch_owners", value, "auto or off")
-    return str(value)
 
 
 def _check_consistency(topo: Topology) -> None:

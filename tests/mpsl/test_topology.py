@@ -234,7 +234,7 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("plan-null", {"plan": None}, "plan.cuts", "a list of cuts, or auto: true"),
     ("auto-with-cuts", {"plan.auto": True}, "plan.cuts",
      "got [2], expected no cuts when auto is true (use pinned_cuts)"),
-    # _parse_owners()
+    # parse_owners() (mpsl.fleet)
     ("base-port-no-room", {"data_owners.base_port": 65535}, "data_owners.base_port",
      "got 65535, expected a port leaving room for 2 owners"),
     ("overrides-not-list", {"data_owners.overrides": {"index": 0}}, "data_owners.overrides",
@@ -246,7 +246,7 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("override-micro-above-batch",
      {"data_owners.overrides": [{"index": 0, "micro_batches": 64}]},
      "data_owners.overrides[0].micro_batches", "at most training.batch_size (32)"),
-    # _parse_compute()
+    # parse_compute() (mpsl.fleet)
     ("compute-not-list", {"compute_nodes": {"name": "server"}}, "compute_nodes",
      "expected a list of compute nodes"),
     ("compute-empty", {"compute_nodes": []}, "compute_nodes",
