@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from typing import Any
 
 import pytest
@@ -24,8 +25,10 @@ from nodes.wire import Kind, Message
 from tests.nodes.conftest import small_topology
 
 K = 3  # owners
+SLOW = os.environ.get("MPSL_SLOW") == "1"
 FAMILIES = [  # model, cuts, the part the compute node runs (image 16x16, 3 channels)
-    ("vgg11", [3], 1),  # convs, max-pools, flatten, dense layers, the loss
+    pytest.param("vgg11", [3], 1, marks=pytest.mark.skipif(  # dense layers, the loss
+        not SLOW, reason="slow (about 20 s): vgg11's dense layers; MPSL_SLOW=1")),
     ("vgg11", [2, 5], 1),  # a middle part
     ("resnet18", [3, 5], 1),  # residual blocks with a strided 1x1 shortcut
     ("resnet18", [7], 1),  # the last stage, global pool, the loss
