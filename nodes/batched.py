@@ -291,10 +291,7 @@ def _phase(node: ComputeNode, group: list[Entry], index: int) -> Iterator[None]:
     evenly over them in the group's order; `compute_scale` stretches the whole phase."""
     t0, c0 = time.time(), time.thread_time()
     yield
-    if node.scale > 1.0:
-        left = node.scale * (time.thread_time() - c0) - (time.time() - t0)
-        if left > 0:
-            time.sleep(left)
+    node.emulate_device(t0, c0)
     t1 = time.time()
     step = (t1 - t0) / len(group)
     for i, e in enumerate(group):

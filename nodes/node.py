@@ -193,13 +193,18 @@ class Node:
         """
         t0, c0 = time.time(), time.thread_time()
         yield
+        self.emulate_device(t0, c0)
+        self.events.append(Event(self.name, CPU, str(action), owner, iteration, action.mb,
+                                 t0, time.time()))
+        self.heartbeat()
+
+    def emulate_device(self, t0: float, c0: float) -> None:
+        """Sleep so that work begun at wall time `t0` and thread CPU time `c0` lasts `scale` x
+        its CPU time (see `timed`)."""
         if self.scale > 1.0:
             left = self.scale * (time.thread_time() - c0) - (time.time() - t0)
             if left > 0:
                 time.sleep(left)
-        self.events.append(Event(self.name, CPU, str(action), owner, iteration, action.mb,
-                                 t0, time.time()))
-        self.heartbeat()
 
     # liveness --------------------------------------------------------------------------------
     def heartbeat(self) -> None:

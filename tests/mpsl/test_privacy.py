@@ -23,14 +23,8 @@ from mpsl.privacy import (
 )
 from mpsl.settings import first_difference, run_settings
 from mpsl.topology import PrivacySpec, TopologyError, parse
+from tests.mpsl.test_security_spec import BASE
 
-BASE: dict[str, Any] = {
-    "model": {"name": "mlp"},
-    "dataset": {"name": "digits"},
-    "plan": {"cuts": [2], "micro_batches": 2},
-    "data_owners": {"count": 2},
-    "compute_nodes": [{"name": "server", "address": "tcp://127.0.0.1:5590"}],
-}
 ORDERS = [1.25, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256]
 
 
