@@ -45,7 +45,8 @@ def dry_run(plan: Plan, tasks: Mapping[int, Sequence[Task]] | None = None, *,
     on a deadlock or a message that no task takes.
     """
     if tasks is None:
-        tasks = {k: iteration_tasks(plan, k, n) for k, n in enumerate(plan.micro_batches)}
+        tasks = {k: iteration_tasks(plan.for_owner(k), k, n)
+                 for k, n in enumerate(plan.micro_batches)}
     sim = _DryRun(plan, tasks, duration, delay)
     sim.run_to_end()
     _check_all_ran(sim.queues, tasks, sim.events)

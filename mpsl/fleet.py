@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mpsl.schema import FieldReader, relative_to
+from mpsl.schema import FieldReader, TopologyError, int_list, relative_to
 from mpsl.spec import ComputeSpec, OwnerSpec, TrainingSpec
 
 
@@ -58,6 +58,9 @@ def parse_owners(r: FieldReader,
                 wanted = f"at most training.batch_size ({training.batch_size})"
                 raise o.fail("micro_batches", n, wanted)
             values["micro_batches"] = n
+        cuts = _owner_cuts(o, item)
+        if cuts is not None:
+            values["cuts"] = cuts
         o.finish()
         per_owner[index] = values
     owners = []
@@ -66,6 +69,34 @@ def parse_owners(r: FieldReader,
         fields.update(per_owner.get(i, {}))
         owners.append(OwnerSpec(index=i, name=f"owner{i}", **fields))
     return tuple(owners), per_process
+
+
+def _owner_cuts(o: FieldReader, item: dict[str, Any]) -> tuple[int, ...] | None:
+    """An override's plan: `cuts` (its own cuts) or `mode: fl` (every layer on the owner;
+    the empty tuple), not both; None when it takes the plan's."""
+    mode = o.text("mode", None, ("fl", "split"))
+    if "cuts" not in item:
+        return () if mode == "fl" else None
+    if mode == "fl":
+        raise o.fail("cuts", item["cuts"], "no cuts with mode: fl")
+    cuts = int_list(o, "cuts", o.raw("cuts"))
+    if not cuts:
+        raise o.fail("cuts", [], "at least one cut (mode: fl for an owner that runs every layer)")
+    return cuts
+
+
+def check_owner_plans(source: str, mode: str, count: int,
+                      owners: tuple[OwnerSpec, ...]) -> None:
+    """Per-owner cuts: only in split modes (pipar, sfl, mpsl), and `count` of them each."""
+    for o in owners:
+        if o.cuts is None:
+            continue
+        field = f"data_owners.overrides (index {o.index})." + ("cuts" if o.cuts else "mode")
+        if mode in ("fl", "sl"):
+            raise TopologyError(source, field, list(o.cuts) if o.cuts else "fl",
+                                "no per-owner plan in mode " + mode)
+        if o.cuts and len(o.cuts) != count:
+            raise TopologyError(source, field, list(o.cuts), f"{count} cut(s), as plan.cuts")
 
 
 def parse_compute(top: FieldReader, mode: str) -> tuple[ComputeSpec, ...]:

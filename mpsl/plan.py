@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,11 @@ class Plan:
     owner k. The loss is computed where the last part runs. `schedule` names the order of
     the owner's passes (`mpsl.schedule.SCHEDULES`); `max_in_flight` bounds the micro-batches
     between forward and backward under `1f1b` (None: one per part).
+
+    `owner_cuts` are per-owner plans: (owner index, its cuts), by owner; the other owners take
+    `cuts`. An owner's cuts are as many as `cuts` (the same placement, parts of other sizes),
+    or none: that owner runs every layer itself (FL beside split owners). `for_owner(k)` is
+    owner k's plan.
     """
 
     num_layers: int
@@ -39,6 +45,7 @@ class Plan:
     micro_batches: tuple[int, ...]
     schedule: str = "gpipe"
     max_in_flight: int | None = None
+    owner_cuts: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -57,6 +64,59 @@ class Plan:
                             f"{', '.join(SCHEDULE_NAMES)}")
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise PlanError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+        self._check_owner_cuts()
+
+    def _check_owner_cuts(self) -> None:
+        owners = [k for k, _ in self.owner_cuts]
+        if owners != sorted(set(owners)) or any(not 0 <= k < len(self.micro_batches)
+                                                for k in owners):
+            raise PlanError(f"owner_cuts: owners {owners}, expected distinct indices in "
+                            f"[0, {len(self.micro_batches)}) in order")
+        for k, cuts in self.owner_cuts:
+            if cuts and len(cuts) != len(self.cuts):
+                raise PlanError(f"owner {k}'s cuts {list(cuts)}: {len(self.cuts)} cut(s) "
+                                f"(as the plan's) or none (FL)")
+            try:
+                check_cuts(self.num_layers, cuts)
+            except ValueError as err:
+                raise PlanError(f"owner {k}'s cuts: {err}") from None
+
+    @cached_property
+    def _views(self) -> dict[int, Plan]:
+        views: dict[int, Plan] = {}
+        for k, cuts in self.owner_cuts:
+            if cuts == self.cuts:
+                continue
+            views[k] = replace(self, cuts=cuts, owner_cuts=(),
+                               placement=self.placement if cuts else (OWNER,))
+        return views
+
+    def for_owner(self, owner: int) -> Plan:
+        """Owner `owner`'s plan: its cuts and placement (this plan when it takes the common
+        cuts); an FL owner's runs every layer on the owner."""
+        return self._views.get(owner, self)
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every owner takes the common cuts (no per-owner plan)."""
+        return not self._views
+
+    def is_fl_owner(self, owner: int) -> bool:
+        """Whether `owner` runs every layer itself while others split."""
+        return self.for_owner(owner).num_parts == 1 and self.num_parts > 1
+
+    def owners_on(self, node: str) -> list[int]:
+        """The owners that have a part on compute node `node`."""
+        return [k for k in range(len(self.micro_batches))
+                if node in self.for_owner(k).placement]
+
+    def groups(self) -> list[tuple[list[int], Plan]]:
+        """The owners that share a plan, with it (first owner's order)."""
+        out: dict[tuple[int, ...], tuple[list[int], Plan]] = {}
+        for k in range(len(self.micro_batches)):
+            view = self.for_owner(k)
+            out.setdefault(view.cuts, ([], view))[0].append(k)
+        return list(out.values())
 
     @property
     def bounds(self) -> tuple[int, ...]:
@@ -94,13 +154,22 @@ class Plan:
         n_text = str(ns[0]) if len(ns) == 1 else "/".join(map(str, self.micro_batches))
         sched = "" if self.schedule == "gpipe" else f", {self.schedule}" + (
             f" (max {self.max_in_flight} in flight)" if self.max_in_flight else "")
-        return " -> ".join(spans) + f", N={n_text}{sched}"
+        text = " -> ".join(spans) + f", N={n_text}{sched}"
+        if self.uniform:
+            return text
+        return "; ".join(f"{_owner_list(owners)}: " + " -> ".join(
+            f"{n}[{a}:{b})" for n, (a, b) in zip(view.placement, view.parts))
+            for owners, view in self.groups()) + f", N={n_text}{sched}"
 
     def to_json(self) -> dict[str, Any]:
-        """The plan file's content."""
-        return {"num_layers": self.num_layers, "cuts": list(self.cuts),
-                "placement": list(self.placement), "micro_batches": list(self.micro_batches),
-                "schedule": self.schedule, "max_in_flight": self.max_in_flight}
+        """The plan file's content (`owner_cuts` only when some owner has its own plan)."""
+        out: dict[str, Any] = {
+            "num_layers": self.num_layers, "cuts": list(self.cuts),
+            "placement": list(self.placement), "micro_batches": list(self.micro_batches),
+            "schedule": self.schedule, "max_in_flight": self.max_in_flight}
+        if self.owner_cuts:
+            out["owner_cuts"] = [{"owner": k, "cuts": list(c)} for k, c in self.owner_cuts]
+        return out
 
     @staticmethod
     def from_json(data: Any, source: str = "plan") -> Plan:
@@ -116,6 +185,7 @@ class Plan:
                 schedule=str(data.get("schedule", "gpipe")),
                 max_in_flight=(None if data.get("max_in_flight") is None
                                else _int(data, "max_in_flight", source)),
+                owner_cuts=_owner_cuts(data, source),
             )
         except PlanError as err:
             if str(err).startswith(source):
@@ -135,6 +205,26 @@ def _ints(data: Mapping[str, Any], key: str, source: str) -> list[int]:
     if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) for x in v):
         raise PlanError(f"{source}: field '{key}': got {v!r}, expected a list of integers")
     return v
+
+
+def _owner_cuts(data: Mapping[str, Any], source: str) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    v = data.get("owner_cuts", [])
+    want = "a list of {owner: index, cuts: [...]} objects"
+    if not isinstance(v, list) or any(not isinstance(x, Mapping) for x in v):
+        raise PlanError(f"{source}: field 'owner_cuts': got {v!r}, expected {want}")
+    return tuple((_int(x, "owner", f"{source}: owner_cuts"),
+                  tuple(_ints(x, "cuts", f"{source}: owner_cuts"))) for x in v)
+
+
+def _owner_list(owners: list[int]) -> str:
+    """`owner0-3,5`: owner indices as ranges."""
+    runs: list[list[int]] = []
+    for k in owners:
+        if runs and runs[-1][-1] == k - 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return "owner" + ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 def _strings(data: Mapping[str, Any], key: str, source: str) -> list[str]:
@@ -178,6 +268,11 @@ def check_plan_fits(plan: Plan, topo: Topology, num_layers: int, source: str = "
     if len(plan.micro_batches) != len(topo.owners):
         raise PlanError(f"{source}: the plan has N for {len(plan.micro_batches)} owners, "
                         f"{topo.source} has {len(topo.owners)}")
+    for o in topo.owners:
+        mine = plan.for_owner(o.index).cuts
+        if o.cuts is not None and topo.mode not in ("fl", "sl") and mine != o.cuts:
+            raise PlanError(f"{source}: owner {o.index} has cuts {list(mine)} in the plan, "
+                            f"data_owners.overrides of {topo.source} give {list(o.cuts)}")
     B = topo.training.batch_size
     if max(plan.micro_batches) > B:
         raise PlanError(f"{source}: N = {max(plan.micro_batches)} micro-batches exceed "
@@ -200,14 +295,31 @@ def owner_micro_batches(topo: Topology, default: int | None = None) -> tuple[int
     return tuple(o.micro_batches or base for o in topo.owners)
 
 
+def owner_cuts_for(topo: Topology, cuts: Sequence[int],
+                   chosen: Mapping[int, Sequence[int]] | None = None,
+                   ) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """Per-owner cuts: the topology's overrides (`cuts`, or none for `mode: fl`), then those
+    `chosen` (the planner's) for the other owners; owners whose cuts are `cuts` are left out."""
+    if topo.mode in ("fl", "sl"):
+        return ()
+    out = []
+    for o in topo.owners:
+        mine = o.cuts if o.cuts is not None else (chosen or {}).get(o.index)
+        if mine is not None and tuple(mine) != tuple(cuts):
+            out.append((o.index, tuple(mine)))
+    return tuple(out)
+
+
 def make_plan(
     topo: Topology,
     num_layers: int,
     cuts: Sequence[int] | None = None,
     micro_batches: int | Sequence[int] | None = None,
     schedule: str | None = None,
+    owner_cuts: Mapping[int, Sequence[int]] | None = None,
 ) -> Plan:
-    """The plan a topology states, or one with the given cuts, N and schedule (the planner's)."""
+    """The plan a topology states, or one with the given cuts, N and schedule (the planner's);
+    per-owner cuts from the topology's overrides and `owner_cuts` (the planner's)."""
     placement = placement_for(topo)
     if topo.mode == "fl":
         cuts = ()
@@ -229,6 +341,7 @@ def make_plan(
     try:
         return Plan(num_layers=num_layers, cuts=tuple(cuts), placement=placement,
                     micro_batches=ns, schedule=schedule or topo.schedule.name,
-                    max_in_flight=topo.schedule.max_in_flight)
+                    max_in_flight=topo.schedule.max_in_flight,
+                    owner_cuts=owner_cuts_for(topo, cuts, owner_cuts))
     except PlanError as err:
         raise PlanError(f"{topo.source}: {err}") from None

@@ -79,6 +79,7 @@ class OwnerSpec:
     memory_mb: float | None = None
     profile: str | None = None
     micro_batches: int | None = None  # overrides plan.micro_batches for this owner
+    cuts: tuple[int, ...] | None = None  # this owner's own cuts; () = every layer (mode: fl)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mpsl.fleet import parse_compute, parse_owners
+from mpsl.fleet import check_owner_plans, parse_compute, parse_owners
 from mpsl.names import AGGREGATOR, OWNER
 from mpsl.overrides import apply_overrides
 from mpsl.schema import MISSING, FieldReader, TopologyError, int_list, relative_to
@@ -286,6 +286,7 @@ def _check_consistency(topo: Topology) -> None:
                             f"at most the {len(topo.owners)} data owner(s)")
     if topo.mode == "mpsl" and topo.labels != "local":
         raise TopologyError(src, "labels", topo.labels, "local in mode mpsl")
+    check_owner_plans(src, topo.mode, expected_cut_count(topo), topo.owners)
     cuts = topo.plan.cuts
     if cuts is not None and topo.mode != "fl":  # FL runs the whole model: cuts are ignored
         count = expected_cut_count(topo)
