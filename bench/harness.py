@@ -3,6 +3,7 @@ the machine's CPU steal, the machine and commit they ran on, tables and result f
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime
 import json
@@ -26,11 +27,13 @@ from mpsl.trace import Event, read_events
 from mpsl.training import num_layers
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+RESULTS = ROOT / "bench" / "results"  # where save/publish write; `use_results` changes it
+RESULTS_DEFAULT = RESULTS
 NETWORKS = {"4G": (10.0, 25.0), "4G+": (20.0, 40.0), "WiFi": (50.0, 50.0)}
 console = Console(width=140)
 __all__ = ["NETWORKS", "RESULTS", "Measured", "console", "load_doc", "num_layers", "parse_doc",
-           "publish", "run", "run_calm", "run_meta", "synthetic", "topology", "wait_for_quiet"]
+           "publish", "results_dir", "results_option", "run", "run_calm", "run_meta",
+           "synthetic", "topology", "use_results", "wait_for_quiet"]
 
 
 def topology(*, owners: int, compute: int, mode: str, model: str = "vgg5",
@@ -219,16 +222,39 @@ def run_meta(**extra: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- tables and files
 
 
-def save(name: str, rows: list[dict[str, Any]], meta: Mapping[str, Any]) -> None:
+def results_option(ap: argparse.ArgumentParser) -> None:
+    """`--results DIR`: where a benchmark writes its files (default bench/results)."""
+    ap.add_argument("--results", type=Path, default=None, metavar="DIR",
+                    help="results folder (default bench/results)")
+
+
+def use_results(folder: Path | str | None) -> Path:
+    """Write every later result under `folder` (None: bench/results); made if missing."""
+    global RESULTS
+    RESULTS = RESULTS_DEFAULT if folder is None else Path(folder)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return RESULTS
+
+
+def results_dir() -> Path:
+    """The folder results go to now (`use_results`)."""
+    return RESULTS
+
+
+def save(name: str, rows: list[dict[str, Any]], meta: Mapping[str, Any],
+         paper: Sequence[Mapping[str, Any]] | None = None) -> None:
     """bench/results/NAME.csv (one row per cell; a column for every key of any row) and
-    NAME.json (rows and how they were made)."""
+    NAME.json (rows and how they were made; `paper`: the rows of the paper table, each
+    {figure, metric, paper, ours, verdict, reason}, which `python -m bench` gathers)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / f"{name}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns(rows))
         w.writeheader()
         w.writerows(rows)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": dict(meta), "rows": rows},
-                                                     indent=2) + "\n")
+    doc: dict[str, Any] = {"meta": dict(meta), "rows": rows}
+    if paper is not None:
+        doc["paper"] = [dict(r) for r in paper]
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -272,15 +298,19 @@ def header(meta: Mapping[str, Any], command: str) -> str:
 
 
 def publish(name: str, command: str, meta: Mapping[str, Any],
-            tables: Sequence[tuple[str, str, list[dict[str, Any]], int]]) -> None:
+            tables: Sequence[tuple[str, str, list[dict[str, Any]], int]],
+            paper: Sequence[Mapping[str, Any]] | None = None) -> None:
     """Show every table and write it: bench/results/NAME{suffix}.csv and .json for each
-    (suffix, title, rows, digits), and NAME.md with the header and all tables."""
+    (suffix, title, rows, digits), and NAME.md with the header and all tables; `paper` rows
+    go into NAME.json (`save`)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
     parts = [header(meta, command)]
     for suffix, title, rows, digits in tables:
         if not rows:
             continue
         show(title, rows, digits)
-        save(name + suffix, rows, meta if not suffix else {"date": meta["date"]})
+        save(name + suffix, rows, meta if not suffix else {"date": meta["date"]},
+             paper if not suffix else None)
         parts.append(f"{title}:\n\n{markdown(rows, digits)}\n")
     (RESULTS / f"{name}.md").write_text("\n".join(parts))
     console.print(f"whole run {meta.get('wall_s', 0.0):.0f} s; wrote {RESULTS / name}.*")
