@@ -101,6 +101,8 @@ class Progress:
         loss = "-" if m.get("train_loss") is None else f"{m['train_loss']:.4f}"
         acc = m.get("test_accuracy")
         acc_text = "-" if acc is None else f"{acc:.2%}"
+        if m.get("epsilon") is not None:  # classic DP: the privacy spent so far
+            acc_text += f", epsilon {m['epsilon']:.3g}"
         ahead = min(m["epoch"] + 1, self.epochs)
         self.bar.update(self.epoch_task, completed=m["epoch"],
                         description=f"epoch {ahead}/{self.epochs}",

@@ -58,10 +58,14 @@ def link_text(resource: str, kind: str) -> str:
 def results_tables(results: Mapping[str, Any]) -> list[Table]:
     """Epochs; nodes, the aggregator included (busy, idle, memory, rejected messages); links
     (bytes, busy); the summary."""
-    ep = _table("Epochs", ("epoch", "wall s", "train loss", "test loss", "test accuracy"), 0)
-    for e in results.get("epochs", []):
+    epochs = results.get("epochs", [])
+    private = any("epsilon" in e for e in epochs)  # classic DP: the (epsilon, delta) spent
+    ep = _table("Epochs", ("epoch", "wall s", "train loss", "test loss", "test accuracy",
+                           *(["epsilon"] if private else [])), 0)
+    for e in epochs:
         ep.add_row(str(e["epoch"]), f"{e['wall_s']:.2f}", _num(e.get("train_loss"), ".4f"),
-                   _num(e.get("test_loss"), ".4f"), _num(e.get("test_accuracy"), ".2%"))
+                   _num(e.get("test_loss"), ".4f"), _num(e.get("test_accuracy"), ".2%"),
+                   *([_num(e.get("epsilon"), ".3g")] if private else []))
     nodes = _table("Nodes", ("node", "busy s", "idle s", "RSS MB", "tensor MB", "rejected"),
                    caption="MB: peaks; rejected: messages dropped by the wire checks")
     node_rows = results.get("nodes", {})
@@ -75,10 +79,12 @@ def results_tables(results: Mapping[str, Any]) -> list[Table]:
     for name in ordered_rows(link_rows):
         lk = link_rows[name]
         links.add_row(name, _mb(lk["bytes"]), f"{lk['busy_s']:.3f}")
-    return [ep, _fit_names(nodes), _fit_names(links), summary_table(results.get("summary", {}))]
+    summary = summary_table(results.get("summary", {}), results.get("privacy"))
+    return [ep, _fit_names(nodes), _fit_names(links), summary]
 
 
-def summary_table(s: Mapping[str, Any]) -> Table:
+def summary_table(s: Mapping[str, Any], privacy: Mapping[str, Any] | None = None) -> Table:
+    """The run's totals; with `privacy` (results.json's block) the privacy spent as well."""
     t = Table(title="Summary", show_header=False)
     t.add_column("what")
     t.add_column("value")
@@ -88,7 +94,23 @@ def summary_table(s: Mapping[str, Any]) -> Table:
               " (1 is ideal)")
     t.add_row("final test accuracy", _num(s.get("final_test_accuracy"), ".2%"))
     t.add_row("rejected messages", str(s.get("rejected_messages", 0)))
+    if privacy:
+        t.add_row("privacy", privacy_text(privacy))
     return t
+
+
+def privacy_text(p: Mapping[str, Any]) -> str:
+    """The privacy block in one line: (epsilon, delta) when updates are noised, the sigmas of
+    the noise layer when it is on."""
+    parts = []
+    if p.get("noise_multiplier"):
+        parts.append(f"epsilon {p['epsilon']:.3g} at delta {p['delta']:g} "
+                     f"(sigma {p['noise_multiplier']:g}, C {p['clip_norm']:g}, "
+                     f"{p['steps']} aggregations)")
+    if p.get("pixel_sigma") or p.get("cut_sigma"):
+        parts.append(f"noise layer: pixel sigma {p['pixel_sigma']:g}, "
+                     f"cut sigma {p['cut_sigma']:g}")
+    return "; ".join(parts) or "off"
 
 
 def busy_table(panels: Sequence[tuple[str, Breakdown]]) -> Table:

@@ -67,3 +67,12 @@ def test_quiet_prints_one_line_per_epoch():
     p = Progress(parse(DOC, "t.yaml"), Console(file=out, width=40), quiet=True)
     p.on_message(msg(type="epoch", epoch=1, wall_s=2.5, train_loss=None, test_accuracy=0.25))
     assert out.getvalue() == "epoch 1/2: 2.50 s, train loss -, test accuracy 25.00%\n"
+
+
+def test_quiet_epoch_line_carries_epsilon_under_classic_dp():
+    out = io.StringIO()
+    p = Progress(parse(DOC, "t.yaml"), Console(file=out, width=40), quiet=True)
+    p.on_message(msg(type="epoch", epoch=1, wall_s=2.5, train_loss=None, test_accuracy=0.25,
+                     epsilon=3.456))
+    assert out.getvalue() == ("epoch 1/2: 2.50 s, train loss -, test accuracy 25.00%, "
+                              "epsilon 3.46\n")

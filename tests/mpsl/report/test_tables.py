@@ -7,6 +7,7 @@ import io
 from rich.console import Console
 
 from mpsl.report import actions_table, busy_table, results_tables
+from mpsl.report.tables import privacy_text
 
 
 def results():
@@ -62,3 +63,25 @@ def test_busy_and_action_tables_at_80_columns():
     rows = [cells(ln) for ln in text.splitlines() if ln.startswith("│")]
     assert ["owner0->compute-node-number-one", "ACT", "2.000", "2.100", "+5.0"] in rows
     assert ["owner0", "measured", "0.500", "0.750", "0.125", "0.000", "0.625", "69"] in rows
+
+
+def test_private_runs_show_epsilon_per_epoch_and_in_the_summary():
+    data = results()
+    data["epochs"][0]["epsilon"] = 7.0812
+    data["privacy"] = {"epsilon": 7.0812, "delta": 1e-5, "noise_multiplier": 1.0,
+                       "clip_norm": 1.0, "steps": 3, "pixel_sigma": 0.0, "cut_sigma": 0.1}
+    text = render(*results_tables(data))
+    assert "…" not in text
+    assert "epsilon" in text.splitlines()[2]  # the Epochs table's header
+    epoch_rows = [cells(ln) for ln in text.splitlines() if ln.startswith("│ ")][:1]
+    assert epoch_rows == [["1", "2.00", "0.7500", "0.8000", "50.00%", "7.08"]]
+    assert privacy_text(data["privacy"]) == ("epsilon 7.08 at delta 1e-05 (sigma 1, C 1, "
+                                             "3 aggregations); noise layer: pixel sigma 0, "
+                                             "cut sigma 0.1")
+    assert any(cells(ln)[0] == "privacy" and cells(ln)[1].startswith("epsilon 7.08 at delta")
+               for ln in text.splitlines())  # the summary's row (folded at 80 columns)
+
+
+def test_runs_without_privacy_have_no_epsilon():
+    text = render(*results_tables(results()))
+    assert "epsilon" not in text and "privacy" not in text
