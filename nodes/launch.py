@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,8 +166,9 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
 
 def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, name: str,
                out: str | None, monitor: str, log_path: str, launcher_pid: int,
-               append: bool = False) -> None:
-    """The body of a forked node: output to its log, then the same path as `mpsl node`."""
+               append: bool = False, netns: str | None = None) -> None:
+    """The body of a forked node: output to its log, into its network namespace (`--netns`),
+    then the same path as `mpsl node`."""
     mode = os.O_APPEND if append else os.O_TRUNC
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | mode, 0o644)
     os.dup2(fd, 1)
@@ -177,6 +178,10 @@ def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, 
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
     faulthandler.register(signal.SIGTERM, chain=True)
+    if netns is not None:
+        from nodes.netns import enter
+
+        enter(netns)  # before any socket or thread
     exit_with(launcher_pid)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(message)s")
     from mpsl.topology import load
@@ -204,10 +209,15 @@ class _Proc:
 
 
 class LocalCluster:
-    """Starts every node of a topology as a process on this machine and watches them."""
+    """Starts every node of a topology as a process on this machine and watches them.
+
+    `netns` (`mpsl run --netns`, nodes.netns): the network namespace of each process, by its
+    name; the launcher's monitor then listens at `monitor_host`, its address on their bridge."""
 
     def __init__(self, topo_path: str, overrides: Sequence[str], topo: Topology, plan: Plan,
-                 run_dir: str | Path, method: str = "forkserver") -> None:
+                 run_dir: str | Path, method: str = "forkserver",
+                 netns: Mapping[str, str] | None = None,
+                 monitor_host: str = "127.0.0.1") -> None:
         if method not in ("forkserver", "subprocess"):
             raise ValueError(f"method must be forkserver or subprocess, not {method!r}")
         self.topo_path, self.overrides, self.topo, self.plan = topo_path, overrides, topo, plan
@@ -216,6 +226,7 @@ class LocalCluster:
         self.procs: list[_Proc] = []
         self.lost: set[str] = set()  # owners that died and were not restarted
         self.monitor = ""
+        self.netns, self.monitor_host = dict(netns or {}), monitor_host
 
     def _command(self, role: str, name: str, plan_path: Path, monitor: str) -> list[str]:
         cmd = [sys.executable, "-m", "mpsl.cli", "node", "--role", role, "--topology",
@@ -249,17 +260,19 @@ class LocalCluster:
                append: bool = False) -> _Popen | _Forked:
         """Start one node, its output to `log_path` (appended to on a restart)."""
         plan_path = self.run_dir / "plan.json"
+        ns = self.netns.get(name)
         if self.method == "subprocess":
+            cmd = self._command(role, name, plan_path, self.monitor)
             env = dict(os.environ, PYTHONUNBUFFERED="1", **{LAUNCHER_ENV: str(os.getpid())})
             with open(log_path, "a" if append else "w") as f:
                 return _Popen(subprocess.Popen(
-                    self._command(role, name, plan_path, self.monitor), stdout=f,
+                    ["ip", "netns", "exec", ns, *cmd] if ns else cmd, stdout=f,
                     stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL))
         out = str(self.run_dir) if role == "aggregator" else None
         proc = _forkserver().Process(
             target=_node_main, name=name, daemon=True,
             args=(role, self.topo_path, list(self.overrides), str(plan_path), name, out,
-                  self.monitor, str(log_path), os.getpid(), append),
+                  self.monitor, str(log_path), os.getpid(), append, ns),
         )
         proc.start()
         return _Forked(proc)
@@ -315,7 +328,7 @@ class LocalCluster:
     def run(self, on_message: Callable[[Message], None] | None = None) -> dict[str, Any]:
         """Start, relay monitor messages, and return results.json; stop everything on failure."""
         ctx = zmq.Context()
-        inbox = Inbox(ctx, "tcp://127.0.0.1:0", known_senders={AGGREGATOR})
+        inbox = Inbox(ctx, f"tcp://{self.monitor_host}:0", known_senders={AGGREGATOR})
         silence = self.topo.runtime.timeout_s + 30
         try:
             self.start(inbox.address)

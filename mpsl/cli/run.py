@@ -7,7 +7,7 @@ import signal
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import RenderableType
 
@@ -28,11 +28,16 @@ from mpsl.cli.common import (
     resolve_plan,
 )
 from mpsl.cli.output import Output
+from mpsl.topology import Topology
+
+if TYPE_CHECKING:
+    from nodes.netns import Capabilities
 
 NAME = "run"
 HELP = "train: one process per node on this machine"
 SUMMARY_KEYS = ("epochs", "nodes", "links", "summary")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+Network = tuple[list[str], Topology, dict[str, str], str]  # what `network` yields
 
 
 class Stopped(KeyboardInterrupt):
@@ -71,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no live progress bars")
     p.add_argument("--insecure", action="store_true",
                    help="allow addresses off this machine without security: curve")
+    p.add_argument("--netns", action="store_true",
+                   help="each node in a network namespace of its own, its links shaped by "
+                        "the kernel (tc) instead of the process; needs root and iproute2")
     add_set(p)
     add_format(p)
 
@@ -81,7 +89,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     topo = load_topology(args)
     security = security_line(topo, args.insecure)
-    check_bindable(topo, topo.node_names())
+    caps = netns_capabilities() if args.netns else None
+    if caps is None:
+        check_bindable(topo, topo.node_names())
     check_devices(topo, topo.chain)
     plan = resolve_plan(topo, args.plan, out, read_profile(args.profile))
     for w in data_warnings(topo) + memory_warnings(topo, plan):
@@ -92,11 +102,41 @@ def run(args: argparse.Namespace, out: Output) -> int:
              f"dataset {topo.dataset.name}")
     out.info(f"plan: {plan.describe()}")
     out.info(security)
-    cluster = LocalCluster(args.topology, overrides(args), topo, plan, run_dir)
-    with stopping_on_signals(), Progress(topo, out.console, quiet=args.quiet) as progress:
-        results = cluster.run(progress.on_message)
+    with stopping_on_signals(), network(args, topo, caps, run_dir, out) as net:
+        sets, nodes_topo, ns, host = net
+        cluster = LocalCluster(args.topology, sets, nodes_topo, plan, run_dir, netns=ns,
+                               monitor_host=host)
+        with Progress(topo, out.console, quiet=args.quiet) as progress:
+            results = cluster.run(progress.on_message)
     out.result(run_data(run_dir, results, out.warnings), render)
     return 0
+
+
+def netns_capabilities() -> Capabilities:
+    """What this machine allows for `--netns`, probed before any node starts: NetnsError (one
+    line) where namespaces or tc are not allowed."""
+    from nodes.netns import NetnsError, probe
+
+    caps = probe()
+    if caps.reason is not None:
+        raise NetnsError(caps.reason)
+    return caps
+
+
+@contextmanager
+def network(args: argparse.Namespace, topo: Topology, caps: Capabilities | None,
+            run_dir: Path, out: Output) -> Iterator[Network]:
+    """The nodes' `--set` assignments and topology, their namespaces and the monitor's host:
+    the user's own on loopback, or (`--netns`) those of the run's namespaces, which are
+    removed on any exit."""
+    if caps is None:
+        yield overrides(args), topo, {}, "127.0.0.1"
+        return
+    from nodes.netns import netns_run
+
+    with netns_run(args.topology, overrides(args), topo, caps, run_dir) as nr:
+        out.info(nr.net.describe())
+        yield nr.overrides, nr.topology, nr.net.namespaces, nr.net.host_ip
 
 
 def run_data(run_dir: Path, results: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
