@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mpsl.bandwidth import parse_schedule
 from mpsl.schema import FieldReader, TopologyError, int_list, relative_to
 from mpsl.spec import ComputeSpec, OwnerSpec, TrainingSpec
 
@@ -26,6 +27,7 @@ def parse_owners(r: FieldReader,
         latency_ms=r.number("latency_ms", 0.0),
         memory_mb=r.number("memory_mb", None, positive=True),
         profile=relative_to(r.source, r.text("profile", None)),
+        bandwidth_schedule=parse_schedule(r, "bandwidth_schedule"),
     )
     overrides_raw = r.raw("overrides", [])
     if not isinstance(overrides_raw, list):
@@ -58,6 +60,8 @@ def parse_owners(r: FieldReader,
                 wanted = f"at most training.batch_size ({training.batch_size})"
                 raise o.fail("micro_batches", n, wanted)
             values["micro_batches"] = n
+        if "bandwidth_schedule" in item:
+            values["bandwidth_schedule"] = parse_schedule(o, "bandwidth_schedule")
         cuts = _owner_cuts(o, item)
         if cuts is not None:
             values["cuts"] = cuts

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mpsl.bandwidth import BandwidthSchedule, ReplanSpec
 from mpsl.names import AGGREGATOR
 
 MODES = ("pipar", "sfl", "fl", "sl", "mpsl")
@@ -80,6 +81,7 @@ class OwnerSpec:
     profile: str | None = None
     micro_batches: int | None = None  # overrides plan.micro_batches for this owner
     cuts: tuple[int, ...] | None = None  # this owner's own cuts; () = every layer (mode: fl)
+    bandwidth_schedule: BandwidthSchedule | None = None  # rates over the run (mpsl.bandwidth)
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ class Topology:
     privacy: PrivacySpec = PrivacySpec()
     overrides: tuple[str, ...] = ()  # the `--set` assignments it was loaded with
     owners_per_process: int | None = None  # data_owners.per_process; None: nodes.pool decides
+    replan: ReplanSpec = ReplanSpec()  # online re-planning (mpsl.bandwidth); off by default
 
     @property
     def chain(self) -> tuple[str, ...]:

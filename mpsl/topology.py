@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from mpsl.bandwidth import check_replan, parse_replan
 from mpsl.fleet import check_owner_plans, parse_compute, parse_owners
 from mpsl.names import AGGREGATOR, OWNER
 from mpsl.overrides import apply_overrides
@@ -74,6 +75,7 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
     security = _parse_security(top)
     failure = _parse_failure(top, runtime)
     privacy = _parse_privacy(top)
+    replan = parse_replan(top)
     top.finish()
 
     topo = Topology(
@@ -95,8 +97,10 @@ def parse(data: Any, source: str = "<topology>") -> Topology:
         failure=failure,
         privacy=privacy,
         owners_per_process=per_process,
+        replan=replan,
     )
     _check_consistency(topo)
+    check_replan(topo)
     return topo
 
 

@@ -74,7 +74,9 @@ class Outbox:
     from the sender thread (or from the caller's thread on an unshaped, zero-latency link);
     keep it short and thread-safe. Counters:
     ``bytes_sent`` (header + frames), ``messages_sent``, ``busy_s`` (serialization time),
-    ``dropped`` (only by ``close``).
+    ``dropped`` (only by ``close``). ``rate_at`` (wall time -> Mbps) makes the rate follow a
+    schedule: each message goes at the rate in force when its transmission is scheduled, and
+    each change is kept in ``rate_changes``.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class Outbox:
         on_event: Callable[[Event], None] | None = None,
         max_inflight_bytes: int = 512 << 20,
         curve: CurveClient | None = None,
+        rate_at: Callable[[float], float | None] | None = None,
     ) -> None:
         if rate_mbps is not None and not rate_mbps > 0:
             raise ValueError(f"rate_mbps must be > 0 or None, got {rate_mbps}")
@@ -110,9 +113,11 @@ class Outbox:
         self.busy_s = 0.0
         self.dropped = 0
         self.clock = LinkClock(rate_mbps, burst_bytes, latency_s)
+        self.rate_at = rate_at  # the rate in force at a wall time (mpsl.bandwidth), if it varies
+        self.rate_changes: list[tuple[float, float | None]] = []  # (wall time, new rate)
         self._staging = Staging()
         self._actions: dict[tuple[str, int | None], str] = {}  # printed SEND actions
-        self._direct = rate_mbps is None and self.latency_s == 0
+        self._direct = rate_mbps is None and self.latency_s == 0 and rate_at is None
         self._send_lock = threading.Lock()  # the socket, in direct mode
         self._wall = time.time() - time.monotonic()
         self._queue: collections.deque[_Item] = collections.deque()
@@ -294,6 +299,17 @@ class Outbox:
                 self._cond.notify_all()
         return True
 
+    def _follow_rate(self) -> None:
+        """Take the rate in force now (a bandwidth schedule): the next message goes at it."""
+        assert self.rate_at is not None
+        wall = time.time()
+        rate = self.rate_at(wall)
+        if rate != self.rate_mbps:
+            self.rate_mbps = rate
+            self.clock.set_rate(rate)
+            if len(self.rate_changes) < 10_000:
+                self.rate_changes.append((wall, rate))
+
     def _run(self) -> None:
         in_flight: collections.deque[_Item] = collections.deque()  # the delay line, in order
         try:
@@ -317,6 +333,8 @@ class Outbox:
                         continue
                     item = self._queue.popleft()
                     self._cond.notify_all()  # a slot is free for a blocked send()
+                if self.rate_at is not None:
+                    self._follow_rate()
                 item.t0, item.t1, item.due = self.clock.schedule(item.nbytes, item.enq, now)
                 if item.due <= now and not in_flight:
                     self._deliver(item)

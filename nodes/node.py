@@ -14,6 +14,7 @@ import torch
 import zmq
 
 from mpsl.actions import Action, Msg
+from mpsl.bandwidth import link_rates
 from mpsl.names import AGGREGATOR, CPU, link_name
 from mpsl.plan import Plan
 from mpsl.settings import run_settings, settings_digest
@@ -69,6 +70,9 @@ class Node:
 
     # links -----------------------------------------------------------------------------------
     def connect(self, dst: str, rate_mbps: float | None, latency_ms: float = 0.0) -> None:
+        """An outbox to `dst`; an owner's link follows its bandwidth schedule from the run's
+        start (mpsl.bandwidth)."""
+        rates = link_rates(self.topo, self.name, dst)
         self.outboxes[dst] = Outbox(
             self.ctx,
             self.topo.address_of(dst),
@@ -78,6 +82,8 @@ class Node:
             burst_bytes=0,  # one message at a time at the link's rate, as the cost model has it
             on_event=self.events.append,
             curve=self.security.client(dst),
+            rate_at=None if rates is None else (
+                lambda wall: rates.rate_at(wall - self.t_start) if self.t_start else rate_mbps),
         )
 
     def send(self, dst: str, kind: Msg, *, owner: int = -1, iteration: int = -1, mb: int = -1,

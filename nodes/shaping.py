@@ -18,11 +18,16 @@ class LinkClock:
 
     def __init__(self, rate_mbps: float | None, burst_bytes: int = 0, latency_s: float = 0.0,
                  max_catchup_s: float = MAX_CATCHUP_S) -> None:
-        self.bps = None if rate_mbps is None else rate_mbps * 1e6 / 8  # bytes per second
-        self.burst_s = 0.0 if self.bps is None else burst_bytes / self.bps
+        self.burst_bytes = burst_bytes
+        self.set_rate(rate_mbps)
         self.latency_s = latency_s
         self.max_catchup_s = max_catchup_s
         self.free_at = float("-inf")  # the bucket is back to >= 0 tokens at this time
+
+    def set_rate(self, rate_mbps: float | None) -> None:
+        """Messages scheduled from now on go at `rate_mbps` (None: unshaped)."""
+        self.bps = None if rate_mbps is None else rate_mbps * 1e6 / 8  # bytes per second
+        self.burst_s = 0.0 if self.bps is None else self.burst_bytes / self.bps
 
     def ready(self, now: float) -> bool:
         """Whether a message may start at ``now``."""
