@@ -264,8 +264,11 @@ class KernelNetwork:
                 self._run(cmd)
 
     def close(self) -> None:
-        """Remove every namespace (its veth pair goes with it) and the bridge; free the tag."""
-        for ns in self.namespaces.values():
+        """Remove every veth pair, namespace and the bridge; free the tag. (A namespace goes
+        once no process is in it, and takes its veth end along, but the kernel does that in
+        the background: the pairs are deleted here, at once, from their host ends.)"""
+        for i, ns in enumerate(self.namespaces.values()):
+            sh(["ip", "link", "del", f"mpsl{self.tag}h{i}"], check=False)
             sh(["ip", "netns", "del", ns], check=False)
         if self.tag:
             sh(["ip", "link", "del", self.bridge], check=False)
