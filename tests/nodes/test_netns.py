@@ -111,8 +111,8 @@ def test_a_run_makes_its_network_and_removes_it(fake: FakeShell) -> None:
     assert sum(c.startswith(f"tc -n mpsl-{tag}-0 qdisc add") for c in made) == 1 + 4
     assert sum(c.startswith(f"tc -n mpsl-{tag}-3 qdisc add") for c in made) == 1 + 2
     removed = fake.cmds[len(made):]
-    assert removed == [f"ip netns del mpsl-{tag}-{i}" for i in range(6)] + \
-        [f"ip link del mpsl{tag}"]
+    assert removed == [c for i in range(6) for c in (
+        f"ip link del mpsl{tag}h{i}", f"ip netns del mpsl-{tag}-{i}")] + [f"ip link del mpsl{tag}"]
     assert not (netns.STATE / f"{tag}.lock").exists()
 
 
