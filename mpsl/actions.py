@@ -9,6 +9,7 @@ An action prints as the timeline shows it, and `Action.from_str` reads that form
                    a message without a micro-batch (PARAMS, GLOBAL, CONTROL, METRICS)
     STEP, STEP1    optimizer step of every part the node runs, or of part 1
     AVG, AVG1      averaging of model copies (the aggregator's FedAvg, a compute node's part)
+    PLAN           a re-plan, and a node's switch to the new plan
 
 A SEND carries what the pass just before it in its task made: an ACT follows the forward
 whose output it is, a GRAD the backward whose input gradient it is; so a SEND needs no part.
@@ -33,6 +34,7 @@ class Op(str, enum.Enum):
     SEND = ">"
     STEP = "STEP"
     AVG = "AVG"
+    PLAN = "PLAN"  # a re-plan and the switch to its plan (nodes.replan)
 
     def __str__(self) -> str:
         return self.value
@@ -55,7 +57,7 @@ class Msg(str, enum.Enum):
 PASSES = (Op.FORWARD, Op.BACKWARD)
 _PASS = re.compile(r"(\d+)([FB])(\d+)")
 _SEND = re.compile(r">(.+):(ACT|GRAD|PARAMS|GLOBAL|CONTROL|METRICS)(\d*)")
-_WHOLE = re.compile(r"(STEP|AVG)(\d*)")
+_WHOLE = re.compile(r"(STEP|AVG|PLAN)(\d*)")
 _TRIGGER = re.compile(r"<(.+):(ACT|GRAD)(\d+)")
 
 
@@ -78,7 +80,8 @@ class Action:
                   self.dst is not None)
         wanted = {Op.FORWARD: (True, True, False, False), Op.BACKWARD: (True, True, False, False),
                   Op.SEND: (False, None, True, True), Op.STEP: (None, False, False, False),
-                  Op.AVG: (None, False, False, False)}[self.op]
+                  Op.AVG: (None, False, False, False), Op.PLAN: (False, False, False, False),
+                  }[self.op]
         if any(w is not None and w != f for w, f in zip(wanted, fields)):
             raise ActionError(f"{self.op.name} takes part/mb/msg/dst as {wanted}, got {self!r}")
 
@@ -101,6 +104,10 @@ class Action:
     @staticmethod
     def avg(part: int | None = None) -> Action:
         return Action(Op.AVG, part)
+
+    @staticmethod
+    def plan() -> Action:
+        return Action(Op.PLAN)
 
     @property
     def is_pass(self) -> bool:

@@ -71,8 +71,9 @@ def action_kind(action: str) -> str:
 
 
 def is_round_event(action: str) -> bool:
-    """Whether the event's `iter` counts aggregation rounds: PARAMS, GLOBAL, AVG, CONTROL."""
-    return action.startswith("AVG") or action.endswith(("PARAMS", "GLOBAL", "CONTROL"))
+    """Whether the event's `iter` counts aggregation rounds: PARAMS, GLOBAL, AVG, PLAN,
+    CONTROL."""
+    return action.startswith(("AVG", "PLAN")) or action.endswith(("PARAMS", "GLOBAL", "CONTROL"))
 
 
 def write_events(path: str | Path, events: Iterable[Event]) -> None:

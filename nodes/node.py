@@ -25,6 +25,7 @@ from nodes.link import Inbox, Outbox
 from nodes.memory import ActivationMeter, peak_rss_bytes
 from nodes.recovery import Rollback
 from nodes.security import NodeSecurity
+from nodes.switch import Switch
 from nodes.wire import Message
 
 log = logging.getLogger(__name__)
@@ -155,13 +156,16 @@ class Node:
 
     def from_aggregator(self, msg: Message) -> None:
         """What a CONTROL of the aggregator changes for the whole node, whatever it waits for:
-        an abort (NodeError), a rollback (Rollback), the stop of a straggler (RunOver)."""
+        an abort (NodeError), a rollback (Rollback), a plan switch (Switch), the stop of a
+        straggler (RunOver)."""
         typ = msg.meta.get("type")
         if typ == "abort":
             raise NodeError(f"{self.name}: aborted by {msg.src}: {msg.meta.get('reason')}")
         if typ == "rollback":
             raise Rollback(int(msg.meta["round"]), str(msg.meta["run"]),
                            bool(msg.meta.get("params", False)))
+        if typ == "switch" and type(msg.meta.get("round")) is int:  # nodes.switch
+            raise Switch(msg.meta["round"], msg.meta.get("plan"))
         if self.ends_on_stop and typ == "stop":
             raise RunOver(f"{self.name}: the run ended while it was behind")
 

@@ -1,0 +1,222 @@
+"""Online re-planning, the aggregator's side (a node's side of the switch: nodes.switch).
+
+At each aggregation boundary r (every owner's PARAMS of round r are in, nothing is in flight:
+the owners wait for round r's GLOBAL), the aggregator compares each owner link's measured rate
+(nodes.throughput: an owner's uplinks, reported in its PARAMS; its downlink, reported by the
+compute nodes that send to it) with the rate the current plan assumed. When one drifted by
+more than `replan.threshold`, and `replan.min_interval_s` passed since the last re-plan, it
+plans again with the measured rates (the planner `mpsl run` hands it, or `replan.planner:
+fixed`), records the re-plan, and, when the plan changed (or the planner is `fixed`: a re-plan
+that keeps the plan still switches), switches every node to it: `switch` to all, their
+`handover`, each its `handin`, the compute nodes' `switched`; then round r's GLOBAL carries the
+owners' new parts. The aggregator itself takes the new plan when the next round starts (an
+epoch's evaluation still takes the compute nodes' PARAMS of round r, of the old plan).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mpsl.actions import Action, Msg
+from mpsl.bandwidth import ReplanSpec
+from mpsl.names import CPU, OWNER, owner_name
+from mpsl.plan import Plan, make_plan
+from mpsl.topology import Topology
+from mpsl.trace import Event
+from mpsl.training import num_layers
+from nodes.admission import Rules
+from nodes.node import NodeError
+from nodes.switch import layer_of, layers_of
+from nodes.throughput import drifts, link_rate, valid_rate
+from nodes.wire import Message
+
+if TYPE_CHECKING:
+    from nodes.aggregator import Aggregator
+
+log = logging.getLogger(__name__)
+Planner = Callable[[Topology, Plan], Plan]  # (the topology at the measured rates, the plan)
+PlannerFactory = Callable[[Topology], Planner]  # made once, before the run's clock starts
+Tensors = dict[str, torch.Tensor]
+
+
+def fixed_planner(spec: ReplanSpec) -> Planner:
+    """`replan.planner: fixed`: its cuts and N, the current plan's where not given."""
+
+    def plan(topo: Topology, current: Plan) -> Plan:
+        ns = current.micro_batches if spec.micro_batches is None else spec.micro_batches
+        return make_plan(topo, num_layers(topo), spec.cuts or current.cuts, ns,
+                         current.schedule)
+
+    return plan
+
+
+def at_rates(topo: Topology, rates: dict[str, float | None]) -> Topology:
+    """The topology with each owner's link rates as measured (`NAME uplink`/`NAME downlink`)."""
+    owners = tuple(replace(o, uplink_mbps=rates.get(f"{o.name} uplink", o.uplink_mbps),
+                           downlink_mbps=rates.get(f"{o.name} downlink", o.downlink_mbps))
+                   for o in topo.owners)
+    return replace(topo, owners=owners)
+
+
+class Replanning:
+    """The aggregator's re-planning: measure, decide, plan, switch, record (`records`)."""
+
+    def __init__(self, agg: Aggregator, factory: PlannerFactory | None) -> None:
+        self.agg, self.spec = agg, agg.topo.replan
+        if self.spec.planner == "fixed":
+            self.planner = fixed_planner(self.spec)
+        elif factory is None:
+            raise NodeError(f"{agg.name}: replan.planner aps needs the planner (`mpsl run` and "
+                            "`mpsl node` hand it over)")
+        else:
+            self.planner = factory(agg.topo)
+        self.assumed: dict[str, float | None] = {}
+        for o in agg.topo.owners:
+            self.assumed[f"{o.name} uplink"] = o.uplink_mbps
+            self.assumed[f"{o.name} downlink"] = o.downlink_mbps
+        self.records: list[dict[str, Any]] = []
+        self.last = -math.inf  # when the last re-plan was (monotonic)
+        self.adopt_next: Plan | None = None  # the aggregator's own plan from the next round
+        self.edges = [c for c in agg.topo.chain if OWNER in _neighbours(agg.plan, c)]
+
+    # measuring -------------------------------------------------------------------------------
+    def measured(self, r: int, got: dict[int, Message]
+                 ) -> tuple[dict[str, float | None], dict[str, float | None]]:
+        """Each owner link's measured rate at round r's end, over the window and now:
+        uplinks from the owners' PARAMS, downlinks from the compute nodes' reports (else the
+        aggregator's own GLOBAL sends)."""
+        agg, window, now = self.agg, {}, {}
+        reports: dict[str, tuple[float, float]] = {}
+        for c in self.edges:
+            msg = agg.wait(lambda m, c=c: m.kind == Msg.CONTROL and m.src == c  # type: ignore[misc]
+                           and m.meta.get("type") == "rates" and m.iter == r,
+                           f"{c}'s link rates of round {r}")
+            rates = msg.meta.get("rates")
+            for name, v in (rates.items() if isinstance(rates, dict) else ()):
+                pair = [valid_rate(x) for x in v] if isinstance(v, list) and len(v) == 2 else []
+                if pair and None not in pair and isinstance(name, str):
+                    reports[name] = (float(v[0]), float(v[1]))
+        for k, msg in got.items():
+            name = owner_name(k)
+            meta = msg.meta.get("rates")
+            meta = meta if isinstance(meta, dict) else {}
+            window[f"{name} uplink"] = valid_rate(meta.get("uplink_mbps"))
+            now[f"{name} uplink"] = valid_rate(meta.get("uplink_now_mbps"))
+            link = {f"{agg.name}->{name}"}
+            own = (link_rate(agg.events, link, self.spec.window_s),
+                   link_rate(agg.events, link, 0.0))
+            window[f"{name} downlink"], now[f"{name} downlink"] = reports.get(name, own)
+        return window, now
+
+    # the boundary ----------------------------------------------------------------------------
+    def at_boundary(self, r: int, got: dict[int, Message], avg: Tensors) -> Tensors:
+        """Re-plan after round r when a link drifted; the GLOBAL the owners get (`avg`, or,
+        after a switch, the owners' new parts of the global model)."""
+        window, measured = self.measured(r, got)
+        if r + 1 >= self.agg.rules.rounds:
+            return avg  # the run's last round: nothing left to plan for
+        drifted = drifts(window, self.assumed, self.spec.threshold)
+        if not drifted or time.monotonic() - self.last < self.spec.min_interval_s:
+            return avg
+        t0 = time.time()
+        old = self.agg.plan
+        topo = at_rates(self.agg.topo, {k: v for k, v in measured.items() if v is not None})
+        new = self.planner(topo, old)
+        planning_s = time.time() - t0
+        switch = new != old or self.spec.planner == "fixed"
+        why = "; ".join(f"{k} {_mbps(window[k])} Mbps, assumed {_mbps(self.assumed.get(k))}"
+                        for k in drifted)
+        self.assumed.update({k: v for k, v in measured.items() if v is not None})
+        self.last = time.monotonic()
+        t1 = time.time()
+        if switch:
+            avg = self.switch(r, new)
+        t2 = time.time()
+        self.agg.events.append(Event(self.agg.name, CPU, str(Action.plan()), None, r, None,
+                                     t0, t2))
+        self.records.append({
+            "round": r, "t_s": round(t0 - self.agg.t_start, 3), "why": why,
+            "old": old.to_json(), "new": new.to_json(), "old_plan": old.describe(),
+            "new_plan": new.describe(), "switched": switch, "planning_s": planning_s,
+            "switch_s": t2 - t1, "measured_mbps": measured})
+        log.info("%s: re-planned after round %d (%s): %s -> %s%s, %.3f s planning, %.3f s "
+                 "switching", self.agg.name, r, why, old.describe(), new.describe(),
+                 "" if switch else " (kept)", planning_s, t2 - t1)
+        self.agg.tell_monitor(type="replan", round=r, plan=new.describe())
+        return avg
+
+    def switch(self, r: int, new: Plan) -> Tensors:
+        """Switch every node to `new` after round r; the owners' new parts of the global
+        model (round r's GLOBAL)."""
+        agg, old = self.agg, self.agg.plan
+        owners = [owner_name(k) for k in sorted(agg.members.active)]
+        nodes = list(agg.topo.chain) + owners
+        for n in nodes:
+            agg.send(n, Msg.CONTROL, iteration=r, type="switch", round=r, plan=new.to_json(),
+                     trace=False)
+        came: dict[str, Tensors] = {}
+        for n in nodes:
+            came[n] = agg.wait(lambda m, n=n: m.kind == Msg.CONTROL  # type: ignore[misc]
+                               and m.src == n and m.meta.get("type") == "handover"
+                               and m.iter == r, f"{n}'s handover after round {r}").tensors
+        params = {k: v for t in came.values() for k, v in t.items() if k.startswith("p/")}
+        for key, v in agg.owner_state.items():  # owners' layers: the global model
+            if layer_of(key) in layers_of(old, OWNER):
+                params[f"p/{key}"] = v
+        opt = {k: v for t in came.values() for k, v in t.items() if k.startswith("o/")}
+        for n in nodes:
+            holder = n if n in agg.topo.chain else OWNER
+            coming = layers_of(new, holder) - layers_of(old, holder)
+            mine = f"o/{agg.topo.owner(n).index}/" if holder == OWNER else "o/"
+            tensors = {k: v for k, v in params.items() if layer_of(k[2:]) in coming}
+            tensors.update((k, v) for k, v in opt.items()
+                           if k.startswith(mine) and layer_of(k.split("/", 2)[2]) in coming)
+            agg.send(n, Msg.CONTROL, iteration=r, type="handin", round=r, tensors=tensors)
+        agg.owner_state.update((k[2:], v) for k, v in params.items())
+        for c in agg.topo.chain:  # before any owner's work of the next round reaches it
+            agg.wait(lambda m, c=c: m.kind == Msg.CONTROL and m.src == c  # type: ignore[misc]
+                     and m.meta.get("type") == "switched" and m.iter == r,
+                     f"{c}'s switch after round {r}")
+        self.adopt_next = new
+        return {k: v for k, v in agg.owner_state.items()
+                if layer_of(k) in layers_of(new, OWNER)}
+
+    def adopt(self) -> None:
+        """The aggregator takes the new plan as the next round starts."""
+        if self.adopt_next is None:
+            return
+        agg, plan = self.agg, self.adopt_next
+        rules = Rules(agg.topo, plan, agg.name)
+        rules.round = agg.rules.round
+        agg.plan, agg.rules, self.adopt_next = plan, rules, None
+
+
+def _neighbours(plan: Plan, node: str) -> set[str]:
+    (part,) = plan.parts_on(node)
+    nxt = plan.placement[part + 1] if part + 1 < plan.num_parts else None
+    return {plan.placement[part - 1]} | ({nxt} if nxt else set())
+
+
+def _mbps(x: float | None) -> str:
+    return "unshaped" if x is None else f"{x:.3g}"
+
+
+def replan_record(topo: Topology, replanning: Replanning | None,
+                  wall_s: float) -> dict[str, Any]:
+    """results.json's `replans` (each re-plan: when, why, old and new plan, planning and switch
+    time) and `bandwidth` (each owner's schedule steps that took effect during the run)."""
+    out: dict[str, Any] = {"replans": replanning.records if replanning is not None else []}
+    steps = {o.name: [{"at_s": s.at_s, "uplink_mbps": s.uplink_mbps or o.uplink_mbps,
+                       "downlink_mbps": s.downlink_mbps or o.downlink_mbps}
+                      for s in o.bandwidth_schedule.changes(wall_s)]
+             for o in topo.owners if o.bandwidth_schedule is not None}
+    if steps:
+        out["bandwidth"] = steps
+    return out
