@@ -58,12 +58,13 @@ def checkpoint_folder(topo: Topology, out: str | Path | None) -> Path:
 
 def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None = None,
              monitor: str | None = None, plan_source: str = "plan",
-             checkpoints: str | Path | None = None) -> None:
+             checkpoints: str | Path | None = None, replanner: Any = None) -> None:
     """Run one node to the end of training (imports stay local: a node loads only its role).
 
     The plan is checked against the topology first (PlanError naming `plan_source`).
-    Checkpoints go to `checkpoints` (default: `checkpoint_folder`). A data owner's `name`
-    may be a group (`owner0..owner7`: nodes.pool runs them in one process).
+    Checkpoints go to `checkpoints` (default: `checkpoint_folder`). `replanner`: the planner
+    factory the aggregator re-plans with (nodes.replan). A data owner's `name` may be a group
+    (`owner0..owner7`: nodes.pool runs them in one process).
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
@@ -78,7 +79,7 @@ def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None =
     if role == "aggregator":
         from nodes.aggregator import Aggregator
 
-        node: Any = Aggregator(topo, plan, out, monitor, folder)
+        node: Any = Aggregator(topo, plan, out, monitor, folder, replanner)
     elif role == "compute":
         from nodes.compute import ComputeNode
 
@@ -166,7 +167,8 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
 
 def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, name: str,
                out: str | None, monitor: str, log_path: str, launcher_pid: int,
-               append: bool = False, netns: str | None = None) -> None:
+               append: bool = False, netns: str | None = None,
+               replanner: Any = None) -> None:
     """The body of a forked node: output to its log, into its network namespace (`--netns`),
     then the same path as `mpsl node`."""
     mode = os.O_APPEND if append else os.O_TRUNC
@@ -189,7 +191,7 @@ def _node_main(role: str, topo_path: str, overrides: list[str], plan_path: str, 
     topo = load(topo_path, overrides)
     plan = read_plan_file(plan_path)
     run_node(role, topo, plan, name, out, monitor, plan_path,
-             Path(plan_path).parent / "checkpoints")
+             Path(plan_path).parent / "checkpoints", replanner)
 
 
 @dataclass
@@ -217,7 +219,7 @@ class LocalCluster:
     def __init__(self, topo_path: str, overrides: Sequence[str], topo: Topology, plan: Plan,
                  run_dir: str | Path, method: str = "forkserver",
                  netns: Mapping[str, str] | None = None,
-                 monitor_host: str = "127.0.0.1") -> None:
+                 monitor_host: str = "127.0.0.1", replanner: Any = None) -> None:
         if method not in ("forkserver", "subprocess"):
             raise ValueError(f"method must be forkserver or subprocess, not {method!r}")
         self.topo_path, self.overrides, self.topo, self.plan = topo_path, overrides, topo, plan
@@ -227,6 +229,7 @@ class LocalCluster:
         self.lost: set[str] = set()  # owners that died and were not restarted
         self.monitor = ""
         self.netns, self.monitor_host = dict(netns or {}), monitor_host
+        self.replanner = replanner  # the aggregator's (nodes.replan); `mpsl node` makes its own
 
     def _command(self, role: str, name: str, plan_path: Path, monitor: str) -> list[str]:
         cmd = [sys.executable, "-m", "mpsl.cli", "node", "--role", role, "--topology",
@@ -272,7 +275,8 @@ class LocalCluster:
         proc = _forkserver().Process(
             target=_node_main, name=name, daemon=True,
             args=(role, self.topo_path, list(self.overrides), str(plan_path), name, out,
-                  self.monitor, str(log_path), os.getpid(), append, ns),
+                  self.monitor, str(log_path), os.getpid(), append, ns,
+                  self.replanner if role == "aggregator" else None),
         )
         proc.start()
         return _Forked(proc)

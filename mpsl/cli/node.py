@@ -56,6 +56,12 @@ def run(args: argparse.Namespace, out: Output) -> int:
     logging.getLogger(__name__).info("%s", security)
     with contextlib.suppress(io.UnsupportedOperation):  # stderr is no file when captured
         faulthandler.register(signal.SIGTERM, chain=True)  # a stopped node shows where it was
+    replanner = None
+    if args.role == "aggregator":  # re-planning with the planner (nodes.replan)
+        from planner.replan import replanner_for
+
+        replanner = replanner_for(topo)
     run_node(args.role, topo, plan, args.name, args.out, args.monitor,
-             plan_source=args.plan or "the topology's plan", checkpoints=args.checkpoints)
+             plan_source=args.plan or "the topology's plan", checkpoints=args.checkpoints,
+             replanner=replanner)
     return 0

@@ -86,6 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     from mpsl.report import Progress
     from nodes.launch import LocalCluster
+    from planner.replan import replanner_for
 
     topo = load_topology(args)
     security = security_line(topo, args.insecure)
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     with stopping_on_signals(), network(args, topo, caps, run_dir, out) as net:
         sets, nodes_topo, ns, host = net
         cluster = LocalCluster(args.topology, sets, nodes_topo, plan, run_dir, netns=ns,
-                               monitor_host=host)
+                               monitor_host=host, replanner=replanner_for(topo))
         with Progress(topo, out.console, quiet=args.quiet) as progress:
             results = cluster.run(progress.on_message)
     out.result(run_data(run_dir, results, out.warnings), render)
