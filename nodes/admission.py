@@ -113,9 +113,12 @@ class Rules:
         elif name in topo.chain:
             self.role, self.parts, self.index = "compute", plan.parts_on(name), -1
         else:
-            self.role, self.parts = "owner", plan.parts_on(OWNER)
             self.index = topo.owner(name).index
+            self.role, self.parts = "owner", plan.for_owner(self.index).parts_on(OWNER)
         self.model = Model(topo, plan)
+        # per-owner plans: compute nodes take the GLOBAL of their parts (nodes.owner_plans)
+        self.takes = TAKES[self.role] | ({Msg.GLOBAL} if self.role == "compute"
+                                         and not plan.uniform else set())
         self.samples = owner_samples(topo)
         t = topo.training
         self.batch_size, self.epochs = t.batch_size, t.epochs
@@ -137,7 +140,7 @@ class Rules:
         `run_id` is the node's ("" before the start): hello and start only come before it.
         """
         kind = msg.kind
-        if kind not in TAKES[self.role]:
+        if kind not in self.takes:
             return KIND, f"{kind} is not taken by a {self.role} node"
         if kind == Msg.CONTROL:
             return self._control(msg, run_id)
@@ -258,7 +261,7 @@ class Rules:
         if msg.src != want:
             return SENDER, f"{msg.kind} from {msg.src}, expected {want}"
         size = micro_batches(batch, n_mb)[msg.mb]
-        return check_tensors(msg.tensors, self._work_tensors(msg.kind, part, size)) \
+        return check_tensors(msg.tensors, self._work_tensors(msg.kind, part, size, k)) \
             or self._labels(msg) or self._window(msg.owner, msg.iter)
 
     def _window(self, owner: int, it: int) -> Refusal | None:
@@ -281,16 +284,18 @@ class Rules:
     def _sources(self, owner: int, n_mb: int) -> dict[TriggerKey, str]:
         key = (owner, n_mb)
         if key not in self._tasks:
-            tasks: list[Task] = [t for t in iteration_tasks(self.plan, owner, n_mb)
+            mine = self.plan.for_owner(owner)
+            tasks: list[Task] = [t for t in iteration_tasks(mine, owner, n_mb)
                                  if t.node == self.name]
             self._tasks[key] = {t.key: t.trigger.src for t in tasks
                                 if t.key is not None and t.trigger is not None}
         return self._tasks[key]
 
-    def _work_tensors(self, kind: str, part: int, size: int) -> dict[str, Spec]:
+    def _work_tensors(self, kind: str, part: int, size: int, owner: int) -> dict[str, Spec]:
+        model = self.model.of(self.plan.for_owner(owner))
         if kind == Msg.GRAD:
-            return {"g": ((size, *self.model.part_out[part]), torch.float32)}
-        want = {"x": ((size, *self.model.part_in[part]), torch.float32)}
+            return {"g": ((size, *model.part_out[part]), torch.float32)}
+        want = {"x": ((size, *model.part_in[part]), torch.float32)}
         if not self.plan.labels_local:
             want["y"] = ((size,), torch.int64)
         return want
@@ -308,8 +313,16 @@ class Rules:
             return SENDER, f"GLOBAL from {msg.src}"
         if msg.owner != self.index or msg.meta.get("round") != msg.iter:
             return META, f"GLOBAL for owner {msg.owner}, round {msg.meta.get('round')!r}"
-        return self._round_window(msg.iter, self.round) or check_tensors(
-            msg.tensors, self.model.params_of(self.parts))
+        if self.role == "compute":  # per-owner plans: every hosted owner's part
+            want = {k: v for o in self.plan.owners_on(self.name)
+                    for k, v in self._params_of(o, self.parts).items()}
+        else:
+            want = self._params_of(self.index, self.parts)
+        return self._round_window(msg.iter, self.round) or check_tensors(msg.tensors, want)
+
+    def _params_of(self, owner: int, parts: list[int]) -> dict[str, Spec]:
+        """The parameter names, shapes and dtypes of `parts` under `owner`'s plan."""
+        return self.model.of(self.plan.for_owner(owner)).params_of(parts)
 
     def _params(self, msg: Any) -> Refusal | None:
         owners = {name: k for k, name in self.owners.items()}
@@ -319,18 +332,20 @@ class Rules:
             if bad is None and (msg.owner != k or msg.meta["samples"] != self.samples[k]
                                 or type(msg.meta.get("epoch_end")) is not bool):
                 bad = META, f"PARAMS of owner {msg.owner}, samples {msg.meta['samples']}"
-            parts = self.plan.parts_on(OWNER)
+            parts = self.plan.for_owner(k).parts_on(OWNER)
         elif msg.src in self.topo.chain:
-            parts = self.plan.parts_on(msg.src)
+            parts, k = self.plan.parts_on(msg.src), msg.owner  # per-owner plans: owner's part
             bad = _meta_ints(msg.meta, ("round", "part"))
             if bad is None and msg.meta["part"] != parts[0]:
                 bad = PART, f"PARAMS of part {msg.meta['part']} from {msg.src}"
+            if bad is None and not self.plan.uniform and k not in self.plan.owners_on(msg.src):
+                bad = OWNER_, f"PARAMS of owner {k} from {msg.src}"
         else:
             return SENDER, f"PARAMS from {msg.src}"
         if bad is None and msg.meta["round"] != msg.iter:
             bad = META, "PARAMS round is not its iteration"
         return bad or self._round_window(msg.iter, self.round) or check_tensors(
-            msg.tensors, self.model.params_of(parts))
+            msg.tensors, self._params_of(k, parts))
 
     def _metrics(self, msg: Any) -> Refusal | None:
         typ = msg.meta.get("type")
@@ -345,7 +360,7 @@ class Rules:
         k = msg.owner
         if k not in self.owners:
             return OWNER_, f"loss of owner {k}"
-        last = self.plan.placement[-1]
+        last = self.plan.for_owner(k).placement[-1]
         sender = self.owners[k] if last == OWNER else last
         if msg.src != sender:
             return SENDER, f"loss from {msg.src}, expected {sender}"

@@ -7,7 +7,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from nodes.link import Outbox
 from nodes.membership import Membership
 from nodes.memory import tensor_bytes
 from nodes.node import NodeError
+from nodes.owner_plans import compute_global, owner_global, whole_models
 from nodes.parts import weighted_average
 from nodes.presence import Presence
 from nodes.recovery import Restarted, RoundStore
@@ -161,9 +162,11 @@ class Aggregator(Presence):
         samples, sent back to each as GLOBAL; then owners waiting to rejoin are let in."""
         got = self.gather(round_id)
         owners = sorted(got)
-        samples = [got[k].meta["samples"] for k in owners]
+        samples = [got[k].meta["samples"] for k in owners]  # per-owner plans: whole models
+        states: list[Mapping[str, torch.Tensor]] = [got[k].tensors for k in owners] \
+            if self.plan.uniform else self.whole_models(round_id, owners, got)
         with self.timed(Action.avg(), None, round_id):
-            avg = weighted_average([got[k].tensors for k in owners], samples)
+            avg = weighted_average(states, samples)
         self.owner_state.update(avg)
         late = sorted(self.members.active - set(owners))
         self.rounds.append({"round": round_id, "owners": owners, "late": late,
@@ -172,11 +175,28 @@ class Aggregator(Presence):
                             else [1 / len(owners)] * len(owners)})
         if self.topo.privacy.updates:  # mpsl.privacy: each owner released round_id + 1 updates
             self.rounds[-1]["epsilon"] = spent(self.topo.privacy, round_id + 1)
+        for c in self.topo.chain if not self.plan.uniform else ():  # they average, then save
+            self.send(c, Msg.GLOBAL, iteration=round_id, round=round_id,
+                      tensors=compute_global(self.plan, c, avg))
         self.commit(round_id)  # nodes.rollback: a restart goes back to here at worst
         for k in sorted(self.members.active):  # stragglers too: they go on from it
-            self.send(owner_name(k), Msg.GLOBAL, owner=k, iteration=round_id, tensors=avg,
-                      round=round_id)
+            self.send(owner_name(k), Msg.GLOBAL, owner=k, iteration=round_id,
+                      tensors=owner_global(self.plan, k, avg), round=round_id)
         self.admit(round_id, avg)
+
+    def whole_models(self, round_id: int, owners: list[int],
+                     got: dict[int, Message]) -> list[Mapping[str, torch.Tensor]]:
+        """Per-owner plans: each owner's whole model, from its PARAMS and its compute nodes'
+        copies of its parts (their PARAMS of the round, one per owner)."""
+        parts: dict[tuple[str, int], Message] = {}
+        for k in owners:
+            for c in self.plan.for_owner(k).placement[1:]:
+                if c in self.topo.chain:
+                    parts[(c, k)] = self.wait(
+                        lambda m, c=c, k=k: m.kind == Msg.PARAMS and m.src == c  # type: ignore
+                        and m.owner == k and m.iter == round_id,
+                        f"PARAMS of owner {k}'s part from {c}, round {round_id}")
+        return list(whole_models(self.plan, owners, got, parts))
 
     def gather(self, round_id: int) -> dict[int, Message]:
         """The PARAMS of round `round_id` of every owner present, keeping the METRICS that come
@@ -223,8 +243,8 @@ class Aggregator(Presence):
 
     def end_epoch(self, epoch: int, round_id: int, t_prev: float) -> float:
         now = time.time()
-        state = dict(self.owner_state)
-        for _ in self.topo.chain:
+        state = dict(self.owner_state)  # per-owner plans: the whole global model already
+        for _ in self.topo.chain if self.plan.uniform else ():
             state.update(self.wait(lambda m: m.kind == Msg.PARAMS and m.src in self.topo.chain
                                    and m.iter == round_id,
                                    f"compute-node PARAMS of round {round_id}").tensors)

@@ -34,6 +34,7 @@ from nodes.batched import Batcher
 from nodes.checkpoint import CheckpointError
 from nodes.executor import IterationState, message_key, payload_fits, run_task, trigger_sources
 from nodes.node import Node, NodeError
+from nodes.owner_plans import close_round, first_average, from_average, take_global
 from nodes.parts import PartRunner, make_copies, weighted_average
 from nodes.recovery import Rollback, RoundStore, copies_state, load_copies_state
 from nodes.wire import Message
@@ -49,7 +50,7 @@ class ComputeNode(Node):
         spec = topo.compute(name)
         super().__init__(topo, plan, name, spec.compute_scale)
         (self.part,) = plan.parts_on(name)
-        self.owners = [o.index for o in topo.owners]
+        self.owners = plan.owners_on(name)  # those with a part here (not FL owners)
         self.shared = topo.mode == "sl"  # SL: one server-side model that owners take turns on
         self.copies = make_copies(topo, plan, [self.part], self.owners, shared=self.shared,
                                   device=spec.device)
@@ -57,17 +58,16 @@ class ComputeNode(Node):
                                  device=spec.device)
         for c in self.copies.values():
             self.meter.exclude(c.module.parameters())
+        same = len({plan.for_owner(k).cuts for k in self.owners}) == 1  # parts of one size
         self.batcher = Batcher.make(self.runner, self.part, self.owners, self.shared) \
-            if spec.batch_owners == "auto" else None
+            if spec.batch_owners == "auto" and same else None
         self.prev = plan.placement[self.part - 1]
         self.next = plan.placement[self.part + 1] if self.part + 1 < plan.num_parts else None
-        for neighbour in {self.prev, self.next} - {None}:
-            if neighbour == OWNER:
-                for o in topo.owners:
-                    self.connect(o.name, o.downlink_mbps, o.latency_ms)
-            else:
-                assert neighbour is not None
-                self.connect(neighbour, topo.links.compute_mbps, topo.links.compute_latency_ms)
+        for neighbour in [n for n in (self.prev, self.next) if n is not None and n != OWNER]:
+            self.connect(neighbour, topo.links.compute_mbps, topo.links.compute_latency_ms)
+        if OWNER in (self.prev, self.next):
+            for o in topo.owners:
+                self.connect(o.name, o.downlink_mbps, o.latency_ms)
         self.connect(AGGREGATOR, None)
         self.queue = TaskQueue(gated=True)
         self.states: dict[tuple[int, int], IterationState] = {}
@@ -83,7 +83,9 @@ class ComputeNode(Node):
         self.averaged = -1  # the last round whose copies were averaged
         self.epoch_end: dict[int, bool] = {}  # round -> whether it ends an epoch
         self.skipped: dict[int, set[int]] = {}  # round -> owners late for it (stragglers)
-        self.last_avg = self.copies[(self.owners[0], self.part)].module.state_dict()
+        self.last_avg = self.copies[(self.owners[0], self.part)].module.state_dict() \
+            if plan.uniform else first_average(self.copies)  # per-owner plans: model keys
+        self.awaiting: tuple[int, list[int]] | None = None  # the round whose GLOBAL is due
         self.rules.active = self.active
         self.store: RoundStore | None = None  # its rounds' states, to roll back to
         if topo.failure.checkpoint:
@@ -170,9 +172,9 @@ class ComputeNode(Node):
     def on_sync(self, msg: Message) -> None:
         """An owner finished a round: forward the sync; once every owner present has, average
         the copies (AVG{part}) and open the next round's tasks."""
-        reason = self._sync_error(msg)
-        if reason is not None:
-            self.drop(msg, reason)
+        if msg.owner not in self.syncs or msg.meta.get("round") != self.syncs[msg.owner] \
+                or msg.iter != self.syncs[msg.owner]:  # not the owner's next round
+            self.drop(msg, ORDER)
             return
         r = self.syncs[msg.owner]
         self.syncs[msg.owner] += 1
@@ -191,8 +193,13 @@ class ComputeNode(Node):
         """Average every round, in order, whose syncs every owner present sent; then let in
         the owners that rejoin at the next one."""
         while (counts := self.synced.get(self.averaged + 1)) is not None and \
+                self.awaiting is None and \
                 self.active <= set(counts) | self.skipped.get(self.averaged + 1, set()):
             r = self.averaged + 1
+            if not self.plan.uniform:  # the aggregator averages (nodes.owner_plans)
+                skipped = self.skipped.get(r, set())
+                close_round(self, r, sorted(k for k in counts if k in self.active - skipped))
+                return
             late = self.skipped.pop(r, set())
             owners = sorted(k for k in counts if k in self.active and k not in late)
             if not self.shared and owners:
@@ -239,7 +246,7 @@ class ComputeNode(Node):
             load_copies_state(self.copies, state, f"{self.name}'s round {r}")
         except CheckpointError as err:
             raise NodeError(f"{self.name}: cannot resume: {err}") from None
-        self.last_avg = state["last_avg"]
+        self.last_avg, self.awaiting = state["last_avg"], None
         self.queue = TaskQueue(gated=True)
         self.queue.open(resume)
         for kept in (self.states, self.synced, self.epoch_end, self.skipped, self.joins):
@@ -260,7 +267,7 @@ class ComputeNode(Node):
         self.roll_back(resume)
         self.send(AGGREGATOR, Msg.CONTROL, iteration=resume, type="rolled", round=resume,
                   trace=False)
-        if params and resume > 0:
+        if params and resume > 0 and self.plan.uniform:
             owner = min(self.active, default=self.owners[0])
             self.send(AGGREGATOR, Msg.PARAMS, iteration=resume - 1, round=resume - 1,
                       tensors=self.copies[(owner, self.part)].full_state(), part=self.part)
@@ -276,7 +283,7 @@ class ComputeNode(Node):
     def _take_average(self, owner: int) -> None:
         """A straggler's update is dropped: its copy becomes the last average."""
         if not self.shared:
-            self.copies[(owner, self.part)].module.load_state_dict(self.last_avg)
+            from_average(self.plan, self.copies[(owner, self.part)], self.last_avg)
         log.info("%s: owner %d's update came late: it goes on from the average", self.name,
                  owner)
 
@@ -308,7 +315,7 @@ class ComputeNode(Node):
         for k in ready:
             r = self.joins.pop(k)
             c = self.copies[(k, self.part)]
-            c.module.load_state_dict(self.last_avg)
+            from_average(self.plan, c, self.last_avg)
             c.optimizer.state.clear()
             self.active.add(k)
             self.syncs[k] = r
@@ -320,13 +327,6 @@ class ComputeNode(Node):
             early, self.early = self.early, []
             for msg in early:
                 self.on_work(msg)
-
-    def _sync_error(self, msg: Message) -> str | None:
-        """Why a sync the rules took cannot be taken now (not the owner's next round), or None."""
-        if msg.owner not in self.syncs or msg.meta.get("round") != self.syncs[msg.owner] \
-                or msg.iter != self.syncs[msg.owner]:
-            return ORDER
-        return None
 
     # the run ---------------------------------------------------------------------------------
     def dispatch(self, msg: Message) -> bool:
@@ -354,7 +354,9 @@ class ComputeNode(Node):
             kind = msg.meta.get("type")
             if kind == "stop":
                 return False
-            if kind == "sync":
+            if kind in ("leave", "skip", "join") and msg.owner not in self.syncs:
+                pass  # an owner with no part here (FL beside split owners)
+            elif kind == "sync":
                 self.on_sync(msg)
             elif kind == "leave":
                 self.on_leave(msg.owner, int(msg.meta["round"]))
@@ -367,6 +369,8 @@ class ComputeNode(Node):
                 self.drop(msg, TYPE, f"CONTROL {str(kind)[:40]!r}")
         elif msg.kind in (Msg.ACT, Msg.GRAD):
             self.on_work(msg)
+        elif msg.kind == Msg.GLOBAL:
+            take_global(self, msg)
         else:
             self.drop(msg, KIND, f"{msg.kind}")
         return True

@@ -51,16 +51,17 @@ class DataOwner(Node):
         self.samples = len(indices[index])
         self.iterations = [iterations_per_epoch(topo.training, len(p)) for p in indices]
         self.n = plan.micro_batches[index]
-        self.parts = plan.parts_on(OWNER)
+        self.mine = mine = plan.for_owner(index)  # its own plan (its cuts; FL: every layer)
+        self.parts = mine.parts_on(OWNER)
         self.copies = make_copies(topo, plan, self.parts, [index])
         self.noise_seed = node_seed(topo.privacy)  # secret unless privacy.noise_seed
-        self.runner = PartRunner(self.copies, plan.num_parts - 1, self.meter,
+        self.runner = PartRunner(self.copies, mine.num_parts - 1, self.meter,
                                  NoiseLayer.of(topo.privacy, self.noise_seed))
         for c in self.copies.values():
             self.meter.exclude(c.module.parameters())
         self.reference = self.owner_parameters()  # the last global model, for the deltas
         self.queue = TaskQueue()
-        chain_ends = {plan.placement[1], plan.placement[-2]} if plan.num_parts > 1 else set()
+        chain_ends = {mine.placement[1], mine.placement[-2]} if mine.num_parts > 1 else set()
         for dst in sorted(chain_ends - {OWNER}):  # the first compute node, and the last in a U
             self.connect(dst, spec.uplink_mbps, spec.latency_ms)
         self.connect(AGGREGATOR, spec.uplink_mbps, spec.latency_ms)
@@ -82,10 +83,10 @@ class DataOwner(Node):
         for mb, (xs, ys) in enumerate(zip(torch.split(xb, sizes), torch.split(yb, sizes))):
             st.inputs[(0, mb)] = xs
             st.labels[mb] = ys
-        tasks = [t for t in iteration_tasks(self.plan, self.index, n_mb) if t.node == self.name]
+        tasks = [t for t in iteration_tasks(self.mine, self.index, n_mb) if t.node == self.name]
         sources = trigger_sources(tasks)
         self.queue.add(self.index, it, tasks, time.time())
-        shared = not self.plan.labels_local
+        shared = not self.mine.labels_local
         deadline = time.monotonic() + self.timeout
         while True:
             entry = self.queue.pop()
@@ -117,7 +118,7 @@ class DataOwner(Node):
         return False
 
     def _report_loss(self, epoch: int, it: int, batch: int) -> None:
-        if not self.plan.labels_local:
+        if not self.mine.labels_local:
             return  # the last compute node computes the loss and reports it
         loss = sum(v for (_, i, v) in self.runner.losses if i == it)
         self.runner.losses.clear()
@@ -141,8 +142,8 @@ class DataOwner(Node):
                       privacy.clip_norm)
         self.send(AGGREGATOR, Msg.PARAMS, owner=self.index, iteration=round_id, tensors=state,
                   round=round_id, samples=self.samples, epoch_end=epoch_end)
-        if self.plan.num_parts > 1:
-            self.send(self.plan.placement[1], Msg.CONTROL, owner=self.index,
+        if self.mine.num_parts > 1:
+            self.send(self.mine.placement[1], Msg.CONTROL, owner=self.index,
                       iteration=round_id, type="sync", round=round_id, samples=self.samples,
                       epoch_end=epoch_end)
 

@@ -56,10 +56,10 @@ def make_copies(
     topo: Topology, plan: Plan, parts: Iterable[int], owners: Iterable[int], shared: bool = False,
     device: str = "cpu",
 ) -> dict[tuple[int, int], PartCopy]:
-    """Copies of `parts` for every owner, on `device`; with `shared`, one copy that all owners
-    use (SL)."""
+    """Copies of `parts` for every owner, on `device`, each of its owner's plan (its cuts);
+    with `shared`, one copy that all owners use (SL)."""
     full = build_full_model(topo)
-    modules = split_model(full, plan.cuts) if plan.cuts else [full]
+    split: dict[tuple[int, ...], list[nn.Sequential]] = {}  # by cuts: owners' plans differ
     copies: dict[tuple[int, int], PartCopy] = {}
     for p in parts:
         common = None
@@ -67,10 +67,13 @@ def make_copies(
             if shared and common is not None:
                 copies[(k, p)] = common
                 continue
-            module = copy.deepcopy(modules[p]).to(device)
+            mine = plan.for_owner(k)
+            if mine.cuts not in split:
+                split[mine.cuts] = split_model(full, mine.cuts) if mine.cuts else [full]
+            module = copy.deepcopy(split[mine.cuts][p]).to(device)
             module.train()
             optimizer = make_optimizer(module.parameters(), topo.training)
-            made = PartCopy(p, plan.bounds[p], module, optimizer)
+            made = PartCopy(p, mine.bounds[p], module, optimizer)
             copies[(k, p)] = made
             common = made
     return copies

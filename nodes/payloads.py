@@ -4,6 +4,8 @@ tensors against them."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from mpsl.plan import Plan
@@ -44,13 +46,27 @@ class Model:
             for layer in model:
                 x = layer(x)
                 shapes.append(tuple(x.shape[1:]))
-        self.part_in = [shapes[a] for a, _ in plan.parts]
-        self.part_out = [shapes[b] for _, b in plan.parts]
-        state = model.state_dict()
+        self.shapes: list[tuple[int, ...]] = shapes
+        self.state: dict[str, Spec] = {k: (tuple(v.shape), v.dtype)
+                                       for k, v in model.state_dict().items()}
+        self._cut(plan)
+        self._views: dict[tuple[int, ...], Model] = {plan.cuts: self}
+
+    def _cut(self, plan: Plan) -> None:
+        self.part_in = [self.shapes[a] for a, _ in plan.parts]
+        self.part_out = [self.shapes[b] for _, b in plan.parts]
         self.params: list[dict[str, Spec]] = []
         for a, b in plan.parts:
-            self.params.append({k: (tuple(v.shape), v.dtype) for k, v in state.items()
+            self.params.append({k: v for k, v in self.state.items()
                                 if a <= int(k.split(".", 1)[0]) < b})
+
+    def of(self, plan: Plan) -> Model:
+        """The same model cut by `plan` (an owner's own plan)."""
+        if plan.cuts not in self._views:
+            view = copy.copy(self)
+            view._cut(plan)
+            self._views[plan.cuts] = view
+        return self._views[plan.cuts]
 
     def params_of(self, parts: list[int]) -> dict[str, Spec]:
         return {k: v for p in parts for k, v in self.params[p].items()}

@@ -14,6 +14,7 @@ from mpsl.actions import Msg
 from mpsl.settings import first_difference
 from nodes.admission import PRESENT, SETTINGS
 from nodes.node import NodeError
+from nodes.owner_plans import owner_global
 from nodes.recovery import Restarted
 from nodes.rollback import Coordinator
 from nodes.wire import Message
@@ -149,6 +150,6 @@ class Presence(Coordinator):
                           trace=False)
             self.send(name, Msg.CONTROL, type="start", t=self.t_start, resume_round=nxt,
                       trace=False)
-            self.send(name, Msg.GLOBAL, owner=k, iteration=round_id, tensors=avg,
-                      round=round_id)
+            self.send(name, Msg.GLOBAL, owner=k, iteration=round_id, round=round_id,
+                      tensors=owner_global(self.plan, k, avg))
             self.tell_monitor(type="rejoined", node=name, round=nxt)

@@ -30,6 +30,7 @@ from nodes.admission import Rules
 from nodes.checkpoint import CheckpointError, load_checkpoint
 from nodes.membership import Membership
 from nodes.node import Node, NodeError
+from nodes.owner_plans import owner_global
 from nodes.recovery import RoundStore
 from nodes.wire import Message
 
@@ -163,9 +164,10 @@ class Coordinator(Node):
             self.save_commit()
         if self.topo.mode != "sl" and r >= 0:
             part = {k: v for k, v in self.owner_state.items() if self.owner_key(k)}
-            for k in sorted(self.members.active):
-                self.send(self.members.names[k], Msg.GLOBAL, owner=k, iteration=r,
-                          tensors=part, round=r)
+            for k in sorted(self.members.active):  # per-owner plans: each its own parts
+                self.send(self.members.names[k], Msg.GLOBAL, owner=k, iteration=r, round=r,
+                          tensors=part if self.plan.uniform else owner_global(
+                              self.plan, k, self.owner_state))
         self.tell_monitor(type="rollback", node=restarted, round=resume, redone=redone)
         return resume
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mpsl.spec import TrainingSpec
@@ -54,8 +54,10 @@ def measure_profile(
     budget_s: float | None = None,
     wake_repeats: int = 3,
     wake_gap_s: float = WAKE_GAP_S,
+    device: str = "cpu",
 ) -> Profile:
-    """Time every layer of `model_name` on this host with one torch thread.
+    """Time every layer of `model_name` on this host with one torch thread, on `device`
+    (a CUDA device: the model and data live there, and every timer waits for the device).
 
     Each layer runs on its own (input detached, requiring grad past layer 0; the last layer
     includes the cross-entropy loss) at every batch size; times are the median of `repeats`
@@ -77,6 +79,7 @@ def measure_profile(
     from mpsl.models import build_model, layer_labels, smallest_batch
 
     keep_freed_memory()
+    now = device_clock(device)
 
     if len(input_shape) != 3 or min(batch_sizes, default=0) < 1 or repeats < 1:
         raise ValueError(f"need input_shape (C, H, W), batch sizes >= 1 and repeats >= 1; got "
@@ -86,14 +89,14 @@ def measure_profile(
     try:
         torch.manual_seed(0)
         c, h, w = input_shape
-        model = build_model(model_name, num_classes, c, h, norm).train()
+        model = build_model(model_name, num_classes, c, h, norm).train().to(device)
         low = smallest_batch(model, input_shape)  # BatchNorm on 1x1 maps: at least 2
         mods = list(model.children())
         rounds = _Rounds(mods, input_shape, num_classes, sorted({max(low, b) for b in batch_sizes}),
                          [_optimizer(m.parameters(), optimizer, momentum, 0.0) for m in mods],
-                         {p.untyped_storage().data_ptr() for p in model.parameters()})
-        rounds.run(repeats, wake_repeats, wake_gap_s, budget_s)
-        opt = _opt_times(mods, optimizer, momentum, repeats)
+                         {p.untyped_storage().data_ptr() for p in model.parameters()}, device)
+        rounds.run(repeats, wake_repeats, wake_gap_s, budget_s, now)
+        opt = _opt_times(mods, optimizer, momentum, repeats, now)
     finally:
         torch.set_num_threads(threads)
     points, (wake_f, wake_b, wake_step), step = _medians(rounds.warm, rounds.cold, opt)
@@ -101,8 +104,29 @@ def measure_profile(
               for i, (label, mod) in enumerate(zip(layer_labels(model), mods))]
     return Profile(tuple(layers), f"measured:{model_name}",
                    {"model": model_name, "input_shape": list(input_shape), "norm": norm,
-                    "smallest_batch": low},
+                    "smallest_batch": low, **({"device": device} if device != "cpu" else {})},
                    wake_f, wake_b, step, wake_step)
+
+
+def device_clock(device: str) -> Callable[[], float]:
+    """A timer for work on `device`: `time.perf_counter` on the CPU; on a CUDA device,
+    perf_counter once the device has finished what was queued (refused in one line where
+    torch sees no such device)."""
+    import torch
+
+    if device == "cpu":
+        return time.perf_counter
+    if not device.startswith("cuda"):
+        raise ValueError(f"cannot profile on device {device!r}: cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ValueError(f"cannot profile on {device}: torch sees no CUDA device here")
+    dev = torch.device(device)
+
+    def now() -> float:
+        torch.cuda.synchronize(dev)
+        return time.perf_counter()
+
+    return now
 
 
 def _layer(label: str, mod: Any, pts: tuple[tuple[int, float, float], ...], opt_s: float,
@@ -119,7 +143,8 @@ class _Rounds:
     (after a sleep) at 3 wake sizes at most, and each layer's output and saved bytes."""
 
     def __init__(self, mods: list[Any], input_shape: tuple[int, int, int], num_classes: int,
-                 batch_sizes: list[int], opts: list[Any], pids: set[int]) -> None:
+                 batch_sizes: list[int], opts: list[Any], pids: set[int],
+                 device: str = "cpu") -> None:
         import torch
 
         c, h, w = input_shape
@@ -127,7 +152,8 @@ class _Rounds:
         self.batch_sizes = batch_sizes
         # the wake-up cost (0.45 s of sleep per layer and batch size) at 3 sizes at most
         self.wake_sizes = {batch_sizes[0], batch_sizes[len(batch_sizes) // 2], batch_sizes[-1]}
-        self.data = {b: (torch.rand(b, c, h, w), torch.randint(0, num_classes, (b,)))
+        self.data = {b: (torch.rand(b, c, h, w, device=device),
+                         torch.randint(0, num_classes, (b,), device=device))
                      for b in batch_sizes}
         self.warm: dict[int, list[_Samples]] = {b: [([], [], []) for _ in mods]
                                                 for b in batch_sizes}
@@ -137,7 +163,7 @@ class _Rounds:
         self.act_b = [0] * len(mods)
 
     def run(self, repeats: int, wake_repeats: int, wake_gap_s: float,
-            budget_s: float | None) -> None:
+            budget_s: float | None, now: Callable[[], float] = time.perf_counter) -> None:
         """Round 0 warms up; rounds 1..repeats each time every batch size warm, and the cold
         passes run after the warm rounds `cold_after`, spread over the rounds."""
         started = time.perf_counter()
@@ -146,12 +172,12 @@ class _Rounds:
             for b in self.batch_sizes:
                 x0, y = self.data[b]
                 for i, times in enumerate(_warm_times(self.mods, self.opts, x0, y, self.pids,
-                                                      self.out_b, self.act_b)):
+                                                      self.out_b, self.act_b, now)):
                     if rnd:
                         _append(self.warm[b][i], times)
                 for _ in range(cold_after.count(rnd) if b in self.wake_sizes else 0):
                     for i, times in enumerate(_cold_times(self.mods, self.opts, x0, y,
-                                                          wake_gap_s)):
+                                                          wake_gap_s, now)):
                         _append(self.cold[b][i], times)
             if budget_s is not None and rnd and time.perf_counter() - started > budget_s:
                 break
@@ -209,14 +235,14 @@ def _backward(out: Any, loss: Any) -> None:
         out.backward(torch.ones_like(out))
 
 
-def _step(opt: Any) -> float | None:
+def _step(opt: Any, now: Callable[[], float]) -> float | None:
     """Seconds of a node's STEP over one optimizer: step, then zero_grad (None: no parameters)."""
     if opt is None:
         return None
-    t0 = time.perf_counter()
+    t0 = now()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return time.perf_counter() - t0
+    return now() - t0
 
 
 def _recording_saved(pids: set[int], saved: dict[int, int]) -> Any:
@@ -234,7 +260,8 @@ def _recording_saved(pids: set[int], saved: dict[int, int]) -> Any:
 
 
 def _warm_times(mods: Sequence[Any], opts: Sequence[Any], x0: Any, y: Any, pids: set[int],
-                out_b: list[int], act_b: list[int]) -> list[tuple[float, float, float | None]]:
+                out_b: list[int], act_b: list[int], now: Callable[[], float] = time.perf_counter
+                ) -> list[tuple[float, float, float | None]]:
     """(forward, backward, step) seconds of every layer, one after the other with no pause;
     sets `out_b` and `act_b` (output and saved bytes per sample, parameters' storages `pids`
     not counted)."""
@@ -245,14 +272,14 @@ def _warm_times(mods: Sequence[Any], opts: Sequence[Any], x0: Any, y: Any, pids:
     for i, mod in enumerate(mods):
         inp = x.detach().requires_grad_(i > 0)
         saved: dict[int, int] = {}
-        t0 = time.perf_counter()
+        t0 = now()
         with _recording_saved(pids, saved):
             res = mod(inp)
             loss = torch.nn.functional.cross_entropy(res, y) if i == len(mods) - 1 else None
-        t1 = time.perf_counter()
+        t1 = now()
         _backward(res, loss)
-        t2 = time.perf_counter()
-        out.append((t1 - t0, t2 - t1, _step(opts[i])))
+        t2 = now()
+        out.append((t1 - t0, t2 - t1, _step(opts[i], now)))
         out_b[i] = res.numel() * res.element_size() // b
         act_b[i] = sum(saved.values()) // b
         x = res.detach()
@@ -260,7 +287,8 @@ def _warm_times(mods: Sequence[Any], opts: Sequence[Any], x0: Any, y: Any, pids:
 
 
 def _cold_times(mods: Sequence[Any], opts: Sequence[Any], x0: Any, y: Any,
-                gap_s: float = WAKE_GAP_S) -> list[tuple[float, float, float | None]]:
+                gap_s: float = WAKE_GAP_S, now: Callable[[], float] = time.perf_counter
+                ) -> list[tuple[float, float, float | None]]:
     """(forward, backward, step) seconds of every layer, each after `gap_s` asleep."""
     import torch
 
@@ -269,22 +297,23 @@ def _cold_times(mods: Sequence[Any], opts: Sequence[Any], x0: Any, y: Any,
     for i, mod in enumerate(mods):
         inp = x.detach().requires_grad_(i > 0)
         time.sleep(gap_s)
-        t0 = time.perf_counter()
+        t0 = now()
         res = mod(inp)
         loss = torch.nn.functional.cross_entropy(res, y) if i == len(mods) - 1 else None
-        t1 = time.perf_counter()
+        t1 = now()
         time.sleep(gap_s)
-        t2 = time.perf_counter()
+        t2 = now()
         _backward(res, loss)
-        t3 = time.perf_counter()
+        t3 = now()
         if opts[i] is not None:
             time.sleep(gap_s)
-        out.append((t1 - t0, t3 - t2, _step(opts[i])))
+        out.append((t1 - t0, t3 - t2, _step(opts[i], now)))
         x = res.detach()
     return out
 
 
-def _opt_times(mods: Sequence[Any], optimizer: str, momentum: float, repeats: int) -> list[float]:
+def _opt_times(mods: Sequence[Any], optimizer: str, momentum: float, repeats: int,
+               now: Callable[[], float] = time.perf_counter) -> list[float]:
     """Median seconds of one optimizer step over each layer's parameters (grads set to ones),
     repeated warm."""
     import torch
@@ -300,10 +329,10 @@ def _opt_times(mods: Sequence[Any], optimizer: str, momentum: float, repeats: in
             p.grad = torch.ones_like(p)
         ts = []
         for rep in range(repeats + 1):
-            t0 = time.perf_counter()
+            t0 = now()
             opt.step()
             if rep:
-                ts.append(time.perf_counter() - t0)
+                ts.append(now() - t0)
         for p in params:
             p.grad = None
         out.append(statistics.median(ts))

@@ -123,7 +123,8 @@ def node_profiles(topo: Topology, profiles: Profile | Mapping[str, Profile] | No
     `profiles` is this host's profile (scaled by each node's compute_scale) or a mapping of
     node name to profile used as is, with `"*"` for this host. Missing ones come from the
     topology's files (a node's `profile:`, then `plan.profile` as this host's), then from a
-    measurement on this host when `measure`.
+    measurement on this host when `measure`. A compute node on a CUDA device without a
+    profile of its own is measured on that device (once per device) when `measure`.
     """
     given: dict[str, Profile] = {}
     host: Profile | None = None
@@ -140,15 +141,23 @@ def node_profiles(topo: Topology, profiles: Profile | Mapping[str, Profile] | No
         return files[path]
 
     scaled: dict[float, Profile] = {}
+    on_device: dict[str, Profile] = {}  # measured on a compute node's GPU, by device
     out: dict[str, Profile] = {}
     nodes = [(o.name, o.compute_scale, o.profile) for o in topo.owners]
     nodes += [(c.name, c.compute_scale, c.profile) for c in topo.compute_nodes]
+    devices = {c.name: c.device for c in topo.compute_nodes}
     for name, scale, path in nodes:
         if name in given:
             out[name] = given[name]
             continue
         if path is not None:
             out[name] = from_file(path)
+            continue
+        device = devices.get(name, "cpu")
+        if device != "cpu" and measure:
+            if device not in on_device:
+                on_device[device] = host_profile(topo, device=device)
+            out[name] = on_device[device].scaled(scale)
             continue
         if host is None:
             if topo.plan.profile is not None:
@@ -168,14 +177,15 @@ def node_profiles(topo: Topology, profiles: Profile | Mapping[str, Profile] | No
     return out
 
 
-def host_profile(topo: Topology, repeats: int = 3) -> Profile:
-    """Measure the topology's model on this host at micro-batch sizes 1, 2, 4, ... and B."""
+def host_profile(topo: Topology, repeats: int = 3, device: str = "cpu") -> Profile:
+    """Measure the topology's model on this host (on `device`) at micro-batch sizes 1, 2,
+    4, ... and B."""
     from planner.measure import measure_profile, profile_sizes
 
     shape, classes = input_shape(topo)
     sizes = profile_sizes(topo.training.batch_size)
     return measure_profile(topo.model.name, shape, classes, topo.model.norm, sizes, repeats,
-                           topo.training.optimizer, topo.training.momentum)
+                           topo.training.optimizer, topo.training.momentum, device=device)
 
 
 def smallest_micro_batch(topo: Topology) -> int:

@@ -64,7 +64,7 @@ def test_step_costs_are_the_in_context_step_less_the_warm_one(monkeypatch):
     def sleep(s: float) -> None:
         state["slept"] = True
 
-    def step(opt):
+    def step(opt, now=None):
         if opt is None:
             return None
         state["steps"] += 1
@@ -131,3 +131,29 @@ def test_byte_profile_has_a_measured_profiles_bytes(monkeypatch, model, norm, ba
         assert g.fwd(4) == g.bwd(4) == g.opt_s == 0 and not g.points
     assert got.step([(0, got.num_layers)]) == 0 and got.wake_fwd_s == 0
     assert sum(lp.act_bytes for lp in got.layers) > 0
+
+
+def test_the_cpu_clock_is_perf_counter_and_other_devices_are_checked():
+    import time
+
+    import torch
+
+    assert measure_module.device_clock("cpu") is time.perf_counter
+    with pytest.raises(ValueError, match="cannot profile on device 'tpu': cpu, cuda or cuda:N"):
+        measure_module.device_clock("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cannot profile on cuda:1: torch sees no CUDA"):
+            measure_module.device_clock("cuda:1")
+
+
+def test_every_pass_and_step_is_timed_by_the_devices_clock(monkeypatch):
+    """On a GPU the timers must wait for the device: every time read goes through the
+    device's clock. A fake clock that advances 1 s per read gives 1 s per pass and step."""
+    ticks = iter(range(1_000_000))
+    monkeypatch.setattr(measure_module, "device_clock",
+                        lambda device: (lambda: float(next(ticks))))
+    p = measure_profile("mlp", (1, 8, 8), 10, "none", batch_sizes=(1, 4), repeats=1,
+                        wake_repeats=1, wake_gap_s=0.0)
+    for lp in p.layers:
+        assert lp.points == ((1, 1.0, 1.0), (4, 1.0, 1.0))
+        assert lp.opt_s == 1.0

@@ -73,3 +73,27 @@ def test_missing_plan_profile_is_named_once(tmp_path):
         node_profiles(t, measure=False)
     assert str(err.value).startswith(f"{folder / 'prof.csv'}: cannot read the profile")
     assert "topologies/topologies" not in str(err.value)
+
+
+def test_a_gpu_compute_node_is_measured_on_its_device(monkeypatch):
+    """A compute node on cuda:N without a profile of its own is measured on that device, once
+    per device, then scaled by its compute_scale; the other nodes take this host's."""
+    import planner.resources as resources
+
+    measured: list[str] = []
+
+    def host_profile(t, device="cpu"):
+        measured.append(device)
+        return Profile.synthetic(3, fwd=(0, 2.0 if device != "cpu" else 9.0))
+
+    monkeypatch.setattr(resources, "host_profile", host_profile)
+    gpu = {"device": "cuda:1"}
+    t = topo(compute_nodes=[{"name": "a", "address": "tcp://127.0.0.1:5590", **gpu},
+                            {"name": "b", "address": "tcp://127.0.0.1:5591", **gpu,
+                             "compute_scale": 2.0}],
+             mode="mpsl", labels="local", plan={"cuts": [1, 2, 3], "micro_batches": 1})
+    profs = node_profiles(t, Profile.synthetic(3, fwd=(0, 1.0)))
+    assert measured == ["cuda:1"]
+    assert [profs[n].fwd(0, 1) for n in ("a", "b", "owner0")] == [2.0, 4.0, 1.0]
+    cpu_only = topo()  # no GPU node: nothing measured
+    assert node_profiles(cpu_only, Profile.synthetic(3))["server"] and measured == ["cuda:1"]
