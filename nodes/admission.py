@@ -9,10 +9,10 @@ lengths, size caps and that the sender is known; the inbox has dropped messages 
   from the node before it); the aggregator PARAMS (from owners, and from compute nodes at an
   epoch's end), METRICS (loss, summary) and CONTROL hello (before the run starts, from an owner
   that rejoins, and from a compute node that restarts when the run keeps checkpoints), and,
-  once the run started, heartbeat, saved (from compute nodes) and rolled. Every CONTROL but
-  hello, heartbeat, sync, saved and rolled comes from the aggregator (a compute node's leave,
-  join and skip name an owner of the run and a round of it; a rollback a round and the run's
-  new wire id); GLOBAL only from the aggregator.
+  once the run started, heartbeat, saved (from compute nodes), rolled and the re-planning
+  REPORTS. Every CONTROL but hello, heartbeat, sync and REPORTS comes from the aggregator (a
+  switch's too; a compute node's leave, join and skip name an owner of the run and a round of
+  it; a rollback a round and the run's new wire id); GLOBAL only from the aggregator.
 * ACT and GRAD: an owner of the run (a data owner: only its own), meta `part`, `n_mb`,
   `batch`, `epoch` as ints that match the iteration (its epoch, its batch size, min(N, B)
   micro-batches), a part this node runs, mb < n_mb, the sender the plan's tasks name for
@@ -82,10 +82,11 @@ REASONS = (KIND, TYPE, SENDER, OWNER_, META, PART, MB, NO_TASK, TENSORS, SHAPE, 
 TAKES = {"owner": {Msg.ACT, Msg.GRAD, Msg.GLOBAL, Msg.CONTROL},
          "compute": {Msg.ACT, Msg.GRAD, Msg.CONTROL},
          "aggregator": {Msg.PARAMS, Msg.METRICS, Msg.CONTROL}}
-CONTROLS = {"owner": {"start", "abort", "stop", "rollback"},
-            "compute": {"start", "stop", "abort", "sync", "leave", "join", "skip", "rollback"},
-            "aggregator": {"hello", "heartbeat", "saved", "rolled"}}
-IN_RUN = {"heartbeat", "rollback", "saved", "rolled"}  # CONTROL types only a started run takes
+REPORTS = ("saved", "rolled", "handover", "switched", "rates")  # switch: nodes.switch checks
+CONTROLS = {"owner": {"start", "abort", "stop", "rollback", "switch", "handin"},
+            "compute": {"start", "stop", "abort", "sync", "leave", "join", "skip", "rollback",
+                        "switch", "handin"}, "aggregator": {"hello", "heartbeat", *REPORTS}}
+IN_RUN = {"heartbeat", "rollback", "switch", "handin", *REPORTS}  # only a started run takes
 SUMMARY_INTS = ("peak_rss_bytes", "peak_tensor_bytes", "state_bytes", "activation_peak_bytes",
                 "rejected_messages", "refused_connections")
 
@@ -164,7 +165,7 @@ class Rules:
             return None if msg.src != AGGREGATOR else (SENDER, "a heartbeat of the aggregator")
         if typ == "sync":
             return self._sync(msg)
-        if typ in ("saved", "rolled"):
+        if typ in REPORTS:
             return self._recovery_report(msg, typ)
         if msg.src != AGGREGATOR:
             return SENDER, f"CONTROL {typ} not from the aggregator"

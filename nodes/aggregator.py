@@ -31,6 +31,7 @@ from nodes.owner_plans import compute_global, owner_global, whole_models
 from nodes.parts import weighted_average
 from nodes.presence import Presence
 from nodes.recovery import Restarted, RoundStore
+from nodes.replan import PlannerFactory, Replanning, replan_record
 from nodes.results import assemble, write_run
 from nodes.wire import Message
 
@@ -52,7 +53,8 @@ class Aggregator(Presence):
     rules: Rules  # what this role takes (nodes.admission)
 
     def __init__(self, topo: Topology, plan: Plan, run_dir: str | Path | None = None,
-                 monitor: str | None = None, checkpoints: str | Path | None = None) -> None:
+                 monitor: str | None = None, checkpoints: str | Path | None = None,
+                 replanner: PlannerFactory | None = None) -> None:
         super().__init__(topo, plan, AGGREGATOR)
         self.run_dir = Path(run_dir) if run_dir else None
         for o in topo.owners:
@@ -91,6 +93,8 @@ class Aggregator(Presence):
             self.store = RoundStore(AGGREGATOR, self.digest, folder)
         if topo.privacy.updates:
             load_accountant()  # slow to import: before the run's clock starts
+        # online re-planning (nodes.replan); its planner is made before the run's clock starts
+        self.replanning = Replanning(self, replanner) if topo.replan.enabled else None
 
     # messages --------------------------------------------------------------------------------
     def wait(self, match: Callable[[Message], bool], what: str) -> Message:
@@ -160,6 +164,8 @@ class Aggregator(Presence):
     def fedavg_round(self, round_id: int) -> None:
         """FedAvg of the PARAMS of the round of every owner present (AVG), weighted by their
         samples, sent back to each as GLOBAL; then owners waiting to rejoin are let in."""
+        if self.replanning is not None:
+            self.replanning.adopt()  # the plan a switch after the last round brought
         got = self.gather(round_id)
         owners = sorted(got)
         samples = [got[k].meta["samples"] for k in owners]  # per-owner plans: whole models
@@ -179,6 +185,8 @@ class Aggregator(Presence):
             self.send(c, Msg.GLOBAL, iteration=round_id, round=round_id,
                       tensors=compute_global(self.plan, c, avg))
         self.commit(round_id)  # nodes.rollback: a restart goes back to here at worst
+        if self.replanning is not None:  # maybe a new plan, and the owners' parts under it
+            avg = self.replanning.at_boundary(round_id, got, avg)
         for k in sorted(self.members.active):  # stragglers too: they go on from it
             self.send(owner_name(k), Msg.GLOBAL, owner=k, iteration=round_id,
                       tensors=owner_global(self.plan, k, avg), round=round_id)
@@ -326,6 +334,8 @@ class Aggregator(Presence):
         if self.topo.privacy.updates or self.topo.privacy.layer:
             rounds = self.topo.training.epochs * len(self.round_ends())
             run["privacy"] = record(self.topo.privacy, rounds)
+        if self.replanning is not None or any(o.bandwidth_schedule for o in self.topo.owners):
+            run.update(replan_record(self.topo, self.replanning, t_end - self.t_start))
         results, self.all_events = assemble(run, summaries, t_end)
         return results
 

@@ -37,6 +37,8 @@ from nodes.node import Node, NodeError
 from nodes.owner_plans import close_round, first_average, from_average, take_global
 from nodes.parts import PartRunner, make_copies, weighted_average
 from nodes.recovery import Rollback, RoundStore, copies_state, load_copies_state
+from nodes.switch import Switch, switch_compute
+from nodes.throughput import report_rates
 from nodes.wire import Message
 
 log = logging.getLogger(__name__)
@@ -219,6 +221,7 @@ class ComputeNode(Node):
             del self.synced[r]
             self.averaged = r
             self.save_round(r)
+            report_rates(self, r)  # re-planning (nodes.throughput)
             self.queue.open(r + 1)
             self.apply_joins()
 
@@ -390,6 +393,8 @@ class ComputeNode(Node):
             except Rollback as back:
                 self.switch_run(back.run)
                 self.resume_after(back.round_id, back.params)
+            except Switch as sw:  # a new plan after a round (nodes.switch)
+                switch_compute(self, sw)
         if self.store is not None:
             self.store.clear()  # the run is over: nothing to resume
         if self.batcher is not None:

@@ -31,6 +31,8 @@ from nodes.executor import IterationState, message_key, payload_fits, run_task, 
 from nodes.node import Node, NodeError, RunOver
 from nodes.parts import PartRunner, make_copies
 from nodes.recovery import Rollback, RoundStore, copies_state, load_copies_state
+from nodes.switch import receive_switching
+from nodes.throughput import uplink_meta
 from nodes.wire import Message
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,8 @@ class DataOwner(Node):
             log.debug("%s: round %d update norm %.4g (clip %g)", self.name, round_id, norm,
                       privacy.clip_norm)
         self.send(AGGREGATOR, Msg.PARAMS, owner=self.index, iteration=round_id, tensors=state,
-                  round=round_id, samples=self.samples, epoch_end=epoch_end)
+                  round=round_id, samples=self.samples, epoch_end=epoch_end,
+                  **uplink_meta(self.topo, self.name, self.events))
         if self.mine.num_parts > 1:
             self.send(self.mine.placement[1], Msg.CONTROL, owner=self.index,
                       iteration=round_id, type="sync", round=round_id, samples=self.samples,
@@ -149,8 +152,8 @@ class DataOwner(Node):
 
     def download(self, round_id: int) -> None:
         self.rules.round = round_id
-        msg = self.recv(lambda m: m.kind == Msg.GLOBAL and m.iter == round_id,
-                        f"GLOBAL of round {round_id} from the aggregator")
+        msg = receive_switching(self, lambda m: m.kind == Msg.GLOBAL and m.iter == round_id,
+                                f"GLOBAL of round {round_id} from the aggregator")
         for p in self.parts:
             self.copies[(self.index, p)].load_full_state(msg.tensors)
         self.reference = self.owner_parameters()
