@@ -8,6 +8,12 @@ class's leaf is a TBF at the link's rate, with a netem for its latency where the
 netem (else latency stays in the process). So each link has its own token bucket, as each
 in-process Outbox has, and both directions of a pair are shaped, each at its sender.
 
+Pure TCP ACKs (IPv4, no options in the IP header, under 128 bytes, flags ACK alone) skip the
+shaped classes: the in-process links carry no ACKs, and an ACK queued behind the reverse
+direction's data (up to `limit` of it) stalls the sender. Measured with 20 messages of
+128 KiB each way at once (10 Mbps one way, 25 the other): 9.31 and 24.70 Mbps with the ACKs
+shaped, 9.91 and 24.99 with them apart (9.95 and 25.05 on a second try).
+
 Sizing (measured on this machine's veths, 2 x 4 MiB over TCP at 10 Mbps):
 - TBF counts every frame with its Ethernet, IP and TCP headers (1514 bytes for 1448 of
   payload at MTU 1500), the in-process link counts message bytes: the kernel rate is the
@@ -38,6 +44,13 @@ MIN_LIMIT = 1 << 20
 LIMIT_S = 0.25
 BURST_S = 0.002
 DEVICE = "eth0"  # the veth end inside each namespace
+ACK_CLASS = "1:ffff"
+# u32: IPv4 header of 5 words, total length < 128, TCP, flags (byte 33) exactly ACK
+PURE_ACK = ["match", "ip", "protocol", "6", "0xff", "match", "u8", "0x05", "0x0f", "at", "0",
+            "match", "u16", "0x0000", "0xff80", "at", "2", "match", "u8", "0x10", "0xff", "at",
+            "33"]
+UNSHAPED = ["htb", "rate", "100gbit", "burst", str(64 * FRAME), "cburst", str(64 * FRAME),
+            "quantum", str(64 * FRAME)]  # a class that only sorts: its leaf shapes
 
 
 @dataclass(frozen=True)
@@ -97,14 +110,16 @@ def tc_commands(namespace: str, links: list[Link], addresses: Mapping[str, str],
     if not kernel:
         return []
     tc = ["tc", "-n", namespace]
-    cmds = [[*tc, "qdisc", "add", "dev", DEVICE, "root", "handle", "1:", "htb"]]
+    dev = ["dev", DEVICE, "parent", "1:"]
+    cmds = [[*tc, "qdisc", "add", "dev", DEVICE, "root", "handle", "1:", "htb"],
+            [*tc, "class", "add", *dev, "classid", ACK_CLASS, *UNSHAPED],
+            [*tc, "filter", "add", *dev, "protocol", "ip", "prio", "1", "u32", *PURE_ACK,
+             "flowid", ACK_CLASS]]
     for k, lk in enumerate(kernel, start=1):
         minor = f"{k:x}"
-        cmds.append([*tc, "class", "add", "dev", DEVICE, "parent", "1:", "classid",
-                     f"1:{minor}", "htb", "rate", "100gbit", "quantum", str(64 * FRAME)])
-        cmds.append([*tc, "filter", "add", "dev", DEVICE, "parent", "1:", "protocol", "ip",
-                     "prio", "1", "u32", "match", "ip", "dst", f"{addresses[lk.dst]}/32",
-                     "flowid", f"1:{minor}"])
+        cmds.append([*tc, "class", "add", *dev, "classid", f"1:{minor}", *UNSHAPED])
+        cmds.append([*tc, "filter", "add", *dev, "protocol", "ip", "prio", "2", "u32",
+                     "match", "ip", "dst", f"{addresses[lk.dst]}/32", "flowid", f"1:{minor}"])
         parent = f"1:{minor}"
         if lk.rate_mbps is not None:
             rate, burst, limit = tbf_sizes(lk.rate_mbps)

@@ -67,15 +67,20 @@ def test_tc_commands_one_class_and_tbf_per_destination() -> None:
     links = [Link("owner0", "server", 10.0, 0.0), Link("owner0", "aggregator", 10.0, 0.0)]
     cmds = [" ".join(c) for c in tc_commands("ns0", links, IPS, netem=False)]
     tc = "tc -n ns0"
+    cls = "htb rate 100gbit burst 96896 cburst 96896 quantum 96896"
     assert cmds == [
         f"{tc} qdisc add dev eth0 root handle 1: htb",
-        f"{tc} class add dev eth0 parent 1: classid 1:1 htb rate 100gbit quantum 96896",
-        f"{tc} filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst "
+        f"{tc} class add dev eth0 parent 1: classid 1:ffff {cls}",
+        f"{tc} filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip protocol 6 0xff "
+        "match u8 0x05 0x0f at 0 match u16 0x0000 0xff80 at 2 match u8 0x10 0xff at 33 "
+        "flowid 1:ffff",
+        f"{tc} class add dev eth0 parent 1: classid 1:1 {cls}",
+        f"{tc} filter add dev eth0 parent 1: protocol ip prio 2 u32 match ip dst "
         "10.213.0.3/32 flowid 1:1",
         f"{tc} qdisc add dev eth0 parent 1:1 handle 2: tbf rate 10455801bit burst 3028 "
         "limit 1048576",
-        f"{tc} class add dev eth0 parent 1: classid 1:2 htb rate 100gbit quantum 96896",
-        f"{tc} filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst "
+        f"{tc} class add dev eth0 parent 1: classid 1:2 {cls}",
+        f"{tc} filter add dev eth0 parent 1: protocol ip prio 2 u32 match ip dst "
         "10.213.0.2/32 flowid 1:2",
         f"{tc} qdisc add dev eth0 parent 1:2 handle 3: tbf rate 10455801bit burst 3028 "
         "limit 1048576",

@@ -1,0 +1,162 @@
+"""Kernel shaping (`mpsl run --netns`) against in-process shaping: the same runs, epoch times.
+
+What is compared: topologies/two_hop.yaml (4 owners, vgg5, PiPar N = 4, 4G links: 10 Mbps up,
+25 Mbps down) run twice per pair, once with the links emulated in the process (nodes.link)
+and once with every node in a network namespace of its own and the links shaped by the kernel
+(nodes.netns, nodes.kernel_links: htb + tbf on each sender's veth). Pairs are interleaved
+(A B A B ...), every run through the same launcher (nodes.launch.LocalCluster, one fork
+server). Three cases, from compute-bound to link-bound:
+- `two_hop`: the file as it is (digits 8x8: 8 KiB activations per micro-batch);
+- `32x32`: synthetic 3x32x32 images (128 KiB per micro-batch message);
+- `2MiB`: synthetic 3x32x32, batch 128, N = 1 (2 MiB per message).
+
+Statistic, fixed before the first run: a run's epoch time is the median `wall_s` of its epochs
+after the first (the first holds the connections' start); a pair's ratio is netns / in-process;
+per case, the median ratio over the pairs. **Target: every case's median ratio within 5% of 1.**
+Runs whose CPU steal exceeds 5% are repeated (at most 3 tries, the one with least steal kept:
+`bench.harness.run_calm`'s rule, which looks at steal only, never at the time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import (
+    ROOT,
+    console,
+    cpu_jiffies,
+    publish,
+    results_option,
+    run_meta,
+    steal_pct,
+    use_results,
+    wait_for_quiet,
+)
+from mpsl.plan import make_plan
+from mpsl.topology import load
+from mpsl.training import num_layers
+
+TWO_HOP = ROOT / "topologies" / "two_hop.yaml"
+SYNTH = ["dataset.name=synthetic", "dataset.options={num_classes: 10, size: 2048}"]
+CASES: dict[str, list[str]] = {
+    "two_hop": [],
+    "32x32": [*SYNTH, "dataset.samples_per_owner=128"],
+    "2MiB": [*SYNTH, "dataset.samples_per_owner=256", "training.batch_size=128",
+             "plan.micro_batches=1"],
+}
+COMMON = ["dataset.test_samples=128"]
+TARGET = 0.05
+MAX_STEAL_PCT = 5.0
+
+
+def one_run(sets: list[str], kernel: bool) -> dict[str, Any]:
+    """One run of two_hop with `sets`: its epochs' wall_s and the CPU steal during it."""
+    from nodes.launch import LocalCluster
+    from nodes.netns import netns_run, probe
+
+    topo = load(TWO_HOP, sets)
+    plan = make_plan(topo, num_layers(topo))
+    with tempfile.TemporaryDirectory(prefix="mpsl-bench-netns-") as tmp:
+        run_dir = Path(tmp) / "run"
+        before = cpu_jiffies()
+        if kernel:
+            with netns_run(str(TWO_HOP), sets, topo, probe(), run_dir) as nr:
+                res = LocalCluster(str(TWO_HOP), nr.overrides, nr.topology, plan, run_dir,
+                                   netns=nr.net.namespaces, monitor_host=nr.net.host_ip).run()
+        else:
+            res = LocalCluster(str(TWO_HOP), sets, topo, plan, run_dir).run()
+        steal = steal_pct(before, cpu_jiffies())
+    return {"walls": [e["wall_s"] for e in res["epochs"]], "steal_pct": steal,
+            "load_1min": os.getloadavg()[0]}
+
+
+def calm_run(sets: list[str], kernel: bool) -> dict[str, Any]:
+    """`one_run`, tried again (at most 3 times) while its CPU steal exceeds 5%."""
+    tries = []
+    for _ in range(3):
+        tries.append(one_run(sets, kernel))
+        if tries[-1]["steal_pct"] <= MAX_STEAL_PCT:
+            break
+    return min(tries, key=lambda t: t["steal_pct"])
+
+
+def epoch_time(walls: list[float]) -> float:
+    """A run's epoch time: the median wall_s of its epochs after the first."""
+    return statistics.median(walls[1:] if len(walls) > 1 else walls)
+
+
+def measure(cases: dict[str, list[str]], pairs: int,
+            extra: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every run (rows) and per case the medians and the ratio (summary)."""
+    runs: list[dict[str, Any]] = []
+    summary: list[dict[str, Any]] = []
+    for case, sets in cases.items():
+        ratios, times = [], {"process": [], "kernel": []}  # type: ignore[var-annotated]
+        for pair in range(pairs):
+            got = {}
+            for shaping in ("process", "kernel"):
+                r = calm_run([*COMMON, *sets, *extra], shaping == "kernel")
+                got[shaping] = epoch_time(r["walls"])
+                times[shaping].append(got[shaping])
+                runs.append({"case": case, "pair": pair, "shaping": shaping,
+                             "epoch_s": got[shaping],
+                             "walls": " ".join(f"{w:.3f}" for w in r["walls"]),
+                             "steal_pct": r["steal_pct"], "load_1min": r["load_1min"]})
+                console.print(f"[dim]{case} pair {pair} {shaping}: {got[shaping]:.3f} s "
+                              f"(steal {r['steal_pct']:.1f}%)[/dim]")
+            ratios.append(got["kernel"] / got["process"])
+        med = statistics.median(ratios)
+        summary.append({"case": case, "pairs": pairs,
+                        "process_s": statistics.median(times["process"]),
+                        "kernel_s": statistics.median(times["kernel"]),
+                        "ratio_median": med, "ratio_min": min(ratios),
+                        "ratio_max": max(ratios),
+                        "within_5pct": "yes" if abs(med - 1) <= TARGET else "no"})
+    return runs, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: two_hop only, one pair, 2 epochs of 64 samples per owner")
+    ap.add_argument("--pairs", type=int, default=4, help="interleaved pairs per case")
+    ap.add_argument("--max-load", type=float, default=4.0, help="1-minute load to wait for")
+    ap.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait at most")
+    results_option(ap)
+    args = ap.parse_args(argv)
+    from nodes.netns import probe
+
+    caps = probe()
+    if not caps.allowed:
+        print(f"error: {caps.reason}", file=sys.stderr)
+        return 2
+    use_results(args.results)
+    started = time.perf_counter()
+    load = wait_for_quiet(args.max_load, args.max_wait)
+    if args.quick:
+        cases = {"two_hop": CASES["two_hop"]}
+        runs, summary = measure(cases, 1, ["training.epochs=2", "dataset.samples_per_owner=64"])
+    else:
+        runs, summary = measure(CASES, args.pairs, [])
+    steals = [r["steal_pct"] for r in runs]
+    meta = run_meta(wall_s=time.perf_counter() - started, quick=args.quick, netem=caps.netem,
+                    load_1min={"start": load, "max": max(r["load_1min"] for r in runs)},
+                    steal_pct={"median": statistics.median(steals), "max": max(steals)})
+    name = "netns.quick" if args.quick else "netns"
+    command = ".venv/bin/python -m bench.netns" + (" --quick" if args.quick else "")
+    publish(name, command, meta, [
+        ("", "epoch time, kernel shaping (--netns) / in-process shaping: median over pairs",
+         summary, 3),
+        (".runs", "every run (epoch_s: median wall_s of the epochs after the first)", runs, 3)])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
