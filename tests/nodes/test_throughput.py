@@ -35,3 +35,8 @@ def test_drift_against_the_assumed_rate() -> None:
     assert drifted(5.0, None, 0.3)
     assert drifts({"owner0": 2.0, "owner1": 10.0, "owner2": None},
                   {"owner0": 10.0, "owner1": 10.0}, 0.3) == ["owner0"]
+
+
+def test_a_window_of_zero_reads_the_latest_message() -> None:
+    events = [ev("a->b", 1, 10.0), ev("a->b", 3, 2.0), ev("a->b", 2, 7.0)]
+    assert link_rate(events, {"a->b"}, 0.0) == pytest.approx(2.0)

@@ -1,0 +1,69 @@
+"""Tests of nodes.switch and nodes.replan's planning pieces: the layers that move between nodes
+take their parameters and optimizer state with them, and a plan switch leaves the model as it
+was."""
+
+from __future__ import annotations
+
+import torch
+
+from mpsl.names import OWNER
+from mpsl.plan import make_plan
+from mpsl.training import build_full_model
+from nodes.parts import PartCopy, make_copies
+from nodes.replan import at_rates, fixed_planner
+from nodes.switch import copy_tensors, layers_of, load_copy
+from tests.nodes.conftest import small_topology
+
+
+def trained_copies(owner_cuts: tuple[int, ...]) -> tuple[dict, PartCopy, PartCopy]:
+    """An owner's part and node1's copy of it for owner 0 under cut 2, after two Adam steps,
+    so that every parameter has optimizer state."""
+    topo, _ = small_topology(training={"optimizer": "adam", "lr": 0.01, "batch_size": 8})
+    plan = make_plan(topo, len(build_full_model(topo)), owner_cuts)
+    owner = make_copies(topo, plan, [0], [0])[(0, 0)]
+    node = make_copies(topo, plan, [1], [0])[(0, 1)]
+    x, y = torch.randn(8, 64), torch.randint(0, 10, (8,))
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(node.module(owner.module(x)), y)
+        loss.backward()
+        for c in (owner, node):
+            c.optimizer.step()
+            c.optimizer.zero_grad()
+    return {"topo": topo, "plan": plan, "x": x}, owner, node
+
+
+def test_a_moved_layer_keeps_its_parameters_and_optimizer_state() -> None:
+    ctx, owner, node = trained_copies((2,))
+    topo, old = ctx["topo"], ctx["plan"]
+    new = make_plan(topo, old.num_layers, (1,))
+    assert layers_of(old, OWNER) - layers_of(new, OWNER) == {1}
+    moving = copy_tensors(owner, 0, {1}, True)
+    names = ("1.fc.weight", "1.fc.bias")
+    assert set(moving) == {*(f"p/{n}" for n in names), *(
+        f"o/0/{n}/{s}" for n in names for s in ("step", "exp_avg", "exp_avg_sq"))}
+    fresh_owner = make_copies(topo, new, [0], [0])[(0, 0)]
+    fresh_node = make_copies(topo, new, [1], [0])[(0, 1)]
+    load_copy(fresh_owner, [owner], 0, {})
+    load_copy(fresh_node, [node], 0, moving)
+    x = ctx["x"]  # the same function, split elsewhere
+    assert torch.equal(fresh_node.module(fresh_owner.module(x)), node.module(owner.module(x)))
+    old_state = owner.optimizer.state[first(owner.module[1])]
+    new_state = fresh_node.optimizer.state[first(fresh_node.module[0])]
+    for key in ("step", "exp_avg", "exp_avg_sq"):
+        assert torch.equal(new_state[key], old_state[key])
+    assert torch.equal(fresh_node.optimizer.state[first(fresh_node.module[1])]["exp_avg"],
+                       node.optimizer.state[first(node.module[0])]["exp_avg"])
+
+
+def first(layer: torch.nn.Module) -> torch.nn.Parameter:
+    return next(layer.parameters())
+
+
+def test_the_fixed_planner_and_the_topology_at_measured_rates() -> None:
+    topo, plan = small_topology(data_owners={"count": 2, "uplink_mbps": 50,
+                                             "downlink_mbps": 40, "base_port": 6800})
+    spec = topo.replan
+    same = fixed_planner(spec)(topo, plan)
+    assert same == plan
+    at = at_rates(topo, {"owner1 uplink": 5.0})
+    assert [(o.uplink_mbps, o.downlink_mbps) for o in at.owners] == [(50, 40), (5.0, 40)]
