@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first: a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# `mpsl run --netns` needs ip and tc (iproute2): installed when missing, as root with apt;
+	# never an error (without them --netns says so in one line and its tests skip)
+	command -v tc >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq iproute2; } || \
+		echo "note: iproute2 not installed: mpsl run --netns will say why"
 	touch $(STAMP)
 
 demo: $(STAMP)
