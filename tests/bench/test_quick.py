@@ -1,0 +1,99 @@
+"""`python -m bench` (issue 21): the registry, the paper table, and the smoke run of every
+experiment (`--quick`), which must write each present experiment's table within 2 minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import paper_table
+from bench.experiments import EXPERIMENTS, Experiment, by_name
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK_LIMIT_S = 120.0  # the issue's bound on the whole smoke run
+
+
+def test_registry_names_are_unique_and_looked_up_in_order() -> None:
+    names = [e.name for e in EXPERIMENTS]
+    assert len(names) == len(set(names))
+    assert [e.name for e in by_name(["accuracy", "large_models"])] == ["large_models", "accuracy"]
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        by_name(["nope"])
+    assert Experiment("x", "", "").module_name == "bench.x"
+    assert not Experiment("surely_absent_module", "", "").present
+
+
+def _results(folder: Path, name: str, paper: list[dict[str, str]]) -> None:
+    meta = {"date": "2026-12-06T12:00:00+00:00", "commit": "abc1234", "machine": "CPU, 2 cores"}
+    (folder / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": [], "paper": paper}))
+
+
+def test_paper_table_gathers_rows_and_fills_the_readme(tmp_path: Path) -> None:
+    row = {"figure": "Fig. 5", "metric": "speedup", "paper": "1.1-2.2x", "ours": "1.5x",
+           "verdict": "met", "reason": ""}
+    _results(tmp_path, "large_models", [row])
+    rows, machine = paper_table.gather(tmp_path, by_name(["large_models", "accuracy"]))
+    assert machine == "CPU, 2 cores"
+    assert rows == [{"experiment": "large_models", **row,
+                     "command": "`python -m bench large_models`",
+                     "date, commit": "2026-12-06T12:00, abc1234"}]
+    table = paper_table.render(rows, machine, ["accuracy"])
+    assert "| large_models | Fig. 5 | speedup | 1.1-2.2x | 1.5x | met |" in table
+    assert "No rows yet from: accuracy." in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# B\n\nintro\n\n{paper_table.BEGIN}\nold\n{paper_table.END}\nrest\n")
+    assert paper_table.into_readme(readme, table)
+    assert readme.read_text() == f"# B\n\nintro\n\n{paper_table.BEGIN}\n{table}" \
+                                 f"{paper_table.END}\nrest\n"
+    (tmp_path / "plain.md").write_text("no markers\n")
+    assert not paper_table.into_readme(tmp_path / "plain.md", table)
+
+
+def test_paper_rows_are_checked(tmp_path: Path) -> None:
+    bad = {"figure": "f", "metric": "m", "paper": "p", "ours": "o", "verdict": "maybe",
+           "reason": ""}
+    _results(tmp_path, "accuracy", [bad])
+    with pytest.raises(ValueError, match=r"accuracy.json: paper\[0\].verdict 'maybe'"):
+        paper_table.gather(tmp_path, by_name(["accuracy"]))
+    _results(tmp_path, "accuracy", [{"figure": "f"}])
+    with pytest.raises(ValueError, match=r"paper\[0\] has no 'metric'"):
+        paper_table.gather(tmp_path, by_name(["accuracy"]))
+
+
+def _run_quick(folder: Path) -> tuple[int, str, float]:
+    """`python -m bench --quick --results folder` in its own session, killed (with every
+    process it started) past twice the limit."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "--quick", "--results", str(folder)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=2 * QUICK_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        out = ""
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out = (out or "") + (proc.communicate()[0] or "") + "\n(killed past the limit)"
+    return proc.returncode, out, time.monotonic() - started
+
+
+def test_quick_run_writes_every_present_table_within_two_minutes(tmp_path: Path) -> None:
+    code, out, seconds = _run_quick(tmp_path)
+    tail = "\n".join(out.splitlines()[-40:])
+    print(f"python -m bench --quick: {seconds:.1f} s")  # shown with -s; in bench_run.json too
+    assert code == 0, tail
+    present = [e for e in EXPERIMENTS if e.present]
+    missing = [e.name for e in present if not list(tmp_path.glob(f"{e.table_name}*.md"))]
+    assert not missing, f"no table from {missing}:\n{tail}"
+    assert (tmp_path / "paper_table.md").is_file()
+    summary = json.loads((tmp_path / "bench_run.json").read_text())
+    assert {x["name"] for x in summary["experiments"]} == {e.name for e in EXPERIMENTS}
+    assert seconds < QUICK_LIMIT_S, f"the smoke run took {seconds:.0f} s:\n{tail}"
