@@ -8,7 +8,7 @@ and by nothing else), real MNIST (../shared/data/mnist), K = 4 owners x 1000 tra
 (the first 1000 of each owner's share; `dataset.partition` iid or dirichlet with alpha 0.5 and
 the run's seed), B = 32, SGD lr 0.02 momentum 0.9, one aggregation per epoch, 5 epochs, seeds 0
 and 1 (`training.seed` and `dataset.seed` alike), unshaped loopback links, `compute_scale` 1
-(time is not measured here), an owner lost only after 600 s of silence (`harness.PATIENT`:
+(time is not measured here), an owner lost only after 600 s of silence (`harness.patient`:
 the shared machine's load starves heartbeats). Plans are fixed: FL (the whole model on the
 owners), SFL (cut 2, N = 1), PiPar (cut 2, N = 4), MP-SL (cuts 1 and 3, N = 4, labels kept
 by the owners).
@@ -64,8 +64,7 @@ def doc_for(mode: str, part: str, seed: int, size: dict[str, Any]) -> dict[str, 
                              "momentum": 0.9, "seed": seed},
                    up=None, down=None, cuts=m["cuts"], micro_batches=m["micro_batches"],
                    labels=m.get("labels", "shared"))
-    doc["failure"] = dict(harness.PATIENT)
-    return doc
+    return harness.patient(doc)
 
 
 def run_rows(size: dict[str, Any]) -> list[dict[str, Any]]:

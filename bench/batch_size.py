@@ -9,7 +9,7 @@ scale, read from results/epoch_time.json). Profile: vgg5 once (`planner.measure_
 thread, momentum 0.9, sizes 1, 2, 4, ..., 128, 3 repeats). Plans: FL the whole model; SFL and
 PiPar by `planner.choose_plan` with that profile, per B.
 
-An owner is lost only after 600 s of silence (`harness.PATIENT`).
+An owner is lost only after 600 s of silence (`harness.patient`).
 
 Metric (defined once): epoch time = the `wall_s` of epoch 2 of 2 (epoch 1 holds the warm-up),
 one run per mode and B, the modes of one B back to back; speedup = a baseline's time / PiPar's
@@ -55,8 +55,7 @@ def doc_for(mode: str, batch: int, scale: float, owners: int = OWNERS,
         dataset=harness.synthetic(samples * owners, SHAPE, CLASSES, 64),
         training={"epochs": EPOCHS, "batch_size": batch, "lr": 0.01, "momentum": 0.9},
         up=up, down=down, compute_scale=scale, ports=ports)
-    doc["failure"] = dict(harness.PATIENT)
-    return doc
+    return harness.patient(doc)
 
 
 def profile(batches: tuple[int, ...], quick: bool) -> Profile:

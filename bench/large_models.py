@@ -9,7 +9,7 @@ GFLOP/s on vgg5 over the Pi's assumed 2.5 GFLOP/s: 7.7 from 19.2 GFLOP/s on a qu
 read from results/epoch_time.json; `rpi3b_scale()` measured now when that file is missing,
 as a loaded host would give a scale near 1); one compute node at this host's speed (one
 thread), 4G+ links (20 up, 40 down Mbit/s) for the measured runs, 4G, 4G+ and WiFi for the
-estimates; an owner is lost only after 600 s of silence (`harness.PATIENT`).
+estimates; an owner is lost only after 600 s of silence (`harness.patient`).
 - Profile: each model once (`planner.measure_profile`, one thread, momentum 0.9): micro-batch
   sizes 1, 8 and 32, 3 repeats (resnet101: 1 repeat; one step of 32 takes over a minute
   here). SFL and PiPar plans: `planner.choose_plan` with that profile
@@ -70,8 +70,7 @@ def doc_for(model: str, mode: str, net: str, batch: int, scale: float, owners: i
         training={"epochs": EPOCHS, "batch_size": batch, "lr": 0.01, "momentum": 0.9},
         up=up, down=down, compute_scale=scale, ports=ports)
     doc["data_owners"]["memory_mb"] = MEMORY_MB
-    doc["failure"] = dict(harness.PATIENT)
-    return doc
+    return harness.patient(doc)
 
 
 def profile(model: str, batch: int, quick: bool) -> Profile:
