@@ -123,6 +123,7 @@ class Replanning:
         if r + 1 >= self.agg.rules.rounds:
             return avg  # the run's last round: nothing left to plan for
         drifted = drifts(window, self.assumed, self.spec.threshold)
+        log.debug("%s: round %d: measured %s", self.agg.name, r, window)
         if not drifted or time.monotonic() - self.last < self.spec.min_interval_s:
             return avg
         t0 = time.time()
