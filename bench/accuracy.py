@@ -6,12 +6,12 @@ Setup (version 1, fixed before the first run): vgg5 with GroupNorm (no batch sta
 split, micro-batched iteration computes the unsplit update: the modes differ by float rounding
 and by nothing else), real MNIST (../shared/data/mnist), K = 4 owners x 1000 training samples
 (the first 1000 of each owner's share; `dataset.partition` iid or dirichlet with alpha 0.5 and
-the run's seed), B = 32, SGD lr 0.02 momentum 0.9, one aggregation per epoch, 5 epochs, seeds 0
-and 1 (`training.seed` and `dataset.seed` alike), unshaped loopback links, `compute_scale` 1
-(time is not measured here), an owner lost only after 600 s of silence (`harness.patient`:
-the shared machine's load starves heartbeats). Plans are fixed: FL (the whole model on the
-owners), SFL (cut 2, N = 1), PiPar (cut 2, N = 4), MP-SL (cuts 1 and 3, N = 4, labels kept
-by the owners).
+the run's seed), B = 32, SGD lr 0.02 momentum 0.9, one aggregation per epoch, 3 epochs, seed 0
+for every mode (`training.seed` and `dataset.seed` alike; `--seeds 0 1` for more), unshaped
+loopback links, `compute_scale` 1 (time is not measured here), an owner lost only after 600 s of
+silence (`harness.patient`: the shared machine's load starves heartbeats). Plans are fixed: FL
+(the whole model on the owners), SFL (cut 2, N = 1), PiPar (cut 2, N = 4), MP-SL (cuts 1 and 3,
+N = 4, labels kept by the owners).
 
 Metric (defined once): test accuracy = the aggregated model's accuracy on the first 2000 MNIST
 test images after the last epoch (results.json `final_test_accuracy`); validation loss = its
@@ -19,10 +19,11 @@ mean cross-entropy on the same images after each epoch (`epochs[].test_loss`). A
 in points (percentage points) of the median over seeds; the paper's range is met when every
 mode's difference from FL and from SFL lies within +-2.07 points (its largest).
 
-Scale: the full run is 16 runs (4 modes x 2 partitions x 2 seeds) of 4000 samples x 5 epochs,
-about 25 min on this 2-core machine; PiPar's runs had 60,000 samples and more epochs. Nothing
-is extrapolated to K = 100: the cost model estimates time, not accuracy. `--quick`: PiPar
-alone, IID, 2 owners x 64 samples, 1 epoch, 200 test images.
+Scale: the full run is 8 runs (4 modes x 2 partitions) of 4000 samples x 3 epochs, about 30 min
+on this 2-core machine at a 1-minute load of 20 (a run's start alone takes 1-2 min then);
+PiPar's runs had 60,000 samples and more epochs. Nothing is extrapolated to K = 100: the cost
+model estimates time, not accuracy. `--quick`: PiPar alone, IID, 2 owners x 64 samples, 1 epoch,
+200 test images.
 
     .venv/bin/python -m bench.accuracy [--quick] [--results DIR]
 """
@@ -46,7 +47,7 @@ MODES: dict[str, dict[str, Any]] = {
 }
 PARTITIONS = {"IID": {"partition": "iid"}, "Dirichlet 0.5": {"partition": "dirichlet",
                                                              "alpha": 0.5}}
-FULL = {"owners": 4, "samples": 1000, "epochs": 5, "test": 2000, "seeds": (0, 1),
+FULL = {"owners": 4, "samples": 1000, "epochs": 3, "test": 2000, "seeds": (0,),
         "modes": tuple(MODES), "partitions": tuple(PARTITIONS)}
 QUICK = {"owners": 2, "samples": 64, "epochs": 1, "test": 200, "seeds": (0,),
          "modes": ("PiPar",), "partitions": ("IID",)}
@@ -161,12 +162,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="PiPar alone, IID, tiny")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0")
     harness.results_option(ap)
     args = ap.parse_args(argv)
     if not MNIST.is_dir():
         raise SystemExit(f"error: no MNIST at {MNIST}")
     out = harness.use_results(args.results)
-    size = QUICK if args.quick else FULL
+    size = dict(QUICK if args.quick else FULL)
+    if args.seeds:
+        size["seeds"] = tuple(args.seeds)
     started = time.perf_counter()
     rows = run_rows(size)
     summary = summary_rows(rows)
