@@ -62,7 +62,8 @@ def balanced_cuts(prof: Profile, hops: int) -> tuple[int, ...]:
     w = [K_PAPER * (FACTOR * layers[i].param_bytes + BATCH * layers[i].act_bytes) for i in mid]
     n = len(w)
     if hops > n:
-        raise ValueError(f"{prof.name}: {n} middle layers cannot fill {hops} compute nodes")
+        raise ValueError(f"{prof.source or 'profile'}: {n} middle layers cannot fill {hops} "
+                         "compute nodes")
     prefix = [0]
     for v in w:
         prefix.append(prefix[-1] + v)
