@@ -148,6 +148,26 @@ class Plan:
         """The part that holds `layer`."""
         return next(i for i, (a, b) in enumerate(self.parts) if a <= layer < b)
 
+    def plans_by_owner(self) -> list[dict[str, Any]]:
+        """The owners that share a plan, with its cuts, placement, parts and their N."""
+        return [{"owners": owners, "cuts": list(view.cuts), "placement": list(view.placement),
+                 "parts": [list(p) for p in view.parts],
+                 "micro_batches": [self.micro_batches[k] for k in owners]}
+                for owners, view in self.groups()]
+
+    def probe(self) -> Plan:
+        """One owner per distinct (cuts, N), renumbered from 0 (a dry run of these shows every
+        deadlock the plan has); a uniform plan: its N sorted."""
+        if self.uniform:
+            return replace(self, micro_batches=tuple(sorted(set(self.micro_batches))))
+        firsts: dict[tuple[tuple[int, ...], int], int] = {}
+        for k, n in enumerate(self.micro_batches):
+            firsts.setdefault((self.for_owner(k).cuts, n), k)
+        keep = sorted(firsts.values())
+        return replace(self, micro_batches=tuple(self.micro_batches[k] for k in keep),
+                       owner_cuts=tuple((i, self.for_owner(k).cuts) for i, k in enumerate(keep)
+                                        if self.for_owner(k).cuts != self.cuts))
+
     def describe(self) -> str:
         spans = [f"{n}[{a}:{b})" for n, (a, b) in zip(self.placement, self.parts)]
         ns = sorted(set(self.micro_batches))

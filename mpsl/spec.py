@@ -56,6 +56,7 @@ class PlanSpec:
     micro_batches: int = 1
     pinned_cuts: tuple[int, ...] = ()
     profile: str | None = None
+    per_owner: bool = False  # the planner may give owner groups their own cuts (issue 19)
 
 
 @dataclass(frozen=True)

@@ -247,13 +247,15 @@ def _parse_plan(top: FieldReader, training: TrainingSpec) -> PlanSpec:
     if micro > training.batch_size:
         raise p.fail("micro_batches", micro, f"at most training.batch_size ({training.batch_size})")
     profile = p.text("profile", None)
+    per_owner = p.flag("per_owner", False)
     p.finish()
     if not auto and cuts is None:
         raise p.fail("cuts", MISSING, "a list of cuts, or auto: true")
     if auto and cuts is not None:
         raise p.fail("cuts", cuts_raw, "no cuts when auto is true (use pinned_cuts)")
     profile = relative_to(top.source, profile)
-    return PlanSpec(auto=auto, cuts=cuts, micro_batches=micro, pinned_cuts=pinned, profile=profile)
+    return PlanSpec(auto=auto, cuts=cuts, micro_batches=micro, pinned_cuts=pinned, profile=profile,
+                    per_owner=per_owner)
 
 
 def _parse_schedule(top: FieldReader) -> ScheduleSpec:

@@ -17,6 +17,7 @@ from planner.bound import lower_bound
 from planner.cost import simulate
 from planner.cutmodel import CutModel, build
 from planner.ilp import IlpResult, Infeasible, default_round_iterations, solve_model
+from planner.owner_cuts import owner_bound, owner_candidates
 from planner.profile import Profile
 from planner.report import Candidate, PlanReport
 from planner.resources import (
@@ -188,8 +189,14 @@ def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 
     notes = search.add_topology_plan(cands)
     cands.sort(key=lambda c: (c.estimate.epoch_s, c.source != "ilp"))
     kept = cands[:top] + [c for c in cands[top:] if "topology" in c.source]  # always compared
+    if topo.plan.per_owner and not search.single:  # owners' own cuts (planner.owner_cuts)
+        cands += owner_candidates(search)
+        cands.sort(key=lambda c: (c.estimate.epoch_s, c.source != "ilp"))
+        kept = cands[:top] + [c for c in cands[top:] if "topology" in c.source]
     low = lower_bound(topo, search.profs, iterations=iterations,
                       samples=search.samples) if bound else None
+    if low is not None and topo.plan.per_owner and not search.single:
+        low = owner_bound(low, topo, search.profs, iterations, search.samples)
     return PlanReport(kept, search.solver_used, search.solve_s, time.perf_counter() - started,
                       notes, low)
 

@@ -58,6 +58,15 @@ class Engine:
         self.events: list[Event] = []
         self.wires = Wires(topo, self.busy, self.events if record else None)
         self.owner_params = sum(bprof.param_bytes(plan.parts[p]) for p in plan.parts_on(OWNER))
+        # per-owner plans: each owner's parameters, the owners a compute node serves, and no
+        # steady-state skipping (owners differ)
+        self.hetero = not plan.uniform
+        self.owner_bytes = [sum(bprof.param_bytes(v.parts[p]) for p in v.parts_on(OWNER))
+                            for v in map(plan.for_owner, range(self.K))]
+        self.hosts = {n: len(plan.owners_on(n)) for n in plan.placement if n != OWNER}
+        self.span_costs: dict[tuple[str, tuple[int, int]], tuple[float, int]] = {}
+        if self.hetero:
+            self.steady = None
         self.nodes = self._make_nodes(topo, profs)
         self.rank = {node: i for i, node in enumerate(self.nodes.values())}  # owners, chain
         self.metrics_from = None if plan.labels_local else plan.placement[-1]
@@ -84,7 +93,8 @@ class Engine:
         mine = plan.parts_on(OWNER)
         for k, name in enumerate(self.onames):
             node = nodes[name] = SimNode(name, profs[name], name in emulated, k)
-            self._set_costs(node, mine, owner=True)
+            view = plan.for_owner(k)
+            self._set_costs(node, view.parts_on(OWNER) if self.hetero else mine, True, view)
         copies = copies_on_compute(topo, self.K)
         for p, name in enumerate(plan.placement):
             if name == OWNER or name in nodes:
@@ -98,18 +108,33 @@ class Engine:
             node.next = None if after == OWNER else after
             node.synced = [0] * self.work.rounds
             node.avg_s = copies * node.param_bytes / AVERAGE_BYTES_PER_S
+            if self.hetero:  # copies of other sizes
+                node.avg_s = sum(node.prof.param_bytes(plan.for_owner(k).parts[p])
+                                 for k in plan.owners_on(name)) / AVERAGE_BYTES_PER_S
             node.avg_label = str(Action.avg(parts[0] if len(parts) == 1 else None))
         return nodes
 
-    def _set_costs(self, node: SimNode, parts: list[int], owner: bool) -> None:
-        """Activation bytes per sample and STEP seconds of the node's parts."""
-        spans = [self.plan.parts[p] for p in parts]
+    def _set_costs(self, node: SimNode, parts: list[int], owner: bool,
+                   plan: Plan | None = None) -> None:
+        """Activation bytes per sample and STEP seconds of the node's parts (of `plan`, an
+        owner's own; default the plan's)."""
+        spans = [(plan or self.plan).parts[p] for p in parts]
         node.act = {p: node.prof.act_bytes(s) for p, s in zip(parts, spans)}
         node.param_bytes = sum(node.prof.param_bytes(s) for s in spans)
         if owner:
             node.steps = {None: node.prof.step(spans, node.sleeps)}
         else:
             node.steps = {p: node.prof.step([s], node.sleeps) for p, s in zip(parts, spans)}
+
+    def span_cost(self, node: SimNode, span: tuple[int, int]) -> tuple[float, int]:
+        """(STEP seconds, activation bytes per sample) of a compute node's copy of layers
+        `span` (per-owner plans: copies of other sizes)."""
+        key = (node.name, span)
+        got = self.span_costs.get(key)
+        if got is None:
+            got = self.span_costs[key] = (node.prof.step([span], node.sleeps),
+                                          node.prof.act_bytes(span))
+        return got
 
     # ---------------------------------------------------------------------------- running
 
@@ -146,7 +171,8 @@ class Engine:
         for node in dirty:
             if node.busy:
                 continue
-            while node.synced is not None and not node.busy and node.round_due(owners, rounds):
+            while node.synced is not None and not node.busy and node.round_due(
+                    self.hosts.get(node.name, owners), rounds):
                 self.close_round(node, t)
             if not node.busy and node.queue:
                 self.dispatch(node, t)
@@ -179,6 +205,7 @@ class Engine:
         # the first pass of a task wakes (caches refilled) after an idle processor or when it
         # works on another owner's copy than the task before; an emulated device, every pass
         cold = t > node.free_at or k != node.last_owner or node.sleeps
+        spanned = self.hetero and node.owner is None  # parts of other sizes per owner
         node.last_owner = k
         events = self.events if self.record else None
         prof, cur, heap, seq = node.prof, t, self.heap, self.seq
@@ -191,11 +218,11 @@ class Engine:
                                       (k, j, key, nbytes)))
                 continue
             if code == STEP:
-                d = node.steps[part]
+                d = self.span_cost(node, span)[0] if spanned else node.steps[part]
             else:
                 assert part is not None and mb is not None
                 b = sizes[mb]
-                act = node.act[part] * b
+                act = (self.span_cost(node, span)[1] if spanned else node.act[part]) * b
                 if code == FORWARD:
                     d = node.pass_s(part, span, b)[0] + (prof.wake_fwd_s if cold else 0.0)
                     if act:
@@ -263,11 +290,12 @@ class Engine:
     def upload(self, k: int, r: int, t: float) -> None:
         """Owner k's PARAMS to the aggregator, then its sync to the first compute node."""
         me = self.nodes[self.onames[k]]
-        nbytes = self.owner_params + HEADER_BYTES
+        nbytes = self.owner_bytes[k] + HEADER_BYTES
         arrive = self.wires.send(me.name, AGGREGATOR, nbytes, t,
                                  send_label(Msg.PARAMS, AGGREGATOR), k, r, None, me.mem)
         self.push(arrive, _PARAMS, k, r)
-        first = self.plan.placement[1] if self.plan.num_parts > 1 else OWNER
+        mine = self.plan.for_owner(k)
+        first = mine.placement[1] if mine.num_parts > 1 else OWNER
         if first != OWNER:
             self.sync(me, first, k, r, t)
 
@@ -322,7 +350,7 @@ class Engine:
         self.params_in[r] += 1
         if self.params_in[r] < self.K:
             return
-        d = self.K * self.owner_params / AVERAGE_BYTES_PER_S
+        d = sum(self.owner_bytes) / AVERAGE_BYTES_PER_S
         self.busy[AGGREGATOR] = self.busy.get(AGGREGATOR, 0.0) + d
         if self.record:
             self.events.append(Event(AGGREGATOR, CPU, "AVG", None, r, None, t, t + d))
@@ -331,7 +359,7 @@ class Engine:
 
     def send_global(self, k: int, r: int, t: float) -> None:
         name = self.onames[k]
-        arrive = self.wires.send(AGGREGATOR, name, self.owner_params + HEADER_BYTES, t,
+        arrive = self.wires.send(AGGREGATOR, name, self.owner_bytes[k] + HEADER_BYTES, t,
                                  send_label(Msg.GLOBAL, name), k, r, None, None)
         self.push(arrive, _GLOBAL, k, r)
 

@@ -27,6 +27,7 @@ class Candidate:
     def to_json(self) -> dict[str, Any]:
         """The plan file's fields, the plan as text, its estimate and its source."""
         return {**self.plan.to_json(), "text": self.plan.describe(),
+                "plans_by_owner": self.plan.plans_by_owner(),
                 "estimate": self.estimate.to_json(), "source": self.source}
 
 

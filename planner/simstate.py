@@ -35,7 +35,7 @@ class SimNode:
         self.free_at = -math.inf  # when its processor last finished a task
         self.last_owner = -1  # whose task (model copy) it ran last
         self.mem: MemoryLog = []
-        self.passes: dict[tuple[int, int], tuple[float, float]] = {}  # (part, b): (F, B) s
+        self.passes: dict[tuple[tuple[int, int], int], tuple[float, float]] = {}  # (span, b)
         self.act: dict[int, int] = {}  # part: activation bytes kept per sample
         self.steps: dict[int | None, float] = {}  # part (None: the owner's parts): STEP s
         self.next: str | None = None  # the compute node a sync is forwarded to
@@ -47,9 +47,9 @@ class SimNode:
 
     def pass_s(self, part: int, span: tuple[int, int], b: int) -> tuple[float, float]:
         """(forward, backward) seconds of `part` (layers `span`) for a micro-batch of `b`."""
-        d = self.passes.get((part, b))
+        d = self.passes.get((span, b))  # per-owner plans: a part's span differs per owner
         if d is None:
-            d = self.passes[(part, b)] = (self.prof.fwd(span, b), self.prof.bwd(span, b))
+            d = self.passes[(span, b)] = (self.prof.fwd(span, b), self.prof.bwd(span, b))
         return d
 
     def round_due(self, owners: int, rounds: int) -> bool:

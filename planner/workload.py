@@ -42,7 +42,8 @@ class Workload:
         self.owners = len(topo.owners)
         self.sl = topo.mode == "sl"
         self.labels = topo.labels == "shared" and plan.num_parts > 1
-        self.cut_out = [0] + [prof.out_bytes(c - 1) for c in plan.bounds[1:-1]]
+        self.prof = prof
+        self.cut_out = self._cut_out(plan)
         B = topo.training.batch_size
         if iterations is not None:
             self.batches = [[B] * iterations for _ in range(self.owners)]
@@ -66,12 +67,20 @@ class Workload:
         self._tasks: dict[tuple[int, int], dict[str, list[Task]]] = {}
         self._steps: dict[int, tuple[Step, ...]] = {}
 
+    def _cut_out(self, plan: Plan) -> list[int]:
+        """Bytes per sample of the activation at each cut of `plan` (0 before the first part)."""
+        return [0] + [self.prof.out_bytes(c - 1) for c in plan.bounds[1:-1]]
+
     def tasks(self, owner: int, n_mb: int) -> dict[str, list[Task]]:
-        """Each node's tasks of one iteration of `owner` with `n_mb` micro-batches."""
+        """Each node's tasks of one iteration of `owner` with `n_mb` micro-batches, by the
+        owner's own plan (its cuts; an FL owner's: every layer on it)."""
         key = (owner, n_mb)
         got = self._tasks.get(key)
         if got is None:
-            got, steps = _compiled(self.plan, owner, n_mb, tuple(self.cut_out), self.labels)
+            mine = self.plan.for_owner(owner)
+            cut_out = self.cut_out if mine is self.plan else self._cut_out(mine)
+            got, steps = _compiled(mine, owner, n_mb, tuple(cut_out),
+                                   self.labels and mine.num_parts > 1)
             self._tasks[key] = got
             self._steps.update(steps)
         return got

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mpsl.dryrun import ScheduleError, check_schedule
@@ -66,9 +65,8 @@ def checked(plan: Plan, what: str = "") -> Plan:
     Owners share processors but never wait for each other's messages, and a task runs to its
     end once started, so one owner per distinct N shows every deadlock the plan has (the dry
     run of 1000 owners would take seconds)."""
-    distinct = tuple(sorted(set(plan.micro_batches)))
-    probe = plan if len(distinct) == len(plan.micro_batches) else replace(
-        plan, micro_batches=distinct)
+    distinct = plan.probe()  # one owner per distinct N (and cuts, with per-owner plans)
+    probe = plan if len(distinct.micro_batches) == len(plan.micro_batches) else distinct
     try:
         check_schedule(probe)
     except ScheduleError as err:

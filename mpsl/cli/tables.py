@@ -91,7 +91,7 @@ def plan_tables(data: Mapping[str, Any], lines: int = 4) -> list[RenderableType]
         out.append(Text(bound_line(data)))
     for i, c in enumerate(data["candidates"], 1):
         parts, rest = split_plan(c["text"])
-        out.append(Text(f"#{i} {parts}", style="bold cyan"))
+        out.append(Text(f"#{i} " + "\n   ".join(parts.split("; ")), style="bold cyan"))
         t = _grid()
         t.add_row("N, schedule", rest or "-")
         t.add_row("from", c.get("source") or "-")

@@ -11,7 +11,7 @@ from mpsl.dryrun import ScheduleError
 from tests.mpsl.cli.conftest import profile_csv, write
 
 CANDIDATE_KEYS = {"num_layers", "cuts", "placement", "micro_batches", "schedule",
-                  "max_in_flight", "text", "estimate", "source"}
+                  "max_in_flight", "text", "estimate", "source", "plans_by_owner"}
 
 
 def test_plan_json_and_out(cli, tmp_path):
