@@ -72,6 +72,11 @@ class Plan:
                                                 for k in owners):
             raise PlanError(f"owner_cuts: owners {owners}, expected distinct indices in "
                             f"[0, {len(self.micro_batches)}) in order")
+        if self.owner_cuts and self.num_parts > 1 and all(
+                k in dict(self.owner_cuts) and not dict(self.owner_cuts)[k]
+                for k in range(len(self.micro_batches))):
+            raise PlanError("owner_cuts: every owner runs every layer (mode: fl), none the "
+                            "compute nodes: use mode fl")
         for k, cuts in self.owner_cuts:
             if cuts and len(cuts) != len(self.cuts):
                 raise PlanError(f"owner {k}'s cuts {list(cuts)}: {len(self.cuts)} cut(s) "

@@ -21,7 +21,10 @@ lengths, size caps and that the sender is known; the inbox has dropped messages 
   GRAD `g` of the part's output shape, float32.
 * PARAMS and GLOBAL: meta `round` (= the header's iter), exactly the parameter names, shapes
   and dtypes of the parts concerned (an owner's parts, or the sending compute node's part);
-  an owner's PARAMS carry its own index and its real sample count.
+  an owner's PARAMS carry its own index and its real sample count. Per-owner plans
+  (nodes.owner_plans): every shape and name is of the owner's own plan; a compute node sends
+  PARAMS every round, one per owner present (`owner` naming one it serves, its copy of that
+  owner's part), and takes GLOBAL (owner -1: every part it holds for any owner).
 * windows: an iteration before the node's current one (a compute node: more than one back)
   or more than WINDOW ahead is dropped, as is a round before the current one or more than
   WINDOW ahead, and anything past the run's last iteration or round. An ACT or GRAD is

@@ -124,3 +124,8 @@ def test_each_owner_runs_its_own_chain() -> None:
 def test_plan_rejects_bad_owner_cuts() -> None:
     with pytest.raises(PlanError, match="owners \\[1, 1\\]"):
         Plan(5, (2,), (O, "s"), (1, 1), owner_cuts=((1, (1,)), (1, (3,))))
+
+
+def test_every_owner_fl_is_mode_fl() -> None:
+    with pytest.raises(PlanError, match="every owner runs every layer"):
+        Plan(5, (2,), (O, "s"), (1, 1), owner_cuts=((0, ()), (1, ())))
