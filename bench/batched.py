@@ -1,7 +1,8 @@
 """Batched per-owner copies: compute-node throughput with `batch_owners: auto` against `off`.
 
 Run: ``.venv/bin/python -m bench.batched [--quick] [--owners 1,2,4,...] [--norms none,...]``.
-Writes ``bench/results/batched.csv``, ``.json`` and ``.md`` (``--quick``: ``batched.quick.*``).
+Writes ``bench/results/batched.csv``, ``.json`` and ``.md`` (``--quick``: ``batched.quick.*``, K = 4
+alone; ``--results DIR`` writes under DIR).
 
 What runs (`part` server): vgg5's server part as ``topologies/two_hop.yaml`` has it (the model
 built by mpsl.models for digits-shaped inputs, 1x8x8, 10 classes; cut 2: layers [2, 5), the
@@ -38,6 +39,7 @@ from typing import Any
 
 import torch
 
+from bench import harness
 from bench.harness import console, publish, run_meta, synthetic, topology, wait_for_quiet
 from mpsl.plan import make_plan
 from mpsl.topology import parse
@@ -153,19 +155,22 @@ def measure(owners: int, norm: str, repeat: int, part: str = "server") -> dict[s
             "owners_per_call": max(calls, default=1), "equal": equal}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--owners", default="1,2,4,8,16,32,64")
     ap.add_argument("--norms", default="none,group,batch")
     ap.add_argument("--parts", default="server,middle")
     ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--quick", action="store_true", help="K = 4, 16; norm none; 3 rounds")
-    args = ap.parse_args()
-    owners = [4, 16] if args.quick else [int(k) for k in args.owners.split(",")]
+    ap.add_argument("--quick", action="store_true",
+                    help="K = 4; norm none; 3 rounds; no wait for a quiet machine")
+    harness.results_option(ap)
+    args = ap.parse_args(argv)
+    harness.use_results(args.results)
+    owners = [4] if args.quick else [int(k) for k in args.owners.split(",")]
     norms = ["none"] if args.quick else args.norms.split(",")
     repeat = 3 if args.quick else args.repeat
     torch.set_num_threads(1)
-    load = wait_for_quiet(max_load=1.5, max_wait_s=120)
+    load = wait_for_quiet(max_load=1.5, max_wait_s=0 if args.quick else 120)
     t0 = time.monotonic()
     parts = ["server"] if args.quick else args.parts.split(",")
     rows = []
@@ -185,7 +190,8 @@ def main() -> None:
     cmd = "python -m bench.batched" + (" --quick" if args.quick else "")
     publish(name, cmd, meta, [("", "Compute-node throughput, batched vs sequential copies",
                                rows, 3), (".targets", "Targets", target_rows, 2)])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

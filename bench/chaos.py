@@ -22,7 +22,9 @@ samples):
   bit for bit (target); an owner kill changes an average, so only its accuracy difference is
   reported.
 
-    .venv/bin/python -m bench.chaos [--trials 8]
+    .venv/bin/python -m bench.chaos [--trials 8] [--quick] [--results DIR]
+
+`--quick`: the fault-free run and one trial (an owner kill), written as chaos.quick.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 import torch
 import yaml
 
+from bench import harness
 from bench.harness import publish, run_meta, topology
 from mpsl.plan import make_plan
 from mpsl.topology import load
@@ -159,7 +162,12 @@ def trial_row(trial: int, fault: Fault, results: dict[str, Any],
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="one trial")
+    harness.results_option(ap)
     args = ap.parse_args(argv)
+    harness.use_results(args.results)
+    if args.quick:
+        args.trials = 1
     started = time.perf_counter()
     clean, clean_weights = run(None)
     per_epoch = len([r for r in clean["losses"] if r["owner"] == 0 and r["epoch"] == 0])
@@ -186,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 "owner_kill_accuracy_delta_pts": [round(r["accuracy_delta_pts"], 2)
                                                   for r in done if r["fault"] == "owner"]}]
     meta = run_meta(wall_s=time.perf_counter() - started, trials=args.trials)
-    publish("chaos", f"python -m bench.chaos --trials {args.trials}", meta, [
+    name, cmd = ("chaos.quick", " --quick") if args.quick else ("chaos", f" --trials {args.trials}")
+    publish(name, f"python -m bench.chaos{cmd}", meta, [
         ("", "faults injected and survived: work lost against one aggregation interval",
          rows, 3),
         (".summary", "summary", summary, 4)])

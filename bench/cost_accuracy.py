@@ -11,7 +11,8 @@ of any table of its results JSON,
   `owner->compute/ACT`), the error of the simulated mean duration against the measured one
   over the epochs after the first (`bench.stats.class_errors`, as bench.cost_model does).
 `fields()` computes them from a run. bench.cost_model's own rows (`estimate_s`, `measured_s`,
-one per configuration, the median of its repeats) and its per-action table are read as well.
+one per configuration, the median of its repeats) and its per-action table are read as well,
+and bench.scale_live's (`estimate_s`, `epoch_s`: the second epoch, one run per K).
 
 Metric (defined once): a run's error = estimated / measured - 1, in percent; per experiment
 and over all, the median and the max of |error|; per action class, the median over runs.
@@ -39,7 +40,8 @@ from mpsl.training import iterations_per_epoch, round_ends
 from planner import Profile, simulate
 
 PAPER_MAX_PCT = 3.86  # MP-SL: estimates within 3.14-3.86% of measurement
-COST_MODEL_TABLE = "cost_model"
+# Tables written before these fields, with their own names for (estimate, measured) epoch time
+OWN_FIELDS = {"cost_model": ("estimate_s", "measured_s"), "scale_live": ("estimate_s", "epoch_s")}
 
 
 def fields(doc: dict[str, Any], plan: Plan, profile: Profile, m: Measured) -> dict[str, Any]:
@@ -78,10 +80,14 @@ def gather(folder: Path, quick: bool = False
             raise SystemExit(f"error: {path}: {e}") from None
         for i, r in enumerate(rows):
             est, meas = r.get("estimated_epoch_s"), r.get("measured_epoch_s")
-            if est is None and table.split(".")[0] == COST_MODEL_TABLE and "estimate_s" in r:
-                est, meas = r["estimate_s"], r.get("measured_s")
+            own = OWN_FIELDS.get(table.split(".")[0])
+            if est is None and own is not None and own[0] in r:
+                est, meas = r[own[0]], r.get(own[1])
             if isinstance(est, (int, float)) and isinstance(meas, (int, float)) and meas > 0:
-                label = r.get("config") or r.get("run") or r.get("mode") or f"row {i}"
+                label = r.get("config") or " ".join(
+                    str(x) for x in (r.get("model"), f"B={r['B']}" if "B" in r else None,
+                                     r.get("mode"), f"K={r['owners']}" if "owners" in r
+                                     else None) if x is not None) or f"row {i}"
                 runs.append({"experiment": table, "run": str(label), "estimated_s": est,
                              "measured_s": meas, "error_pct": stats.pct_error(est, meas)})
             for key, err in (r.get("action_errors_pct") or {}).items():

@@ -33,7 +33,10 @@ Diagnostics: the error with the first profile for every run, and with the mean o
 just before and just after each run (`bracketed`); busy seconds per epoch of owner0, its uplink
 and node1 (epochs 2-4).
 
-    .venv/bin/python -m bench.cost_model [--quick] [--repeats 3] [--max-load 2]
+    .venv/bin/python -m bench.cost_model [--quick] [--repeats 3] [--max-load 2] [--results DIR]
+
+`--quick` (a smoke run): one configuration (pipar 4G K=2 N=4, one iteration per epoch), one
+repeat, profiles of one repeat.
 """
 
 from __future__ import annotations
@@ -45,10 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import stats
+from bench import harness, stats
 from bench.harness import (
     NETWORKS,
-    RESULTS,
     Measured,
     console,
     num_layers,
@@ -124,7 +126,8 @@ HELD_OUT = [
     Config("mpsl", "4G+", 2, 4, 3, cuts=(2, 3)),
     Config("mpsl", "4G+", 2, 2, 4, cuts=(1, 2, 3), compute=2, compute_mbps=200.0),
 ]
-QUICK = [IN_SAMPLE[0], IN_SAMPLE[5], HELD_OUT[3], HELD_OUT[6]]
+QUICK = [Config("pipar", "4G", 2, 4, 1)]
+QUICK_PROFILE_REPEATS = 1
 
 
 def doc_for(cfg: Config, epochs: int = EPOCHS) -> dict[str, Any]:
@@ -142,9 +145,9 @@ def doc_for(cfg: Config, epochs: int = EPOCHS) -> dict[str, Any]:
     return doc
 
 
-def host_profile() -> tuple[Profile, float]:
+def host_profile(repeats: int = PROFILE_REPEATS) -> tuple[Profile, float]:
     started = time.perf_counter()
-    prof = measure_profile(MODEL, SHAPE, CLASSES, "batch", PROFILE_SIZES, PROFILE_REPEATS)
+    prof = measure_profile(MODEL, SHAPE, CLASSES, "batch", PROFILE_SIZES, repeats)
     return prof, time.perf_counter() - started
 
 
@@ -180,11 +183,11 @@ def record(cfg: Config, est: Estimate, m: Measured) -> Record:
 
 
 def measure(configs: list[Config], repeats: int, max_load: float, round_wait: float,
-            profile_csv: Path) -> tuple[dict[Config, list[Record]], dict[Config, Estimate],
-                                        dict[str, Any]]:
+            profile_csv: Path, profile_repeats: int = PROFILE_REPEATS
+            ) -> tuple[dict[Config, list[Record]], dict[Config, Estimate], dict[str, Any]]:
     """Every configuration `repeats` times, interleaved, each run after a fresh profile; the
     first profile is kept in `profile_csv` (bench/wake_gap.py reads it)."""
-    prof, profile_s = host_profile()
+    prof, profile_s = host_profile(profile_repeats)
     prof.to_csv(profile_csv)
     first = {c: estimate(c, prof) for c in configs}  # diagnostic: one profile for all runs
     records: dict[Config, list[Record]] = {c: [] for c in configs}
@@ -196,7 +199,7 @@ def measure(configs: list[Config], repeats: int, max_load: float, round_wait: fl
             loads.append(wait_for_quiet(max_load, round_wait))
         for c in configs:
             if last is not None:  # the first run uses the first profile
-                prof, _ = host_profile()
+                prof, _ = host_profile(profile_repeats)
                 last.after = estimate(last_cfg, prof)
             est = estimate(c, prof, record=True)
             m = run(doc_for(c))
@@ -208,7 +211,8 @@ def measure(configs: list[Config], repeats: int, max_load: float, round_wait: fl
                           f"{[round(w, 3) for w in m.walls]} (estimate {est.epoch_s:.3f}), "
                           f"load {loads[-1]:.2f}, steal {m.steal_pct:.1f}%[/dim]")
     if last is not None:
-        last.after = estimate(last_cfg, host_profile()[0])  # the profile after the last run
+        # the profile after the last run
+        last.after = estimate(last_cfg, host_profile(profile_repeats)[0])
     steals = [x.steal_pct for rs in records.values() for x in rs]
     meta = {"profile_s": profile_s, "repeats": repeats,
             "load_1min": {"start": loads[0] if loads else 0.0, "max": max(loads, default=0.0),
@@ -294,7 +298,7 @@ def summary(rows: list[dict[str, Any]], mem: list[dict[str, Any]]) -> list[dict[
     return out
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="4 configurations, 1 repeat")
     ap.add_argument("--repeats", type=int, default=3)
@@ -302,7 +306,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-wait", type=float, default=300.0, help="seconds to wait for quiet")
     ap.add_argument("--round-wait", type=float, default=90.0,
                     help="seconds to wait for quiet before each later round of repeats")
-    return ap.parse_args()
+    harness.results_option(ap)
+    return ap.parse_args(argv)
 
 
 def write(name: str, command: str, configs: list[Config], records: dict[Config, list[Record]],
@@ -325,21 +330,24 @@ def write(name: str, command: str, configs: list[Config], records: dict[Config, 
         (".memory", "memory per compute node (MB), like with like", mem, 2)])
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = harness.use_results(args.results)
     configs = QUICK if args.quick else IN_SAMPLE + HELD_OUT
     repeats = 1 if args.quick else args.repeats
     started = time.perf_counter()
     load0 = wait_for_quiet(args.max_load, args.max_wait)
     name = "cost_model.quick" if args.quick else "cost_model"
     records, first, meta = measure(configs, repeats, args.max_load, args.round_wait,
-                                   RESULTS / f"{name}.profile.csv")
+                                   out / f"{name}.profile.csv",
+                                   QUICK_PROFILE_REPEATS if args.quick else PROFILE_REPEATS)
     meta["load_1min"]["start"] = load0
     meta.update(quick=args.quick, wall_s=time.perf_counter() - started)
     command = "python -m bench.cost_model" + (" --quick" if args.quick else
                                               f" --repeats {repeats}")
     write(name, command, configs, records, first, meta)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

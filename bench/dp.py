@@ -26,6 +26,10 @@ below `--max-load` before it starts and before each repeat, and records the load
 run.
 
     .venv/bin/python -m bench.dp [--quick] [--repeats 5] [--max-load 2] [--max-wait 120]
+        [--results DIR]
+
+`--quick` (a smoke run): the direct cost, PiPar alone with DP off and on (one iteration per
+epoch), and one accuracy run of PiPar at sigma = 1 (64 samples, 1 epoch, 100 test images).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any
 
 import torch
 
-from bench import stats
+from bench import harness, stats
 from bench.harness import parse_doc, publish, run, run_meta, topology, wait_for_quiet
 from mpsl.models import split_model
 from mpsl.privacy import generator, privatize, spent
@@ -67,33 +71,36 @@ def _run(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _doc(mode: str, sigma: float | None, samples: int, epochs: int,
-         test: int) -> dict[str, Any]:
+         test: int, iterations: int | None = None) -> dict[str, Any]:
     m = MODES[mode]
     doc = topology(owners=OWNERS, compute=1, mode=m["mode"], model="vgg5", norm="group",
                    dataset={"name": "mnist", "root": str(MNIST), "samples_per_owner": samples,
                             "test_samples": test},
                    training={"epochs": epochs, "batch_size": BATCH, "lr": 0.02,
-                             "momentum": 0.9, "seed": 0},
+                             "momentum": 0.9, "seed": 0,
+                             **({"max_iterations": iterations} if iterations else {})},
                    up=None, down=None, cuts=m["cuts"], micro_batches=m["micro_batches"])
     if sigma is not None:
         doc["privacy"] = {"clip_norm": CLIP, "noise_multiplier": sigma, "delta": DELTA}
     return doc
 
 
-def overhead_rows(repeats: int, epochs: int, max_load: float,
-                  wait_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def overhead_rows(repeats: int, epochs: int, max_load: float, wait_s: float,
+                  quick: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every run's epoch time; and per mode the paired overhead of DP (sigma = 1)."""
     runs: list[dict[str, Any]] = []
+    modes = ["PiPar"] if quick else list(MODES)
     for r in range(repeats):
         wait_for_quiet(max_load, wait_s)
-        for mode in MODES:
+        for mode in modes:
             for dp in (("off", "on") if r % 2 == 0 else ("on", "off")):
-                m = _run(_doc(mode, 1.0 if dp == "on" else None, 10 * BATCH, epochs, 500))
+                m = _run(_doc(mode, 1.0 if dp == "on" else None, 10 * BATCH, epochs, 500,
+                              1 if quick else None))
                 runs.append({"repeat": r + 1, "mode": mode, "dp": dp, "epoch_s": m["epoch_s"],
                              "steal_pct": m["steal_pct"], "load_1min": LOADS[-1]})
                 print(f"repeat {r + 1} {mode} dp {dp}: {runs[-1]['epoch_s']:.3f} s", flush=True)
     summary = []
-    for mode in MODES:
+    for mode in modes:
         off = {x["repeat"]: x["epoch_s"] for x in runs if x["mode"] == mode and x["dp"] == "off"}
         on = {x["repeat"]: x["epoch_s"] for x in runs if x["mode"] == mode and x["dp"] == "on"}
         diffs = [on[k] - off[k] for k in sorted(off)]
@@ -136,10 +143,11 @@ def direct_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def accuracy_rows(samples: int, epochs: int, test: int) -> list[dict[str, Any]]:
+def accuracy_rows(samples: int, epochs: int, test: int,
+                  quick: bool = False) -> list[dict[str, Any]]:
     rows = []
-    for mode in MODES:
-        for sigma in (None, 0.01, 1.0):
+    for mode in ["PiPar"] if quick else MODES:
+        for sigma in (1.0,) if quick else (None, 0.01, 1.0):
             res = _run(_doc(mode, sigma, samples, epochs, test))["results"]
             eps = res.get("privacy", {}).get("epsilon")
             rows.append({"mode": mode, "sigma": "off" if sigma is None else f"{sigma:g}",
@@ -158,15 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="paired repeats of the epoch runs")
     ap.add_argument("--max-load", type=float, default=2.0, help="1-minute load to wait for")
     ap.add_argument("--max-wait", type=float, default=120.0, help="seconds to wait at most")
+    harness.results_option(ap)
     args = ap.parse_args(argv)
+    harness.use_results(args.results)
     if not MNIST.is_dir():
         raise SystemExit(f"error: no MNIST at {MNIST}")
     started = time.perf_counter()
     load = wait_for_quiet(args.max_load, args.max_wait)
     direct = direct_rows()
     runs, summary = overhead_rows(1 if args.quick else args.repeats, 3, args.max_load,
-                                  args.max_wait / 4)
-    accuracy = accuracy_rows(*((320, 1, 500) if args.quick else (1500, 2, 2000)))
+                                  args.max_wait / 4, args.quick)
+    accuracy = accuracy_rows(*((64, 1, 100) if args.quick else (1500, 2, 2000)), args.quick)
     meta = run_meta(wall_s=time.perf_counter() - started, quick=args.quick,
                     load_1min={"start": load, "max": max(LOADS, default=load)},
                     steal_pct={"median": statistics.median(STEALS or [0.0]),

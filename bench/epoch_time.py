@@ -20,7 +20,10 @@ Definitions (version 2, issue 17; the same in every run):
 - CPU steal is recorded per run (bench/harness.py); its median and max are in the JSON.
 Nothing is fitted; `RPI3B_GFLOPS` is an assumption about the device, stated below.
 
-    .venv/bin/python -m bench.epoch_time [--repeats 3] [--quick]
+    .venv/bin/python -m bench.epoch_time [--repeats 3] [--quick] [--results DIR]
+
+`--quick` (a smoke run of a few seconds): 4G, PiPar alone with a fixed plan (cut 2, N = 4),
+one iteration per epoch, one repeat.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 
 import torch
 
-from bench import stats
+from bench import harness, stats
 from bench.harness import (
     NETWORKS,
     Measured,
@@ -95,15 +98,19 @@ def rpi3b_scale() -> tuple[float, float]:
     return round(host / RPI3B_GFLOPS, 1), host
 
 
-def doc_for(mode: str, net: str, scale: float, epochs: int) -> dict[str, Any]:
+def doc_for(mode: str, net: str, scale: float, epochs: int,
+            quick: bool = False) -> dict[str, Any]:
     up, down = NETWORKS[net]
+    training = {"epochs": epochs, "batch_size": BATCH, "lr": 0.01, "momentum": 0.9}
     doc = topology(
         owners=K, dataset=synthetic(SAMPLES * K),
-        training={"epochs": epochs, "batch_size": BATCH, "lr": 0.01, "momentum": 0.9},
+        training=training | ({"max_iterations": 1} if quick else {}),
         up=up, down=down, compute_scale=scale, **MODES[mode],
     )
-    if mode != "FL":
+    if mode != "FL" and not quick:
         doc["plan"] = {"auto": True}
+    elif quick and mode == "PiPar":
+        doc["plan"] = {"cuts": [2], "micro_batches": 4}
     return doc
 
 
@@ -127,7 +134,7 @@ def entry(m: Measured) -> dict[str, Any]:
 
 
 def cell_rows(net: str, cell: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    t = {m: stats.median(e["epoch_s"] for e in cell[m]) for m in MODES}
+    t = {m: stats.median(e["epoch_s"] for e in cell[m]) for m in cell}
     rows = []
     for mode, es in cell.items():
         rows.append({
@@ -142,13 +149,16 @@ def cell_rows(net: str, cell: dict[str, list[dict[str, Any]]]) -> list[dict[str,
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="4G only, one repeat")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="4G, PiPar alone, one iteration")
+    harness.results_option(ap)
+    args = ap.parse_args(argv)
+    harness.use_results(args.results)
     started = time.perf_counter()
+    modes = ["PiPar"] if args.quick else list(MODES)
     nets = ["4G"] if args.quick else list(NETWORKS)
     repeats = 1 if args.quick else args.repeats
     scale, host = rpi3b_scale()
@@ -157,12 +167,14 @@ def main() -> None:
     rows, raw = [], []
     for net in nets:
         # `mpsl run`'s own path for `plan: auto`: choose_plan profiles this host itself
-        plans = {mode: resolve_plan(parse_doc(doc_for(mode, net, scale, args.epochs)), None)
-                 for mode in MODES}
-        cell: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+        plans = {mode: resolve_plan(parse_doc(doc_for(mode, net, scale, args.epochs,
+                                                      args.quick)), None)
+                 for mode in modes}
+        cell: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
         for rep in range(repeats):
-            for mode in MODES:
-                e = entry(run(doc_for(mode, net, scale, args.epochs), plans.get(mode)))
+            for mode in modes:
+                e = entry(run(doc_for(mode, net, scale, args.epochs, args.quick),
+                              plans.get(mode)))
                 cell[mode].append(e)
                 raw.append({"network": net, "mode": mode, "repeat": rep, **e})
                 console.print(f"{net} {mode} rep {rep}: epoch {e['epoch_s']:.2f} s, plan "
@@ -179,7 +191,8 @@ def main() -> None:
     publish(name, "python -m bench.epoch_time" + (" --quick" if args.quick else ""),
             meta, [("", "Epoch time (median of repeats); pipar_speedup = time / PiPar's",
                     rows, 2)])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

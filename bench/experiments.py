@@ -62,8 +62,6 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                "about 20 min", tags=("issue 21, experiment 6",)),
     Experiment("hetero", "PiPar's heterogeneous owners (up to 32x over FL, 1.8x over SFL)",
                "about 15 min", tags=("issue 19",)),
-    Experiment("cost_accuracy", "MP-SL's cost-model accuracy (3.14-3.86%), over every run",
-               "under 1 min (reads the others' results)", tags=("issue 21, experiment 8",)),
     Experiment("cost_model", "MP-SL's cost-model accuracy (3.14-3.86%), its own configurations",
                "about 31 min", quick_args=(*NO_WAIT, "--round-wait", "0")),
     Experiment("peers", "the reference implementations (same vgg5 configuration)",
@@ -83,7 +81,12 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("scale_live", "a live fleet of pooled owners, K = 8 to 100 (issue 20)",
                "about 15 min"),
     Experiment("netns", "kernel shaping in network namespaces vs in-process (issue 19)",
-               "about 10 min"),
+               "about 10 min", quick_args=NO_WAIT),
+    Experiment("replan", "PiPar Fig. 14 (online re-planning's cost and gain, issue 19)",
+               "about 10 min", quick_args=NO_WAIT),
+    # last: it reads what the others wrote
+    Experiment("cost_accuracy", "MP-SL's cost-model accuracy (3.14-3.86%), over every run",
+               "under 1 min (reads the others' results)", tags=("issue 21, experiment 8",)),
 )
 
 

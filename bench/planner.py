@@ -42,11 +42,12 @@ Duration, estimated from the simulated epoch of every point to measure (version-
 with RUN_OVERHEAD_S and SIM_RATIO: on the AMD EPYC VM, screen about 45 min (vgg5 195 runs,
 32 min; mobilenetv3_small 57 runs, 13 min), confirm about 22 min (120 runs), profiles and
 planning about 2 min: about 70 min (about 52 min on the Intel Xeon VM). `--estimate` plans
-the cases and prints the estimate without measuring; `--quick` (vgg5 on 4G, 8 sampled points,
-2 confirm rounds) takes about 4 minutes on a quiet machine.
+the cases and prints the estimate without measuring; `--quick` (vgg5 on 4G, one sampled point
+and the planner's, the screen's best and the planner's confirmed in 2 rounds) is a smoke run.
 
     .venv/bin/python -m bench.planner [--quick | --estimate] [--max-load 2] [--max-steal 5]
-    .venv/bin/python -m bench.planner_full [--quick]
+        [--results DIR]
+    .venv/bin/python -m bench.planner_full [--quick] [--results DIR]
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import stats
+from bench import harness, stats
 from bench.harness import (
     NETWORKS,
     console,
@@ -140,7 +141,7 @@ class Case:
 
 
 def plan_case(index: int, model: str, net: str, prof: Profile, profile_s: float,
-              sample: int | None) -> Case:
+              sample: int | None, top_sim: int = TOP_SIM) -> Case:
     """Plan one case and choose its points: the space (or its sample), the simulated top
     over the planner's range, the planner's plan."""
     topo = parse_doc(doc_for(model, net, CONFIRM_EPOCHS))
@@ -155,7 +156,7 @@ def plan_case(index: int, model: str, net: str, prof: Profile, profile_s: float,
     plans = {key(c.plan): c.plan for c in cands}
     space = sorted(k for k in plans if k[1][0] in NS)
     chosen = stats.seeded_sample(space, sample, SEED + index)
-    chosen += [key(c.plan) for c in cands[:TOP_SIM]] + [key(best)]
+    chosen += [key(c.plan) for c in cands[:top_sim]] + [key(best)]
     return Case(index, model, net, key(best), {k: plans[k] for k in dict.fromkeys(chosen)},
                 sim, {key(c.plan): i + 1 for i, c in enumerate(cands)}, len(space), plan_s,
                 profile_s)
@@ -171,8 +172,9 @@ def plan_cases(models: list[str], nets: list[str], quick: bool) -> list[Case]:
         prof = host_profile(topo)
         profile_s = time.perf_counter() - started
         for net in nets:
-            sample = 8 if quick else SAMPLE[model]
-            cases.append(plan_case(len(cases), model, net, prof, profile_s, sample))
+            sample = 1 if quick else SAMPLE[model]
+            cases.append(plan_case(len(cases), model, net, prof, profile_s, sample,
+                                   0 if quick else TOP_SIM))
             c = cases[-1]
             console.print(f"[dim]{c.name}: planner {describe(c.plans[c.planned])}, "
                           f"{len(c.plans)} of {c.space} points to screen[/dim]")
@@ -209,10 +211,10 @@ def screen(cases: list[Case], measure: Measure) -> None:
 
 
 def confirm(cases: list[Case], measure: Measure, rounds: int, max_load: float,
-            round_wait: float) -> None:
-    """The screen's fastest CONFIRM_TOP and the planner's plan, `rounds` times each."""
+            round_wait: float, top_n: int = CONFIRM_TOP) -> None:
+    """The screen's fastest `top_n` and the planner's plan, `rounds` times each."""
     for c in cases:
-        top = sorted(c.screen, key=lambda k: c.screen[k])[:CONFIRM_TOP]
+        top = sorted(c.screen, key=lambda k: c.screen[k])[:top_n]
         c.confirm = {k: [] for k in dict.fromkeys([*top, c.planned])}
     for r in range(rounds):
         if r:
@@ -277,10 +279,11 @@ def expected_s(cases: list[Case], rounds: int) -> float:
     return screen_s + confirm_s
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
-                    help="vgg5 on 4G only, 8 sampled points, 2 confirm rounds")
+                    help="vgg5 on 4G only, 1 sampled point and the planner's, the screen's "
+                         "best confirmed, 2 confirm rounds")
     ap.add_argument("--estimate", action="store_true",
                     help="plan the cases, print the expected duration and stop")
     ap.add_argument("--max-load", type=float, default=2.0)
@@ -290,7 +293,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-steal", type=float, default=5.0,
                     help="CPU steal %% above which a run is run again")
     ap.add_argument("--attempts", type=int, default=3, help="runs at most, per measurement")
-    return ap.parse_args()
+    harness.results_option(ap)
+    return ap.parse_args(argv)
 
 
 def write(cases: list[Case], rounds: int, log: list[tuple[float, float]], load0: float,
@@ -312,8 +316,9 @@ def write(cases: list[Case], rounds: int, log: list[tuple[float, float]], load0:
         (".plans", "every plan measured", [p for c in cases for p in plan_rows(c)], 3)])
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    harness.use_results(args.results)
     started = time.perf_counter()
     load0 = wait_for_quiet(args.max_load, args.max_wait)
     models, nets = (["vgg5"], ["4G"]) if args.quick else (list(MODELS), list(NETWORKS))
@@ -322,12 +327,15 @@ def main() -> None:
     console.print(f"expected duration: about {expected_s(cases, rounds) / 60:.0f} min "
                   f"({sum(len(c.plans) for c in cases)} points to screen)")
     if args.estimate:
-        return
+        return 0
     log: list[tuple[float, float]] = []
     measure = measurer(args, log)
     screen(cases, measure)
-    confirm(cases, measure, rounds, args.max_load, args.round_wait)
+    confirm(cases, measure, rounds, args.max_load, args.round_wait, 1 if args.quick else
+            CONFIRM_TOP)
     write(cases, rounds, log, load0, started, args.quick)
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

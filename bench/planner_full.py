@@ -10,10 +10,10 @@ warm-up, a fraction of a second in minutes) is the full-size epoch. Share = plan
 Target: <= 10% in every case.
 
 Duration: one profile and plan (10-25 s) plus one epoch (simulated 1-3 min) per case, and the
-nodes' start with 50,000 samples each; about 17 minutes for the six cases (vgg5 on WiFi
-alone, `--quick`: about 2 minutes).
+nodes' start with 50,000 samples each; about 17 minutes for the six cases. `--quick` (a
+smoke run of the code path, not a full-size epoch): vgg5 on WiFi, 256 samples.
 
-    .venv/bin/python -m bench.planner_full [--quick]
+    .venv/bin/python -m bench.planner_full [--quick] [--results DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 import time
 from typing import Any
 
-from bench import stats
+from bench import harness, stats
 from bench.harness import (
     NETWORKS,
     console,
@@ -38,14 +38,16 @@ from mpsl.training import iterations_per_epoch, owner_samples
 from planner import choose_plan
 
 FULL_SAMPLES = 50_000  # CIFAR-10's training set
+QUICK_SAMPLES = 256  # a smoke run: the code path, not a full-size epoch
 SHARE_MAX_PCT = 10.0
 
 
-def full_case(model: str, net: str, max_steal: float, attempts: int) -> dict[str, Any]:
+def full_case(model: str, net: str, max_steal: float, attempts: int,
+              samples: int = FULL_SAMPLES) -> dict[str, Any]:
     """Plan the full-size topology as `plan: auto` does, then train one epoch of its plan."""
     from planner.resources import host_profile
 
-    doc = doc_for(model, net, epochs=1, samples=FULL_SAMPLES)
+    doc = doc_for(model, net, epochs=1, samples=samples)
     topo = parse_doc(doc)
     started = time.perf_counter()
     prof = host_profile(topo)
@@ -67,23 +69,27 @@ def full_case(model: str, net: str, max_steal: float, attempts: int) -> dict[str
             "steal_pct": m.steal_pct, "load_1min": load}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="vgg5 on WiFi only")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"vgg5 on WiFi only, {QUICK_SAMPLES} samples (not full size)")
     ap.add_argument("--max-load", type=float, default=2.0)
     ap.add_argument("--max-wait", type=float, default=300.0, help="seconds to wait for quiet")
     ap.add_argument("--max-steal", type=float, default=5.0,
                     help="CPU steal %% above which a run is run again")
     ap.add_argument("--attempts", type=int, default=3, help="runs at most, per measurement")
-    return ap.parse_args()
+    harness.results_option(ap)
+    return ap.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    harness.use_results(args.results)
     started = time.perf_counter()
     load0 = wait_for_quiet(args.max_load, args.max_wait)
     cases = [("vgg5", "WiFi")] if args.quick else [(m, n) for m in MODELS for n in NETWORKS]
-    rows = [full_case(m, n, args.max_steal, args.attempts) for m, n in cases]
+    samples = QUICK_SAMPLES if args.quick else FULL_SAMPLES
+    rows = [full_case(m, n, args.max_steal, args.attempts, samples) for m, n in cases]
     shares = [r["planning_pct_epoch"] for r in rows]
     summ = [stats.target_row("planning / full-size epoch, max %", max(shares),
                              f"<= {SHARE_MAX_PCT:g}", max(shares) <= SHARE_MAX_PCT)]
@@ -96,7 +102,8 @@ def main() -> None:
     publish(name, "python -m bench.planner_full" + (" --quick" if args.quick else ""),
             meta, [("", "planning against a full-size epoch", rows, 2),
                    (".summary", "summary", summ, 3)])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

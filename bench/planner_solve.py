@@ -10,6 +10,10 @@ Metric: the median solve time of CBC per scenario, and whether its objective equ
 enumerated optimum (`CutModel.evaluate_all`). Target: optimal in <= 5 s. Nothing is fitted.
 
     .venv/bin/python -m bench.planner_solve [--repeats 3] [--remeasure] [--no-check]
+        [--quick] [--results DIR]
+
+`--quick`: the scenario without caps alone, solved once with CBC, not enumerated; the profile
+is still read from (or measured into) bench/results.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench import harness
 from bench.harness import RESULTS
 from mpsl.topology import Topology, parse
 from planner.cutmodel import CutModel, build
@@ -97,12 +102,18 @@ def node_cap_mb(prof: Profile, owner_mb: float) -> float:
     return (least + float(nodes[best])) / 2 / BYTES_PER_MB
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--remeasure", action="store_true")
     ap.add_argument("--no-check", action="store_true", help="skip the enumeration")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="no caps, CBC, once, no enumeration")
+    harness.results_option(ap)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats, args.no_check = 1, True
+    out = harness.use_results(args.results)
+    started_all = time.perf_counter()
     prof = profile(args.remeasure)
     free = build(topology(), node_profiles(topology(), prof), [N] * OWNERS, round_iterations=5)
     need = solve_model(free).memory
@@ -113,7 +124,9 @@ def main() -> int:
         "all capped": (0.6 * owner_need, node_cap_mb(prof, 0.6 * owner_need)),
         "infeasible": (1.0, None),
     }
-    solvers = ["cbc"] + (["highs"] if highs_available() else [])
+    if args.quick:
+        scenarios = {"no caps": scenarios["no caps"]}
+    solvers = ["cbc"] + (["highs"] if highs_available() and not args.quick else [])
     rows = []
     for name, (owner_mb, node_mb) in scenarios.items():
         t = topology(owner_mb, node_mb)
@@ -146,15 +159,18 @@ def main() -> int:
                 "target_met": bool(optimal is not False and solve_s <= 5.0),
             })
     show(rows)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "planner_solve.json").write_text(json.dumps(rows, indent=2) + "\n")
-    with open(RESULTS / "planner_solve.csv", "w", newline="") as fh:
+    name = "planner_solve.quick" if args.quick else "planner_solve"
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    meta = harness.run_meta(wall_s=time.perf_counter() - started_all)
+    (out / f"{name}.md").write_text(harness.header(meta, "python -m bench.planner_solve" + (
+        " --quick" if args.quick else "")) + harness.markdown(rows, 4) + "\n")
+    with open(out / f"{name}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         w.writerows({**r, "cuts": " ".join(map(str, r["cuts"] or [])),
                      "enumerated_cuts": " ".join(map(str, r["enumerated_cuts"] or []))}
                     for r in rows)
-    return 0 if all(r["target_met"] for r in rows if r["solver"] == "cbc") else 1
+    return 0 if args.quick or all(r["target_met"] for r in rows if r["solver"] == "cbc") else 1
 
 
 def show(rows: list[dict]) -> None:

@@ -20,7 +20,9 @@ results/history/scale_live.v1.md):
   measured once at the start; error = (estimate - measured) / measured.
 - One run per K; no target (the issue's goal is K = 100 end to end on this machine).
 
-    .venv/bin/python -m bench.scale_live [--owners 8 16 32 64 100]
+    .venv/bin/python -m bench.scale_live [--owners 8 16 32 64 100] [--quick] [--results DIR]
+
+`--quick`: K = 2 alone, a one-repeat profile, written as scale_live.quick.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import harness
 from bench.harness import NETWORKS, load_doc, publish, run_meta, synthetic, topology
 from mpsl.plan import make_plan
 from mpsl.training import num_layers
@@ -115,16 +118,25 @@ def live(owners: int, prof: Profile) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--owners", type=int, nargs="+", default=[8, 16, 32, 64, 100])
+    ap.add_argument("--quick", action="store_true", help="K = 2, a one-repeat profile")
+    harness.results_option(ap)
     args = ap.parse_args(argv)
+    harness.use_results(args.results)
+    if args.quick:
+        args.owners = [2]
     started = time.perf_counter()
-    prof = measure_profile("vgg5", SHAPE, CLASSES, "batch", profile_sizes(BATCH), 11)
+    prof = (measure_profile("vgg5", SHAPE, CLASSES, "batch", profile_sizes(BATCH), 1,
+                            wake_repeats=1) if args.quick else
+            measure_profile("vgg5", SHAPE, CLASSES, "batch", profile_sizes(BATCH), 11))
     rows = []
     for k in args.owners:
         rows.append(live(k, prof))
         print(rows[-1], flush=True)
     meta = run_meta(wall_s=time.perf_counter() - started, owners=args.owners)
     owners = " ".join(str(k) for k in args.owners)
-    publish("scale_live", f"python -m bench.scale_live --owners {owners}", meta,
+    name, cmd = ("scale_live.quick", "--quick") if args.quick else ("scale_live",
+                                                                    f"--owners {owners}")
+    publish(name, f"python -m bench.scale_live {cmd}", meta,
             [("", "K owners of vgg5, pooled: measured epoch against the cost model", rows, 3)])
     return 0
 

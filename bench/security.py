@@ -15,7 +15,9 @@ Definitions (version 1, fixed before the first run):
   alternating plain and CURVE, medians, ratio CURVE / plain, at 1 MiB and 32 MiB.
 Nothing is fitted.
 
-    .venv/bin/python -m bench.security [--quick] [--rounds 3]
+    .venv/bin/python -m bench.security [--quick] [--rounds 3] [--results DIR]
+
+`--quick`: one round, unshaped only, 8 MiB per throughput cell.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 import zmq
 
-from bench import stats
+from bench import harness, stats
 from bench.harness import NETWORKS, publish, run_calm, run_meta, synthetic, topology
 from nodes.keys import load_pair, load_public, write_keys
 from nodes.link import Inbox, Outbox
@@ -59,11 +61,12 @@ def _doc(net: str, keys: Path | None) -> dict[str, Any]:
     return doc
 
 
-def epoch_rows(rounds: int, keys: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def epoch_rows(rounds: int, keys: Path, nets: tuple[str, ...] = tuple(NETS)
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per round and network both runs' times; and per network the overhead summary."""
     runs: list[dict[str, Any]] = []
     for r in range(rounds):
-        for net in NETS:
+        for net in nets:
             order = ("none", "curve") if r % 2 == 0 else ("curve", "none")
             for sec in order:
                 m = run_calm(_doc(net, keys if sec == "curve" else None))
@@ -73,7 +76,7 @@ def epoch_rows(rounds: int, keys: Path) -> tuple[list[dict[str, Any]], list[dict
                              "rejected": m.results["summary"]["rejected_messages"]})
                 print(f"round {r + 1} {net} {sec}: {runs[-1]['epoch_s']:.3f} s", flush=True)
     summary = []
-    for net in NETS:
+    for net in nets:
         pairs = [(a["epoch_s"], b["epoch_s"]) for a in runs for b in runs
                  if a["network"] == b["network"] == net and a["round"] == b["round"]
                  and a["security"] == "none" and b["security"] == "curve"]
@@ -145,7 +148,7 @@ def _rate(keys: Path | None, size: int, n: int, warm: int) -> float:
 def throughput_rows(keys: Path, rounds: int, quick: bool) -> list[dict[str, Any]]:
     rows = []
     for label, size in SIZES.items():
-        n = max(8, (64 if quick else 256) * (1 << 20) // size * 4)
+        n = max(8, (8 if quick else 256) * (1 << 20) // size * 4)
         plain, curve = [], []
         for r in range(rounds):
             for sec in (("plain", "curve") if r % 2 == 0 else ("curve", "plain")):
@@ -161,14 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one round, fewer messages")
     ap.add_argument("--rounds", type=int, default=3, help="paired rounds of the epoch runs")
+    harness.results_option(ap)
     args = ap.parse_args(argv)
+    harness.use_results(args.results)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mpsl-keys-") as tmp:
         keys = Path(tmp)
         names = [f"owner{k}" for k in range(OWNERS)] + ["node1", "aggregator", "a", "b"]
         write_keys(keys, names)
         tput = throughput_rows(keys, 1 if args.quick else 5, args.quick)
-        runs, summary = epoch_rows(1 if args.quick else args.rounds, keys)
+        runs, summary = epoch_rows(1 if args.quick else args.rounds, keys,
+                                   ("unshaped",) if args.quick else tuple(NETS))
     meta = run_meta(wall_s=time.perf_counter() - started, quick=args.quick)
     name = "security.quick" if args.quick else "security"
     command = "python -m bench.security" + (" --quick" if args.quick else "")

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 import zmq
 
+from bench.harness import columns, write_md
 from mpsl.actions import Action, Msg
 from mpsl.trace import Event
 from nodes.link import Inbox, Outbox
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs; medians are reported")
     ap.add_argument("--unshaped", action="store_true",
                     help="only the unshaped cells; results in transport.unshaped.*")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    ap.add_argument("--out", "--results", dest="out", type=Path, default=RESULTS, help="folder")
     args = ap.parse_args(argv)
     t0 = time.time()
     runs = []
@@ -377,12 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     flat = [{"run": "median", **r} for r in rows] if args.repeat > 1 else []
     flat += [{"run": i + 1, **r} for i, run_rows in enumerate(runs) for r in run_rows]
-    keys: list[str] = []
-    for r in flat:
-        keys += [k for k in r if k not in keys]
-    stem = "transport.unshaped" if args.unshaped else "transport"
+    stem = ("transport.unshaped" if args.unshaped else "transport") + ".quick" * args.quick
     with open(args.out / f"{stem}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
+        w = csv.DictWriter(f, fieldnames=columns(flat))
         w.writeheader()
         w.writerows(flat)
     info = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "quick": args.quick,
@@ -392,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "cpus": os.cpu_count(),
             "rows": rows, "runs": runs}
     (args.out / f"{stem}.json").write_text(json.dumps(info, indent=1))
+    write_md(args.out / f"{stem}.md", f"python -m bench.transport --repeat {args.repeat}"
+             f"{' --quick' * args.quick}{' --unshaped' * args.unshaped}", rows)
     print(f"wrote {args.out}/{stem}.csv and .json in {info['seconds']} s")
     return 0
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from bench import cost_model, stats
+from bench import cost_model, harness, stats
 from bench.harness import RESULTS, console, markdown, run_meta, save, show
 from planner import Profile, measure_profile
 
@@ -83,11 +83,15 @@ def errors(prof: Profile, measured: dict[str, float]) -> list[float]:
             for cfg in cost_model.IN_SAMPLE if cfg.name in measured]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gaps", type=float, nargs="+", default=[0.001, 0.01, 0.05])
     ap.add_argument("--passes", type=int, default=40)
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="one gap (50 ms), 5 passes")
+    harness.results_option(ap)  # the inputs are read from bench/results all the same
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.gaps, args.passes = [0.05], 5
     base = Profile.from_csv(RESULTS / "cost_model.profile.csv")
     run = json.loads((RESULTS / "cost_model.json").read_text())
     measured = {r["config"]: r["measured_s"] for r in run["rows"]}
@@ -119,12 +123,15 @@ def main() -> None:
     show("wake-up cost vs the gap before a pass (vgg5), and the cost model's error with it", rows)
     meta = run_meta(cost_model_run=run["meta"].get("date"), configs=sorted(measured),
                     argv=sys.argv[1:])
-    save("wake_gap", rows, meta)
-    (RESULTS / "wake_gap.md").write_text(
+    out = harness.use_results(args.results)
+    name = "wake_gap.quick" if args.quick else "wake_gap"
+    save(name, rows, meta)
+    (out / f"{name}.md").write_text(
         f"Measured {meta['date']} (commit {meta['commit']}, {meta['machine']}), against the "
         f"cost-model run of {meta['cost_model_run']}.\n\n{markdown(rows)}\n")
-    console.print(f"wrote {RESULTS / 'wake_gap'}.*")
+    console.print(f"wrote {out / name}.*")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
