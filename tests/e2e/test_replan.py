@@ -100,9 +100,10 @@ def test_the_planner_replans_once_at_the_measured_rates(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not SLOW, reason="a longer run: MPSL_SLOW=1")
-def test_mpsl_u_shape_switch_moves_both_cuts(tmp_path: Path) -> None:
-    results, out = run(tmp_path, {"planner": "fixed", "cuts": [1, 3]}, CHANGE,
+def test_u_shape_switch_moves_layers_both_ways(tmp_path: Path) -> None:
+    results, out = run(tmp_path, {"planner": "fixed", "cuts": [1, 2]}, CHANGE,
                        mode="mpsl", labels="local", plan={"cuts": [2, 3],
                                                            "micro_batches": 2})
     (replan,) = results["replans"]
-    assert replan["new"]["cuts"] == [1, 3] and len(results["epochs"]) == 3
+    assert replan["new"]["cuts"] == [1, 2] and len(results["epochs"]) == 3
+    assert {e["node"] for e in plan_events(out)} == {"aggregator", "node1", "owner0", "owner1"}
