@@ -136,10 +136,12 @@ class Replanning:
                         for k in drifted)
         self.assumed.update({k: v for k, v in measured.items() if v is not None})
         self.last = time.monotonic()
+        self.heard_all()
         t1 = time.time()
         if switch:
             avg = self.switch(r, new)
         t2 = time.time()
+        self.heard_all()
         self.agg.events.append(Event(self.agg.name, CPU, str(Action.plan()), None, r, None,
                                      t0, t2))
         self.records.append({
@@ -188,6 +190,13 @@ class Replanning:
         self.adopt_next = new
         return {k: v for k, v in agg.owner_state.items()
                 if layer_of(k) in layers_of(new, OWNER)}
+
+    def heard_all(self) -> None:
+        """Every node counts as heard now: while the aggregator planned, their heartbeats
+        waited in its inbox, unread (liveness: nodes.presence)."""
+        now = time.monotonic()
+        for name in list(self.agg.members.last_heard):
+            self.agg.members.last_heard[name] = now
 
     def adopt(self) -> None:
         """The aggregator takes the new plan as the next round starts."""
