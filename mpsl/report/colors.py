@@ -6,10 +6,10 @@ import functools
 
 from mpsl.actions import Action, ActionError, Op
 
-PROCESSOR_KINDS = ("F", "B", "STEP", "AVG")
+PROCESSOR_KINDS = ("F", "B", "STEP", "AVG", "PLAN")
 MESSAGE_KINDS = ("ACT", "GRAD", "PARAMS", "GLOBAL", "CONTROL", "METRICS")
 COLORS = {
-    "F": "tab:blue", "B": "tab:orange", "STEP": "tab:green", "AVG": "tab:red",
+    "F": "tab:blue", "B": "tab:orange", "STEP": "tab:green", "AVG": "tab:red", "PLAN": "gold",
     "ACT": "tab:cyan", "GRAD": "tab:olive", "PARAMS": "tab:purple", "GLOBAL": "tab:pink",
     "CONTROL": "tab:brown", "METRICS": "black",
 }
@@ -20,7 +20,7 @@ EXTRA_COLORS = {OTHER: "tab:gray", IDLE: "gainsboro"}
 
 @functools.lru_cache(maxsize=4096)
 def category(action: str) -> str:
-    """What colours an event: its pass or step (F, B, STEP, AVG), or a message's kind."""
+    """What colours an event: its pass or step (F, B, STEP, AVG, PLAN), or a message's kind."""
     try:
         a = Action.from_str(action)
     except ActionError:
