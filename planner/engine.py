@@ -16,6 +16,7 @@ from mpsl.taskqueue import Entry
 from mpsl.topology import Topology
 from mpsl.trace import Event
 from planner.profile import Profile
+from planner.rate import RateSkip, owner_classes
 from planner.resources import (
     AVERAGE_BYTES_PER_S,
     HEADER_BYTES,
@@ -47,13 +48,14 @@ class Engine:
                  iterations: int | None, samples: list[int] | None, record: bool,
                  steady: bool = False) -> None:
         self.plan, self.record = plan, record
-        self.steady = SteadyState() if steady and not record else None
+        self.steady = SteadyState(rate=RateSkip()) if steady and not record else None
         self._mark = False  # a checkpoint is due at the end of this instant
         self.onames = [o.name for o in topo.owners]
         self.K = len(self.onames)
         bprof = profs[self.onames[0]]
         self.work = Workload(topo, plan, bprof, iterations, samples)
         self.sl = self.work.sl
+        self.classes = owner_classes(topo, plan, self.work.batches)  # owners alike
         self.busy: dict[str, float] = {}
         self.events: list[Event] = []
         self.wires = Wires(topo, self.busy, self.events if record else None)

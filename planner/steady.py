@@ -20,12 +20,16 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from planner.rate import RateSkip
 from planner.simstate import DONE, MSG, SYNC
 
 if TYPE_CHECKING:
     from planner.engine import Engine
 
 HISTORY = 64  # checkpoints kept to compare with: the longest period looked for
+# checkpoints without a repeat before rounds may be extrapolated (planner.rate): an exact
+# period, where there is one, is usually found sooner
+RATE_AFTER = 8
 GIVE_UP = 100_000  # checkpoints without a repeat after which the engine stops looking
 
 
@@ -54,8 +58,10 @@ class SteadyState:
     period after the summaries first repeat, and an epoch that never repeats costs little.
     """
 
-    def __init__(self, history: int = HISTORY, give_up: int = GIVE_UP) -> None:
+    def __init__(self, history: int = HISTORY, give_up: int = GIVE_UP,
+                 rate: RateSkip | None = None) -> None:
         self.history, self.give_up = history, give_up
+        self.rate = rate  # where no period repeats: extrapolate a saturated fleet's rounds
         self.seen: dict[tuple[Any, ...], list[_Checkpoint]] = {}
         self.order: deque[tuple[Any, ...]] = deque()
         self.misses = 0  # checkpoints since the last skip without a repeat
@@ -79,11 +85,16 @@ class SteadyState:
                         and _close(old.full_times, cp.full_times, tol)):
                     dt = self._skip(eng, old, cp)
                     if dt > 0.0:
-                        self.seen.clear()
-                        self.order.clear()
-                        self.misses = 0
+                        self._jumped()
                         return dt
                     break
+        if self.rate is not None:
+            dt = self.rate.offer(eng, t, self.misses >= RATE_AFTER)
+            if dt > 0.0:
+                self.periods += self.rate.rounds_last
+                self.skipped_s += dt
+                self._jumped()
+                return dt
         self.misses += 1
         self.seen.setdefault(disc, []).append(cp)
         self.order.append(disc)
@@ -93,6 +104,14 @@ class SteadyState:
             if not gone:
                 self.seen = {k: v for k, v in self.seen.items() if v}
         return 0.0
+
+    def _jumped(self) -> None:
+        """Forget the checkpoints: the engine's iterations moved on."""
+        self.seen.clear()
+        self.order.clear()
+        self.misses = 0
+        if self.rate is not None:
+            self.rate.reset()
 
     def _skip(self, eng: Engine, old: _Checkpoint, cp: _Checkpoint) -> float:
         """Add as many whole periods (`old` to `cp`) as every owner's alike iterations allow."""

@@ -13,6 +13,7 @@ import pytest
 from mpsl.plan import make_plan
 from planner.cost import simulate
 from planner.profile import LayerProfile, Profile
+from planner.rate import RateSkip
 from planner.steady import SteadyState
 from tests.planner.util import topo
 
@@ -112,9 +113,11 @@ def test_one_owner_skips_almost_every_iteration():
 
 
 def test_no_repeat_falls_back_to_every_event(monkeypatch):
-    """With checkpoints that never match, the answer is the full simulation's."""
+    """With checkpoints that never match (and no rounds extrapolated, planner.rate), the
+    answer is the full simulation's."""
     t, plan, prof, samples = _case(3)
     monkeypatch.setattr(SteadyState, "_skip", lambda self, eng, old, cp: 0.0)
+    monkeypatch.setattr(RateSkip, "_try", lambda self, eng: 0.0)
     fast = simulate(t, plan, prof, samples=samples)
     full = simulate(t, plan, prof, samples=samples, steady=False)
     assert fast.steady_periods == 0

@@ -1,0 +1,196 @@
+"""Rate extrapolation: skip rounds of a fleet's saturated steady state that never repeats exactly.
+
+With many owners sharing a compute node the schedule settles into a regime that is not
+periodic (the order in which a node meets its owners' micro-batches keeps shifting its wake-up
+costs a little, so no permutation of alike owners makes two states equal either) but whose
+rate is steady: one resource, the bottleneck, is busy all the time and every owner runs one
+iteration per round (a round: from one of owner 0's iteration starts to the next). Where
+`planner.steady` finds no exact period, `RateSkip` keeps a window of rounds in which every
+owner steps alike (the same aggregation round, the same iterations per round). It skips once
+
+- the window holds at least `MIN_ROUNDS` rounds and `MIN_ITERATIONS` owner-iterations,
+- its halves' mean rounds differ by at most `DRIFT` (else the older half is dropped: the
+  pipeline is still filling),
+- some processor or link was busy for all but `IDLE` of it (a saturated bottleneck, whose
+  work sets the rate), and
+- the error bound of the extrapolation is at most `ERROR` of the time simulated by then: with
+  `jitter` the farthest a round of the window starts from the window's mean rate, m rounds
+  extrapolated from n are off by at most (2m/n + 1) x jitter while the regime holds.
+
+The engine's state at the window's end is then moved on by m whole rounds of the window's mean
+length (times shifted, iterations advanced, busy time and iteration times repeated at the
+window's rates; an owner's own processor and links at its rate since its steps last changed),
+as far as every owner's alike iterations allow; the rest (the last partial batch, the
+aggregation rounds, the drain) is simulated exactly. The estimate is not exact: bench.scale
+and tests/planner/test_fleet_sim.py measure it against the full simulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mpsl.plan import Plan
+from mpsl.topology import Topology
+
+if TYPE_CHECKING:
+    from planner.engine import Engine
+
+MIN_ROUNDS = 3  # rounds in a window at least
+MIN_ITERATIONS = 400  # owner-iterations in a window at least
+MAX_ROUNDS = 64  # rounds kept in a window
+ERROR = 3e-4  # the extrapolation's error bound allowed, a share of the time simulated
+DRIFT = 1e-3  # relative difference allowed between the window's halves' mean rounds
+IDLE = 2e-3  # share of the window the busiest resource may idle
+
+
+@dataclass
+class Round:
+    """The engine at a round's start (owner 0 starting an iteration)."""
+
+    t: float
+    it_next: list[int]
+    round_now: tuple[int, ...]
+    busy: dict[str, float]
+    n_its: int
+    index: int  # rounds offered before it
+    starts: np.ndarray  # each owner's current iteration's start
+
+
+class RateSkip:
+    """The rounds of one simulation and the rounds extrapolated."""
+
+    def __init__(self) -> None:
+        self.rounds: list[Round] = []
+        # the window's first round, or one before it where the owners' steps already held:
+        # an owner's own processor and links keep its rate from there, not only after the
+        # shared resources settle, so their busy rate is measured from there
+        self.first: Round | None = None
+        self.skipped = 0  # rounds extrapolated, all skips together
+        self.offered = 0
+        self.rounds_last = 0  # rounds extrapolated by the last skip
+
+    def reset(self) -> None:
+        """Forget the rounds seen (the engine's state jumped)."""
+        self.rounds.clear()
+        self.first = None
+
+    def offer(self, eng: Engine, t: float, may_skip: bool = True) -> float:
+        """Note a round starting at `t`; on a steady window (and `may_skip`), skip rounds.
+        The seconds skipped."""
+        rounds = self.rounds
+        self.offered += 1
+        rounds.append(Round(t, list(eng.it_next), tuple(eng.round_now), dict(eng.busy),
+                            len(eng.it_times), self.offered, np.array(eng.it_start)))
+        if len(rounds) >= 2 and rounds[-1].round_now != rounds[-2].round_now:
+            del rounds[:-1]  # another aggregation round
+            self.first = rounds[0]
+        elif len(rounds) >= 3 and _steps(rounds[-2], rounds[-1]) != _steps(rounds[-3],
+                                                                            rounds[-2]):
+            del rounds[:-2]  # the owners' steps changed: the window starts anew
+            self.first = rounds[0]
+        if self.first is None:
+            self.first = rounds[0]
+        if len(rounds) > MAX_ROUNDS + 1:
+            del rounds[0]
+        if len(rounds) < MIN_ROUNDS + 1 or not may_skip:
+            return 0.0
+        running = sum(1 for d in _steps(rounds[-2], rounds[-1]) if d)
+        if not running or running * (len(rounds) - 1) < MIN_ITERATIONS:
+            return 0.0
+        return self._try(eng)
+
+    def _try(self, eng: Engine) -> float:
+        """Skip rounds if the window's rate is steady and known well enough."""
+        from planner.steady import alike_until
+
+        a, b = self.rounds[0], self.rounds[-1]
+        n = len(self.rounds) - 1
+        mean = (b.t - a.t) / n
+        half = n // 2
+        first = (self.rounds[half].t - a.t) / half
+        second = (b.t - self.rounds[half].t) / (n - half)
+        if abs(first - second) > DRIFT * mean:
+            del self.rounds[:half]  # still settling: keep the later half
+            return 0.0
+        if max((v - a.busy.get(k, 0.0) for k, v in b.busy.items()), default=0.0) < (
+                1.0 - IDLE) * (b.t - a.t):
+            return 0.0  # no resource saturated: the rate need not hold
+        per = _steps(self.rounds[-2], b)
+        m: int | None = None
+        for k, d in enumerate(per):
+            if d:
+                room = (alike_until(eng, k, a.it_next[k]) - 1 - b.it_next[k]) // d
+                m = room if m is None else min(m, room)
+        if m is None or m < 1:
+            return 0.0
+        if _error(self.rounds, per, eng.classes, m) > ERROR * (b.t + m * mean):
+            return 0.0  # the rate is not known well enough yet
+        return self._apply(eng, m, m * mean, per)
+
+    def _apply(self, eng: Engine, m: int, dt: float, per: list[int]) -> float:
+        """Move the engine `m` rounds (`dt` seconds) on at the window's rates."""
+        from planner.steady import shift
+
+        a, b = self.rounds[0], self.rounds[-1]
+        n = len(self.rounds) - 1
+        first = a if self.first is None else self.first
+        n_first = b.index - first.index
+        owned = _owned(eng, b)
+        shift(eng, dt, [m * d for d in per])
+        for name, v in b.busy.items():
+            since, k = (first, n_first) if name in owned else (a, n)
+            eng.busy[name] = v + m * (v - since.busy.get(name, 0.0)) / k
+        window = eng.it_times[a.n_its:b.n_its]
+        whole, part = divmod(m, n)
+        extra = window * whole
+        if part:
+            extra += eng.it_times[a.n_its:self.rounds[part].n_its]
+        eng.it_times.extend(extra)
+        self.skipped += m
+        self.rounds_last = m
+        self.rounds.clear()
+        return dt
+
+
+def owner_classes(topo: Topology, plan: Plan, batches: list[list[int]]) -> list[int]:
+    """Each owner's class: owners alike in device, links, profile, N, cuts and batches."""
+    keys: dict[tuple[object, ...], int] = {}
+    out = []
+    for o, n, bs in zip(topo.owners, plan.micro_batches, batches):
+        key = (o.compute_scale, o.uplink_mbps, o.downlink_mbps, o.latency_ms, o.profile,
+               o.cuts, n, tuple(bs))
+        out.append(keys.setdefault(key, len(keys)))
+    return out
+
+
+def _error(rounds: list[Round], per: list[int], classes: list[int], m: int) -> float:
+    """The error bound of moving every running owner m rounds on at owner 0's mean round:
+    per owner class (its owners' iteration starts averaged), m x how far its mean round is
+    from owner 0's, plus (2m/n + 1) x its jitter (how far a round's start is from its own
+    mean rate); the most over the classes."""
+    n = len(rounds) - 1
+    running = np.flatnonzero(per)
+    ids = np.asarray(classes)[running]
+    starts = np.array([r.starts[running] for r in rounds])  # rounds x running owners
+    worst = 0.0
+    mean0 = (rounds[-1].t - rounds[0].t) / n
+    for c in np.unique(ids):
+        series = starts[:, ids == c].mean(axis=1)
+        mean = (series[-1] - series[0]) / n
+        jitter = np.abs(series - series[0] - np.arange(n + 1) * mean).max()
+        worst = max(worst, m * abs(mean - mean0) + (2 * m / n + 1) * float(jitter))
+    return worst
+
+
+def _owned(eng: Engine, b: Round) -> set[str]:
+    """The processors and links of a single owner (an owner's node, a link to or from it)."""
+    names = set(eng.onames)
+    return {r for r in b.busy if r in names or any(end in names for end in r.split("->"))}
+
+
+def _steps(a: Round, b: Round) -> list[int]:
+    return [y - x for x, y in zip(a.it_next, b.it_next)]
+
