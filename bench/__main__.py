@@ -9,7 +9,8 @@ Each experiment runs in this process (`bench.NAME.main(argv)`) with `--results D
 default to bench/results, smoke runs to bench/results/quick (git-ignored), so a smoke run
 never overwrites real results. A module that does not exist yet is skipped with one line; one
 that fails is reported and the others still run. At the end the paper table (every
-experiment's `paper` rows) goes to DIR/paper_table.md, the run's summary to DIR/bench_run.json,
+experiment's `paper` rows, from the latest results of each in DIR, whether run now or before)
+goes to DIR/paper_table.md, the run's summary to DIR/bench_run.json,
 and, after a full run into bench/results, the table into bench/README.md between its markers.
 """
 
@@ -85,11 +86,12 @@ def run_one(exp: Experiment, quick: bool, results: Path) -> dict[str, Any]:
 
 
 def finish(outcomes: list[dict[str, Any]], quick: bool, results: Path, wall: float) -> None:
-    """Write the paper table and the run's summary; into the README after a full run."""
-    ran = [e for e in EXPERIMENTS if any(o["name"] == e.name for o in outcomes)]
-    rows, machine = paper_table.gather(results, ran)
+    """Write the paper table (from every experiment's latest results in `results`, each row
+    with its own command, date and commit) and the run's summary; into the README after a
+    full run."""
+    rows, machine = paper_table.gather(results, EXPERIMENTS, quick)
     with_rows = {r["experiment"] for r in rows}
-    missing = [e.name for e in ran if e.name not in with_rows]
+    missing = [e.name for e in EXPERIMENTS if e.name not in with_rows]
     table = paper_table.render(rows, machine, missing)
     (results / "paper_table.md").write_text(table)
     summary = harness.run_meta(quick=quick, wall_s=wall, experiments=outcomes)

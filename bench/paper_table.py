@@ -19,10 +19,10 @@ VERDICTS = ("met", "not met", "not comparable")
 FIELDS = ("figure", "metric", "paper", "ours", "verdict", "reason")
 
 
-def result_json(folder: Path, exp: Experiment) -> Path | None:
-    """The newest of results/TABLE.json and TABLE.quick.json, if any."""
-    found = [p for p in (folder / f"{exp.table_name}.json", folder / f"{exp.table_name}.quick.json")
-             if p.is_file()]
+def result_json(folder: Path, exp: Experiment, quick: bool = False) -> Path | None:
+    """results/TABLE.json, if any; with `quick`, the newer of it and TABLE.quick.json."""
+    names = [f"{exp.table_name}.json"] + ([f"{exp.table_name}.quick.json"] if quick else [])
+    found = [p for p in (folder / n for n in names) if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
@@ -47,12 +47,14 @@ def rows_of(path: Path, exp: Experiment) -> list[dict[str, Any]]:
     return out
 
 
-def gather(folder: Path, experiments: Sequence[Experiment]) -> tuple[list[dict[str, Any]], str]:
-    """Every experiment's paper rows found under `folder`, and the machine they ran on."""
+def gather(folder: Path, experiments: Sequence[Experiment],
+           quick: bool = False) -> tuple[list[dict[str, Any]], str]:
+    """Every experiment's paper rows found under `folder` (smoke runs' only with `quick`),
+    and the machine they ran on."""
     rows: list[dict[str, Any]] = []
     machines: set[str] = set()
     for exp in experiments:
-        path = result_json(folder, exp)
+        path = result_json(folder, exp, quick)
         if path is None:
             continue
         rows += rows_of(path, exp)

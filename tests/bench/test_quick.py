@@ -39,6 +39,7 @@ def test_paper_table_gathers_rows_and_fills_the_readme(tmp_path: Path) -> None:
     row = {"figure": "Fig. 5", "metric": "speedup", "paper": "1.1-2.2x", "ours": "1.5x",
            "verdict": "met", "reason": ""}
     _results(tmp_path, "large_models", [row])
+    _results(tmp_path, "accuracy.quick", [row])  # a smoke run's: left out of a full table
     rows, machine = paper_table.gather(tmp_path, by_name(["large_models", "accuracy"]))
     assert machine == "CPU, 2 cores"
     assert rows == [{"experiment": "large_models", **row,
