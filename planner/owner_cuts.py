@@ -47,7 +47,7 @@ from mpsl.plan import Plan, make_plan, owner_micro_batches
 from mpsl.spec import ScheduleSpec
 from mpsl.topology import Topology
 from mpsl.training import iterations_per_epoch, owner_samples
-from planner.bound import Bound
+from planner.bound import Bound, _renamed
 from planner.boundterms import iteration_terms
 from planner.cutmodel import _aggregation, _memory, _setting
 from planner.ilp import _cbc
@@ -210,28 +210,41 @@ def separable_bound(topo: Topology, profs: Mapping[str, Profile], batches: list[
     busy: dict[str, float] = {}
     chain = 0.0
     for g, owners in groups:
-        for k in owners:
-            own = topo.owners[k].cuts
-            at = bounds if not own else np.array([[0, *own, L]], np.int64)
-            me = dataclasses.replace(g, rep=f"owner{k}", index=k, members=[f"owner{k}"])
-            least: dict[str, float] = {}
-            least_path = np.inf
-            for n in range(1, n_max + 1):
-                per: dict[str, np.ndarray] = {}
-                path = np.zeros(len(at))
-                for b in set(batches[k]):
-                    times = batches[k].count(b)
-                    it = iteration_terms(setting, me, b, n)
-                    for r, f in it.loads.items():
-                        per[r] = per.get(r, np.zeros(len(at))) + times * f.values(at)
-                    path += times * it.path(at).length
-                for r, v in per.items():
-                    least[r] = min(least.get(r, np.inf), float(v.min()))
-                least_path = min(least_path, float(path.min()))
+        done: dict[tuple[int, ...], tuple[dict[str, float], float]] = {}  # by batches
+        for k in owners:  # owners alike but in their batches share the terms (renamed)
+            key = tuple(batches[k])
+            if key not in done:
+                own = topo.owners[k].cuts
+                at = bounds if not own else np.array([[0, *own, L]], np.int64)
+                done[key] = _least(setting, g, batches[k], n_max, at)
+            least, least_path = done[key]
             for r, w in least.items():
-                busy[r] = busy.get(r, 0.0) + w
+                name = _renamed(r, g.rep, f"owner{k}")
+                busy[name] = busy.get(name, 0.0) + w
             chain = max(chain, least_path)
     return max([chain, *busy.values()], default=0.0) * (1 - MARGIN)
+
+
+def _least(setting: Setting, g: OwnerGroup, batches: list[int], n_max: int,
+           at: np.ndarray) -> tuple[dict[str, float], float]:
+    """One owner of group `g`: per resource its least busy seconds in the epoch, and its least
+    chain of paths, over the cut rows `at` and N in 1..n_max."""
+    me = dataclasses.replace(g, members=[g.rep])
+    least: dict[str, float] = {}
+    least_path = np.inf
+    for n in range(1, n_max + 1):
+        per: dict[str, np.ndarray] = {}
+        path = np.zeros(len(at))
+        for b in set(batches):
+            times = batches.count(b)
+            it = iteration_terms(setting, me, b, n)
+            for r, f in it.loads.items():
+                per[r] = per.get(r, np.zeros(len(at))) + times * f.values(at)
+            path += times * it.path(at).length
+        for r, v in per.items():
+            least[r] = min(least.get(r, np.inf), float(v.min()))
+        least_path = min(least_path, float(path.min()))
+    return least, float(least_path)
 
 
 def common_cuts(choice: JointChoice, owners: int) -> tuple[int, ...]:
