@@ -30,6 +30,7 @@ Definitions (version 1, fixed before the first run):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -91,6 +92,7 @@ def doc_for(model: str, hops: int, owners: int, cuts: tuple[int, ...]) -> dict[s
                              "max_iterations": 1, "seed": 0},
                    up=50.0, down=50.0, cuts=cuts, micro_batches=N, timeout_s=600)
     doc["data_owners"]["per_process"] = owners
+    doc["failure"] = {"timeout_s": 300}  # a loaded machine: long silences are not losses
     return doc
 
 
@@ -224,11 +226,29 @@ def verdict(cells: list[dict[str, Any]], ext: list[dict[str, Any]]) -> str:
     return " ".join(lines)
 
 
+def kept(results: Path | None, models: list[str]) -> list[dict[str, Any]]:
+    """The rows of RESULTS/memory.json of models other than `models` (`--append`)."""
+    path = (results or harness.RESULTS_DEFAULT) / "memory.json"
+    if not path.exists():
+        return []
+    return [r for r in json.loads(path.read_text())["rows"] if r["model"] not in models]
+
+
+def kept_k100(results: Path | None, models: list[str]) -> dict[tuple[str, int], int]:
+    path = (results or harness.RESULTS_DEFAULT) / "memory.k100.json"
+    if not path.exists():
+        return {}
+    return {(r["model"], r["hops"]): int(r["est_K100_GiB"] * GIB)
+            for r in json.loads(path.read_text())["rows"] if r["model"] not in models}
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--owners", type=int, nargs="+", default=[2, 8],
                     help="the live K (the machine's memory bounds the largest)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--append", action="store_true",
+                    help="keep the other models' rows of the last results (one model per run)")
     ap.add_argument("--quick", action="store_true",
                     help="vgg19, M = 1 and 2, K = 1, estimates only (untimed byte profile)")
     harness.results_option(ap)
@@ -257,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(cell(model, m, k, cuts, prof, measure=not args.quick))
                 loads.append(os.getloadavg()[0])
                 harness.console.print(f"[dim]{cells[-1]}[/dim]")
-    ext = extrapolated(cells, est100, owners)
+    if args.append:  # the other models' rows of the last run, kept
+        cells, est100 = kept(args.results, models) + cells, {**kept_k100(args.results,
+                                                                        models), **est100}
+    ext = extrapolated(cells, est100, sorted({c["owners"] for c in cells}))
     paper = paper_rows(ext)
     meta = run_meta(owners=owners, k_paper=K_PAPER, batch=BATCH, micro_batches=N,
                     quick=args.quick, wall_s=time.perf_counter() - started,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -67,6 +68,7 @@ def doc_for(model: str, mode: str, net: str, scale: float, epochs: int,
     if owners != et.K:
         doc["data_owners"]["count"] = owners
     doc["dataset"] = synthetic(MODELS[model] * owners)
+    doc["failure"] = {"timeout_s": 150}  # a loaded machine: long silences are not losses
     return doc
 
 
@@ -232,6 +234,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--scale", type=float, default=None,
                     help="owners' compute_scale (default: measured now, epoch_time.rpi3b_scale)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--append", action="store_true",
+                    help="keep the other models' rows of the last results")
     ap.add_argument("--quick", action="store_true",
                     help="vgg5 under 4G, 32 samples per owner, fixed plans, the cost model only "
                          "(no run)")
@@ -252,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale is not None:  # a device speed fixed from a quiet measurement
         scale, host = args.scale, args.scale * et.RPI3B_GFLOPS
     console.print(f"host {host:.1f} GFLOP/s on one thread -> owners' compute_scale {scale}")
-    rows: list[dict[str, Any]] = []
-    raw: list[dict[str, Any]] = []
+    rows, raw = kept(models) if args.append else ([], [])
     for model in models:  # the tables are written after every model: a cut-off keeps them
         prof = host_profile(parse_doc(doc_for(model, "PiPar", nets[0], scale, args.epochs)),
                             1 if args.quick else 3)
@@ -261,6 +264,16 @@ def main(argv: list[str] | None = None) -> int:
         rows, raw = rows + r, raw + w
         write(args, rows, raw, dict(scale=scale, host=host, started=started, loads=loads))
     return 0
+
+
+def kept(models: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows and raw runs of other models in RESULTS/paper_epoch.json (`--append`)."""
+    path = harness.results_dir() / "paper_epoch.json"
+    if not path.exists():
+        return [], []
+    doc = json.loads(path.read_text())
+    return ([r for r in doc["rows"] if r["model"] not in models],
+            [r for r in doc["meta"]["raw"] if r["model"] not in models])
 
 
 def write(args: argparse.Namespace, rows: list[dict[str, Any]], raw: list[dict[str, Any]],

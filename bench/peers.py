@@ -14,9 +14,11 @@ Definitions (version 1, fixed before the first run):
   on rank 1), K = 1, 2, 4 owners (torch: K = 1 only: one pipeline has one data source and one
   model, not K owners' copies), plus K = 1 pipelined at N = 8.
 - Epoch time: the second epoch (the first carries start-up and warm-up). mpsl: results.json
-  `wall_s` of epoch 2; PipeLearn: the server's epoch timer (patched into its stats), the largest
-  over its per-client server processes; torch: rank 0's wall time of the epoch's iterations
-  between two barriers.
+  `wall_s` of epoch 2 (end to end, the aggregation and the evaluation between epochs in it);
+  PipeLearn: each client's own epoch timer (sent to the server with its timing, patched into
+  the server's stats), the slowest client; not the server's timer, which in FL runs behind
+  clients that do not wait for it; torch: rank 0's wall time of the epoch's iterations between
+  two barriers.
 - Marginal cost per micro-batch: (T(N = 8) - T(N = 4)) / (4 x iterations), K = 1 pipelined,
   per system: what one more micro-batch adds to the epoch.
 - Interleaved: every repeat runs every (system, configuration) in turn. Targets: mpsl's epoch
@@ -99,7 +101,7 @@ def pipelearn_checkout(source: Path, into: Path) -> Path:
 
 
 def pipelearn(repo: Path, owners: int, mode: str, n: int, samples: int) -> float:
-    """One PipeLearn run; the second epoch's time (the slowest server process)."""
+    """One PipeLearn run; the second epoch's time on the clients' own timers (the slowest)."""
     from nodes.ports import free_ports
 
     shutil.rmtree(repo / "results", ignore_errors=True)
@@ -120,7 +122,7 @@ def pipelearn(repo: Path, owners: int, mode: str, n: int, samples: int) -> float
     with group(cmds, repo, env, logs) as procs:
         wait_all(procs, logs, f"PipeLearn {mode} K={owners} N={n}")
     lines = (repo / "results" / "results.csv.jsonl").read_text().splitlines()
-    return float(max(json.loads(line)["epoch_times"][1] for line in lines))
+    return float(max(json.loads(line)["client_epoch_times"][1] for line in lines))
 
 
 # ---------------------------------------------------------------- torch.distributed.pipelining
