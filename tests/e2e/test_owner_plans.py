@@ -3,9 +3,8 @@ sockets to the sample-weighted average of the unsplit models (norm none)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,3 +72,32 @@ def test_owner_plans_train_to_the_unsplit_average(run_topology, tmp_path, model,
     assert len(plan["owner_cuts"]) == len(overrides)
     assert len(results["rounds"]) == ROUNDS
     assert_same_weights(trained(out), fedavg_unsplit(path))
+
+
+@SLOW
+@pytest.mark.timeout(300)
+def test_a_killed_compute_node_resumes_with_owner_plans(tmp_path):
+    """failure.checkpoint under per-owner plans: node2 killed mid-run resumes from the last
+    commit (its copies as averaged by the aggregator), every node rolls back with it, and the
+    run ends with the weights of the same run without the kill."""
+    from tests.e2e.conftest import run_killing
+
+    def doc():
+        d = topology_doc(owners=3, compute=2, mode="mpsl", labels="local",
+                         model={"name": "vgg5", "norm": "none"},
+                         training={"epochs": 2, "aggregate_every": 4, "batch_size": 12},
+                         plan={"cuts": [1, 2, 4], "micro_batches": 3},
+                         failure={"heartbeat_s": 0.25, "timeout_s": 2.0, "restart": True,
+                                  "checkpoint": True}, runtime={"timeout_s": 30})
+        d["data_owners"]["overrides"] = [{"index": 0, "cuts": [1, 3, 4], "micro_batches": 2},
+                                         {"index": 2, "mode": "fl"}]
+        return d
+
+    (tmp_path / "quiet").mkdir()
+    run_killing(tmp_path / "quiet", doc(), None, 0)
+    want = trained(tmp_path / "quiet" / "run")
+    results = run_killing(tmp_path, doc(), "node2", 14)
+    (back,) = results["failures"]["rollbacks"]
+    assert back["node"] == "node2"
+    got = trained(tmp_path / "run")
+    assert all(torch.equal(got[k], want[k]) for k in want), "weights differ from the quiet run"
