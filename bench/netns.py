@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: two_hop only, one pair, 2 epochs of 64 samples per owner")
-    ap.add_argument("--pairs", type=int, default=4, help="interleaved pairs per case")
+    ap.add_argument("--pairs", type=int, default=6, help="interleaved pairs per case")
     ap.add_argument("--max-load", type=float, default=4.0, help="1-minute load to wait for")
     ap.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait at most")
     results_option(ap)
@@ -140,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     use_results(args.results)
     started = time.perf_counter()
     load = wait_for_quiet(args.max_load, args.max_wait)
-    if args.quick:
-        cases = {"two_hop": CASES["two_hop"]}
-        runs, summary = measure(cases, 1, ["training.epochs=2", "dataset.samples_per_owner=64"])
-    else:
-        runs, summary = measure(CASES, args.pairs, [])
+    from mpsl.cli.run import stopping_on_signals
+
+    with stopping_on_signals():  # SIGTERM, SIGHUP: every node stopped, the network removed
+        if args.quick:
+            runs, summary = measure({"two_hop": CASES["two_hop"]}, 1,
+                                    ["training.epochs=2", "dataset.samples_per_owner=64"])
+        else:
+            runs, summary = measure(CASES, args.pairs, [])
     steals = [r["steal_pct"] for r in runs]
     meta = run_meta(wall_s=time.perf_counter() - started, quick=args.quick, netem=caps.netem,
                     load_1min={"start": load, "max": max(r["load_1min"] for r in runs)},
