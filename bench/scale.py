@@ -1,28 +1,38 @@
 """Planner and simulator at fleet size: wall time against the number of owners.
 
 `mpsl simulate`'s work: topologies/three_hop.yaml (vgg5, MP-SL over two compute nodes) with K
-owners of 3200 samples each (100 iterations at batch 32), simulated with the steady state on
-(`planner.steady`: whole periods skipped once the state repeats) and off (every event); the
-target is <= 1 s at K = 1000. `mpsl plan`'s work: vgg19 (32x32 inputs) over three compute nodes
-with K owners (`choose_plan`, ILP and APS, every candidate simulated), steady state on and off;
-the target is <= 1 s at K = 100. K = 3 (where the state repeats), 10, 100, 1000, 10000; a
-cell whose time, extrapolated linearly in K from the one before (from 100 owners on), exceeds
-`--cap` seconds is not run (written as skipped).
+owners of 3200 samples each (100 iterations at batch 32), simulated on the fast path (steady
+on: `planner.steady`'s exact periods, else `planner.rate`'s extrapolated rounds) and on every
+event (steady off); the target is <= 1 s at K = 1000 with the fast path's epoch within 0.1%
+of the full simulation's (column `vs_full`, where both ran). `mpsl plan`'s work: vgg19 (32x32
+inputs) over three compute nodes with K owners (`choose_plan`: ILP, APS, every candidate
+simulated, the lower bound), steady on and off; the target is <= 1 s at K = 100 (`bound_s`:
+the lower bound's share, `ilp_s` the solver's). K = 3, 10, 100, 1000, 10000; a cell whose
+time, extrapolated linearly in K from the one before (from 100 owners on), exceeds `--cap`
+seconds is not run (written as skipped). Timed: wall seconds (perf_counter) and this
+process's CPU seconds (the machine is shared: CPU seconds show the work where load inflates
+the wall time); a cell under 2 s runs 3 times, the median of each is written. The load
+(1-min average) is written per cell.
 The profiles are this host's (`mpsl profile`), kept in bench/results/scale.*.profile.csv.
-Writes bench/results/scale.{csv,json,md,png}.
+Writes bench/results/scale.{csv,json,md,png} (`--quick`, a smoke run: simulate K = 3 and 10,
+plan K = 3 without the bound, scale.quick.*).
 
-    .venv/bin/python -m bench.scale [--owners 10 100 1000 10000] [--cap 120] [--remeasure]
+    .venv/bin/python -m bench.scale [--owners 3 10 100 1000 10000] [--cap 120] [--quick]
+        [--results DIR] [--remeasure]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS, publish, run_meta
+from bench import harness
+from bench.harness import RESULTS_DEFAULT, publish, run_meta
 from mpsl.plan import make_plan
 from mpsl.topology import Topology, load, parse
 from planner.aps import choose_plan
@@ -34,6 +44,7 @@ from planner.resources import input_shape, node_profiles
 ROOT = Path(__file__).resolve().parent.parent
 THREE_HOP = ROOT / "topologies" / "three_hop.yaml"
 SAMPLES = 3200  # per owner: 100 iterations at batch 32
+Timed = tuple[tuple[float, float], dict[str, Any]]  # (wall s, CPU s), what the run found
 
 
 def vgg19_fleet(owners: int) -> Topology:
@@ -53,39 +64,64 @@ def vgg19_fleet(owners: int) -> Topology:
 
 def profile(topo: Topology, name: str, remeasure: bool) -> Profile:
     """This host's profile of the topology's model, measured once and kept."""
-    path = RESULTS / f"scale.{name}.profile.csv"
+    path = RESULTS_DEFAULT / f"scale.{name}.profile.csv"
     if path.exists() and not remeasure:
         return Profile.from_csv(path)
     shape, classes = input_shape(topo)
     prof = measure_profile(topo.model.name, shape, classes, topo.model.norm,
                            profile_sizes(topo.training.batch_size), 3,
                            topo.training.optimizer, topo.training.momentum)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     prof.to_csv(path)
     return prof
 
 
-def time_simulate(owners: int, prof: Profile, steady: bool) -> tuple[float, dict[str, Any]]:
+class _Clock:
+    """Wall and CPU seconds since it was made."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def time_simulate(owners: int, prof: Profile, steady: bool) -> Timed:
     topo = load(str(THREE_HOP), [f"data_owners.count={owners}"])
     profs = node_profiles(topo, prof)
     plan = make_plan(topo, prof.num_layers, topo.plan.cuts)
-    started = time.perf_counter()
+    clock = _Clock()
     est = simulate(topo, plan, profs, samples=[SAMPLES] * owners, steady=steady)
-    return time.perf_counter() - started, {"epoch_s": est.epoch_s,
-                                           "periods": est.steady_periods}
+    return clock.read(), {"epoch_s": est.epoch_s, "periods": est.steady_periods}
 
 
-def time_plan(owners: int, prof: Profile, steady: bool) -> tuple[float, dict[str, Any]]:
+def time_plan(owners: int, prof: Profile, steady: bool, bound: bool = True) -> Timed:
     topo = vgg19_fleet(owners)
-    started = time.perf_counter()
-    report = choose_plan(topo, prof, steady=steady)
-    wall = time.perf_counter() - started
-    return wall, {"epoch_s": report.best.estimate.epoch_s, "periods": sum(
-        c.estimate.steady_periods for c in report.candidates)}
+    clock = _Clock()
+    report = choose_plan(topo, prof, steady=steady, bound=bound)
+    best = report.best
+    return clock.read(), {"epoch_s": best.estimate.epoch_s, "periods": sum(
+        c.estimate.steady_periods for c in report.candidates),
+        "plan": f"{list(best.plan.cuts)} N={best.plan.micro_batches[0]} {best.plan.schedule}",
+        "ilp_s": report.solve_s,
+        "bound_s": report.bound.compute_s if report.bound is not None else 0.0}
+
+
+def timed_cell(timed: Callable[[int, bool], Timed], k: int,
+               steady: bool) -> dict[str, Any]:
+    """One cell: wall and CPU seconds (the median of 3 runs when the first is under 2 s)."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    info: dict[str, Any] = {}
+    while not walls or len(walls) < 3 and walls[0] < 2.0:
+        (wall, cpu), info = timed(k, steady)
+        walls.append(wall)
+        cpus.append(cpu)
+    return {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus), **info,
+            "load": os.getloadavg()[0]}
 
 
 def sweep(what: str, owners: list[int], cap: float,
-          timed: Callable[[int, bool], tuple[float, dict[str, Any]]]) -> list[dict[str, Any]]:
+          timed: Callable[[int, bool], Timed]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for steady in (True, False):
         last: tuple[int, float] | None = None
@@ -95,13 +131,16 @@ def sweep(what: str, owners: list[int], cap: float,
             row: dict[str, Any] = {"command": what, "steady": "on" if steady else "off",
                                    "owners": k}
             if guess is not None and guess > cap:
-                row.update(wall_s="skipped", epoch_s="", periods="",
-                           note=f"~{guess:.0f} s expected")
+                row.update(wall_s="skipped", note=f"~{guess:.0f} s expected")
             else:
-                wall, info = timed(k, steady)
-                row.update(wall_s=wall, **info, note="")
-                last = (k, wall)
+                row.update(timed_cell(timed, k, steady), note="")
+                last = (k, row["wall_s"])
             rows.append(row)
+            print(row, flush=True)
+    full = {r["owners"]: r["epoch_s"] for r in rows if r["steady"] == "off" and "epoch_s" in r}
+    for r in rows:
+        if r["steady"] == "on" and r["owners"] in full and "epoch_s" in r:
+            r["vs_full"] = f"{r['epoch_s'] / full[r['owners']] - 1:+.2e}"
     return rows
 
 
@@ -118,7 +157,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                    and r["steady"] == steady and isinstance(r["wall_s"], float)]
             if pts:
                 ax.plot(*zip(*pts), marker="o", linestyle="-" if steady == "on" else "--",
-                        label=f"mpsl {what}, steady state {steady}")
+                        label=f"mpsl {what}, " + ("fast path" if steady == "on"
+                                                           else "every event"))
     ax.axhline(1.0, color="grey", linewidth=0.8, label="target 1 s")
     ax.set(xscale="log", yscale="log", xlabel="owners", ylabel="wall time (s)",
            title="Planner and simulator wall time against owners")
@@ -127,25 +167,40 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--owners", type=int, nargs="+", default=[3, 10, 100, 1000, 10000])
     ap.add_argument("--cap", type=float, default=120.0, help="seconds a cell may be expected "
                     "to take (extrapolated from the one before)")
+    ap.add_argument("--quick", action="store_true", help="simulate K = 3 and 10, plan K = 3 "
+                    "without its bound (scale.quick.*)")
     ap.add_argument("--remeasure", action="store_true")
+    harness.results_option(ap)
     args = ap.parse_args(argv)
+    results = harness.use_results(args.results)
+    plan_owners = args.owners
+    if args.quick:  # a smoke run: plan without its lower bound, at K = 3 alone
+        args.owners, plan_owners = [3, 10], [3]
     started = time.perf_counter()
     vgg5 = profile(load(str(THREE_HOP)), "vgg5", args.remeasure)
     vgg19 = profile(vgg19_fleet(1), "vgg19", args.remeasure)
+    load0 = os.getloadavg()[0]
     rows = sweep("simulate", args.owners, args.cap,
                  lambda k, s: time_simulate(k, vgg5, s))
-    rows += sweep("plan", args.owners, args.cap, lambda k, s: time_plan(k, vgg19, s))
+    rows += sweep("plan", plan_owners, args.cap,
+                  lambda k, s: time_plan(k, vgg19, s, bound=not args.quick))
+    cols = ["command", "steady", "owners", "wall_s", "cpu_s", "epoch_s", "vs_full", "periods",
+            "plan", "ilp_s", "bound_s", "load", "note"]
+    rows = [{c: r.get(c, "") for c in cols} for r in rows]
     meta = run_meta(wall_s=time.perf_counter() - started, samples_per_owner=SAMPLES,
-                    cap_s=args.cap)
-    publish("scale", "python -m bench.scale", meta,
-            [("", "wall time against owners", rows, 3)])
-    plot(rows, RESULTS / "scale.png")
+                    cap_s=args.cap, load_at_start=load0)
+    name = "scale.quick" if args.quick else "scale"
+    owners = " ".join(str(k) for k in args.owners)
+    publish(name, f"python -m bench.scale {'--quick' if args.quick else '--owners ' + owners}"
+            f" --cap {args.cap:g}", meta, [("", "wall time against owners", rows, 3)])
+    plot(rows, results / f"{name}.png")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
