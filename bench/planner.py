@@ -169,7 +169,7 @@ def plan_cases(models: list[str], nets: list[str], quick: bool) -> list[Case]:
     for model in models:
         topo = parse_doc(doc_for(model, nets[0], CONFIRM_EPOCHS))
         started = time.perf_counter()
-        prof = host_profile(topo)
+        prof = host_profile(topo, 1 if quick else 3)
         profile_s = time.perf_counter() - started
         for net in nets:
             sample = 1 if quick else SAMPLE[model]
