@@ -175,6 +175,8 @@ def read_state(eng: Engine, t: float) -> tuple[tuple[Any, ...], list[float]]:
         if base[k] < min(len(batches[k]), ends[eng.round_now[k]]):
             running.append(k)
             times.append(eng.it_start[k] - t)
+            if eng.sl:  # the owner in turn: those after it have not started
+                break
     disc.append(tuple(running))
     for node in eng.nodes.values():
         idle = node.free_at < t
