@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,7 +87,9 @@ def live(doc: dict[str, Any], plan: Plan) -> dict[str, Any]:
         path, topo = load_doc(doc, Path(tmp))
         cluster = LocalCluster(str(path), (), topo, plan, Path(tmp) / "run",
                                replanner=replanner_for(topo))
+        before = harness.cpu_jiffies()
         results: dict[str, Any] = cluster.run()
+    results["steal_pct"] = harness.steal_pct(before, harness.cpu_jiffies())
     results["load_after"] = os.getloadavg()[0]
     return results
 
@@ -108,7 +111,7 @@ def run_row(mode: str, repeat: int, res: dict[str, Any]) -> dict[str, Any]:
             "first_plan": reps[0]["old_plan"] if reps else res["plan"]["cuts"],
             "last_plan": reps[-1]["new_plan"] if reps else res["plan"]["cuts"],
             "final_accuracy": res["epochs"][-1]["test_accuracy"],
-            "load_after": res["load_after"]}
+            "load_after": res["load_after"], "steal_pct": res["steal_pct"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = run_meta(wall_s=time.perf_counter() - started, quick=args.quick, repeats=repeats,
                     epochs=epochs, step_at_s=step_at, first_plan=plan.describe(),
                     load_1min={"start": load0, "max": max([r["load_after"] for r in runs]
-                                                         + [load0])})
-    command = "python -m bench.replan" + (" --quick" if args.quick else "")
+                                                         + [load0])},
+                    steal_pct={"median": statistics.median(r["steal_pct"] for r in runs),
+                               "max": max(r["steal_pct"] for r in runs)})
+    command = " ".join(["python -m bench.replan", *(sys.argv[1:] if argv is None else argv)])
     publish(NAME + (".quick" if args.quick else ""), command, meta, tables)
     readme_section(NAME + (".quick" if args.quick else ""), tables)
     return 0
@@ -176,7 +181,9 @@ def summarize(runs: list[dict[str, Any]], replans: list[dict[str, Any]],
                       "overhead_s": o, "share_pct": 100 * o / period,
                       "paper_pct": "live check", "met": "",
                       "measured_share_pct": 100 * spent / cycle["summary"]["train_s"],
-                      "measured_replans": len(cycle.get("replans", []))})
+                      "measured_replans": len(cycle.get("replans", [])),
+                      "changes": len(cycle.get("bandwidth", {}).get("owner0", [])),
+                      "train_s": cycle["summary"]["train_s"]})
     epoch = []
     for mode in ("replan", "keep"):
         mine = [r for r in runs if r["mode"] == mode]
