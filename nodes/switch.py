@@ -24,8 +24,9 @@ import torch
 
 from mpsl.actions import Action, Msg
 from mpsl.models.split import full_key
-from mpsl.names import AGGREGATOR, OWNER
+from mpsl.names import AGGREGATOR, CPU, OWNER
 from mpsl.plan import Plan, PlanError, check_plan_fits
+from mpsl.trace import Event
 from mpsl.training import num_layers
 from nodes.admission import Rules
 from nodes.parts import PartCopy, PartRunner, make_copies
@@ -203,8 +204,6 @@ def switch_compute(node: ComputeNode, sw: Switch) -> None:
     log.info("%s: switched to %s after round %d", node.name, plan.describe(), r)
 
 
-def _event(node: str, r: int, t0: float, t1: float) -> Any:
-    from mpsl.names import CPU
-    from mpsl.trace import Event
-
+def _event(node: str, r: int, t0: float, t1: float) -> Event:
+    """The node's PLAN span on the timeline: from the layers' arrival to the switch's end."""
     return Event(node, CPU, str(Action.plan()), None, r, None, t0, t1)
