@@ -21,6 +21,9 @@ Definitions (version 1, fixed before the first run):
   two barriers.
 - Marginal cost per micro-batch: (T(N = 8) - T(N = 4)) / (4 x iterations), K = 1 pipelined,
   per system: what one more micro-batch adds to the epoch.
+- Every run (mpsl's too) is started in a session of its own: with the kernel's autogroup
+  scheduling (on here) a session shares a loaded machine's CPU as one, so runs in the
+  benchmark's own session would get less of it than runs in a new one.
 - Interleaved: every repeat runs every (system, configuration) in turn. Targets: mpsl's epoch
   time <= 0.8x PipeLearn's and <= torch's in every configuration.
 
@@ -184,6 +187,21 @@ def torch_worker(schedule: str, n: int, samples: int, rank: int) -> None:
 # ---------------------------------------------------------------- mpsl
 
 
+def mpsl_session(owners: int, mode: str, n: int, samples: int, workdir: Path) -> float:
+    """`mpsl` in a process of its own session, as every peer runs: with the kernel's autogroup
+    scheduling, a session shares the CPU with the other sessions as one, so the peers' runs
+    would otherwise get more of a loaded machine than the benchmark's own session."""
+    logs = workdir / f"mpsl-{mode}-{owners}-{n}"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(harness.ROOT)}
+    cmd = [sys.executable, "-m", "bench.peers", "--mpsl-worker", mode, str(owners), str(n),
+           str(samples)]
+    with group([cmd], harness.ROOT, env, logs) as procs:
+        wait_all(procs, logs, f"mpsl {mode} K={owners} N={n}")
+    out = (logs / "p0.log").read_text().splitlines()
+    return float(next(json.loads(line) for line in out if line.startswith("{"))["epoch_s"])
+
+
 def mpsl(owners: int, mode: str, n: int, samples: int) -> float:
     """One mpsl run (`harness.run`); the second epoch's wall_s."""
     doc = topology(owners=owners, compute=1, mode="fl" if mode == "FL" else "pipar",
@@ -218,7 +236,7 @@ def one(system: str, cfg: tuple[str, int, int], samples: int, repo: Path | None,
         workdir: Path) -> float:
     mode, k, n = cfg
     if system == "mpsl":
-        return mpsl(k, mode, n, samples)
+        return mpsl_session(k, mode, n, samples, workdir)
     if system == "PipeLearn":
         assert repo is not None
         return pipelearn(repo, k, mode, n, samples)
@@ -317,6 +335,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="a PipeLearn checkout (git) to copy and patch")
     ap.add_argument("--quick", action="store_true",
                     help="torch GPipe only, K = 1, N = 4, 64 samples")
+    ap.add_argument("--mpsl-worker", nargs=4, metavar=("MODE", "K", "N", "SAMPLES"),
+                    help=argparse.SUPPRESS)
     ap.add_argument("--torch-worker", nargs=4, metavar=("SCHEDULE", "N", "SAMPLES", "RANK"),
                     help=argparse.SUPPRESS)
     harness.results_option(ap)
@@ -325,6 +345,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.mpsl_worker:
+        mode, k, n, samples = args.mpsl_worker
+        print(json.dumps({"epoch_s": mpsl(int(k), mode, int(n), int(samples))}), flush=True)
+        return 0
     if args.torch_worker:
         sched, n, samples, rank = args.torch_worker
         torch_worker(sched, int(n), int(samples), int(rank))
