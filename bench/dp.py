@@ -29,7 +29,7 @@ run.
         [--results DIR]
 
 `--quick` (a smoke run): the direct cost, PiPar alone with DP off and on (one iteration per
-epoch), and one accuracy run of PiPar at sigma = 1 (64 samples, 1 epoch, 100 test images).
+epoch), and one accuracy run of PiPar at sigma = 1 (64 samples, 2 epochs, 100 test images).
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     direct = direct_rows()
     runs, summary = overhead_rows(1 if args.quick else args.repeats, 3, args.max_load,
                                   args.max_wait / 4, args.quick)
-    accuracy = accuracy_rows(*((64, 1, 100) if args.quick else (1500, 2, 2000)), args.quick)
+    accuracy = accuracy_rows(*((64, 2, 100) if args.quick else (1500, 2, 2000)), args.quick)
     meta = run_meta(wall_s=time.perf_counter() - started, quick=args.quick,
                     load_1min={"start": load, "max": max(LOADS, default=load)},
                     steal_pct={"median": statistics.median(STEALS or [0.0]),
