@@ -21,10 +21,8 @@ lengths, size caps and that the sender is known; the inbox has dropped messages 
   GRAD `g` of the part's output shape, float32.
 * PARAMS and GLOBAL: meta `round` (= the header's iter), exactly the parameter names, shapes
   and dtypes of the parts concerned (an owner's parts, or the sending compute node's part);
-  an owner's PARAMS carry its own index and its real sample count. Per-owner plans
-  (nodes.owner_plans): every shape and name is of the owner's own plan; a compute node sends
-  PARAMS every round, one per owner present (`owner` naming one it serves, its copy of that
-  owner's part), and takes GLOBAL (owner -1: every part it holds for any owner).
+  an owner's PARAMS carry its own index and its real sample count. Per-owner plans: shapes
+  and names by the owner's plan; compute nodes send PARAMS per owner and take GLOBAL.
 * windows: an iteration before the node's current one (a compute node: more than one back)
   or more than WINDOW ahead is dropped, as is a round before the current one or more than
   WINDOW ahead, and anything past the run's last iteration or round. An ACT or GRAD is
@@ -120,9 +118,8 @@ class Rules:
             self.index = topo.owner(name).index
             self.role, self.parts = "owner", plan.for_owner(self.index).parts_on(OWNER)
         self.model = Model(topo, plan)
-        # per-owner plans: compute nodes take the GLOBAL of their parts (nodes.owner_plans)
-        self.takes = TAKES[self.role] | ({Msg.GLOBAL} if self.role == "compute"
-                                         and not plan.uniform else set())
+        averages = self.role == "compute" and not plan.uniform  # per-owner plans: GLOBAL too
+        self.takes = TAKES[self.role] | ({Msg.GLOBAL} if averages else set())
         self.samples = owner_samples(topo)
         t = topo.training
         self.batch_size, self.epochs = t.batch_size, t.epochs
@@ -317,11 +314,8 @@ class Rules:
             return SENDER, f"GLOBAL from {msg.src}"
         if msg.owner != self.index or msg.meta.get("round") != msg.iter:
             return META, f"GLOBAL for owner {msg.owner}, round {msg.meta.get('round')!r}"
-        if self.role == "compute":  # per-owner plans: every hosted owner's part
-            want = {k: v for o in self.plan.owners_on(self.name)
-                    for k, v in self._params_of(o, self.parts).items()}
-        else:
-            want = self._params_of(self.index, self.parts)
+        owners = self.plan.owners_on(self.name) if self.role == "compute" else [self.index]
+        want = {k: v for o in owners for k, v in self._params_of(o, self.parts).items()}
         return self._round_window(msg.iter, self.round) or check_tensors(msg.tensors, want)
 
     def _params_of(self, owner: int, parts: list[int]) -> dict[str, Spec]:

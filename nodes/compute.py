@@ -85,8 +85,7 @@ class ComputeNode(Node):
         self.averaged = -1  # the last round whose copies were averaged
         self.epoch_end: dict[int, bool] = {}  # round -> whether it ends an epoch
         self.skipped: dict[int, set[int]] = {}  # round -> owners late for it (stragglers)
-        self.last_avg = self.copies[(self.owners[0], self.part)].module.state_dict() \
-            if plan.uniform else first_average(self.copies)  # per-owner plans: model keys
+        self.last_avg = first_average(plan, self.copies)  # the copies' state as averaged
         self.awaiting: tuple[int, list[int]] | None = None  # the round whose GLOBAL is due
         self.rules.active = self.active
         self.store: RoundStore | None = None  # its rounds' states, to roll back to
@@ -107,8 +106,7 @@ class ComputeNode(Node):
     def on_work(self, msg: Message) -> None:
         """Deliver an ACT or GRAD to the task that waits for it, adding its iteration's tasks
         when it is the iteration's first message; drop it when no task waits for it."""
-        reason = self._admit(msg)
-        if reason is not None:
+        if (reason := self._admit(msg)) is not None:
             self.drop(msg, reason)
 
     def _admit(self, msg: Message) -> str | None:
@@ -199,9 +197,7 @@ class ComputeNode(Node):
                 self.active <= set(counts) | self.skipped.get(self.averaged + 1, set()):
             r = self.averaged + 1
             if not self.plan.uniform:  # the aggregator averages (nodes.owner_plans)
-                skipped = self.skipped.get(r, set())
-                close_round(self, r, sorted(k for k in counts if k in self.active - skipped))
-                return
+                return close_round(self, r, counts)
             late = self.skipped.pop(r, set())
             owners = sorted(k for k in counts if k in self.active and k not in late)
             if not self.shared and owners:

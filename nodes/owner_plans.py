@@ -82,8 +82,11 @@ def whole_models(plan: Plan, owners: list[int], from_owner: Mapping[int, Message
 
 # the compute node's side -------------------------------------------------------------------
 
-def first_average(copies: Mapping[tuple[int, int], PartCopy]) -> StateDict:
-    """The copies' initial state under the whole model's keys (every owner's part)."""
+def first_average(plan: Plan, copies: Mapping[tuple[int, int], PartCopy]) -> StateDict:
+    """The copies' initial state: the first copy's (per-owner plans: every owner's part, under
+    the whole model's keys)."""
+    if plan.uniform:
+        return next(iter(copies.values())).module.state_dict()
     return {k: v for c in copies.values() for k, v in c.full_state().items()}
 
 
@@ -96,9 +99,11 @@ def from_average(plan: Plan, c: PartCopy, last: Mapping[str, torch.Tensor]) -> N
         c.load_full_state(last)
 
 
-def close_round(node: ComputeNode, r: int, owners: list[int]) -> None:
-    """Round `r` closed here: send the aggregator each owner's copy (PARAMS, under the whole
-    model's keys); the round is averaged once its GLOBAL comes back (`take_global`)."""
+def close_round(node: ComputeNode, r: int, counts: Mapping[int, int]) -> None:
+    """Round `r`'s syncs are in (`counts`): send the aggregator the copy of each owner present
+    and not left out (PARAMS, under the whole model's keys); the round is averaged once its
+    GLOBAL comes back (`take_global`)."""
+    owners = sorted(k for k in counts if k in node.active - node.skipped.get(r, set()))
     for k in owners:
         node.send(AGGREGATOR, Msg.PARAMS, owner=k, iteration=r, round=r, part=node.part,
                   tensors=node.copies[(k, node.part)].full_state())
