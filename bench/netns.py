@@ -20,6 +20,7 @@ Runs whose CPU steal exceeds 5% are repeated (at most 3 tries, the one with leas
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -32,7 +33,9 @@ from bench.harness import (
     ROOT,
     console,
     cpu_jiffies,
+    markdown,
     publish,
+    results_dir,
     results_option,
     run_meta,
     steal_pct,
@@ -129,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=6, help="interleaved pairs per case")
     ap.add_argument("--max-load", type=float, default=4.0, help="1-minute load to wait for")
     ap.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait at most")
+    ap.add_argument("--republish", action="store_true",
+                    help="no runs: write the tables and NAME.md again from NAME.json")
     results_option(ap)
     args = ap.parse_args(argv)
+    if args.republish:
+        return republish(args.results, args.quick)
     from nodes.netns import probe
 
     caps = probe()
@@ -152,12 +159,42 @@ def main(argv: list[str] | None = None) -> int:
     meta = run_meta(wall_s=time.perf_counter() - started, quick=args.quick, netem=caps.netem,
                     load_1min={"start": load, "max": max(r["load_1min"] for r in runs)},
                     steal_pct={"median": statistics.median(steals), "max": max(steals)})
-    name = "netns.quick" if args.quick else "netns"
-    command = ".venv/bin/python -m bench.netns" + (" --quick" if args.quick else "")
+    write(args.quick, meta, summary, runs)
+    return 0
+
+
+def write(quick: bool, meta: dict[str, Any], summary: list[dict[str, Any]],
+          runs: list[dict[str, Any]]) -> None:
+    """The tables, NAME.{csv,json,md}, and NAME.md's closing section "For bench/README"."""
+    name = "netns.quick" if quick else "netns"
+    command = ".venv/bin/python -m bench.netns" + (" --quick" if quick else "")
+    title = "epoch time, kernel shaping (--netns) / in-process shaping: median over pairs"
     publish(name, command, meta, [
-        ("", "epoch time, kernel shaping (--netns) / in-process shaping: median over pairs",
-         summary, 3),
+        ("", title, summary, 3),
         (".runs", "every run (epoch_s: median wall_s of the epochs after the first)", runs, 3)])
+    met = [r["case"] for r in summary if r["within_5pct"] == "yes"]
+    loads = [r["load_1min"] for r in runs]
+    verdict = (
+        f"Target (each case's median ratio within 5% of 1): met in {len(met)} of "
+        f"{len(summary)} cases ({', '.join(met) or 'none'}). Medians: "
+        + "; ".join(f"{r['case']} {r['ratio_median']:.3f} (pairs {r['ratio_min']:.2f} to "
+                    f"{r['ratio_max']:.2f})" for r in summary)
+        + f". 1-min load at the runs' ends: median {statistics.median(loads):.1f}, max "
+        f"{max(loads):.1f}, on {meta['machine']}; latency: "
+        + ("netem" if meta.get("netem") else "no netem in this kernel (two_hop has none)")
+        + ".")
+    with open(results_dir() / f"{name}.md", "a") as f:
+        f.write(f"\n## For bench/README\n\n`{command}` ({meta['date']}, commit "
+                f"{meta['commit']}):\n\n{markdown(summary, 3)}\n\n{verdict}\n")
+
+
+def republish(folder: Path | None, quick: bool) -> int:
+    """`--republish`: the files of the last run again, from its JSON."""
+    use_results(folder)
+    name = "netns.quick" if quick else "netns"
+    doc = json.loads((results_dir() / f"{name}.json").read_text())
+    runs = json.loads((results_dir() / f"{name}.runs.json").read_text())["rows"]
+    write(quick, doc["meta"], doc["rows"], runs)
     return 0
 
 
