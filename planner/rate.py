@@ -103,9 +103,8 @@ class RateSkip:
         return self._try(eng)
 
     def _try(self, eng: Engine) -> float:
-        """Skip rounds if the window's rate is steady and known well enough."""
-        from planner.steady import alike_until
-
+        """Skip rounds if the rate of the window (or of its later part, whichever bounds the
+        error best) is steady and known well enough."""
         a, b = self.rounds[0], self.rounds[-1]
         n = len(self.rounds) - 1
         mean = (b.t - a.t) / n
@@ -114,21 +113,32 @@ class RateSkip:
         second = (b.t - self.rounds[half].t) / (n - half)
         if abs(first - second) > DRIFT * mean:
             del self.rounds[:half]  # still settling: keep the later half
-            return 0.0
-        if max((v - a.busy.get(k, 0.0) for k, v in b.busy.items()), default=0.0) < (
-                1.0 - IDLE) * (b.t - a.t):
-            return 0.0  # no resource saturated: the rate need not hold
+            n -= half
+            if n < MIN_ROUNDS:
+                return 0.0
         per = _steps(self.rounds[-2], b)
-        m: int | None = None
-        for k, d in enumerate(per):
-            if d:
-                room = (alike_until(eng, k, a.it_next[k]) - 1 - b.it_next[k]) // d
-                m = room if m is None else min(m, room)
-        if m is None or m < 1:
-            return 0.0
-        if _error(self.rounds, per, eng.classes, m) > ERROR * (b.t + m * mean):
+        series = _class_starts(self.rounds, per, eng.classes)
+        running = sum(1 for d in per if d)
+        best: tuple[float, int, int, float] | None = None  # error / allowed, start, m, mean
+        for s in range(n - MIN_ROUNDS + 1):  # the window's suffixes: the settled part
+            w, n_s = self.rounds[s], n - s
+            if running * n_s < MIN_ITERATIONS:
+                break
+            if max((v - w.busy.get(k, 0.0) for k, v in b.busy.items()), default=0.0) < (
+                    1.0 - IDLE) * (b.t - w.t):
+                continue  # no resource saturated: the rate need not hold
+            m = _room(eng, w, b, per)
+            if m < 1:
+                continue
+            mean_s = (b.t - w.t) / n_s
+            ratio = _error(series[s:], m) / (ERROR * (b.t + m * mean_s))
+            if ratio <= 1.0 and (best is None or ratio < best[0]):
+                best = (ratio, s, m, mean_s)
+        if best is None:
             return 0.0  # the rate is not known well enough yet
-        return self._apply(eng, m, m * mean, per)
+        _, s, m, mean_s = best
+        del self.rounds[:s]
+        return self._apply(eng, m, m * mean_s, per)
 
     def _apply(self, eng: Engine, m: int, dt: float, per: list[int]) -> float:
         """Move the engine `m` rounds (`dt` seconds) on at the window's rates."""
@@ -166,23 +176,39 @@ def owner_classes(topo: Topology, plan: Plan, batches: list[list[int]]) -> list[
     return out
 
 
-def _error(rounds: list[Round], per: list[int], classes: list[int], m: int) -> float:
-    """The error bound of moving every running owner m rounds on at owner 0's mean round:
-    per owner class (its owners' iteration starts averaged), m x how far its mean round is
-    from owner 0's, plus (2m/n + 1) x its jitter (how far a round's start is from its own
-    mean rate); the most over the classes."""
-    n = len(rounds) - 1
+def _class_starts(rounds: list[Round], per: list[int], classes: list[int]) -> np.ndarray:
+    """Per round (rows) and owner class (columns): the mean start of the current iteration
+    of the class's running owners; column 0 is the round's own start (owner 0's)."""
     running = np.flatnonzero(per)
     ids = np.asarray(classes)[running]
     starts = np.array([r.starts[running] for r in rounds])  # rounds x running owners
-    worst = 0.0
-    mean0 = (rounds[-1].t - rounds[0].t) / n
-    for c in np.unique(ids):
-        series = starts[:, ids == c].mean(axis=1)
-        mean = (series[-1] - series[0]) / n
-        jitter = np.abs(series - series[0] - np.arange(n + 1) * mean).max()
-        worst = max(worst, m * abs(mean - mean0) + (2 * m / n + 1) * float(jitter))
-    return worst
+    cols = [np.array([r.t for r in rounds])]
+    cols += [starts[:, ids == c].mean(axis=1) for c in np.unique(ids)]
+    return np.stack(cols, axis=1)
+
+
+def _room(eng: Engine, a: Round, b: Round, per: list[int]) -> int:
+    """Whole rounds after `b` whose iterations are like those from `a` on, for every owner."""
+    from planner.steady import alike_until
+
+    m: int | None = None
+    for k, d in enumerate(per):
+        if d:
+            room = (alike_until(eng, k, a.it_next[k]) - 1 - b.it_next[k]) // d
+            m = room if m is None else min(m, room)
+    return 0 if m is None else m
+
+
+def _error(series: np.ndarray, m: int) -> float:
+    """The error bound of moving every running owner m rounds on at the rounds' mean length
+    (`series`: `_class_starts` over the window): per owner class, m x how far its mean round
+    is from the rounds' mean, plus (2m/n + 1) x its jitter (how far a round's start is from
+    its own mean rate); the most over the classes."""
+    n = len(series) - 1
+    means = (series[-1] - series[0]) / n
+    line = series[0] + np.arange(n + 1)[:, None] * means
+    jitter = np.abs(series - line).max(axis=0)
+    return float((m * np.abs(means - means[0]) + (2 * m / n + 1) * jitter).max())
 
 
 def _owned(eng: Engine, b: Round) -> set[str]:
