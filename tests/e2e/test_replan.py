@@ -23,7 +23,7 @@ from tests.e2e.conftest import topology_doc
 
 pytestmark = pytest.mark.timeout(240)
 SLOW = os.environ.get("MPSL_SLOW") == "1"
-CHANGE = [{"at_s": 0.3, "uplink_mbps": 5}]  # from 50 Mbps: a drift of 90%
+CHANGE = [{"at_s": 0.1, "uplink_mbps": 5}]  # from 50 Mbps: a drift of 90%, early in the run
 
 
 def run(folder: Path, replan: dict[str, Any] | None, schedule: list[dict[str, Any]] | None,
@@ -68,10 +68,10 @@ def test_a_change_triggers_one_replan_that_moves_the_cut(
     (replan,) = results["replans"]
     assert replan["switched"] and replan["old"]["cuts"] == [2] and replan["new"]["cuts"] == [1]
     assert "uplink 5 Mbps, assumed 50" in replan["why"]
-    assert replan["planning_s"] >= 0 and replan["switch_s"] > 0 and replan["t_s"] >= 0.3
+    assert replan["planning_s"] >= 0 and replan["switch_s"] > 0 and replan["t_s"] >= 0.1
     assert 0 <= replan["round"] < 17 and len(results["epochs"]) == 3  # training went on
     assert results["plan"]["cuts"] == [1]
-    assert results["bandwidth"]["owner0"] == [{"at_s": 0.3, "uplink_mbps": 5.0,
+    assert results["bandwidth"]["owner0"] == [{"at_s": 0.1, "uplink_mbps": 5.0,
                                                "downlink_mbps": 50.0}]
     nodes = {e["node"] for e in plan_events(out)}  # the switch is on the timeline
     assert nodes == {"aggregator", "node1", "owner0", "owner1"}
