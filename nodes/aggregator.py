@@ -86,6 +86,7 @@ class Aggregator(Presence):
         self.rounds: list[dict[str, Any]] = []  # per aggregation: who took part, with what weight
         self._checked = 0.0  # when liveness was last checked (monotonic)
         self.all_events: list[Event] = []  # the run's trace, once `results` assembled it
+        self.early_parts: dict[tuple[str, int], Message] = {}  # per-owner plans (gather)
         self.committed, self.rollbacks, self.t_prev, self.training_done = -1, [], 0.0, False
         self.store = None
         if topo.failure.checkpoint:
@@ -200,7 +201,8 @@ class Aggregator(Presence):
         for k in owners:
             for c in self.plan.for_owner(k).placement[1:]:
                 if c in self.topo.chain:
-                    parts[(c, k)] = self.wait(
+                    early = self.early_parts.pop((c, k), None)
+                    parts[(c, k)] = early if early is not None else self.wait(
                         lambda m, c=c, k=k: m.kind == Msg.PARAMS and m.src == c  # type: ignore
                         and m.owner == k and m.iter == round_id,
                         f"PARAMS of owner {k}'s part from {c}, round {round_id}")
@@ -213,6 +215,9 @@ class Aggregator(Presence):
         got: dict[int, Message] = {}
         deadline = time.monotonic() + self.timeout  # no message at all for this long: stuck
         owners = set(self.members.names.values())  # a compute node's PARAMS wait for end_epoch
+        if not self.plan.uniform:  # per-owner plans: theirs come now, kept (whole_models)
+            owners |= set(self.topo.chain)
+        self.early_parts = {}  # none of this round yet: what is kept is of a rolled-back run
         closes = math.inf  # stragglers: when the round may close without them
         while not self.members.active <= set(got):
             if time.monotonic() >= closes and len(got.keys() & self.members.active) \
@@ -230,6 +235,10 @@ class Aggregator(Presence):
                                     f"within {self.timeout:g} s")
                 continue
             deadline = time.monotonic() + self.timeout
+            if msg.kind == Msg.PARAMS and msg.src in self.topo.chain:
+                if msg.iter == round_id:
+                    self.early_parts[(msg.src, msg.owner)] = msg
+                continue
             k = self.members.index(msg.src)
             if msg.kind == Msg.METRICS:
                 self.on_metrics(msg)
