@@ -29,6 +29,7 @@ Scale: 10 runs, about 10 min on a quiet machine here, 30 at a 1-minute load of 2
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -100,7 +101,8 @@ def one_batch(batch: int, prof: Profile, scale: float, quick: bool, live: bool
             doc = doc_for(mode, batch, scale)
             m = run(doc, plan)
             f = fields(doc, plan, prof, m)  # its measured_epoch_s: epoch 2 of 2, as here
-            runs.append({"B": batch, "mode": mode, **f, "steal_pct": m.steal_pct})
+            runs.append({"B": batch, "mode": mode, **f, "steal_pct": m.steal_pct,
+                         "load_1min": os.getloadavg()[0]})
             row["measured_s"] = m.walls[-1]
             console.print(f"B = {batch} {mode}: {m.walls[-1]:.2f} s (estimate "
                           f"{f['estimated_epoch_s']:.2f} s), steal {m.steal_pct:.1f}%")
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = harness.use_results(args.results)
     size = QUICK if args.quick else FULL
-    started = time.perf_counter()
+    started, load0 = time.perf_counter(), os.getloadavg()[0]
     scale, host, source = owner_scale()
     prof = profile(size["batches"], args.quick)
     rows: list[dict[str, Any]] = []
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     steals = [r["steal_pct"] for r in runs] or [0.0]
     meta = run_meta(quick=args.quick, compute_scale=scale, host_gflops=host, scale_from=source,
                     steal_pct={"median": stats.median(steals), "max": max(steals)},
+                    load_1min={"start": load0, "max": max([load0] + [
+                        r["load_1min"] for r in runs])},
                     wall_s=time.perf_counter() - started)
     name = "batch_size.quick" if args.quick else "batch_size"
     publish(name, "python -m bench.batch_size" + (" --quick" if args.quick else ""), meta,

@@ -34,6 +34,7 @@ PiPar cut 2 and N = 4), estimates at K = 2 only.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -138,7 +139,7 @@ def live(model: str, prof: Profile, plan: dict[str, Plan], batch: int,
         m = run(doc, plan[mode])
         f = fields(doc, plan[mode], prof, m)
         rows.append({"model": model, "mode": mode, "plan": plan[mode].describe(), **f,
-                     "steal_pct": m.steal_pct})
+                     "steal_pct": m.steal_pct, "load_1min": os.getloadavg()[0]})
         console.print(f"{model} {mode}: measured {f['measured_epoch_s']:.2f} s, estimate "
                       f"{f['estimated_epoch_s']:.2f} s")
     return rows
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = harness.use_results(args.results)
     size = QUICK if args.quick else FULL
-    started = time.perf_counter()
+    started, load0 = time.perf_counter(), os.getloadavg()[0]
     scale, host, source = owner_scale()
     console.print(f"owners' compute_scale {scale} (host {host:.1f} GFLOP/s, {source})")
     est_rows: list[dict[str, Any]] = []
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = run_meta(quick=args.quick, compute_scale=scale, host_gflops=host, scale_from=source,
                     rpi3b_gflops=RPI3B_GFLOPS, memory_mb=MEMORY_MB, speedups=measured,
                     steal_pct={"median": stats.median(steals), "max": max(steals)},
+                    load_1min={"start": load0, "max": max([load0] + [
+                        r["load_1min"] for r in live_rows])},
                     wall_s=time.perf_counter() - started)
     name = "large_models.quick" if args.quick else "large_models"
     publish(name, "python -m bench.large_models" + (" --quick" if args.quick else ""), meta, [
