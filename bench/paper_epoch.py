@@ -235,6 +235,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--scale", type=float, default=None,
                     help="owners' compute_scale (default: measured now, epoch_time.rpi3b_scale)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     ap.add_argument("--rewrite", action="store_true",
                     help="write the tables again from RESULTS/paper_epoch.json, running nothing")
     ap.add_argument("--append", action="store_true",
@@ -249,7 +250,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started, loads = time.perf_counter(), [os.getloadavg()[0]]
-    nets = ["4G"] if args.quick else list(NETWORKS)
+    nets = ["4G"] if args.quick else args.networks
     models = ["vgg5"] if args.quick else args.models
     if args.quick:
         args.repeats = 1
