@@ -30,6 +30,8 @@ def rows_of(path: Path, exp: Experiment) -> list[dict[str, Any]]:
     """The `paper` rows of one results JSON, each with its experiment, command and date;
     ValueError naming the file and field of a malformed row."""
     doc = json.loads(path.read_text())
+    if not isinstance(doc, dict):  # a table without meta (planner_solve's rows)
+        return []
     meta = doc.get("meta", {})
     quick = path.name.endswith(".quick.json") or bool(meta.get("quick"))
     command = f"python -m bench {exp.name}" + (" --quick" if quick else "")
@@ -57,8 +59,10 @@ def gather(folder: Path, experiments: Sequence[Experiment],
         path = result_json(folder, exp, quick)
         if path is None:
             continue
-        rows += rows_of(path, exp)
-        machines.add(json.loads(path.read_text()).get("meta", {}).get("machine", "?"))
+        found = rows_of(path, exp)
+        rows += found
+        if found:
+            machines.add(json.loads(path.read_text())["meta"].get("machine", "?"))
     return rows, "; ".join(sorted(machines)) or "?"
 
 
@@ -68,7 +72,8 @@ def render(rows: list[dict[str, Any]], machine: str, missing: Sequence[str]) -> 
              f"machine: {machine}):", ""]
     lines.append(markdown(rows, 2) if rows else "(no experiment has written paper rows yet)")
     if missing:
-        lines += ["", "No rows yet from: " + ", ".join(missing) + "."]
+        lines += ["", "Without paper rows (this project's own benchmarks, or not run yet): "
+                  + ", ".join(missing) + "."]
     return "\n".join(lines) + "\n"
 
 

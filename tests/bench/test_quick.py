@@ -47,7 +47,8 @@ def test_paper_table_gathers_rows_and_fills_the_readme(tmp_path: Path) -> None:
                      "date, commit": "2026-12-06T12:00, abc1234"}]
     table = paper_table.render(rows, machine, ["accuracy"])
     assert "| large_models | Fig. 5 | speedup | 1.1-2.2x | 1.5x | met |" in table
-    assert "No rows yet from: accuracy." in table
+    assert "Without paper rows (this project's own benchmarks, or not run yet): accuracy." \
+        in table
     readme = tmp_path / "README.md"
     readme.write_text(f"# B\n\nintro\n\n{paper_table.BEGIN}\nold\n{paper_table.END}\nrest\n")
     assert paper_table.into_readme(readme, table)
