@@ -19,7 +19,7 @@ too (`bench.cost_accuracy.fields`, experiment 8). Estimates (marked so): `simula
 plans at K = 2 and at the paper's scale, K = 100 owners x 500 samples. The paper's claim read
 from its Fig. 10: PiPar is the fastest at every B; met when ours is, at every B.
 
-Scale: 10 runs, about 10 min on a quiet machine here, 30 at a 1-minute load of 20. `--quick`: B
+Scale: 10 runs, 35 min here at a 1-minute load of 25-40 (2026-12-06). `--quick`: B
 = 16 alone, a 1-repeat profile at sizes 1 and 16, fixed plans (SFL cut 2, PiPar cut 2 and N =
 4), estimates only.
 

@@ -23,7 +23,7 @@ estimates; an owner is lost only after 600 s of silence (`harness.patient`).
   also records the cost model's estimate (`bench.cost_accuracy.fields`, for experiment 8).
 - Estimates (marked so): `simulate` of the same plans at K = 2 and at the paper's scale,
   K = 100 owners x 500 samples (CIFAR-10's 50,000 over 100), with the plan's cuts and N.
-Full run: about 25 min here (profiles about 6, live runs about 15). `--quick` (a
+Full run: 42 min here at a 1-minute load of 25-40 (2026-12-06). `--quick` (a
 smoke run of the code, not of a large model): the mlp, B = 8, a 1-repeat profile at sizes 1
 and 8, fixed plans (SFL cut 2,
 PiPar cut 2 and N = 4), estimates at K = 2 only.
