@@ -1,6 +1,6 @@
-"""A compute node: runs one middle part with a copy per data owner, its tasks released by one
-round-gated task queue, oldest arrival first; it averages its copies at each round's end. With
-`batch_owners: auto`, tasks of several owners ready together run batched (nodes.batched)."""
+"""A compute node: one middle part, a copy per data owner, tasks released by one round-gated
+queue (oldest arrival first), copies averaged at each round's end; `batch_owners: auto` runs
+tasks of owners ready together batched (nodes.batched), `privacy.cut_sigma` noises its outputs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 from mpsl.actions import Action, Msg, Task, TriggerKey
 from mpsl.names import AGGREGATOR, OWNER
 from mpsl.plan import Plan
+from mpsl.privacy import NoiseLayer, node_seed
 from mpsl.schedule import iteration_tasks
 from mpsl.settings import run_settings, settings_digest
 from mpsl.taskqueue import Entry, TaskQueue
@@ -56,8 +57,8 @@ class ComputeNode(Node):
         self.shared = topo.mode == "sl"  # SL: one server-side model that owners take turns on
         self.copies = make_copies(topo, plan, [self.part], self.owners, shared=self.shared,
                                   device=spec.device)
-        self.runner = PartRunner(self.copies, plan.num_parts - 1, self.meter,
-                                 device=spec.device)
+        self.runner = PartRunner(self.copies, plan.num_parts - 1, self.meter, device=spec.device,
+                                 noise=NoiseLayer.of(topo.privacy, node_seed(topo.privacy)))
         for c in self.copies.values():
             self.meter.exclude(c.module.parameters())
         same = len({plan.for_owner(k).cuts for k in self.owners}) == 1  # parts of one size
@@ -77,9 +78,10 @@ class ComputeNode(Node):
         self.syncs = dict.fromkeys(self.owners, 0)  # syncs received, per owner: its round
         self.synced: dict[int, dict[int, int]] = {}  # round -> owner -> samples
         self._tasks: dict[tuple[int, int], tuple[list[Task], dict[TriggerKey, str]]] = {}
+        self.active = set(self.owners)  # owners present (the aggregator says who leaves, joins)
         self.rules = Rules(topo, plan, name)  # its windows follow this node's progress
         self.rules.iteration, self.rules.syncs = self.latest, self.syncs
-        self.active = set(self.owners)  # owners present (the aggregator says who leaves, joins)
+        self.rules.active = self.active
         self.joins: dict[int, int] = {}  # owner -> the round it rejoins at
         self.early: list[Message] = []  # work of owners whose join waits for an averaging
         self.averaged = -1  # the last round whose copies were averaged
@@ -87,7 +89,6 @@ class ComputeNode(Node):
         self.skipped: dict[int, set[int]] = {}  # round -> owners late for it (stragglers)
         self.last_avg = first_average(plan, self.copies)  # the copies' state as averaged
         self.awaiting: tuple[int, list[int]] | None = None  # the round whose GLOBAL is due
-        self.rules.active = self.active
         self.store: RoundStore | None = None  # its rounds' states, to roll back to
         if topo.failure.checkpoint:
             digest = settings_digest(run_settings(topo, plan))
@@ -283,8 +284,7 @@ class ComputeNode(Node):
         """A straggler's update is dropped: its copy becomes the last average."""
         if not self.shared:
             from_average(self.plan, self.copies[(owner, self.part)], self.last_avg)
-        log.info("%s: owner %d's update came late: it goes on from the average", self.name,
-                 owner)
+        log.info("%s: owner %d's update came late: it takes the average", self.name, owner)
 
     def on_leave(self, owner: int, round_id: int) -> None:
         """A data owner was lost: drop its work in flight and its syncs of rounds not yet

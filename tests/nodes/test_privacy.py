@@ -134,3 +134,24 @@ def test_privacy_off_uploads_the_state_as_it_is(shut: Any, monkeypatch: pytest.M
     local = local_state(owner)
     params = sent_params(owner, monkeypatch, round_id=0)
     assert all(torch.equal(params[k], local[k]) for k in local)
+
+
+def test_a_compute_node_noises_the_activations_it_sends_on(shut: Any) -> None:
+    """U-shape: node1 runs a middle part, whose output goes back to the owner: that cut is
+    noised as an owner's is (same seed stream, this node's part); without privacy, nothing."""
+    from nodes.compute import ComputeNode
+
+    privacy = {"cut_sigma": 0.5, "noise_seed": 11}
+    topo, plan = small_topology(owners=1, labels="local", plan={"cuts": [1, 3],
+                                                                "micro_batches": 1},
+                                privacy=privacy)
+    node = shut(ComputeNode(topo, plan, "node1"))
+    assert node.runner.noise == NoiseLayer(pixel_sigma=0.0, cut_sigma=0.5, seed=11)
+    x = torch.randn(4, 64)
+    module = node.copies[(0, 1)].module
+    out = node.runner.forward(0, 1, 0, x, None, iteration=3)
+    want = NoiseLayer(0.0, 0.5, 11).on_cut(module(x).detach(), 0, 1, 3, 0)
+    assert torch.equal(out, want) and not torch.equal(out, module(x).detach())
+    plain_topo, plain_plan = small_topology(owners=1, labels="local",
+                                            plan={"cuts": [1, 3], "micro_batches": 1})
+    assert shut(ComputeNode(plain_topo, plain_plan, "node1")).runner.noise is None
