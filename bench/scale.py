@@ -150,19 +150,25 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for what in ("simulate", "plan"):
         for steady in ("on", "off"):
-            pts = [(r["owners"], r["wall_s"]) for r in rows if r["command"] == what
-                   and r["steady"] == steady and isinstance(r["wall_s"], float)]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", linestyle="-" if steady == "on" else "--",
-                        label=f"mpsl {what}, " + ("fast path" if steady == "on"
-                                                           else "every event"))
+            got = [r for r in rows if r["command"] == what and r["steady"] == steady
+                   and isinstance(r["wall_s"], float)]
+            if not got:
+                continue
+            colour = next(colours)
+            style = "-" if steady == "on" else "--"
+            label = f"mpsl {what}, " + ("fast path" if steady == "on" else "every event")
+            ax.plot([r["owners"] for r in got], [r["wall_s"] for r in got], marker="o",
+                    linestyle=style, color=colour, label=label + " (wall)")
+            ax.plot([r["owners"] for r in got], [r["cpu_s"] for r in got], marker="x",
+                    linestyle=style, color=colour, alpha=0.45, label=label + " (CPU)")
     ax.axhline(1.0, color="grey", linewidth=0.8, label="target 1 s")
-    ax.set(xscale="log", yscale="log", xlabel="owners", ylabel="wall time (s)",
-           title="Planner and simulator wall time against owners")
-    ax.legend(fontsize=8)
+    ax.set(xscale="log", yscale="log", xlabel="owners", ylabel="seconds",
+           title="Planner and simulator time against owners (shared host: wall and CPU s)")
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
