@@ -15,7 +15,7 @@ the wall time); a cell under 2 s runs 3 times, the median of each is written. Th
 (1-min average) is written per cell.
 The profiles are this host's (`mpsl profile`), kept in bench/results/scale.*.profile.csv.
 Writes bench/results/scale.{csv,json,md,png} (`--quick`, a smoke run: simulate K = 3 and 10,
-plan K = 3 without the bound, scale.quick.*).
+plan K = 3 on the fast path without the bound, scale.quick.*).
 
     .venv/bin/python -m bench.scale [--owners 3 10 100 1000 10000] [--cap 120] [--quick]
         [--results DIR] [--remeasure]
@@ -120,10 +120,10 @@ def timed_cell(timed: Callable[[int, bool], Timed], k: int,
             "load": os.getloadavg()[0]}
 
 
-def sweep(what: str, owners: list[int], cap: float,
-          timed: Callable[[int, bool], Timed]) -> list[dict[str, Any]]:
+def sweep(what: str, owners: list[int], cap: float, timed: Callable[[int, bool], Timed],
+          steadies: tuple[bool, ...] = (True, False)) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for steady in (True, False):
+    for steady in steadies:
         last: tuple[int, float] | None = None
         for k in owners:
             # fixed costs (the ILP, compiling tasks) dominate below 100 owners
@@ -179,13 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cap", type=float, default=120.0, help="seconds a cell may be expected "
                     "to take (extrapolated from the one before)")
     ap.add_argument("--quick", action="store_true", help="simulate K = 3 and 10, plan K = 3 "
-                    "without its bound (scale.quick.*)")
+                    "(fast path, no bound) (scale.quick.*)")
     ap.add_argument("--remeasure", action="store_true")
     harness.results_option(ap)
     args = ap.parse_args(argv)
     results = harness.use_results(args.results)
     plan_owners = args.owners
-    if args.quick:  # a smoke run: plan without its lower bound, at K = 3 alone
+    if args.quick:  # a smoke run: plan's fast path without its lower bound, at K = 3 alone
         args.owners, plan_owners = [3, 10], [3]
     started = time.perf_counter()
     vgg5 = profile(load(str(THREE_HOP)), "vgg5", args.remeasure)
@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = sweep("simulate", args.owners, args.cap,
                  lambda k, s: time_simulate(k, vgg5, s))
     rows += sweep("plan", plan_owners, args.cap,
-                  lambda k, s: time_plan(k, vgg19, s, bound=not args.quick))
+                  lambda k, s: time_plan(k, vgg19, s, bound=not args.quick),
+                  (True,) if args.quick else (True, False))
     cols = ["command", "steady", "owners", "wall_s", "cpu_s", "epoch_s", "vs_full", "periods",
             "plan", "ilp_s", "bound_s", "load", "note"]
     rows = [{c: r.get(c, "") for c in cols} for r in rows]
