@@ -158,8 +158,9 @@ def extrapolated(cells: list[dict[str, Any]], est100: dict[tuple[str, int], int]
     """Per (model, M): the largest node at K = 100, the cost model's and the measured line's,
     and the reduction against M = 1 (estimates, not measurements)."""
     rows = []
-    lo, hi = min(owners), max(owners)
     for (model, hops), est in est100.items():
+        ks = sorted({c["owners"] for c in cells if c["model"] == model} & set(owners))
+        lo, hi = ks[0], ks[-1]
         row: dict[str, Any] = {"model": model, "hops": hops, "est_K100_GiB": est / GIB,
                                "est_reduction_pct": 100 * (1 - est / est100[(model, 1)])}
         for col, key in (("meas_MiB", ""), ("meas_rss_MiB", "rss_")):
@@ -234,6 +235,12 @@ def kept(results: Path | None, models: list[str]) -> list[dict[str, Any]]:
     return [r for r in json.loads(path.read_text())["rows"] if r["model"] not in models]
 
 
+def previous_meta(results: Path | None) -> dict[str, Any]:
+    """The meta of RESULTS/memory.json, if any."""
+    path = (results or harness.RESULTS_DEFAULT) / "memory.json"
+    return dict(json.loads(path.read_text())["meta"]) if path.exists() else {}
+
+
 def kept_k100(results: Path | None, models: list[str]) -> dict[tuple[str, int], int]:
     path = (results or harness.RESULTS_DEFAULT) / "memory.k100.json"
     if not path.exists():
@@ -247,6 +254,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--owners", type=int, nargs="+", default=[2, 8],
                     help="the live K (the machine's memory bounds the largest)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--rewrite", action="store_true",
+                    help="write the tables again from the last results, running nothing")
     ap.add_argument("--append", action="store_true",
                     help="keep the other models' rows of the last results (one model per run)")
     ap.add_argument("--quick", action="store_true",
@@ -268,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     models, hops = (["vgg19"], (1, 2)) if args.quick else (args.models, HOPS)
     owners = [1] if args.quick else sorted(args.owners)
     cells, est100 = [], {}
+    if args.rewrite:
+        models = []
     for model in models:
         prof = profile_of(model, args.quick)
         for m in hops:
@@ -277,20 +288,26 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(cell(model, m, k, cuts, prof, measure=not args.quick))
                 loads.append(os.getloadavg()[0])
                 harness.console.print(f"[dim]{cells[-1]}[/dim]")
-    if args.append:  # the other models' rows of the last run, kept
+    if args.append or args.rewrite:  # the other models' rows of the last run, kept
         cells, est100 = kept(args.results, models) + cells, {**kept_k100(args.results,
                                                                         models), **est100}
     ext = extrapolated(cells, est100, sorted({c["owners"] for c in cells}))
     paper = paper_rows(ext)
+    command = "python -m bench.memory" + (" --quick" if args.quick else (
+        f" --models {' '.join(models)} --owners {' '.join(map(str, owners))}"
+        + (" --append" if args.append else "")))
+    before = previous_meta(args.results) if args.append or args.rewrite else {}
+    commands = before.get("commands", []) + ([] if args.rewrite else [command])
     meta = run_meta(owners=owners, k_paper=K_PAPER, batch=BATCH, micro_batches=N,
-                    quick=args.quick, wall_s=time.perf_counter() - started,
-                    load_1min={"start": loads[0], "max": max(loads)},
+                    quick=args.quick, commands=commands,
+                    wall_s=before.get("wall_s", 0.0) + time.perf_counter() - started,
+                    load_1min={"start": before.get("load_1min", {}).get("start", loads[0]),
+                               "max": max(loads + [before.get("load_1min", {}).get("max", 0)])},
                     steal_pct={"median": harness.steal_pct(steal0, harness.cpu_jiffies()),
                                "max": harness.steal_pct(steal0, harness.cpu_jiffies())})
     harness.use_results(args.results)
     name = "memory.quick" if args.quick else "memory"
-    command = "python -m bench.memory" + (" --quick" if args.quick else
-                                          " --owners " + " ".join(map(str, owners)))
+    command = "; ".join(commands) or command
     publish(name, command, meta, [
         ("", "largest compute node, estimated vs measured (state + kept activations)",
          cells, 1),
