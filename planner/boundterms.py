@@ -94,12 +94,18 @@ def iteration_terms(setting: Setting, group: OwnerGroup, batch: int, n: int,
 
 def path_terms(graph: PathGraph, bounds: np.ndarray) -> PathTerms:
     """The graph's `PathTerms` (`PathGraph.longest_all` for the length), every distinct form
-    evaluated once (edges share them)."""
-    forms: dict[int, Form] = {}
+    (by coefficients) evaluated once."""
+    forms: dict[tuple[object, ...], int] = {}  # by content: micro-batches repeat forms
+    row: dict[int, int] = {}
+    distinct: list[Form] = []
     for w in [*(e[2] for e in graph.edges), *(e[1] for e in graph.ends), *graph.work]:
-        forms.setdefault(id(w), w)
-    row = {key: i for i, key in enumerate(forms)}
-    weight = values_all(list(forms.values()), bounds)
+        if id(w) not in row:
+            key = _content(w)
+            if key not in forms:
+                forms[key] = len(distinct)
+                distinct.append(w)
+            row[id(w)] = forms[key]
+    weight = values_all(distinct, bounds)
     R = len(bounds)
     s = np.zeros((len(graph.names), R))  # earliest starts
     for u, v, w in graph.edges:
@@ -126,6 +132,12 @@ def path_terms(graph: PathGraph, bounds: np.ndarray) -> PathTerms:
         head[r] = np.where(m, s[vs], np.inf).min(axis=0)
         tail[r] = np.where(m, slack[vs], np.inf).min(axis=0)
     return PathTerms(length, busy, head, tail)
+
+
+def _content(f: Form) -> tuple[object, ...]:
+    """A form's coefficients as a key: forms equal in it have equal values."""
+    return (f.const, tuple((p, tuple(r)) for p, r in sorted(f.x.items())),
+            tuple((p, tuple(r)) for p, r in sorted(f.z.items())))
 
 
 def values_all(forms: list[Form], bounds: np.ndarray) -> np.ndarray:
