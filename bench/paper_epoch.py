@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale is not None:  # a device speed fixed from a quiet measurement
         scale, host = args.scale, args.scale * et.RPI3B_GFLOPS
     console.print(f"host {host:.1f} GFLOP/s on one thread -> owners' compute_scale {scale}")
-    rows, raw = kept(models) if args.append else ([], [])
+    rows, raw = kept(models, nets) if args.append else ([], [])
     for model in models:  # the tables are written after every model: a cut-off keeps them
         prof = host_profile(parse_doc(doc_for(model, "PiPar", nets[0], scale, args.epochs)),
                             1 if args.quick else 3)
@@ -279,14 +279,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def kept(models: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The rows and raw runs of other models in RESULTS/paper_epoch.json (`--append`)."""
+def kept(models: list[str], nets: list[str]) -> tuple[list[dict[str, Any]],
+                                                      list[dict[str, Any]]]:
+    """The rows and raw runs of other (model, network) cells in RESULTS/paper_epoch.json
+    (`--append`)."""
     path = harness.results_dir() / "paper_epoch.json"
     if not path.exists():
         return [], []
     doc = json.loads(path.read_text())
-    return ([r for r in doc["rows"] if r["model"] not in models],
-            [r for r in doc["meta"]["raw"] if r["model"] not in models])
+
+    def other(r: dict[str, Any]) -> bool:
+        return r["model"] not in models or r["network"] not in nets
+
+    return ([r for r in doc["rows"] if other(r)], [r for r in doc["meta"]["raw"] if other(r)])
 
 
 def write(args: argparse.Namespace, rows: list[dict[str, Any]], raw: list[dict[str, Any]],
