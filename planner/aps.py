@@ -16,6 +16,7 @@ from mpsl.topology import Topology
 from planner.bound import lower_bound
 from planner.cost import simulate
 from planner.cutmodel import CutModel, build
+from planner.estimate import Estimate
 from planner.ilp import IlpResult, Infeasible, default_round_iterations, solve_model
 from planner.owner_cuts import owner_bound, owner_candidates
 from planner.profile import Profile
@@ -76,8 +77,8 @@ def _with_n(plan: Plan, ns: Sequence[int]) -> Plan:
 def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
              iterations: int | None = None, samples: list[int] | None = None,
              max_steps: int = 12, steady: bool = True,
-             models: dict[tuple[int, ScheduleSpec], CutModel] | None = None
-             ) -> tuple[int, ...]:
+             models: dict[tuple[int, ScheduleSpec], CutModel] | None = None,
+             full: dict[Plan, Estimate] | None = None) -> tuple[int, ...]:
     """N per owner for `plan`: eq. 14's start, then the simulator over nearby N.
 
     Tries the start scaled by 1/4, 1/2, 1, 2, 4 (all owners together) and, within
@@ -87,12 +88,14 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     drift to fewer N in 1% steps, away from the fastest). The whole epoch is simulated while
     it is at most SIM_BUDGET owner-iterations, else `iterations` (default SIM_BUDGET / K, at
     least 3) per owner. `steady=False` simulates every event (`planner.cost.simulate`);
-    `models` is `eq14_start`'s.
+    `models` is `eq14_start`'s. Whole epochs simulated are kept in `full` (by plan, with
+    memory and `topo`'s epochs) for the plan's estimate; shortened ones skip memory.
     """
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)
     profs = node_profiles(topo, profiles, measure=False)
     start = eq14_start(topo, plan, profs, models)
+    given = iterations  # the estimate's: simulations with it are kept in `full`
     if iterations is None:
         if samples is None:
             samples = owner_samples(topo)
@@ -104,8 +107,15 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
 
     def cost(ns: tuple[int, ...]) -> float:
         if ns not in seen:
-            est = simulate(topo, _with_n(plan, ns), profs, iterations=iterations,
-                           samples=samples, steady=steady)
+            trial = _with_n(plan, ns)
+            whole = iterations == given and full is not None
+            est = full.get(trial) if whole and full is not None else None
+            if est is None:
+                est = simulate(topo, trial, profs, epochs=topo.training.epochs,
+                               iterations=iterations, samples=samples, steady=steady,
+                               memory=whole)
+            if whole and full is not None:
+                full[trial] = est
             seen[ns] = est.epoch_s
         return seen[ns]
 
@@ -219,6 +229,7 @@ class _Search:
         self.single = topo.mode in SINGLE_BATCH_MODES or len(placement_for(topo)) == 1
         self.steady = True  # skip the steady state's periods when simulating
         self.models: dict[tuple[int, ScheduleSpec], CutModel] = {}  # eq14_start's, kept
+        self.full: dict[Plan, Estimate] = {}  # choose_n's whole epochs, by plan
 
     def solve(self, ns: Sequence[int], schedule: str,
               exclude: Sequence[Sequence[int]] = ()) -> IlpResult:
@@ -234,8 +245,11 @@ class _Search:
         return make_plan(self.topo, self.L, cuts, list(ns), schedule)
 
     def estimate(self, plan: Plan, source: str, ilp_T: float | None = None) -> Candidate:
-        est = simulate(self.topo, plan, self.profs, epochs=self.topo.training.epochs,
-                       iterations=self.iterations, samples=self.samples, steady=self.steady)
+        est = self.full.get(plan)  # simulated whole by choose_n
+        if est is None:
+            est = simulate(self.topo, plan, self.profs, epochs=self.topo.training.epochs,
+                           iterations=self.iterations, samples=self.samples,
+                           steady=self.steady)
         return Candidate(plan, est, source, ilp_T)
 
     def pick_n(self, cuts: Sequence[int], start: Sequence[int], schedule: str,
@@ -247,7 +261,8 @@ class _Search:
         if not simulate_n:
             return eq14_start(self.topo, plan, self.profs, self.models)
         return choose_n(self.topo, plan, self.profs, iterations=self.iterations,
-                        samples=self.samples, steady=self.steady, models=self.models)
+                        samples=self.samples, steady=self.steady, models=self.models,
+                        full=self.full)
 
     def ranked(self, schedule: str, top: int, tag: str = "", simulate_n: bool = True
                ) -> list[Candidate]:
