@@ -70,6 +70,14 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile],
     return tuple(best[1] for _ in topo.owners)
 
 
+def sim_key(plan: Plan) -> Plan:
+    """The plan as its simulation sees it: with one micro-batch per owner every schedule
+    gives the same tasks (`mpsl.schedule`: a window of one), so the schedule is dropped."""
+    if all(n == 1 for n in plan.micro_batches):
+        return dataclasses.replace(plan, schedule="gpipe", max_in_flight=None)
+    return plan
+
+
 def _with_n(plan: Plan, ns: Sequence[int]) -> Plan:
     return dataclasses.replace(plan, micro_batches=tuple(ns))
 
@@ -88,8 +96,8 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     drift to fewer N in 1% steps, away from the fastest). The whole epoch is simulated while
     it is at most SIM_BUDGET owner-iterations, else `iterations` (default SIM_BUDGET / K, at
     least 3) per owner. `steady=False` simulates every event (`planner.cost.simulate`);
-    `models` is `eq14_start`'s. Whole epochs simulated are kept in `full` (by plan, with
-    memory and `topo`'s epochs) for the plan's estimate; shortened ones skip memory.
+    `models` is `eq14_start`'s. Whole epochs simulated are kept in `full` (by `sim_key`,
+    with memory and `topo`'s epochs) for the plan's estimate; shortened ones skip memory.
     """
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)
@@ -109,13 +117,13 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
         if ns not in seen:
             trial = _with_n(plan, ns)
             whole = iterations == given and full is not None
-            est = full.get(trial) if whole and full is not None else None
+            est = full.get(sim_key(trial)) if whole and full is not None else None
             if est is None:
                 est = simulate(topo, trial, profs, epochs=topo.training.epochs,
                                iterations=iterations, samples=samples, steady=steady,
                                memory=whole)
             if whole and full is not None:
-                full[trial] = est
+                full[sim_key(trial)] = est
             seen[ns] = est.epoch_s
         return seen[ns]
 
@@ -229,7 +237,7 @@ class _Search:
         self.single = topo.mode in SINGLE_BATCH_MODES or len(placement_for(topo)) == 1
         self.steady = True  # skip the steady state's periods when simulating
         self.models: dict[tuple[int, ScheduleSpec], CutModel] = {}  # eq14_start's, kept
-        self.full: dict[Plan, Estimate] = {}  # choose_n's whole epochs, by plan
+        self.full: dict[Plan, Estimate] = {}  # whole epochs simulated, by sim_key
 
     def solve(self, ns: Sequence[int], schedule: str,
               exclude: Sequence[Sequence[int]] = ()) -> IlpResult:
@@ -245,11 +253,12 @@ class _Search:
         return make_plan(self.topo, self.L, cuts, list(ns), schedule)
 
     def estimate(self, plan: Plan, source: str, ilp_T: float | None = None) -> Candidate:
-        est = self.full.get(plan)  # simulated whole by choose_n
+        key = sim_key(plan)
+        est = self.full.get(key)  # simulated whole before (by choose_n, or as an estimate)
         if est is None:
-            est = simulate(self.topo, plan, self.profs, epochs=self.topo.training.epochs,
-                           iterations=self.iterations, samples=self.samples,
-                           steady=self.steady)
+            est = self.full[key] = simulate(
+                self.topo, plan, self.profs, epochs=self.topo.training.epochs,
+                iterations=self.iterations, samples=self.samples, steady=self.steady)
         return Candidate(plan, est, source, ilp_T)
 
     def pick_n(self, cuts: Sequence[int], start: Sequence[int], schedule: str,
