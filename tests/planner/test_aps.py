@@ -162,3 +162,29 @@ def test_choose_plan_modes():
     t, prof = small_two_hop(mode="fl", data_owners={"count": 1, "memory_mb": 0.01})
     with pytest.raises(Infeasible, match="FL does not fit on owner0"):
         choose_plan(t, prof)
+
+
+def test_choose_plan_simulates_each_whole_epoch_once(monkeypatch):
+    """choose_n's whole epochs are the candidates' estimates (memory included); a plan with
+    one micro-batch per owner is simulated once for both schedules; estimates are unchanged."""
+    import dataclasses
+
+    import planner.aps as aps
+
+    whole: list[object] = []
+
+    def counted(topo, plan, profs, **kw):
+        if kw.get("iterations") is None:
+            whole.append(aps.sim_key(plan))
+        return simulate(topo, plan, profs, **kw)
+
+    monkeypatch.setattr(aps, "simulate", counted)
+    t, prof = small_two_hop()
+    report = choose_plan(t, prof, top=3)
+    assert len(whole) == len(set(whole))
+    profs = node_profiles(t, prof)
+    for c in report.candidates:
+        fresh = simulate(t, c.plan, profs, epochs=t.training.epochs)
+        assert c.estimate.epoch_s == fresh.epoch_s and c.estimate.memory_bytes == fresh.memory_bytes
+    one = make_plan(t, 5, None, 1)
+    assert aps.sim_key(one) == aps.sim_key(dataclasses.replace(one, schedule="1f1b"))
