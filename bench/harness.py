@@ -179,7 +179,9 @@ def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
 def wait_for_quiet(max_load: float, max_wait_s: float, poll_s: float = 20.0,
                    max_steal_pct: float = 5.0, window_s: float = 3.0) -> float:
     """Wait (bounded) until the 1-minute load average is below `max_load` and CPU steal over
-    `window_s` below `max_steal_pct`; return the load."""
+    `window_s` below `max_steal_pct`; return the load (at once when `max_wait_s` <= 0)."""
+    if max_wait_s <= 0:
+        return os.getloadavg()[0]
     deadline = time.monotonic() + max_wait_s
     while True:
         before = cpu_jiffies()

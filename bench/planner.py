@@ -42,8 +42,8 @@ Duration, estimated from the simulated epoch of every point to measure (version-
 with RUN_OVERHEAD_S and SIM_RATIO: on the AMD EPYC VM, screen about 45 min (vgg5 195 runs,
 32 min; mobilenetv3_small 57 runs, 13 min), confirm about 22 min (120 runs), profiles and
 planning about 2 min: about 70 min (about 52 min on the Intel Xeon VM). `--estimate` plans
-the cases and prints the estimate without measuring; `--quick` (vgg5 on 4G, one sampled point
-and the planner's, the screen's best and the planner's confirmed in 2 rounds) is a smoke run.
+the cases and prints the estimate without measuring; `--quick` (vgg5 on 4G, one iteration per owner,
+the planner's plan alone, screened and confirmed in 2 rounds of 2 epochs) is a smoke run.
 
     .venv/bin/python -m bench.planner [--quick | --estimate] [--max-load 2] [--max-steal 5]
         [--results DIR]
@@ -92,14 +92,16 @@ RUN_OVERHEAD_S, SIM_RATIO = 6.0, 1.1
 Key = tuple[tuple[int, ...], tuple[int, ...]]
 
 
-def doc_for(model: str, net: str, epochs: int, samples: int | None = None) -> dict[str, Any]:
-    """The case's topology; `samples` set: that many samples, every iteration of them."""
+def doc_for(model: str, net: str, epochs: int, samples: int | None = None,
+            iters: int = ITERS) -> dict[str, Any]:
+    """The case's topology (`iters` iterations per owner and epoch); `samples` set: that many
+    samples, every iteration of them."""
     shape, norm = MODELS[model]
     up, down = NETWORKS[net]
     training: dict[str, Any] = {"epochs": epochs, "batch_size": BATCH, "lr": 0.01}
     if samples is None:
-        samples = BATCH * ITERS * K
-        training["max_iterations"] = ITERS
+        samples = BATCH * iters * K
+        training["max_iterations"] = iters
     doc = topology(
         owners=K, compute=1, mode="pipar", model=model, norm=norm,
         dataset=synthetic(samples, shape, 10, test_samples=64),
@@ -131,6 +133,7 @@ class Case:
     space: int
     plan_s: float
     profile_s: float
+    iters: int = ITERS  # per owner and epoch (1 in a smoke run)
     screen: dict[Key, float] = field(default_factory=dict)
     confirm: dict[Key, list[float]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -141,10 +144,10 @@ class Case:
 
 
 def plan_case(index: int, model: str, net: str, prof: Profile, profile_s: float,
-              sample: int | None, top_sim: int = TOP_SIM) -> Case:
+              sample: int | None, top_sim: int = TOP_SIM, iters: int = ITERS) -> Case:
     """Plan one case and choose its points: the space (or its sample), the simulated top
     over the planner's range, the planner's plan."""
-    topo = parse_doc(doc_for(model, net, CONFIRM_EPOCHS))
+    topo = parse_doc(doc_for(model, net, CONFIRM_EPOCHS, iters=iters))
     started = time.perf_counter()
     best = choose_plan(topo, prof).best.plan
     plan_s = time.perf_counter() - started
@@ -159,7 +162,7 @@ def plan_case(index: int, model: str, net: str, prof: Profile, profile_s: float,
     chosen += [key(c.plan) for c in cands[:top_sim]] + [key(best)]
     return Case(index, model, net, key(best), {k: plans[k] for k in dict.fromkeys(chosen)},
                 sim, {key(c.plan): i + 1 for i, c in enumerate(cands)}, len(space), plan_s,
-                profile_s)
+                profile_s, iters)
 
 
 def plan_cases(models: list[str], nets: list[str], quick: bool) -> list[Case]:
@@ -167,14 +170,14 @@ def plan_cases(models: list[str], nets: list[str], quick: bool) -> list[Case]:
 
     cases: list[Case] = []
     for model in models:
-        topo = parse_doc(doc_for(model, nets[0], CONFIRM_EPOCHS))
+        topo = parse_doc(doc_for(model, nets[0], CONFIRM_EPOCHS, iters=1 if quick else ITERS))
         started = time.perf_counter()
         prof = host_profile(topo, 1 if quick else 3)
         profile_s = time.perf_counter() - started
         for net in nets:
-            sample = 1 if quick else SAMPLE[model]
+            sample = 0 if quick else SAMPLE[model]  # a smoke run: the planner's plan alone
             cases.append(plan_case(len(cases), model, net, prof, profile_s, sample,
-                                   0 if quick else TOP_SIM))
+                                   0 if quick else TOP_SIM, 1 if quick else ITERS))
             c = cases[-1]
             console.print(f"[dim]{c.name}: planner {describe(c.plans[c.planned])}, "
                           f"{len(c.plans)} of {c.space} points to screen[/dim]")
@@ -188,8 +191,8 @@ def measurer(args: argparse.Namespace, log: list[tuple[float, float]]) -> Measur
     """A function that runs one plan of a case for some epochs and returns its epoch times;
     it logs (CPU steal, 1-min load) after every run."""
     def measure(case: Case, k: Key, epochs: int) -> list[float]:
-        m = run_calm(doc_for(case.model, case.net, epochs), case.plans[k], args.max_steal,
-                     args.attempts)
+        m = run_calm(doc_for(case.model, case.net, epochs, iters=case.iters), case.plans[k],
+                     args.max_steal, args.attempts)
         log.append((m.steal_pct, os.getloadavg()[0]))
         case.runs.append({"plan": describe(case.plans[k]), "epochs": epochs, "walls": m.walls,
                           "steal_pct": m.steal_attempts, "wall_s": m.wall_s,
@@ -211,7 +214,7 @@ def screen(cases: list[Case], measure: Measure) -> None:
 
 
 def confirm(cases: list[Case], measure: Measure, rounds: int, max_load: float,
-            round_wait: float, top_n: int = CONFIRM_TOP) -> None:
+            round_wait: float, top_n: int = CONFIRM_TOP, epochs: int = CONFIRM_EPOCHS) -> None:
     """The screen's fastest `top_n` and the planner's plan, `rounds` times each."""
     for c in cases:
         top = sorted(c.screen, key=lambda k: c.screen[k])[:top_n]
@@ -222,7 +225,7 @@ def confirm(cases: list[Case], measure: Measure, rounds: int, max_load: float,
         for c in cases:
             order = list(c.confirm)
             for k in order[r % len(order):] + order[:r % len(order)]:
-                c.confirm[k].append(stats.median_after_warmup(measure(c, k, CONFIRM_EPOCHS)))
+                c.confirm[k].append(stats.median_after_warmup(measure(c, k, epochs)))
 
 
 def case_row(c: Case, split: int) -> dict[str, Any]:
@@ -282,8 +285,8 @@ def expected_s(cases: list[Case], rounds: int) -> float:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
-                    help="vgg5 on 4G only, 1 sampled point and the planner's, the screen's "
-                         "best confirmed, 2 confirm rounds")
+                    help="vgg5 on 4G only, 1 iteration per owner, the planner's plan alone, "
+                         "2 confirm rounds of 2 epochs")
     ap.add_argument("--estimate", action="store_true",
                     help="plan the cases, print the expected duration and stop")
     ap.add_argument("--max-load", type=float, default=2.0)
@@ -331,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     log: list[tuple[float, float]] = []
     measure = measurer(args, log)
     screen(cases, measure)
-    confirm(cases, measure, rounds, args.max_load, args.round_wait, 1 if args.quick else
-            CONFIRM_TOP)
+    confirm(cases, measure, rounds, args.max_load, args.round_wait,
+            *((1, SCREEN_EPOCHS) if args.quick else (CONFIRM_TOP, CONFIRM_EPOCHS)))
     write(cases, rounds, log, load0, started, args.quick)
     return 0
 
