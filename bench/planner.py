@@ -43,7 +43,8 @@ with RUN_OVERHEAD_S and SIM_RATIO: on the AMD EPYC VM, screen about 45 min (vgg5
 32 min; mobilenetv3_small 57 runs, 13 min), confirm about 22 min (120 runs), profiles and
 planning about 2 min: about 70 min (about 52 min on the Intel Xeon VM). `--estimate` plans
 the cases and prints the estimate without measuring; `--quick` (vgg5 on 4G, one iteration per owner,
-the planner's plan alone, screened and confirmed in 2 rounds of 2 epochs) is a smoke run.
+the planner's plan alone, screened and confirmed in 2 rounds of 2 epochs, the profile read
+from bench/quick_profiles/) is a smoke run.
 
     .venv/bin/python -m bench.planner [--quick | --estimate] [--max-load 2] [--max-steal 5]
         [--results DIR]
@@ -80,6 +81,8 @@ MODELS = {"vgg5": ((3, 32, 32), "batch"), "mobilenetv3_small": ((3, 32, 32), "gr
 NS = range(1, 17)  # PiPar's range of N
 SAMPLE = {"vgg5": None, "mobilenetv3_small": 16}  # None: every point of the space
 SEED = 17
+# a smoke run reads vgg5's profile (measured once on this host) instead of measuring it
+QUICK_PROFILE = harness.ROOT / "bench" / "quick_profiles" / "planner_vgg5.csv"
 TOP_SIM = 3  # the simulator's best, measured beside the space
 SCREEN_EPOCHS, CONFIRM_EPOCHS = 2, 4
 CONFIRM_TOP, CONFIRM_ROUNDS, SELECT_ROUNDS = 3, 5, 2  # rounds 1-2 select, 3-5 score
@@ -172,7 +175,7 @@ def plan_cases(models: list[str], nets: list[str], quick: bool) -> list[Case]:
     for model in models:
         topo = parse_doc(doc_for(model, nets[0], CONFIRM_EPOCHS, iters=1 if quick else ITERS))
         started = time.perf_counter()
-        prof = host_profile(topo, 1 if quick else 3)
+        prof = Profile.from_csv(QUICK_PROFILE) if quick else host_profile(topo, 3)
         profile_s = time.perf_counter() - started
         for net in nets:
             sample = 0 if quick else SAMPLE[model]  # a smoke run: the planner's plan alone

@@ -31,7 +31,8 @@ below `--max-load`, and the load after each run is recorded.
     .venv/bin/python -m bench.replan [--quick] [--repeats 3] [--period 6] [--max-load 4]
         [--max-wait 60] [--results DIR]
 
-`--quick` (a smoke run): one repeat of 3 epochs, no cycle run.
+`--quick` (a smoke run): one repeat of 2 epochs of 12 iterations per owner, no cycle run, the
+profile read from bench/quick_profiles/ (measured once on this host) instead of measured.
 """
 
 from __future__ import annotations
@@ -54,16 +55,21 @@ NAME = "replan"
 FAST, SLOW = 50.0, 0.5  # Mbps, the owners' links before and after the change
 INTERVALS_MIN = (1, 10, 60)
 TARGET = {1: 8.3, 10: 1.0, 60: 1.0}  # PiPar Fig. 14: at most this share (%)
+QUICK_PROFILE = harness.ROOT / "bench" / "quick_profiles" / "replan_mlp_digits.csv"
+QUICK_ITERATIONS = 12  # per owner and epoch in a smoke run: the re-plan comes in epoch 1
 
 
-def base_doc(epochs: int) -> dict[str, Any]:
-    """The workload's topology document (links at FAST, no schedule yet)."""
+def base_doc(epochs: int, max_iterations: int | None = None) -> dict[str, Any]:
+    """The workload's topology document (links at FAST, no schedule yet); `max_iterations`
+    per owner and epoch in a smoke run."""
+    training: dict[str, Any] = {"epochs": epochs, "batch_size": 30, "lr": 0.1,
+                                "optimizer": "sgd", "momentum": 0.9, "seed": 0,
+                                "aggregate_every": 4}
+    if max_iterations is not None:
+        training["max_iterations"] = max_iterations
     return topology(owners=2, compute=1, mode="pipar", model="mlp", norm="none",
                     dataset={"name": "digits", "partition": "iid", "seed": 0},
-                    training={"epochs": epochs, "batch_size": 30, "lr": 0.1,
-                              "optimizer": "sgd", "momentum": 0.9, "seed": 0,
-                              "aggregate_every": 4},
-                    up=FAST, down=FAST, timeout_s=120)
+                    training=training, up=FAST, down=FAST, timeout_s=120)
 
 
 def with_profile(doc: dict[str, Any], profile: Path) -> dict[str, Any]:
@@ -116,7 +122,7 @@ def run_row(mode: str, repeat: int, res: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.replan", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a smoke run: 1 repeat, 3 epochs")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 1 repeat, 2 short epochs")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--period", type=float, default=6.0, help="the live check's cycle (s)")
     ap.add_argument("--max-load", type=float, default=4.0)
@@ -125,14 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     harness.use_results(args.results)
     started = time.perf_counter()
-    epochs, repeats, step_at = (3, 1, 0.3) if args.quick else (5, args.repeats, 0.3)
+    epochs, repeats, step_at = (2, 1, 0.3) if args.quick else (5, args.repeats, 0.3)
     load0 = wait_for_quiet(args.max_load, args.max_wait)
     with tempfile.TemporaryDirectory(prefix="mpsl-replan-") as tmp:
         from planner.resources import host_profile
 
-        base = base_doc(epochs)
+        base = base_doc(epochs, QUICK_ITERATIONS if args.quick else None)
         profile = Path(tmp) / "profile.csv"
-        host_profile(harness.parse_doc(base)).to_csv(profile)
+        if args.quick:  # a smoke run reads a profile measured before, as a deployment does
+            profile = QUICK_PROFILE
+        else:
+            host_profile(harness.parse_doc(base)).to_csv(profile)
         base = with_profile(base, profile)
         plan = first_plan(harness.parse_doc(base))
         step = [{"at_s": step_at, "uplink_mbps": SLOW, "downlink_mbps": SLOW}]
