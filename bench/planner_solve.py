@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import harness
-from bench.harness import RESULTS
+from bench.harness import RESULTS_DEFAULT as RESULTS  # the profile: bench/results, always
 from mpsl.topology import Topology, parse
 from planner.cutmodel import CutModel, build
 from planner.ilp import Infeasible, highs_available, solve_model
