@@ -28,8 +28,9 @@ run.
     .venv/bin/python -m bench.dp [--quick] [--repeats 5] [--max-load 2] [--max-wait 120]
         [--results DIR]
 
-`--quick` (a smoke run): the direct cost, PiPar alone with DP off and on (one iteration per
-epoch), and one accuracy run of PiPar at sigma = 1 (64 samples, 2 epochs, 100 test images).
+`--quick` (a smoke run): the direct cost (3 calls each), PiPar alone with DP off and on (2
+epochs of one iteration), and one accuracy run of PiPar at sigma = 1 (64 samples, 2 epochs,
+100 test images).
 """
 
 from __future__ import annotations
@@ -124,8 +125,9 @@ def _median_time(fn: Any, calls: int = 20, warm: int = 3) -> float:
     return statistics.median(times)
 
 
-def direct_rows() -> list[dict[str, Any]]:
-    """In-process: clip and noise of each mode's owner-side parameters; the accountant."""
+def direct_rows(calls: int = 20) -> list[dict[str, Any]]:
+    """In-process: clip and noise of each mode's owner-side parameters; the accountant
+    (medians of `calls` calls)."""
     torch.set_num_threads(1)
     topo = parse_doc(_doc("PiPar", 1.0, 10 * BATCH, 1, 500))
     full = build_full_model(topo)
@@ -134,12 +136,13 @@ def direct_rows() -> list[dict[str, Any]]:
         owner = full if m["mode"] == "fl" else split_model(full, list(m["cuts"]))[0]
         ref = {k: v.detach().clone() for k, v in owner.named_parameters()}
         state = {k: v + 0.01 for k, v in ref.items()}
-        seconds = _median_time(lambda s=state, r=ref: privatize(s, r, CLIP, 1.0, generator(0)))
+        seconds = _median_time(lambda s=state, r=ref: privatize(s, r, CLIP, 1.0, generator(0)),
+                               calls)
         rows.append({"what": f"privatize, {mode} owner part", "parameters": sum(
             v.numel() for v in ref.values()), "ms": 1000 * seconds})
     spec = PrivacySpec(clip_norm=CLIP, noise_multiplier=1.0, delta=DELTA)
     rows.append({"what": "accountant: spent after 100 aggregations", "parameters": 0,
-                 "ms": 1000 * _median_time(lambda: spent(spec, 100))})
+                 "ms": 1000 * _median_time(lambda: spent(spec, 100), calls)})
     return rows
 
 
@@ -173,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: no MNIST at {MNIST}")
     started = time.perf_counter()
     load = wait_for_quiet(args.max_load, args.max_wait)
-    direct = direct_rows()
-    runs, summary = overhead_rows(1 if args.quick else args.repeats, 3, args.max_load,
-                                  args.max_wait / 4, args.quick)
+    direct = direct_rows(3 if args.quick else 20)
+    runs, summary = overhead_rows(1 if args.quick else args.repeats, 2 if args.quick else 3,
+                                  args.max_load, args.max_wait / 4, args.quick)
     accuracy = accuracy_rows(*((64, 2, 100) if args.quick else (1500, 2, 2000)), args.quick)
     meta = run_meta(wall_s=time.perf_counter() - started, quick=args.quick,
                     load_1min={"start": load, "max": max(LOADS, default=load)},
