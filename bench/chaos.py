@@ -24,7 +24,8 @@ samples):
 
     .venv/bin/python -m bench.chaos [--trials 8] [--quick] [--results DIR]
 
-`--quick`: the fault-free run and one trial (an owner kill), written as chaos.quick.
+`--quick`: the fault-free run and one trial (an owner kill), 2 epochs each, written as
+chaos.quick.
 """
 
 from __future__ import annotations
@@ -49,13 +50,14 @@ from mpsl.training import num_layers
 from nodes.launch import LaunchError, LocalCluster
 
 OWNERS, EPOCHS = 4, 6
+QUICK_EPOCHS = 2  # a smoke run's
 FAULTS = ("owner", "node1", "aggregator", "flood")
 
 
-def _doc() -> dict[str, Any]:
+def _doc(epochs: int = EPOCHS) -> dict[str, Any]:
     doc = topology(owners=OWNERS, compute=1, mode="pipar", model="mlp", norm="none",
                    dataset={"name": "digits", "partition": "iid", "seed": 0},
-                   training={"epochs": EPOCHS, "batch_size": 30, "lr": 0.1, "momentum": 0.9,
+                   training={"epochs": epochs, "batch_size": 30, "lr": 0.1, "momentum": 0.9,
                              "seed": 0},
                    up=None, down=None, cuts=(2,), micro_batches=4, timeout_s=30)
     doc["failure"] = {"heartbeat_s": 0.25, "timeout_s": 2.0, "restart": True,
@@ -88,11 +90,12 @@ class Fault:
             self.at = time.monotonic() - started
 
 
-def run(fault: Fault | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """One run with `fault` injected: results.json and the final weights."""
+def run(fault: Fault | None, epochs: int = EPOCHS
+        ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """One run of `epochs` with `fault` injected: results.json and the final weights."""
     with tempfile.TemporaryDirectory(prefix="mpsl-chaos-") as tmp:
         path = Path(tmp) / "t.yaml"
-        path.write_text(yaml.safe_dump(_doc()))
+        path.write_text(yaml.safe_dump(_doc(epochs)))
         topo = load(path)
         cluster = LocalCluster(str(path), (), topo, make_plan(topo, num_layers(topo)),
                                Path(tmp) / "run")
@@ -112,13 +115,14 @@ def run(fault: Fault | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         return results, torch.load(Path(tmp) / "run" / "model.pt", weights_only=True)
 
 
-def draw(trial: int, per_epoch: int) -> Fault:
-    """Trial `trial`'s fault (seeded by the trial number)."""
+def draw(trial: int, per_epoch: int, epochs: int = EPOCHS) -> Fault:
+    """Trial `trial`'s fault (seeded by the trial number), in one of the first 4 epochs."""
     rng = random.Random(trial)
     kind = FAULTS[trial % len(FAULTS)]
     victim = f"owner{rng.randrange(OWNERS)}" if kind == "owner" else kind
     losses = per_epoch if kind == "owner" else OWNERS * per_epoch
-    return Fault(kind, victim, rng.randrange(4), rng.randint(1, max(1, 3 * losses // 4)))
+    return Fault(kind, victim, rng.randrange(min(4, epochs)),
+                 rng.randint(1, max(1, 3 * losses // 4)))
 
 
 def trial_row(trial: int, fault: Fault, results: dict[str, Any],
@@ -166,16 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     harness.results_option(ap)
     args = ap.parse_args(argv)
     harness.use_results(args.results)
+    epochs = QUICK_EPOCHS if args.quick else EPOCHS
     if args.quick:
         args.trials = 1
     started = time.perf_counter()
-    clean, clean_weights = run(None)
+    clean, clean_weights = run(None, epochs)
     per_epoch = len([r for r in clean["losses"] if r["owner"] == 0 and r["epoch"] == 0])
     rows = []
     for trial in range(args.trials):
-        fault = draw(trial, per_epoch)
+        fault = draw(trial, per_epoch, epochs)
         try:
-            results, weights = run(fault)
+            results, weights = run(fault, epochs)
         except LaunchError as err:  # the run did not survive: say so, with its error
             rows.append({"trial": trial, "fault": fault.kind, "victim": fault.victim,
                          "survived": False, "error": str(err).splitlines()[0]})
