@@ -11,7 +11,7 @@ ratio to raw is the ratio of medians), shaped rate at the receiver over a stream
 one-way latency of 1 KiB messages on an idle link (median of 15); ``--repeat`` runs, medians
 reported. Targets: shaped rate within 2% for 1 MiB and larger, latency within 1 ms of the
 configured one, unshaped throughput >= 80% of raw ZeroMQ for 1 MiB and larger (>= 90% with
-``copy=False``). Nothing is fitted.
+``copy=False``). Nothing is fitted. ``--quick``: 1 round, 64 KiB and 8 MiB, 10 and 1000 Mbps.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from nodes.link import Inbox, Outbox
 from nodes.wire import Kind, Message
 
 SIZES = {"64KiB": 64 << 10, "1MiB": 1 << 20, "8MiB": 8 << 20, "32MiB": 32 << 20}
+SIZES_QUICK = dict(list(SIZES.items())[::2])  # a smoke run's (with RATES[::4])
 RATES = [10, 20, 50, 100, 1000]
 LATENCIES = [0.005, 0.020]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -228,11 +229,11 @@ def latency(rx: Receiver, ctx: zmq.Context, rate: float | None, lat: float, n: i
 def unshaped(rx: Receiver, ctx: zmq.Context, quick: bool) -> list[dict]:
     """Throughput of ours (copying and zero-copy) against raw ZeroMQ, per size."""
     rows: list[dict] = []
-    rounds = 3 if quick else 5
-    for label, size in SIZES.items():
+    rounds, sizes = (1, SIZES_QUICK) if quick else (5, SIZES)
+    for label, size in sizes.items():
         # Rounds alternate ours, ours zero-copy and raw, so that load from other processes on
         # this machine hits them alike; medians over the rounds are reported.
-        n = max(8, int((0.15e9 if quick else 0.4e9) // size))
+        n = max(8, int((0.05e9 if quick else 0.4e9) // size))
         warm = max(2, n // 5)
         got: dict[str, list[float]] = {"ours": [], "handover": [], "raw": [], "raw4": []}
         for _ in range(rounds):
@@ -271,9 +272,9 @@ def run(quick: bool, only_unshaped: bool = False) -> list[dict]:
         rows += unshaped(rx, ctx, quick)
         if only_unshaped:
             return rows
-        budget = 0.6 if quick else 2.0
-        for rate in RATES:
-            for label, size in SIZES.items():
+        budget, rates = (0.3, RATES[::4]) if quick else (2.0, RATES)
+        for rate in rates:
+            for label, size in (SIZES_QUICK if quick else SIZES).items():
                 if quick and size * 8 / (rate * 1e6) > 2.0:
                     continue
                 r = shaped(rx, ctx, rate, size, budget)
@@ -281,10 +282,10 @@ def run(quick: bool, only_unshaped: bool = False) -> list[dict]:
                              "rate_mbps": rate, **r})
                 print(f"shaped {rate} Mbps {label}: {r['achieved_mbps']:.3f} Mbps "
                       f"({r['error_pct']:+.2f}%, {r['messages']} msgs)", flush=True)
-        for rate in [None, *RATES]:
+        for rate in [None, *rates]:
             base = 0.0
             for lat in [0.0, *LATENCIES]:  # 0: the software path alone, as a baseline
-                d = latency(rx, ctx, rate, lat, 5 if quick else 15)
+                d = latency(rx, ctx, rate, lat, 3 if quick else 15)
                 med = statistics.median(d)
                 base = med if lat == 0 else base
                 rows.append({"test": "latency", "rate_mbps": rate or 0, "latency_ms": lat * 1e3,
@@ -362,7 +363,7 @@ def medians(runs: list[list[dict]]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="fewer messages, skip slow cells")
+    ap.add_argument("--quick", action="store_true", help="1 round, 2 sizes and rates, fewer")
     ap.add_argument("--repeat", type=int, default=1, help="runs; medians are reported")
     ap.add_argument("--unshaped", action="store_true",
                     help="only the unshaped cells; results in transport.unshaped.*")
@@ -384,11 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(flat)
     info = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "quick": args.quick,
-            "unshaped_only": args.unshaped, "repeat": args.repeat,
-            "seconds": round(time.time() - t0, 1),
+            "unshaped_only": args.unshaped, "seconds": round(time.time() - t0, 1),
             "python": platform.python_version(), "torch": torch.__version__,
             "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "cpus": os.cpu_count(),
-            "rows": rows, "runs": runs}
+            "repeat": args.repeat, "rows": rows, "runs": runs}
     (args.out / f"{stem}.json").write_text(json.dumps(info, indent=1))
     write_md(args.out / f"{stem}.md", f"python -m bench.transport --repeat {args.repeat}"
              f"{' --quick' * args.quick}{' --unshaped' * args.unshaped}", rows)
