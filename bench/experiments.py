@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = ["EXPERIMENTS", "Experiment", "by_name"]
 
@@ -42,6 +43,8 @@ class Experiment:
 
 
 NO_WAIT = ("--max-wait", "0")  # a smoke run does not wait for a quiet machine
+# profiles measured once on this host, read by smoke runs instead of profiling it again
+QUICK_PROFILES = Path(__file__).resolve().parent / "quick_profiles"
 
 EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("paper_epoch", "PiPar Figs. 4 and 6 (epoch and idle time, 3 models, 3 networks)",
@@ -62,7 +65,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("memory", "MP-SL Fig. 3 (memory per compute node, 1-4 hops, K = 100)",
                "about 20 min", tags=("issue 21, experiment 6",)),
     Experiment("hetero", "PiPar's heterogeneous owners (up to 32x over FL, 1.8x over SFL)",
-               "about 15 min", tags=("issue 19",)),
+               "about 15 min", quick_args=("--profile", str(QUICK_PROFILES / "hetero_vgg5.csv")),
+               tags=("issue 19",)),
     Experiment("cost_model", "MP-SL's cost-model accuracy (3.14-3.86%), its own configurations",
                "about 31 min", quick_args=(*NO_WAIT, "--round-wait", "0")),
     Experiment("peers", "the reference implementations (same vgg5 configuration)",
