@@ -56,7 +56,7 @@ FAST, SLOW = 50.0, 0.5  # Mbps, the owners' links before and after the change
 INTERVALS_MIN = (1, 10, 60)
 TARGET = {1: 8.3, 10: 1.0, 60: 1.0}  # PiPar Fig. 14: at most this share (%)
 QUICK_PROFILE = harness.ROOT / "bench" / "quick_profiles" / "replan_mlp_digits.csv"
-QUICK_ITERATIONS = 12  # per owner and epoch in a smoke run: the re-plan comes in epoch 1
+QUICK_ITERATIONS = 12  # per owner and epoch in a smoke run: one re-plan (none seen at 6 or 8)
 
 
 def base_doc(epochs: int, max_iterations: int | None = None) -> dict[str, Any]:
