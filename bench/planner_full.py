@@ -11,8 +11,8 @@ Target: <= 10% in every case.
 
 Duration: one profile and plan (10-25 s) plus one epoch (simulated 1-3 min) per case, and the
 nodes' start with 50,000 samples each; about 17 minutes for the six cases. `--quick` (a
-smoke run of the code path, not a full-size epoch): vgg5 on WiFi, 256 samples, a profile of
-one repeat.
+smoke run of the code path, not a full-size epoch): vgg5 on WiFi, 256 samples, the profile
+read from bench/quick_profiles/planner_vgg5.csv (measured once) instead of measured.
 
     .venv/bin/python -m bench.planner_full [--quick] [--results DIR]
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import harness, stats
@@ -34,9 +35,9 @@ from bench.harness import (
     run_meta,
     wait_for_quiet,
 )
-from bench.planner import MODELS, describe, doc_for
+from bench.planner import MODELS, QUICK_PROFILE, describe, doc_for
 from mpsl.training import iterations_per_epoch, owner_samples
-from planner import choose_plan
+from planner import Profile, choose_plan
 
 FULL_SAMPLES = 50_000  # CIFAR-10's training set
 QUICK_SAMPLES = 256  # a smoke run: the code path, not a full-size epoch
@@ -44,14 +45,16 @@ SHARE_MAX_PCT = 10.0
 
 
 def full_case(model: str, net: str, max_steal: float, attempts: int,
-              samples: int = FULL_SAMPLES, repeats: int = 3) -> dict[str, Any]:
-    """Plan the full-size topology as `plan: auto` does, then train one epoch of its plan."""
+              samples: int = FULL_SAMPLES, repeats: int = 3,
+              profile: Path | None = None) -> dict[str, Any]:
+    """Plan the full-size topology as `plan: auto` does (on `profile` when given: a smoke
+    run), then train one epoch of its plan."""
     from planner.resources import host_profile
 
     doc = doc_for(model, net, epochs=1, samples=samples)
     topo = parse_doc(doc)
     started = time.perf_counter()
-    prof = host_profile(topo, repeats)
+    prof = Profile.from_csv(profile) if profile else host_profile(topo, repeats)
     profile_s = time.perf_counter() - started
     report = choose_plan(topo, prof)
     plan_s = time.perf_counter() - started - profile_s
@@ -90,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     load0 = wait_for_quiet(args.max_load, args.max_wait)
     cases = [("vgg5", "WiFi")] if args.quick else [(m, n) for m in MODELS for n in NETWORKS]
     samples = QUICK_SAMPLES if args.quick else FULL_SAMPLES
-    rows = [full_case(m, n, args.max_steal, args.attempts, samples, 1 if args.quick else 3)
-            for m, n in cases]
+    rows = [full_case(m, n, args.max_steal, args.attempts, samples, 1 if args.quick else 3,
+                      QUICK_PROFILE if args.quick else None) for m, n in cases]
     shares = [r["planning_pct_epoch"] for r in rows]
     summ = [stats.target_row("planning / full-size epoch, max %", max(shares),
                              f"<= {SHARE_MAX_PCT:g}", max(shares) <= SHARE_MAX_PCT)]
