@@ -33,7 +33,7 @@ import os
 import time
 from typing import Any
 
-from bench import harness, stats
+from bench import harness
 from bench.cost_accuracy import fields
 from bench.harness import NETWORKS, console, num_layers, parse_doc, publish, run, run_meta
 from bench.large_models import owner_scale
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="B = 16, estimates only")
     harness.results_option(ap)
     args = ap.parse_args(argv)
-    out = harness.use_results(args.results)
+    harness.use_results(args.results)
     size = QUICK if args.quick else FULL
     started, load0 = time.perf_counter(), os.getloadavg()[0]
     scale, host, source = owner_scale()
@@ -156,9 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += r
         runs += x
     paper = paper_rows(rows, size["live"])
-    steals = [r["steal_pct"] for r in runs] or [0.0]
     meta = run_meta(quick=args.quick, compute_scale=scale, host_gflops=host, scale_from=source,
-                    steal_pct={"median": stats.median(steals), "max": max(steals)},
+                    steal_pct=harness.steal_summary([r["steal_pct"] for r in runs]),
                     load_1min={"start": load0, "max": max([load0] + [
                         r["load_1min"] for r in runs])},
                     wall_s=time.perf_counter() - started)
@@ -168,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             paper=paper)
     if runs:  # experiment 8's fields, in JSON only (bench.cost_accuracy reads them)
         harness.save(f"{name}.fields", runs, {"date": meta["date"]})
-    with open(out / f"{name}.md", "a") as fh:
-        fh.write(f"\n## For bench/README\n\n{harness.markdown(paper, 2)}\n")
+    harness.readme_section(name, paper)
     return 0
 
 

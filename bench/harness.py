@@ -331,3 +331,19 @@ def publish(name: str, command: str, meta: Mapping[str, Any],
         parts.append(f"{title}:\n\n{markdown(rows, digits)}\n")
     (RESULTS / f"{name}.md").write_text("\n".join(parts))
     console.print(f"whole run {meta.get('wall_s', 0.0):.0f} s; wrote {RESULTS / name}.*")
+
+
+def readme_section(name: str, paper: Sequence[Mapping[str, Any]], verdict: str = "") -> None:
+    """End RESULTS/NAME.md with its "For bench/README" section: the paper rows, then the
+    verdict in words when there is one."""
+    tail = f"\n{verdict}\n" if verdict else ""
+    with open(results_dir() / f"{name}.md", "a") as f:
+        f.write(f"\n## For bench/README\n\n{markdown(list(paper), 2)}\n{tail}")
+
+
+def steal_summary(steals: Sequence[float]) -> dict[str, float]:
+    """The runs' CPU steal % for a run's meta: median and max (0 with no run)."""
+    import statistics
+
+    values = list(steals) or [0.0]
+    return {"median": statistics.median(values), "max": max(values)}

@@ -38,7 +38,7 @@ import os
 import time
 from typing import Any
 
-from bench import harness, stats
+from bench import harness
 from bench.cost_accuracy import fields
 from bench.epoch_time import RPI3B_GFLOPS, rpi3b_scale
 from bench.harness import NETWORKS, console, num_layers, parse_doc, publish, run, run_meta
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="the mlp, estimates only")
     harness.results_option(ap)
     args = ap.parse_args(argv)
-    out = harness.use_results(args.results)
+    harness.use_results(args.results)
     size = QUICK if args.quick else FULL
     started, load0 = time.perf_counter(), os.getloadavg()[0]
     scale, host, source = owner_scale()
@@ -217,10 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     same = [m for m in size["live"] if (m, "sfl") in chosen
             and chosen[(m, "sfl")] == chosen[(m, "pipar")]]
     paper = paper_rows(est_rows, measured, same)
-    steals = [r["steal_pct"] for r in live_rows] or [0.0]
     meta = run_meta(quick=args.quick, compute_scale=scale, host_gflops=host, scale_from=source,
                     rpi3b_gflops=RPI3B_GFLOPS, memory_mb=MEMORY_MB, speedups=measured,
-                    steal_pct={"median": stats.median(steals), "max": max(steals)},
+                    steal_pct=harness.steal_summary([r["steal_pct"] for r in live_rows]),
                     load_1min={"start": load0, "max": max([load0] + [
                         r["load_1min"] for r in live_rows])},
                     wall_s=time.perf_counter() - started)
@@ -231,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         paper=paper)
     if live_rows:  # experiment 8's fields, in JSON only (bench.cost_accuracy reads them)
         harness.save(f"{name}.fields", live_rows, {"date": meta["date"]})
-    with open(out / f"{name}.md", "a") as fh:
-        fh.write(f"\n## For bench/README\n\n{harness.markdown(paper, 2)}\n")
+    harness.readme_section(name, paper)
     return 0
 
 

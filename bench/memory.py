@@ -205,13 +205,6 @@ def paper_rows(ext: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def readme_section(name: str, paper: list[dict[str, Any]], verdict: str) -> None:
-    """End RESULTS/NAME.md with its "For bench/README" section: the paper rows and the
-    verdict (the rows also go into NAME.json through `publish`)."""
-    with open(harness.results_dir() / f"{name}.md", "a") as f:
-        f.write(f"\n## For bench/README\n\n{harness.markdown(paper, 2)}\n\n{verdict}\n")
-
-
 def verdict(cells: list[dict[str, Any]], ext: list[dict[str, Any]]) -> str:
     """The honest verdict in words, from the tables."""
     errs = [abs(c["error_pct"]) for c in cells if "error_pct" in c]
@@ -312,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         ("", "largest compute node, estimated vs measured (state + kept activations)",
          cells, 1),
         (".k100", f"largest compute node at K = {K_PAPER} (estimates)", ext, 2)], paper)
-    readme_section(name, paper, verdict(cells, ext))
+    harness.readme_section(name, paper, verdict(cells, ext))
     return 0
 
 

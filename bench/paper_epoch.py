@@ -45,7 +45,6 @@ from typing import Any
 from bench import epoch_time as et
 from bench import harness, stats
 from bench.harness import NETWORKS, Measured, console, parse_doc, run_meta, synthetic
-from bench.memory import readme_section
 from mpsl.cli.common import resolve_plan
 from mpsl.names import AGGREGATOR
 from mpsl.plan import Plan, make_plan
@@ -329,7 +328,7 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], raw: list[dict[s
         ("", "Epoch and idle time (s; median of repeats); est_K*: the cost model", rows, 2),
         (".ratios", "Ratios to PiPar per model and network (est_K100: estimates)", rat, 2)],
         paper)
-    readme_section(name, paper, verdict(rat, harness.results_dir(), args.quick))
+    harness.readme_section(name, paper, verdict(rat, harness.results_dir(), args.quick))
 
 
 if __name__ == "__main__":

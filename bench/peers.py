@@ -48,7 +48,6 @@ from typing import Any
 
 from bench import harness, stats
 from bench.harness import console, run_meta, synthetic, topology
-from bench.memory import readme_section
 
 PATCH = Path(__file__).resolve().parent / "peers" / "pipelearn.patch"
 MIRROR = Path("/work/.mirror/blessonvar+PipeLearn/repo")
@@ -375,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     harness.publish(name, cmd, meta, [
         ("", "epoch time (s, second epoch, median of repeats), unshaped links", rows, 3),
         (".marginal", "marginal cost per micro-batch, K = 1 pipelined", marg, 2)], paper)
-    readme_section(name, paper, verdict(rows, marg))
+    harness.readme_section(name, paper, verdict(rows, marg))
     return 0
 
 
