@@ -2,10 +2,11 @@
 
     .venv/bin/python -m bench                  every experiment, full (hours; see --list)
     .venv/bin/python -m bench NAME [NAME...]   those experiments
-    .venv/bin/python -m bench --quick          every experiment's smoke run (--quick)
+    .venv/bin/python -m bench --quick          every experiment's smoke run, 4 at a time
     .venv/bin/python -m bench --list           the registry: name, paper figure, full run time
 
-Each experiment runs in this process (`bench.NAME.main(argv)`) with `--results DIR`: full runs
+Each experiment runs as `bench.NAME.main(argv)` with `--results DIR`, in this process, or with
+`--jobs J` (a smoke run's default: 4) in forked children, J at a time (`bench.parallel`). Full runs
 default to bench/results, smoke runs to bench/results/quick (git-ignored), so a smoke run
 never overwrites real results. A module that does not exist yet is skipped with one line; one
 that fails is reported and the others still run. At the end the paper table (every
@@ -24,11 +25,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import harness, paper_table
+from bench import harness, paper_table, parallel
 from bench.experiments import EXPERIMENTS, Experiment, by_name
 
 README = harness.ROOT / "bench" / "README.md"
 QUICK_RESULTS = harness.RESULTS_DEFAULT / "quick"
+QUICK_JOBS = 4  # smoke runs mostly wait on emulated links and devices: four at once
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--results", type=Path, default=None, metavar="DIR",
                     help="results folder (default bench/results; --quick: bench/results/quick)")
     ap.add_argument("--list", action="store_true", help="list the experiments and stop")
+    ap.add_argument("--jobs", type=int, default=None, metavar="J",
+                    help=f"experiments run at once, each in a child process (default 1; "
+                         f"--quick: {QUICK_JOBS}); a full run's timings need 1")
     return ap.parse_args(argv)
 
 
@@ -53,8 +58,10 @@ def argv_for(exp: Experiment, quick: bool, results: Path) -> list[str]:
 
 def tables_written(results: Path, exp: Experiment, since: float) -> list[str]:
     """The Markdown tables of `exp` written under `results` since `since` (epoch seconds)."""
-    return sorted(p.name for p in results.glob(f"{exp.table_name}*.md")
-                  if p.stat().st_mtime >= since and p.name != "paper_table.md")
+    base = exp.table_name
+    return sorted(p.name for p in results.glob(f"{base}*.md")
+                  if (p.name == f"{base}.md" or p.name.startswith(f"{base}."))
+                  and p.stat().st_mtime >= since)
 
 
 def run_one(exp: Experiment, quick: bool, results: Path) -> dict[str, Any]:
@@ -116,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     default = QUICK_RESULTS if args.quick else harness.RESULTS_DEFAULT
     results = harness.use_results((args.results or default).resolve())
     started = time.perf_counter()
-    outcomes = [run_one(exp, args.quick, results) for exp in chosen]
+    jobs = args.jobs if args.jobs is not None else QUICK_JOBS if args.quick else 1
+    if jobs < 1:
+        raise SystemExit(f"error: --jobs {jobs}: at least 1")
+    if jobs == 1:
+        outcomes = [run_one(exp, args.quick, results) for exp in chosen]
+    else:
+        outcomes = parallel.run_all(chosen, args.quick, results, jobs, run_one)
     finish(outcomes, args.quick, results, time.perf_counter() - started)
     failed = [o["name"] for o in outcomes if o["status"].startswith("failed")]
     if failed:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import paper_table
+from bench import paper_table, parallel
 from bench.experiments import EXPERIMENTS, Experiment, by_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,3 +106,30 @@ def test_quick_run_writes_every_present_table_within_two_minutes(tmp_path: Path)
     summary = json.loads((tmp_path / "bench_run.json").read_text())
     assert {x["name"] for x in summary["experiments"]} == {e.name for e in EXPERIMENTS}
     assert seconds < QUICK_LIMIT_S, f"the smoke run took {seconds:.0f} s:\n{tail}"
+
+
+def _fake_run_one(exp: Experiment, quick: bool, results: Path) -> dict[str, object]:
+    """run_one's stand-in: writes a table, fails, or dies, by the experiment's name."""
+    print(f"{exp.name} says hello")
+    if exp.name == "dies":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if exp.name == "fails":
+        raise RuntimeError("broken on purpose")
+    (results / f"{exp.name}.md").write_text("| a |\n")
+    return {"name": exp.name, "status": "ok", "seconds": 0.0, "tables": [f"{exp.name}.md"]}
+
+
+def test_parallel_runs_every_experiment_in_a_child_and_reports_each_end(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    chosen = [Experiment(name, "", "") for name in ("one", "dies", "fails", "two", "three")]
+    outcomes = parallel.run_all(chosen, True, tmp_path, 2, _fake_run_one)
+    assert [o["name"] for o in outcomes] == ["one", "dies", "fails", "two", "three"]
+    by = {o["name"]: o for o in outcomes}
+    assert by["one"]["status"] == by["two"]["status"] == by["three"]["status"] == "ok"
+    assert by["dies"]["status"] == "failed: the child ended (signal 9)"
+    assert by["fails"]["status"] == "failed: the child ended (exit 1)"
+    assert {p.name for p in tmp_path.glob("*.md")} == {"one.md", "two.md", "three.md"}
+    assert (tmp_path / "logs" / "two.log").read_text() == "two says hello\n"
+    out = capsys.readouterr().out
+    assert "fails| RuntimeError: broken on purpose" in out  # a failure's log tail is shown
+    assert "== three: ok in 0.0 s; tables three.md" in out
