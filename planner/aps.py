@@ -182,7 +182,7 @@ def exhaustive(topo: Topology, profiles: Profiles, *, ns: Iterable[int] | None =
 
 
 def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 5,
-                solver: str = "cbc", iterations: int | None = None,
+                solver: str = "auto", iterations: int | None = None,
                 time_limit_s: float | None = 60.0, steady: bool = True,
                 bound: bool = True) -> PlanReport:
     """Plan `topo`: ILP cuts, N by APS, the next-best cuts, all simulated and ranked, and

@@ -15,15 +15,15 @@ path, and equal to it at the optimum (the potentials can sit on the longest path
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import pulp
+import numpy as np
 
 from mpsl.plan import owner_micro_batches
 from mpsl.topology import Topology
 from planner.cutmodel import CutModel, Form, PathGraph, build
+from planner.milp import Lin, LinearProgram, Solution, lin_sum, scipy_highs_available
 from planner.profile import Profile
 from planner.resources import (
     BYTES_PER_MB,
@@ -33,7 +33,7 @@ from planner.resources import (
     owner_samples,
 )
 
-SOLVERS = ("cbc", "highs", "auto")
+SOLVERS = ("cbc", "highs", "auto")  # highs: in process (scipy); auto: highs where it runs
 TIE_BREAK = 1e-6
 
 
@@ -62,94 +62,91 @@ class IlpResult:
 
 
 def highs_available() -> bool:
-    return bool(pulp.HiGHS(msg=False).available())
+    """Whether HiGHS runs in process (scipy's `milp`)."""
+    return scipy_highs_available()
 
 
-def _solver(name: str, time_limit_s: float | None) -> tuple[pulp.LpSolver, str]:
+def _solver(name: str) -> str:
+    """The solver that runs: "highs" (in process) or "cbc" (a subprocess, through PuLP);
+    "auto" is HiGHS where scipy has it."""
     if name not in SOLVERS:
         raise PlanningError(f"unknown solver {name!r}; valid: {', '.join(SOLVERS)}")
-    if name == "highs" or name == "auto" and highs_available():
-        s = pulp.HiGHS(msg=False, timeLimit=time_limit_s)
-        if not s.available():
-            raise PlanningError("solver 'highs' needs highspy: pip install highspy")
-        return s, "highs"
-    return _cbc(time_limit_s), "cbc"
-
-
-def _cbc(time_limit_s: float | None = None) -> pulp.LpSolver:
-    """CBC: a system one (COIN_CMD) when installed, else the binary bundled with PuLP."""
-    coin = pulp.COIN_CMD(msg=False, timeLimit=time_limit_s)
-    if coin.available():
-        return coin
-    with warnings.catch_warnings():  # deprecated for PuLP 4.0, still the bundled binary
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)
+    if name == "highs" and not highs_available():
+        raise PlanningError("solver 'highs' needs scipy >= 1.9 (scipy.optimize.milp)")
+    if name == "auto":
+        return "highs" if highs_available() else "cbc"
+    return name
 
 
 class _Ilp:
+    """The cuts ILP's variables and shape constraints (see the module's docstring)."""
+
     def __init__(self, model: CutModel, pinned: Sequence[int]) -> None:
         self.m = model
         L, P = model.num_layers, model.num_parts
-        self.prob = pulp.LpProblem("cuts", pulp.LpMinimize)
-        self.y = [[self.prob.add_variable(f"y_{l}_{p}", 0, 1, cat="Binary")
-                   for p in range(P - 1)] for l in range(L)]
-        y, add = self.y, self.prob.addConstraint
+        self.lp = lp = LinearProgram()
+        self.y = [[lp.var(f"y_{l}_{p}", 0, 1, integer=True) for p in range(P - 1)]
+                  for l in range(L)]
+        y = self.y
         for l in range(L):
             for p in range(P - 1):
                 if p + 1 < P - 1:
-                    add(y[l][p] <= y[l][p + 1])
+                    lp.add(Lin({y[l][p]: 1.0, y[l][p + 1]: -1.0}), hi=0.0)
                 if l + 1 < L:
-                    add(y[l + 1][p] <= y[l][p])
-        add(y[0][0] == 1)
-        add(y[L - 1][P - 2] == 0)
+                    lp.add(Lin({y[l + 1][p]: 1.0, y[l][p]: -1.0}), hi=0.0)
+        lp.add(Lin({y[0][0]: 1.0}), 1.0, 1.0)
+        lp.add(Lin({y[L - 1][P - 2]: 1.0}), 0.0, 0.0)
         for p in range(P):
             cnt = Form()
             cnt.add_x(p, [1.0] * L)
-            add(self.expr(cnt) >= 1)
+            lp.add(self.expr(cnt), lo=1.0)
         for c in pinned:
             f = Form()
             for p in range(P - 1):
                 f.add_z(p, [1.0 if l == c - 1 else 0.0 for l in range(L - 1)])
-            add(self.expr(f) == 1)
+            lp.add(self.expr(f), 1.0, 1.0)
 
-    def expr(self, f: Form) -> pulp.LpAffineExpression:
+    def expr(self, f: Form) -> Lin:
         """The form over y: x(l,p) = y[l][p] - y[l][p-1] (y[l][-1] = 0, y[l][P-1] = 1)."""
         P, y = self.m.num_parts, self.y
-        coef: dict[pulp.LpVariable, float] = {}
-        const = f.const
-
-        def put(v: pulp.LpVariable, c: float) -> None:
-            coef[v] = coef.get(v, 0.0) + c
-
+        e = Lin(const=f.const)
         for p, row in f.x.items():
             for l, c in enumerate(row):
                 if not c:
                     continue
                 if p < P - 1:
-                    put(y[l][p], c)
+                    e.put(y[l][p], c)
                 else:
-                    const += c
+                    e.const += c
                 if p > 0:
-                    put(y[l][p - 1], -c)
+                    e.put(y[l][p - 1], -c)
         for p, row in f.z.items():
             for l, c in enumerate(row):
                 if c:
-                    put(y[l][p], c)
-                    put(y[l + 1][p], -c)
-        return pulp.LpAffineExpression([(v, c) for v, c in coef.items() if c], const)
+                    e.put(y[l][p], c)
+                    e.put(y[l + 1][p], -c)
+        return e
 
-    def path_ends(self, name: str, graph: PathGraph) -> list[pulp.LpAffineExpression]:
+    def path_ends(self, name: str, graph: PathGraph) -> list[Lin]:
         """Start-time variables of `graph`'s vertices (the start is 0) with s_v >= s_u + w
         for every edge; the expressions s_u + w of its ends."""
         tag = "".join(ch if ch.isalnum() else "_" for ch in name)
-        s: list[pulp.LpAffineExpression | pulp.LpVariable | float] = [0.0] + [
-            self.prob.add_variable(f"s_{tag}_{i}", lowBound=0) for i in range(1, len(graph.names))]
-        for u, v, w in graph.edges:
-            self.prob.addConstraint(s[v] >= s[u] + self.expr(w))
-        return [s[u] + self.expr(w) for u, w in graph.ends]
+        s = [Lin()] + [Lin({self.lp.var(f"s_{tag}_{i}"): 1.0})
+                       for i in range(1, len(graph.names))]
+        weights: dict[int, Lin] = {}  # by form: micro-batches share their forms
 
-    def cuts(self) -> tuple[int, ...]:
-        return tuple(round(sum(v.value() for v in col))
+        def weight(w: Form) -> Lin:
+            got = weights.get(id(w))
+            if got is None:
+                got = weights[id(w)] = self.expr(w)
+            return got
+
+        for u, v, w in graph.edges:
+            self.lp.le(s[u].plus(weight(w)), s[v])
+        return [s[u].plus(weight(w)) for u, w in graph.ends]
+
+    def cuts(self, x: np.ndarray) -> tuple[int, ...]:
+        return tuple(round(float(sum(x[v] for v in col)))
                      for col in zip(*self.y)) if self.y[0] else ()
 
 
@@ -166,7 +163,7 @@ def solve_cuts(
     micro_batch_size: int | None = None,
     pinned_cuts: Sequence[int] | None = None,
     memory_caps: Mapping[str, float | None] | None = None,
-    solver: str = "cbc",
+    solver: str = "auto",
     exclude: Sequence[Sequence[int]] = (),
     time_limit_s: float | None = 60.0,
     round_iterations: float | None = None,
@@ -198,7 +195,7 @@ def solve_cuts(
     return solve_model(model, pinned, solver, exclude, time_limit_s)
 
 
-def solve_model(model: CutModel, pinned: Sequence[int] = (), solver: str = "cbc",
+def solve_model(model: CutModel, pinned: Sequence[int] = (), solver: str = "auto",
                 exclude: Sequence[Sequence[int]] = (),
                 time_limit_s: float | None = 60.0) -> IlpResult:
     """Solve a built CutModel (see solve_cuts)."""
@@ -214,40 +211,38 @@ def solve_model(model: CutModel, pinned: Sequence[int] = (), solver: str = "cbc"
         return IlpResult((), t, loads, paths, memory, "Optimal",
                          time.perf_counter() - started, "none", dict(model.caps))
     ilp = _Ilp(model, pinned)
-    T = ilp.prob.add_variable("T", lowBound=0)
-    A = ilp.prob.add_variable("A", lowBound=0)
+    lp = ilp.lp
+    T, A = Lin({lp.var("T"): 1.0}), Lin({lp.var("A"): 1.0})
     exprs = [ilp.expr(f) for f in model.loads.values()]
     for name, graph in model.paths.items():
         exprs.extend(ilp.path_ends(name, graph))
     for e in exprs:
-        ilp.prob.addConstraint(e <= T)
+        lp.le(e, T)
     for f in model.aggregation.values():
-        ilp.prob.addConstraint(ilp.expr(f) <= A)
+        lp.le(ilp.expr(f), A)
     for node, f in model.memory.items():
         cap = model.caps.get(node)
         if cap is not None:
-            ilp.prob.addConstraint(ilp.expr(f) <= cap)
+            lp.add(ilp.expr(f), hi=cap)
     for cuts in exclude:  # no-good: not every one of these cuts again
         if len(cuts) == P - 1:
             f = Form()
             for p, c in enumerate(cuts):
                 f.add_z(p, [1.0 if l == c - 1 else 0.0 for l in range(L - 1)])
-            ilp.prob.addConstraint(ilp.expr(f) <= P - 2)
-    ilp.prob.setObjective(T + A + TIE_BREAK / max(1, len(exprs)) * pulp.lpSum(exprs))
-    engine, name = _solver(solver, time_limit_s)
-    ilp.prob.solve(engine)
-    status = pulp.LpStatus[ilp.prob.status]
+            lp.add(ilp.expr(f), hi=P - 2)
+    lp.objective = T.plus(A).plus(lin_sum(exprs), TIE_BREAK / max(1, len(exprs)))
+    name = _solver(solver)
+    sol = lp.solve(name, time_limit_s)
     solve_s = time.perf_counter() - started
-    if status != "Optimal" or ilp.prob.sol_status not in (1, 2):
+    if sol.values is None:
         if exclude:
-            raise Infeasible(f"no further cuts ({status})")
-        raise Infeasible(_diagnose(model, pinned, status))
-    cuts = ilp.cuts()
+            raise Infeasible(f"no further cuts ({sol.status})")
+        raise Infeasible(_diagnose(model, pinned, sol.status, name))
+    cuts = ilp.cuts(sol.values)
     t, loads, paths, memory = model.evaluate(cuts)
-    if ilp.prob.sol_status == 2:
-        status = "Feasible (time limit)"
+    status = "Feasible (time limit)" if sol.limit else "Optimal"
     return IlpResult(cuts, t, loads, paths, memory, status, solve_s, name, dict(model.caps),
-                     float(pulp.value(T) + pulp.value(A)))
+                     lp.value(T.plus(A), sol.values))
 
 
 def default_round_iterations(topo: Topology, samples: Sequence[int] | None = None) -> float | None:
@@ -272,20 +267,21 @@ def _check_shape(model: CutModel, pinned: Sequence[int]) -> None:
         raise Infeasible(f"pinned cuts {list(pinned)} do not fit: {P - 1} cut(s) in 1..{L - 1}")
 
 
-def _diagnose(model: CutModel, pinned: Sequence[int], status: str) -> str:
+def _diagnose(model: CutModel, pinned: Sequence[int], status: str, solver: str) -> str:
     """Why nothing fits: the first node that cannot hold even its smallest share."""
     for node, f in model.memory.items():
         cap = model.caps.get(node)
         if cap is None:
             continue
         ilp = _Ilp(model, pinned)
-        ilp.prob.setObjective(ilp.expr(f))
-        ilp.prob.solve(_cbc())
-        if pulp.LpStatus[ilp.prob.status] != "Optimal":
+        least_mem = ilp.expr(f)
+        ilp.lp.objective = least_mem
+        sol: Solution = ilp.lp.solve(solver, None)
+        if sol.values is None:
             return f"no cuts are possible with pinned cuts {list(pinned)} ({status})"
-        least = pulp.value(ilp.prob.objective)
+        least = ilp.lp.value(least_mem, sol.values)
         if least > cap * (1 + 1e-9):
             return (f"{node} cannot hold any part it may be given: needs at least "
-                    f"{_mb(least)} > {_mb(cap)} (cuts {list(ilp.cuts())})")
+                    f"{_mb(least)} > {_mb(cap)} (cuts {list(ilp.cuts(sol.values))})")
     capped = ", ".join(f"{n} {_mb(c)}" for n, c in model.caps.items() if c is not None)
     return f"no cuts fit every node's memory at once ({capped}); raise a memory_mb"

@@ -50,7 +50,7 @@ from mpsl.training import iterations_per_epoch, owner_samples
 from planner.bound import Bound, _renamed
 from planner.boundterms import iteration_terms
 from planner.cutmodel import _aggregation, _memory, _setting
-from planner.ilp import _cbc
+from planner.milp import pulp_solver
 from planner.profile import Profile
 from planner.report import Candidate
 from planner.resources import max_micro_batches, memory_caps
@@ -187,7 +187,7 @@ def solve(cols: list[GroupColumns], caps: Mapping[str, float | None]) -> JointCh
         if caps.get(n) is not None:
             prob += pulp.lpSum(float(v) * xi for c, xs in zip(cols, x) if n in c.memory
                                for v, xi in zip(c.memory[n], xs)) <= caps[n]
-    prob.solve(_cbc())
+    prob.solve(pulp_solver("cbc"))
     if pulp.LpStatus[prob.status] != "Optimal":
         return None
     cuts: dict[int, tuple[int, ...]] = {}
