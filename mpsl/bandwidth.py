@@ -88,8 +88,9 @@ class ReplanSpec:
     messages' rates over the last `window_s` s) differs from the rate the current plan
     assumed by more than `threshold` (a fraction of it), the aggregator re-plans at the next
     aggregation, at most once every `min_interval_s`. `planner`: `aps` (the planner, with the
-    measured rates) or `fixed` (`cuts` and `micro_batches`; the current plan's when not
-    given: a re-plan that keeps the plan but still carries out the switch)."""
+    measured rates; per owner with `plan.per_owner`) or `fixed` (`cuts`, `owner_cuts` (owner
+    index, its cuts) and `micro_batches`; the current plan's when not given: a re-plan that
+    keeps the plan but still carries out the switch)."""
 
     enabled: bool = False
     threshold: float = 0.3
@@ -98,6 +99,7 @@ class ReplanSpec:
     planner: str = "aps"
     cuts: tuple[int, ...] | None = None
     micro_batches: int | None = None
+    owner_cuts: tuple[tuple[int, tuple[int, ...]], ...] | None = None
 
 
 def parse_schedule(r: FieldReader, key: str) -> BandwidthSchedule | None:
@@ -152,6 +154,7 @@ def parse_replan(top: FieldReader) -> ReplanSpec:
     if cuts is not None and (not isinstance(cuts, list) or not all(
             type(c) is int and c >= 1 for c in cuts)):
         raise p.fail("cuts", cuts, "a list of integers >= 1")
+    owner_cuts = _owner_cuts(p)
     spec = ReplanSpec(
         enabled=p.flag("enabled", True),
         threshold=p.number("threshold", 0.3, positive=True),
@@ -160,11 +163,30 @@ def parse_replan(top: FieldReader) -> ReplanSpec:
         planner=p.text("planner", "aps", PLANNERS),
         cuts=None if cuts is None else tuple(cuts),
         micro_batches=p.integer("micro_batches", None, minimum=1),
+        owner_cuts=owner_cuts,
     )
     p.finish()
-    if spec.planner == "aps" and (spec.cuts is not None or spec.micro_batches is not None):
-        raise p.fail("planner", "aps", "fixed with cuts or micro_batches")
+    if spec.planner == "aps" and (spec.cuts is not None or spec.micro_batches is not None
+                                  or spec.owner_cuts is not None):
+        raise p.fail("planner", "aps", "fixed with cuts, owner_cuts or micro_batches")
     return spec
+
+
+def _owner_cuts(p: FieldReader) -> tuple[tuple[int, tuple[int, ...]], ...] | None:
+    """`replan.owner_cuts`: `[{owner: INDEX, cuts: [...]}, ...]`, owners distinct, in order."""
+    raw = p.raw("owner_cuts", None)
+    if raw is None:
+        return None
+    want = "a list of {owner: index, cuts: [integers >= 1]}"
+    if not isinstance(raw, list) or not all(
+            isinstance(e, dict) and set(e) == {"owner", "cuts"} and type(e["owner"]) is int
+            and isinstance(e["cuts"], list) and all(type(c) is int and c >= 1 for c in e["cuts"])
+            for e in raw):
+        raise p.fail("owner_cuts", raw, want)
+    owners = [e["owner"] for e in raw]
+    if owners != sorted(set(owners)):
+        raise p.fail("owner_cuts", raw, "distinct owners, in order")
+    return tuple((e["owner"], tuple(e["cuts"])) for e in raw)
 
 
 def link_rates(topo: Topology, src: str, dst: str) -> LinkRates | None:
@@ -179,9 +201,9 @@ def link_rates(topo: Topology, src: str, dst: str) -> LinkRates | None:
 
 
 def check_replan(topo: Topology) -> None:
-    """Re-planning needs a split mode with one plan for every owner, and none of the failure
-    handling that restores a plan's state (checkpoints, restarts, stragglers); `fixed` cuts
-    as many as the plan's."""
+    """Re-planning needs a split mode and none of the failure handling that restores a plan's
+    state (checkpoints, restarts, stragglers); `fixed` cuts as many as the plan's, for owners
+    of the topology that take no cuts of their own (`data_owners.overrides`)."""
     from mpsl.schema import TopologyError
     from mpsl.spec import expected_cut_count
 
@@ -190,7 +212,6 @@ def check_replan(topo: Topology) -> None:
         return
     f = topo.failure
     why = ("mode " + topo.mode if topo.mode in ("fl", "sl") else
-           "per-owner cuts" if any(o.cuts is not None for o in topo.owners) else
            "failure.checkpoint" if f.checkpoint else "failure.restart" if f.restart else
            "failure.min_owners" if f.min_owners is not None else None)
     if why is not None:
@@ -198,6 +219,16 @@ def check_replan(topo: Topology) -> None:
     count = expected_cut_count(topo)
     if spec.cuts is not None and len(spec.cuts) != count:
         raise TopologyError(topo.source, "replan.cuts", list(spec.cuts), f"{count} cut(s)")
+    for i, (k, cuts) in enumerate(spec.owner_cuts or ()):
+        field = f"replan.owner_cuts[{i}]"
+        if not 0 <= k < len(topo.owners):
+            raise TopologyError(topo.source, field + ".owner", k,
+                                f"an owner index below {len(topo.owners)}")
+        if topo.owners[k].cuts is not None:
+            raise TopologyError(topo.source, field + ".owner", k, "an owner whose cuts "
+                                "data_owners.overrides does not give")
+        if len(cuts) != count:
+            raise TopologyError(topo.source, field + ".cuts", list(cuts), f"{count} cut(s)")
     if spec.micro_batches is not None and spec.micro_batches > topo.training.batch_size:
         raise TopologyError(topo.source, "replan.micro_batches", spec.micro_batches,
                             f"at most training.batch_size ({topo.training.batch_size})")

@@ -186,11 +186,13 @@ class Aggregator(Presence):
             self.send(c, Msg.GLOBAL, iteration=round_id, round=round_id,
                       tensors=compute_global(self.plan, c, avg))
         self.commit(round_id)  # nodes.rollback: a restart goes back to here at worst
+        plan = self.plan
         if self.replanning is not None:  # maybe a new plan, and the owners' parts under it
             avg = self.replanning.at_boundary(round_id, got, avg)
+            plan = self.replanning.adopt_next or plan
         for k in sorted(self.members.active):  # stragglers too: they go on from it
             self.send(owner_name(k), Msg.GLOBAL, owner=k, iteration=round_id,
-                      tensors=owner_global(self.plan, k, avg), round=round_id)
+                      tensors=owner_global(plan, k, avg), round=round_id)
         self.admit(round_id, avg)
 
     def whole_models(self, round_id: int, owners: list[int],

@@ -8,7 +8,7 @@ copy of that owner's part, `owner` naming it); the aggregator puts each owner's 
 together, takes the sample-weighted average of the owners' models, tensor by tensor, and sends
 each holder the average of what it holds (GLOBAL: to an owner its parts' keys, to a compute
 node the union of its owners' parts). A compute node loads it into every copy of the round and
-only then checkpoints the round and opens the next one.
+only then checkpoints the round, reports its links' rates (re-planning) and opens the next one.
 
 A plan with no per-owner cuts (`Plan.uniform`) never comes here: compute nodes average their
 copies locally and the aggregator averages the owners' parts, as before.
@@ -26,6 +26,7 @@ from mpsl.actions import Msg
 from mpsl.names import AGGREGATOR, OWNER
 from mpsl.plan import Plan
 from nodes.parts import PartCopy
+from nodes.throughput import report_rates
 from nodes.wire import Message
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def take_global(node: ComputeNode, msg: Message) -> None:
     node.epoch_end.pop(r, None)
     node.averaged = r
     node.save_round(r)
+    report_rates(node, r)  # re-planning (nodes.throughput)
     node.queue.open(r + 1)
     node.apply_joins()
     node.close_rounds()

@@ -10,7 +10,22 @@ fixed`), records the re-plan, and, when the plan changed (or the planner is `fix
 that keeps the plan still switches), switches every node to it: `switch` to all, their
 `handover`, each its `handin`, the compute nodes' `switched`; then round r's GLOBAL carries the
 owners' new parts. The aggregator itself takes the new plan when the next round starts (an
-epoch's evaluation still takes the compute nodes' PARAMS of round r, of the old plan).
+epoch's evaluation still takes the compute nodes' PARAMS of round r, of the old plan); until
+then it takes what either plan's rules take (`EitherRules`).
+
+Per-owner plans (`plan.per_owner`, or `data_owners.overrides` with cuts): the planner may give
+each owner cuts and N of its own, and the switch moves each owner's layers between it and its
+own compute nodes (nodes.switch); an owner whose cuts stay moves nothing. A plan may go from
+one cut tuple for all to per-owner cuts and back: the compute nodes then average their copies
+themselves, or the aggregator averages whole models (nodes.owner_plans), from the next round.
+
+When only N changes (the same cuts for every owner), the switch still waits for the
+aggregation boundary: the rates that decide a re-plan reach the aggregator only there (in the
+owners' PARAMS and the compute nodes' `rates` at a round's end), so an aggregation boundary is
+the first iteration boundary after the decision, and nothing is in flight there. A switch
+inside a round would need rate reports every iteration and compute nodes that take a new N
+from an iteration the owner names (their admission checks each ACT's `n_mb` against the
+plan's N); it moves no layers, so at the boundary it costs one round trip to every node.
 """
 
 from __future__ import annotations
@@ -47,12 +62,15 @@ Tensors = dict[str, torch.Tensor]
 
 
 def fixed_planner(spec: ReplanSpec) -> Planner:
-    """`replan.planner: fixed`: its cuts and N, the current plan's where not given."""
+    """`replan.planner: fixed`: its cuts, owners' cuts and N, the current plan's where not
+    given (owners' own cuts are kept only with the plan's cuts)."""
 
     def plan(topo: Topology, current: Plan) -> Plan:
         ns = current.micro_batches if spec.micro_batches is None else spec.micro_batches
+        owners = {k: c for k, c in current.owner_cuts} if spec.cuts is None else {}
+        owners.update(spec.owner_cuts or ())
         return make_plan(topo, num_layers(topo), spec.cuts or current.cuts, ns,
-                         current.schedule)
+                         current.schedule, owner_cuts=owners)
 
     return plan
 
@@ -159,8 +177,8 @@ class Replanning:
         """Switch every node to `new` after round r; the owners' new parts of the global
         model (round r's GLOBAL)."""
         agg, old = self.agg, self.agg.plan
-        owners = [owner_name(k) for k in sorted(agg.members.active)]
-        nodes = list(agg.topo.chain) + owners
+        owners = sorted(agg.members.active)
+        nodes = list(agg.topo.chain) + [owner_name(k) for k in owners]
         for n in nodes:
             agg.send(n, Msg.CONTROL, iteration=r, type="switch", round=r, plan=new.to_json(),
                      trace=False)
@@ -170,17 +188,20 @@ class Replanning:
                                and m.src == n and m.meta.get("type") == "handover"
                                and m.iter == r, f"{n}'s handover after round {r}").tensors
         params = {k: v for t in came.values() for k, v in t.items() if k.startswith("p/")}
-        for key, v in agg.owner_state.items():  # owners' layers: the global model
-            if layer_of(key) in layers_of(old, OWNER):
-                params[f"p/{key}"] = v
+        held = layers_of(old, OWNER)  # per-owner plans: the aggregator holds every layer
+        params.update((f"p/{key}", v) for key, v in agg.owner_state.items()
+                      if not old.uniform or layer_of(key) in held)
         opt = {k: v for t in came.values() for k, v in t.items() if k.startswith("o/")}
         for n in nodes:
             holder = n if n in agg.topo.chain else OWNER
-            coming = layers_of(new, holder) - layers_of(old, holder)
-            mine = f"o/{agg.topo.owner(n).index}/" if holder == OWNER else "o/"
-            tensors = {k: v for k, v in params.items() if layer_of(k[2:]) in coming}
-            tensors.update((k, v) for k, v in opt.items()
-                           if k.startswith(mine) and layer_of(k.split("/", 2)[2]) in coming)
+            ks = range(len(new.micro_batches)) if holder != OWNER else [agg.topo.owner(n).index]
+            tensors: Tensors = {}
+            for k in ks:  # each owner's layers that come to `n`, by that owner's cuts
+                coming = layers_of(new, holder, k) - layers_of(old, holder, k)
+                tensors.update((key, v) for key, v in params.items() if layer_of(key[2:]) in coming)
+                tensors.update((key, v) for key, v in opt.items()
+                               if key.startswith(f"o/{k}/") and layer_of(key.split("/", 2)[2])
+                               in coming)
             agg.send(n, Msg.CONTROL, iteration=r, type="handin", round=r, tensors=tensors)
         agg.owner_state.update((k[2:], v) for k, v in params.items())
         for c in agg.topo.chain:  # before any owner's work of the next round reaches it
@@ -188,8 +209,9 @@ class Replanning:
                      and m.meta.get("type") == "switched" and m.iter == r,
                      f"{c}'s switch after round {r}")
         self.adopt_next = new
-        return {k: v for k, v in agg.owner_state.items()
-                if layer_of(k) in layers_of(new, OWNER)}
+        agg.rules = EitherRules(agg.topo, new, agg.rules)
+        mine = layers_of(new, OWNER)
+        return {k: v for k, v in agg.owner_state.items() if layer_of(k) in mine}
 
     def heard_all(self) -> None:
         """Every node counts as heard now: while the aggregator planned, their heartbeats
@@ -206,6 +228,23 @@ class Replanning:
         rules = Rules(agg.topo, plan, agg.name)
         rules.round = agg.rules.round
         agg.plan, agg.rules, self.adopt_next = plan, rules, None
+
+
+class EitherRules(Rules):
+    """The aggregator's rules between a switch and the next round: the new plan's, and what
+    the old plan's take (round r's PARAMS of the compute nodes for the epoch's evaluation may
+    still wait in its inbox, and the next round's may come early)."""
+
+    def __init__(self, topo: Topology, plan: Plan, old: Rules) -> None:
+        super().__init__(topo, plan, old.name)
+        self.round, self.old = old.round, old
+
+    def check(self, msg: Any, run_id: str = "") -> tuple[str, str] | None:
+        refused = super().check(msg, run_id)
+        if refused is None:
+            return None
+        self.old.round = self.round
+        return refused if self.old.check(msg, run_id) is not None else None
 
 
 def _neighbours(plan: Plan, node: str) -> set[str]:

@@ -3,13 +3,17 @@
 At the end of round r, with nothing in flight (the owners wait for round r's GLOBAL), the
 aggregator sends every node `switch` with the new plan. A node then
 1. sends `handover`: what leaves it under the new plan: the state of every layer it runs now
-   and will not run then (parameters and buffers under the whole model's keys, `p/KEY`: from a
-   compute node; an owner's are the global model the aggregator holds) and, per owner, the
-   optimizer state of those layers (`o/OWNER/KEY/NAME`);
+   and will not run then, for some owner (parameters and buffers under the whole model's keys,
+   `p/KEY`: from a compute node of a plan with one cut tuple for all; an owner's, and every
+   layer under per-owner plans, are in the global model the aggregator holds) and, per owner,
+   the optimizer state of that owner's layers that leave (`o/OWNER/KEY/NAME`);
 2. takes `handin`: the layers that come to it, in the same form;
 3. rebuilds its copies for the new plan: layers that stay keep their parameters and optimizer
    state, layers that come take what came, and it answers `switched` (a compute node; an owner
    goes on with round r's GLOBAL, which carries its new parts).
+Under per-owner plans (`Plan.owner_cuts`) each owner's layers move between that owner and its
+own compute nodes by its own cuts: an owner whose cuts stay moves nothing. The placement stays,
+and so does the set of owners that run every layer themselves (FL beside split owners).
 So the global model, and every owner's optimizer state, is the same after the switch as before.
 """
 
@@ -29,6 +33,7 @@ from mpsl.plan import Plan, PlanError, check_plan_fits
 from mpsl.trace import Event
 from mpsl.training import num_layers
 from nodes.admission import Rules
+from nodes.owner_plans import held_by
 from nodes.parts import PartCopy, PartRunner, make_copies
 from nodes.wire import Message
 
@@ -57,9 +62,11 @@ def layer_of(key: str) -> int:
     return int(key.split(".", 1)[0])
 
 
-def layers_of(plan: Plan, node: str) -> set[int]:
-    """The layers `node` (a compute node's name, or OWNER) runs under `plan`."""
-    return {i for p in plan.parts_on(node) for i in range(*plan.parts[p])}
+def layers_of(plan: Plan, node: str, owner: int | None = None) -> set[int]:
+    """The layers `node` (a compute node's name, or OWNER) runs under `plan` for `owner` (None:
+    for any owner)."""
+    owners = range(len(plan.micro_batches)) if owner is None else [owner]
+    return {i for k in owners for i in held_by(plan, k, node)}
 
 
 def read_plan(data: Any, current: Plan, topo: Any) -> Plan:
@@ -69,8 +76,13 @@ def read_plan(data: Any, current: Plan, topo: Any) -> Plan:
         check_plan_fits(plan, topo, num_layers(topo), "switch")
     except PlanError as err:
         raise SwitchError(str(err)) from None
-    if plan.placement != current.placement or not plan.uniform:
-        raise SwitchError(f"switch to {plan.describe()}: another placement or per-owner cuts")
+    if plan.placement != current.placement:
+        raise SwitchError(f"switch to {plan.describe()}: another placement")
+    fl = [k for k in range(len(plan.micro_batches)) if plan.is_fl_owner(k)
+          != current.is_fl_owner(k)]
+    if fl:
+        raise SwitchError(f"switch to {plan.describe()}: owner {fl[0]} would start or stop "
+                          "running every layer (FL)")
     return plan
 
 
@@ -132,21 +144,22 @@ def switch_owner(node: DataOwner, sw: Switch) -> None:
     r, k = sw.round_id, node.index
     plan = read_plan(sw.plan, node.plan, node.topo)
     t0 = time.time()
-    old_layers, new_layers = layers_of(node.plan, OWNER), layers_of(plan, OWNER)
+    leaving = layers_of(node.plan, OWNER, k) - layers_of(plan, OWNER, k)
     out: Tensors = {}
     for p in node.parts:
-        out.update(copy_tensors(node.copies[(k, p)], k, old_layers - new_layers, False))
+        out.update(copy_tensors(node.copies[(k, p)], k, leaving, False))
     came = hand_over(node, r, out).tensors
     t1 = time.time()
-    parts = plan.parts_on(OWNER)
+    mine = plan.for_owner(k)
+    parts = mine.parts_on(OWNER)
     copies = make_copies(node.topo, plan, parts, [k])
     for p in parts:
         load_copy(copies[(k, p)], node.copies.values(), k, came)
     for c in copies.values():
         node.meter.exclude(c.module.parameters())
-    node.plan = node.mine = plan
+    node.plan, node.mine = plan, mine
     node.n, node.parts, node.copies = plan.micro_batches[k], parts, copies
-    node.runner = PartRunner(copies, plan.num_parts - 1, node.meter, node.runner.noise)
+    node.runner = PartRunner(copies, mine.num_parts - 1, node.meter, node.runner.noise)
     rules = Rules(node.topo, plan, node.name)
     rules.iteration, rules.round = node.rules.iteration, node.rules.round
     node.rules = rules
@@ -175,11 +188,18 @@ def switch_compute(node: ComputeNode, sw: Switch) -> None:
     while node.averaged < r:
         if not node.route(node.recv_any(f"the syncs of round {r}, before the switch")):
             raise SwitchError(f"{node.name}: stopped during the switch after round {r}")
-    leaving = layers_of(node.plan, node.name) - layers_of(plan, node.name)
     owners = sorted(node.active) or list(node.owners)
     out: Tensors = {}
-    for k in node.owners:  # parameters from an owner present: after averaging, every copy's
-        out.update(copy_tensors(node.copies[(k, node.part)], k, leaving, k == owners[0]))
+    leaving: set[int] = set()
+    for k in node.owners:
+        mine = layers_of(node.plan, node.name, k) - layers_of(plan, node.name, k)
+        out.update(copy_tensors(node.copies[(k, node.part)], k, mine, False))
+        leaving |= mine
+    if node.plan.uniform:  # the parameters of the layers that leave for some owner, from an
+        # owner present (after averaging, every copy's); per-owner plans: none, the aggregator
+        # holds the whole global model
+        state = copy_tensors(node.copies[(owners[0], node.part)], owners[0], leaving, True)
+        out.update((key, v) for key, v in state.items() if key.startswith("p/"))
     came = hand_over(node, r, out).tensors
     t1 = time.time()
     spec = node.topo.compute(node.name)
@@ -190,18 +210,28 @@ def switch_compute(node: ComputeNode, sw: Switch) -> None:
         node.meter.exclude(c.module.parameters())
     node.plan, node.copies = plan, copies
     node.runner = PartRunner(copies, plan.num_parts - 1, node.meter, device=spec.device)
+    same = len({plan.for_owner(k).cuts for k in node.owners}) == 1  # parts of one size
     node.batcher = Batcher.make(node.runner, node.part, node.owners, node.shared) \
-        if spec.batch_owners == "auto" else None
+        if spec.batch_owners == "auto" and same else None
     node._tasks.clear()
     rules = Rules(node.topo, plan, node.name)
     rules.iteration, rules.syncs, rules.active = node.latest, node.syncs, node.active
     rules.round = node.rules.round
     node.rules = rules
-    node.last_avg = {k: v.detach().clone() for k, v in
-                     copies[(owners[0], node.part)].module.state_dict().items()}
+    present = sorted(node.owners, key=lambda k: k in owners)  # owners present last
+    node.last_avg = last_average(plan, [copies[(k, node.part)] for k in present])
     node.events.append(_event(node.name, r, t1, time.time()))
     node.send(AGGREGATOR, Msg.CONTROL, iteration=r, type="switched", round=r, trace=False)
     log.info("%s: switched to %s after round %d", node.name, plan.describe(), r)
+
+
+def last_average(plan: Plan, copies: list[PartCopy]) -> Tensors:
+    """A compute node's last average after a switch, from its new copies (the last of
+    `copies`, an owner present, wins): the copy's state (one cut tuple for all), else every
+    copy's under the whole model's keys."""
+    if plan.uniform:
+        return {k: v.detach().clone() for k, v in copies[-1].module.state_dict().items()}
+    return {k: v for c in copies for k, v in c.full_state().items()}
 
 
 def _event(node: str, r: int, t0: float, t1: float) -> Event:

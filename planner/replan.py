@@ -15,7 +15,9 @@ from planner.resources import node_profiles
 
 def aps_planner(topo: Topology) -> Callable[[Topology, Plan], Plan]:
     """A planner for `topo`'s run: (the topology at the measured rates, the current plan) ->
-    the best plan the planner finds for it (its schedule may change; its placement does not)."""
+    the best plan the planner finds for it (its schedule may change; its placement does not).
+    With `plan.per_owner`, each owner may get cuts and N of its own (`planner.owner_cuts`);
+    owners whose cuts `data_owners.overrides` gives keep them, FL owners included."""
     profiles = node_profiles(topo)  # the topology's profile files, else this host, measured
 
     def plan(at: Topology, current: Plan) -> Plan:

@@ -1,7 +1,8 @@
 """Online re-planning over real sockets: a bandwidth change during the run triggers exactly one
 re-plan and the switch to its plan; training goes on, and the model is the one a run without
 the change trains (bitwise when the re-plan keeps the plan; to float rounding when the cut
-moves, since splitting does not change the function)."""
+moves, since splitting does not change the function). Per-owner plans: a change on one owner's
+link moves that owner's cut only."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from mpsl.plan import make_plan
+from mpsl.plan import Plan, make_plan
 from mpsl.topology import load
 from mpsl.training import num_layers
 from nodes.launch import LocalCluster
@@ -27,10 +28,15 @@ CHANGE = [{"at_s": 0.1, "uplink_mbps": 5}]  # from 50 Mbps: a drift of 90%, earl
 
 
 def run(folder: Path, replan: dict[str, Any] | None, schedule: list[dict[str, Any]] | None,
-        owners: int = 2, **extra: Any) -> tuple[dict[str, Any], Path]:
-    """A small run (mlp on digits, 2 owners, 3 epochs of rounds of 4 iterations) at 50 Mbps."""
+        owners: int = 2, owner_cuts: dict[int, tuple[int, ...]] | None = None,
+        **extra: Any) -> tuple[dict[str, Any], Path]:
+    """A small run (mlp on digits, 2 owners, 3 epochs of rounds of 4 iterations) at 50 Mbps;
+    `schedule`: every owner's, or (`{"owner": k, "steps": [...]}`) owner k's alone;
+    `owner_cuts`: the first plan's per-owner cuts."""
     link: dict[str, Any] = {"uplink_mbps": 50, "downlink_mbps": 50}
-    if schedule is not None:
+    if isinstance(schedule, dict):
+        link["overrides"] = [{"index": schedule["owner"], "bandwidth_schedule": schedule["steps"]}]
+    elif schedule is not None:
         link["bandwidth_schedule"] = schedule
     doc = topology_doc(owners, 1, training={"epochs": 3, "aggregate_every": 4},
                        data_owners=link, **extra)
@@ -40,8 +46,9 @@ def run(folder: Path, replan: dict[str, Any] | None, schedule: list[dict[str, An
     path = folder / "t.yaml"
     path.write_text(yaml.safe_dump(doc))
     topo = load(path)
-    cluster = LocalCluster(str(path), (), topo, make_plan(topo, num_layers(topo)),
-                           folder / "run", replanner=replanner_for(topo))
+    plan: Plan = make_plan(topo, num_layers(topo), owner_cuts=owner_cuts)
+    cluster = LocalCluster(str(path), (), topo, plan, folder / "run",
+                           replanner=replanner_for(topo))
     return cluster.run(), folder / "run"
 
 
@@ -107,3 +114,58 @@ def test_u_shape_switch_moves_layers_both_ways(tmp_path: Path) -> None:
     (replan,) = results["replans"]
     assert replan["new"]["cuts"] == [1, 2] and len(results["epochs"]) == 3
     assert {e["node"] for e in plan_events(out)} == {"aggregator", "node1", "owner0", "owner1"}
+
+
+ONE_OWNER = {"owner": 1, "steps": CHANGE}  # owner1's uplink alone: 50 -> 5 Mbps
+OWNER1 = [{"owner": 1, "cuts": [1]}]
+
+
+def moved(results: dict[str, Any]) -> dict[str, Any]:
+    """The run's one re-plan, checked to come from owner1's link alone."""
+    (replan,) = results["replans"]
+    assert "owner1 uplink 5 Mbps, assumed 50" in replan["why"] and "owner0" not in replan["why"]
+    assert replan["switched"] and len(results["epochs"]) == 3  # training went on
+    return dict(replan)
+
+
+def test_a_change_on_one_owners_link_moves_that_owners_cut_only(
+        tmp_path: Path, baseline: dict[str, torch.Tensor]) -> None:
+    results, out = run(tmp_path, {"planner": "fixed", "owner_cuts": OWNER1}, ONE_OWNER)
+    replan = moved(results)
+    assert replan["old"]["cuts"] == [2] and "owner_cuts" not in replan["old"]
+    assert replan["new"]["cuts"] == [2] and replan["new"]["owner_cuts"] == OWNER1
+    assert results["plan"] == replan["new"]
+    assert {e["node"] for e in plan_events(out)} == {"aggregator", "node1", "owner0", "owner1"}
+    got = weights(out)  # one cut tuple for all, then owner1's own: the same function
+    for k, want in baseline.items():
+        torch.testing.assert_close(got[k], want, rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.fixture(scope="module")
+def owner_baseline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    """The model of a run with owner1's own cut (1, the others 2), without any change."""
+    _, out = run(tmp_path_factory.mktemp("owners"), None, None, owner_cuts={1: (1,)})
+    return weights(out)
+
+
+def test_a_per_owner_replan_that_keeps_every_owners_plan_keeps_the_weights(
+        tmp_path: Path, owner_baseline: dict[str, torch.Tensor]) -> None:
+    results, out = run(tmp_path, {"planner": "fixed"}, ONE_OWNER, owner_cuts={1: (1,)})
+    replan = moved(results)
+    assert replan["old"] == replan["new"] and replan["new"]["owner_cuts"] == OWNER1
+    got = weights(out)
+    assert got.keys() == owner_baseline.keys()
+    for k, want in owner_baseline.items():  # the per-owner switch, and not a bit changed
+        assert torch.equal(got[k], want), k
+
+
+@pytest.mark.skipif(not SLOW, reason="a longer run: MPSL_SLOW=1")
+def test_per_owner_cuts_back_to_one_cut_tuple_for_all(
+        tmp_path: Path, baseline: dict[str, torch.Tensor]) -> None:
+    results, out = run(tmp_path, {"planner": "fixed", "cuts": [2]}, ONE_OWNER,
+                       owner_cuts={1: (1,)})
+    replan = moved(results)
+    assert replan["old"]["owner_cuts"] == OWNER1 and "owner_cuts" not in replan["new"]
+    got = weights(out)
+    for k, want in baseline.items():
+        torch.testing.assert_close(got[k], want, rtol=1e-4, atol=1e-5, msg=k)

@@ -69,6 +69,11 @@ def test_replan_section() -> None:
     assert spec == ReplanSpec(True, 0.5, 3.0, 5.0, "fixed", (1,), 3)
     d["replan"] = {}
     assert parse(d, "t.yaml").replan == ReplanSpec(enabled=True)
+    d["replan"] = {"planner": "fixed", "owner_cuts": [{"owner": 0, "cuts": [1]},
+                                                      {"owner": 2, "cuts": [3]}]}
+    assert parse(d, "t.yaml").replan.owner_cuts == ((0, (1,)), (2, (3,)))
+    d["data_owners"]["overrides"] = [{"index": 1, "cuts": [3]}]  # per-owner cuts re-plan too
+    assert parse(d, "t.yaml").replan.owner_cuts == ((0, (1,)), (2, (3,)))
 
 
 SCHED = "data_owners.bandwidth_schedule"
@@ -100,6 +105,20 @@ SCHED = "data_owners.bandwidth_schedule"
     ({"replan": {"cuts": [1]}}, "replan.planner", "fixed with cuts"),
     ({"replan": {"planner": "fixed", "cuts": [1, 2]}}, "replan.cuts", "1 cut(s)"),
     ({"replan": {}, "mode": "fl"}, "replan", "no re-planning with mode fl"),
+    ({"replan": {"owner_cuts": [{"owner": 0, "cuts": [1]}]}}, "replan.planner",
+     "fixed with cuts, owner_cuts"),
+    ({"replan": {"planner": "fixed", "owner_cuts": [{"owner": 0}]}}, "replan.owner_cuts",
+     "a list of {owner: index"),
+    ({"replan": {"planner": "fixed", "owner_cuts": [{"owner": 1, "cuts": [1]},
+                                                    {"owner": 0, "cuts": [1]}]}},
+     "replan.owner_cuts", "distinct owners, in order"),
+    ({"replan": {"planner": "fixed", "owner_cuts": [{"owner": 3, "cuts": [1]}]}},
+     "replan.owner_cuts[0].owner", "an owner index below 3"),
+    ({"replan": {"planner": "fixed", "owner_cuts": [{"owner": 0, "cuts": [1, 2]}]}},
+     "replan.owner_cuts[0].cuts", "1 cut(s)"),
+    ({"replan": {"planner": "fixed", "owner_cuts": [{"owner": 1, "cuts": [1]}]},
+      "data_owners": {"overrides": [{"index": 1, "cuts": [3]}]}},
+     "replan.owner_cuts[0].owner", "data_owners.overrides does not give"),
     ({"replan": {}, "failure": {"checkpoint": True}}, "replan", "failure.checkpoint"),
 ])
 def test_errors_name_the_field(change: dict[str, Any], field: str, fragment: str) -> None:

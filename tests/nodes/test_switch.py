@@ -4,6 +4,9 @@ was."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 import torch
 
 from mpsl.names import OWNER
@@ -11,7 +14,7 @@ from mpsl.plan import make_plan
 from mpsl.training import build_full_model
 from nodes.parts import PartCopy, make_copies
 from nodes.replan import at_rates, fixed_planner
-from nodes.switch import copy_tensors, layers_of, load_copy
+from nodes.switch import SwitchError, copy_tensors, layers_of, load_copy, read_plan
 from tests.nodes.conftest import small_topology
 
 
@@ -67,3 +70,18 @@ def test_the_fixed_planner_and_the_topology_at_measured_rates() -> None:
     assert same == plan
     at = at_rates(topo, {"owner1 uplink": 5.0})
     assert [(o.uplink_mbps, o.downlink_mbps) for o in at.owners] == [(50, 40), (5.0, 40)]
+
+
+def test_per_owner_plans_layers_by_owner_and_the_fixed_planners_owner_cuts() -> None:
+    topo, plan = small_topology(replan={"planner": "fixed", "owner_cuts": [
+        {"owner": 1, "cuts": [1]}]})
+    new = fixed_planner(topo.replan)(topo, plan)
+    assert new.cuts == (2,) and new.owner_cuts == ((1, (1,)),)
+    assert layers_of(new, OWNER, 0) == {0, 1} and layers_of(new, OWNER, 1) == {0}
+    assert layers_of(new, "node1", 1) == {1, 2, 3} and layers_of(new, OWNER) == {0, 1}
+    assert read_plan(new.to_json(), plan, topo) == new  # per-owner cuts switch too
+    keep = replace(topo, replan=replace(topo.replan, owner_cuts=None))
+    assert fixed_planner(keep.replan)(keep, new) == new  # keeps every owner's cuts
+    fl = replace(new, owner_cuts=((1, ()),))  # an owner that would start running every layer
+    with pytest.raises(SwitchError, match="owner 1 would start or stop running every layer"):
+        read_plan(fl.to_json(), plan, topo)
