@@ -3,18 +3,29 @@
 What is compared: topologies/two_hop.yaml (4 owners, vgg5, PiPar N = 4, 4G links: 10 Mbps up,
 25 Mbps down) run twice per pair, once with the links emulated in the process (nodes.link)
 and once with every node in a network namespace of its own and the links shaped by the kernel
-(nodes.netns, nodes.kernel_links: htb + tbf on each sender's veth). Pairs are interleaved
-(A B A B ...), every run through the same launcher (nodes.launch.LocalCluster, one fork
-server). Three cases, from compute-bound to link-bound:
-- `two_hop`: the file as it is (digits 8x8: 8 KiB activations per micro-batch);
-- `32x32`: synthetic 3x32x32 images (128 KiB per micro-batch message);
-- `2MiB`: synthetic 3x32x32, batch 128, N = 1 (2 MiB per message).
+(nodes.netns, nodes.kernel_links: htb + tbf on each sender's veth). Every run goes through the
+same launcher (nodes.launch.LocalCluster, one fork server). Three cases, from compute-bound to
+link-bound:
+- `two_hop`: the file as it is (digits 8x8: 8 KiB activations per micro-batch), 6 epochs;
+- `32x32`: synthetic 3x32x32 images (128 KiB per micro-batch message), 3 epochs;
+- `2MiB`: synthetic 3x32x32, batch 128, N = 1 (2 MiB per message), 3 epochs.
 
 Statistic, fixed before the first run: a run's epoch time is the median `wall_s` of its epochs
 after the first (the first holds the connections' start); a pair's ratio is netns / in-process;
 per case, the median ratio over the pairs. **Target: every case's median ratio within 5% of 1.**
 Runs whose CPU steal exceeds 5% are repeated (at most 3 tries, the one with least steal kept:
 `bench.harness.run_calm`'s rule, which looks at steal only, never at the time).
+
+Version 2 (fixed before its first run, every case re-run): version 1 ran two_hop for 3 epochs
+(2 timed, 0.75 s each: at load 6-8 its pairs spread 0.81 to 1.47) and always ran the
+in-process run of a pair first. Now two_hop runs 6 epochs (5 timed), and the pairs alternate
+which run goes first (even pairs in-process first, odd pairs netns first), so that a load
+rising or falling during a pair favours neither. Every run also records where its time went:
+`cpu_s`, the CPU seconds (user + system) of its node processes (sampled from /proc every
+0.2 s by the launcher's loop: the last 0.2 s of a node are missed alike in both modes), per
+role (`cpu_owners_s`, `cpu_server_s`), the machine's softirq seconds during the run (the
+kernel's packet path: veth, bridge, qdiscs), and `busy_s`, the wall seconds of every node's
+processor actions in the trace (compute stretched by waiting for a CPU shows there).
 """
 
 from __future__ import annotations
@@ -42,42 +53,101 @@ from bench.harness import (
     use_results,
     wait_for_quiet,
 )
+from mpsl.names import CPU
 from mpsl.plan import make_plan
 from mpsl.topology import load
+from mpsl.trace import read_events
 from mpsl.training import num_layers
 
 TWO_HOP = ROOT / "topologies" / "two_hop.yaml"
 SYNTH = ["dataset.name=synthetic", "dataset.options={num_classes: 10, size: 2048}"]
 CASES: dict[str, list[str]] = {
-    "two_hop": [],
+    "two_hop": ["training.epochs=6"],
     "32x32": [*SYNTH, "dataset.samples_per_owner=128"],
     "2MiB": [*SYNTH, "dataset.samples_per_owner=256", "training.batch_size=128",
              "plan.micro_batches=1"],
 }
 COMMON = ["dataset.test_samples=128"]
 TARGET = 0.05
+SPENT = ("cpu_s", "cpu_owners_s", "cpu_server_s", "softirq_s", "busy_s")  # per run
 MAX_STEAL_PCT = 5.0
 
 
 def one_run(sets: list[str], kernel: bool) -> dict[str, Any]:
-    """One run of two_hop with `sets`: its epochs' wall_s and the CPU steal during it."""
-    from nodes.launch import LocalCluster
+    """One run of two_hop with `sets`: its epochs' wall_s, the CPU steal during it, and where
+    its time went (`cpu_*_s`, `softirq_s`, `busy_s`: see the module's docstring)."""
     from nodes.netns import netns_run, probe
 
     topo = load(TWO_HOP, sets)
     plan = make_plan(topo, num_layers(topo))
     with tempfile.TemporaryDirectory(prefix="mpsl-bench-netns-") as tmp:
         run_dir = Path(tmp) / "run"
-        before = cpu_jiffies()
+        before, irq = cpu_jiffies(), softirq_s()
         if kernel:
             with netns_run(str(TWO_HOP), sets, topo, probe(), run_dir) as nr:
-                res = LocalCluster(str(TWO_HOP), nr.overrides, nr.topology, plan, run_dir,
-                                   netns=nr.net.namespaces, monitor_host=nr.net.host_ip).run()
+                cluster = sampled_cluster(str(TWO_HOP), nr.overrides, nr.topology, plan,
+                                          run_dir, netns=nr.net.namespaces,
+                                          monitor_host=nr.net.host_ip)
+                res = cluster.run()
         else:
-            res = LocalCluster(str(TWO_HOP), sets, topo, plan, run_dir).run()
-        steal = steal_pct(before, cpu_jiffies())
+            cluster = sampled_cluster(str(TWO_HOP), sets, topo, plan, run_dir)
+            res = cluster.run()
+        steal, irq = steal_pct(before, cpu_jiffies()), softirq_s() - irq
+        busy = processor_seconds(run_dir / "events.jsonl")
+    cpu: dict[str, float] = cluster.cpu_s
     return {"walls": [e["wall_s"] for e in res["epochs"]], "steal_pct": steal,
-            "load_1min": os.getloadavg()[0]}
+            "load_1min": os.getloadavg()[0], "cpu_s": sum(cpu.values()),
+            "cpu_owners_s": sum(v for k, v in cpu.items() if k.startswith("owner")),
+            "cpu_server_s": sum(v for k, v in cpu.items() if k in topo.chain),
+            "softirq_s": irq, "busy_s": busy}
+
+
+def sampled_cluster(*args: Any, **kwargs: Any) -> Any:
+    """A `nodes.launch.LocalCluster` whose watch loop also keeps each node process's CPU
+    seconds (`cpu_s`, by node name: the last value read before the process ended)."""
+    from nodes.launch import LocalCluster
+
+    class Sampled(LocalCluster):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            self.cpu_s: dict[str, float] = {}
+
+        def finished(self) -> bool:
+            for p in self.procs:
+                if p.handle.poll() is None:
+                    seconds = process_cpu_s(p.handle.pid)
+                    if seconds is not None:
+                        self.cpu_s[p.name] = seconds
+            return super().finished()
+
+    return Sampled(*args, **kwargs)
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """The user + system CPU seconds of process `pid` so far (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def softirq_s() -> float:
+    """The machine's softirq CPU seconds so far (/proc/stat; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            return int(f.readline().split()[7]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def processor_seconds(trace: Path) -> float:
+    """The wall seconds of every processor action in a run's trace (0 without one)."""
+    if not trace.exists():
+        return 0.0
+    return sum(e.seconds for e in read_events(trace) if e.resource == CPU)
 
 
 def calm_run(sets: list[str], kernel: bool) -> dict[str, Any]:
@@ -95,6 +165,11 @@ def epoch_time(walls: list[float]) -> float:
     return statistics.median(walls[1:] if len(walls) > 1 else walls)
 
 
+def pair_order(pair: int) -> tuple[str, str]:
+    """Which run of a pair goes first: in-process in even pairs, netns in odd ones."""
+    return ("process", "kernel") if pair % 2 == 0 else ("kernel", "process")
+
+
 def measure(cases: dict[str, list[str]], pairs: int,
             extra: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every run (rows) and per case the medians and the ratio (summary)."""
@@ -102,26 +177,36 @@ def measure(cases: dict[str, list[str]], pairs: int,
     summary: list[dict[str, Any]] = []
     for case, sets in cases.items():
         ratios, times = [], {"process": [], "kernel": []}  # type: ignore[var-annotated]
+        cpu_ratios, busy_ratios, extra_irq = [], [], []
         for pair in range(pairs):
-            got = {}
-            for shaping in ("process", "kernel"):
+            got, spent = {}, {}
+            for shaping in pair_order(pair):
                 r = calm_run([*COMMON, *sets, *extra], shaping == "kernel")
+                spent[shaping] = r
                 got[shaping] = epoch_time(r["walls"])
                 times[shaping].append(got[shaping])
                 runs.append({"case": case, "pair": pair, "shaping": shaping,
                              "epoch_s": got[shaping],
                              "walls": " ".join(f"{w:.3f}" for w in r["walls"]),
-                             "steal_pct": r["steal_pct"], "load_1min": r["load_1min"]})
+                             **{k: r[k] for k in SPENT}, "steal_pct": r["steal_pct"],
+                             "load_1min": r["load_1min"]})
                 console.print(f"[dim]{case} pair {pair} {shaping}: {got[shaping]:.3f} s "
                               f"(steal {r['steal_pct']:.1f}%)[/dim]")
             ratios.append(got["kernel"] / got["process"])
+            k, p = spent["kernel"], spent["process"]
+            cpu_ratios.append(k["cpu_s"] / p["cpu_s"] if p["cpu_s"] else float("nan"))
+            busy_ratios.append(k["busy_s"] / p["busy_s"] if p["busy_s"] else float("nan"))
+            extra_irq.append(k["softirq_s"] - p["softirq_s"])
         med = statistics.median(ratios)
         summary.append({"case": case, "pairs": pairs,
                         "process_s": statistics.median(times["process"]),
                         "kernel_s": statistics.median(times["kernel"]),
                         "ratio_median": med, "ratio_min": min(ratios),
                         "ratio_max": max(ratios),
-                        "within_5pct": "yes" if abs(med - 1) <= TARGET else "no"})
+                        "within_5pct": "yes" if abs(med - 1) <= TARGET else "no",
+                        "cpu_ratio": statistics.median(cpu_ratios),
+                        "busy_ratio": statistics.median(busy_ratios),
+                        "extra_softirq_s": statistics.median(extra_irq)})
     return runs, summary
 
 
@@ -129,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: two_hop only, one pair, 2 epochs of 64 samples per owner")
-    ap.add_argument("--pairs", type=int, default=6, help="interleaved pairs per case")
+    ap.add_argument("--pairs", type=int, default=4, help="interleaved pairs per case")
     ap.add_argument("--max-load", type=float, default=4.0, help="1-minute load to wait for")
-    ap.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait at most")
+    ap.add_argument("--max-wait", type=float, default=None,
+                    help="seconds to wait at most (default 60; 0 with --quick)")
     ap.add_argument("--republish", action="store_true",
                     help="no runs: write the tables and NAME.md again from NAME.json")
     results_option(ap)
@@ -146,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     use_results(args.results)
     started = time.perf_counter()
-    load = wait_for_quiet(args.max_load, args.max_wait)
+    wait = args.max_wait if args.max_wait is not None else (0.0 if args.quick else 60.0)
+    load = wait_for_quiet(args.max_load, wait)
     from mpsl.cli.run import stopping_on_signals
 
     with stopping_on_signals():  # SIGTERM, SIGHUP: every node stopped, the network removed
@@ -179,6 +266,13 @@ def write(quick: bool, meta: dict[str, Any], summary: list[dict[str, Any]],
         f"{len(summary)} cases ({', '.join(met) or 'none'}). Medians: "
         + "; ".join(f"{r['case']} {r['ratio_median']:.3f} (pairs {r['ratio_min']:.2f} to "
                     f"{r['ratio_max']:.2f})" for r in summary)
+        + ". Where the time went (netns / in-process, median over pairs): node CPU seconds "
+        + "; ".join(f"{r['case']} {r.get('cpu_ratio', float('nan')):.3f}" for r in summary)
+        + "; processor-action wall seconds "
+        + "; ".join(f"{r['case']} {r.get('busy_ratio', float('nan')):.3f}" for r in summary)
+        + "; extra softirq per run "
+        + "; ".join(f"{r['case']} {r.get('extra_softirq_s', float('nan')):.2f} s"
+                    for r in summary)
         + f". 1-min load at the runs' ends: median {statistics.median(loads):.1f}, max "
         f"{max(loads):.1f}, on {meta['machine']}; latency: "
         + ("netem" if meta.get("netem") else "no netem in this kernel (two_hop has none)")
