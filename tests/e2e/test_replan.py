@@ -6,6 +6,7 @@ link moves that owner's cut only."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -169,3 +170,32 @@ def test_per_owner_cuts_back_to_one_cut_tuple_for_all(
     got = weights(out)
     for k, want in baseline.items():
         torch.testing.assert_close(got[k], want, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def synthetic_profile(path: Path) -> Path:
+    """A profile of the mlp (4 layers) with round numbers, so that the planner needs no
+    measurement and chooses the same plan on any host."""
+    header = ["layer", "name", "batch", "fwd_s", "bwd_s", "opt_s", "out_bytes", "param_bytes",
+              "act_bytes", "wake_fwd_s", "wake_bwd_s", "step_s", "wake_step_s"]
+    outs, params = [256, 256, 128, 40], [16640, 16640, 8320, 1320]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for layer in range(4):
+            for b in (1, 2, 4, 8, 16, 30):
+                w.writerow([layer, f"fc{layer}", b, 2e-4 + 2e-5 * b, 4e-4 + 4e-5 * b, 1e-4,
+                            outs[layer], params[layer], 2 * outs[layer], 0, 0, 0, 0])
+    return path
+
+
+@pytest.mark.skipif(not SLOW, reason="the planner plans during the run: MPSL_SLOW=1")
+def test_the_per_owner_planner_moves_the_changed_owners_cut_only(tmp_path: Path) -> None:
+    profile = synthetic_profile(tmp_path / "profile.csv")
+    results, _ = run(tmp_path, {}, ONE_OWNER,
+                     plan={"per_owner": True, "profile": str(profile)})
+    replan = moved(results)
+    assert replan["measured_mbps"]["owner1 uplink"] == pytest.approx(5.0, rel=0.05)
+    old, new = replan["old"], replan["new"]
+    assert old["cuts"] == [2] and "owner_cuts" not in old
+    assert new["cuts"] == [2] and [e["owner"] for e in new["owner_cuts"]] == [1]
+    assert new["owner_cuts"][0]["cuts"] != [2]  # owner1 alone has a cut of its own
