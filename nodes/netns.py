@@ -11,6 +11,14 @@ other. `KernelNetwork` removes what it made on any exit (an error, Ctrl-C, SIGTE
 
 Nothing here binds anything: the nodes bind their inboxes at their namespace's address, the
 launcher its monitor at the host's address on the bridge, never an address off this machine.
+
+Re-planning (`replan`) is refused with `--netns` (`refuse_replan`), before any namespace or
+node is made: a node measures a link's rate from its own send events (nodes.throughput), which
+span the in-process shaping; under `--netns` the kernel shapes the links behind the socket, so
+a send ends once ZeroMQ has the bytes and its events say nothing of the link's rate, and the
+rates the plan assumed are null in the nodes' topology (the kernel takes them). The drift test
+would compare socket writes against an unshaped link. Measuring there would take the kernel's
+counters (`tc -s`, per qdisc, read in each sender's namespace) or the receivers' arrival times.
 """
 
 from __future__ import annotations
@@ -308,11 +316,21 @@ class NetnsRun:
     topology: Topology
 
 
+def refuse_replan(topo: Topology) -> None:
+    """NetnsError (one line) when `topo` re-plans: its drift test cannot read the kernel's
+    rates (see the module's docstring)."""
+    if topo.replan.enabled:
+        raise NetnsError(f"{topo.source}: field 'replan': no re-planning with --netns: the "
+                         "kernel shapes the links, and the nodes measure only their "
+                         "in-process links' rates (set replan: off)")
+
+
 @contextlib.contextmanager
 def netns_run(path: str, user_overrides: Sequence[str], topo: Topology,
               caps: Capabilities, run_dir: Path | None = None) -> Iterator[NetnsRun]:
     """Make the network of a `--netns` run of `topo` (loaded from `path` with
     `user_overrides`), yield it, and remove it on any exit. `run_dir`: where netns.json goes."""
+    refuse_replan(topo)
     if not caps.allowed:
         raise NetnsError(caps.reason)
     with KernelNetwork(processes(topo), directed_links(topo), caps.netem) as net:

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     topo = load_topology(args)
     security = security_line(topo, args.insecure)
-    caps = netns_capabilities() if args.netns else None
+    caps = netns_capabilities(topo) if args.netns else None
     if caps is None:
         check_bindable(topo, topo.node_names())
     check_devices(topo, topo.chain)
@@ -113,11 +113,12 @@ def run(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def netns_capabilities() -> Capabilities:
+def netns_capabilities(topo: Topology) -> Capabilities:
     """What this machine allows for `--netns`, probed before any node starts: NetnsError (one
-    line) where namespaces or tc are not allowed."""
-    from nodes.netns import NetnsError, probe
+    line) where namespaces or tc are not allowed, or `topo` re-plans."""
+    from nodes.netns import NetnsError, probe, refuse_replan
 
+    refuse_replan(topo)
     caps = probe()
     if caps.reason is not None:
         raise NetnsError(caps.reason)

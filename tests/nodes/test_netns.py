@@ -152,3 +152,24 @@ def test_real_leftovers_are_removed() -> None:
     finally:
         netns.sh(["ip", "netns", "del", f"mpsl-{tag}-0"], check=False)
         netns.sh(["ip", "link", "del", f"mpsl{tag}"], check=False)
+
+
+def test_replanning_is_refused_in_one_line_before_anything_starts(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from mpsl.cli import main
+
+    def no_probe() -> None:
+        raise AssertionError("probed the host")
+
+    monkeypatch.setattr(netns, "probe", no_probe)
+    code = main(["run", str(TWO_HOP), "--netns", "--quiet", "--out", str(tmp_path / "run"),
+                 "--set", "replan={}"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert "field 'replan': no re-planning with --netns: the kernel shapes the links" in err
+    assert not (tmp_path / "run").exists()  # no node, no namespace, no run folder
+    topo = load(TWO_HOP, ["replan={}"])
+    with pytest.raises(NetnsError, match="no re-planning with --netns"), \
+            netns.netns_run(str(TWO_HOP), ["replan={}"], topo, netns.Capabilities(None, False)):
+        pass
