@@ -30,7 +30,7 @@ CHANGE = [{"at_s": 0.1, "uplink_mbps": 5}]  # from 50 Mbps: a drift of 90%, earl
 
 def run(folder: Path, replan: dict[str, Any] | None, schedule: list[dict[str, Any]] | None,
         owners: int = 2, owner_cuts: dict[int, tuple[int, ...]] | None = None,
-        **extra: Any) -> tuple[dict[str, Any], Path]:
+        compute: int = 1, **extra: Any) -> tuple[dict[str, Any], Path]:
     """A small run (mlp on digits, 2 owners, 3 epochs of rounds of 4 iterations) at 50 Mbps;
     `schedule`: every owner's, or (`{"owner": k, "steps": [...]}`) owner k's alone;
     `owner_cuts`: the first plan's per-owner cuts."""
@@ -39,7 +39,7 @@ def run(folder: Path, replan: dict[str, Any] | None, schedule: list[dict[str, An
         link["overrides"] = [{"index": schedule["owner"], "bandwidth_schedule": schedule["steps"]}]
     elif schedule is not None:
         link["bandwidth_schedule"] = schedule
-    doc = topology_doc(owners, 1, training={"epochs": 3, "aggregate_every": 4},
+    doc = topology_doc(owners, compute, training={"epochs": 3, "aggregate_every": 4},
                        data_owners=link, **extra)
     if replan is not None:
         doc["replan"] = {"window_s": 0.5, **replan}
@@ -199,3 +199,22 @@ def test_the_per_owner_planner_moves_the_changed_owners_cut_only(tmp_path: Path)
     assert old["cuts"] == [2] and "owner_cuts" not in old
     assert new["cuts"] == [2] and [e["owner"] for e in new["owner_cuts"]] == [1]
     assert new["owner_cuts"][0]["cuts"] != [2]  # owner1 alone has a cut of its own
+
+
+@pytest.mark.skipif(not SLOW, reason="longer runs: MPSL_SLOW=1")
+@pytest.mark.parametrize("setting, new", [
+    ({"mode": "mpsl", "labels": "local", "plan": {"cuts": [2, 3], "micro_batches": 2}},
+     [1, 2]),  # a U: owner1's layers move both ways, the owners' own last part with them
+    ({"compute": 2, "plan": {"cuts": [1, 2], "micro_batches": 2}}, [1, 3]),  # node2 -> node1
+], ids=["u-shape", "two-compute-nodes"])
+def test_one_owners_layers_move_between_its_own_nodes(
+        tmp_path: Path, setting: dict[str, Any], new: list[int]) -> None:
+    base, base_out = run(tmp_path / "base", None, None, **setting)
+    results, out = run(tmp_path / "moved", {"planner": "fixed", "owner_cuts": [
+        {"owner": 1, "cuts": new}]}, ONE_OWNER, **setting)
+    replan = moved(results)
+    assert replan["new"]["owner_cuts"] == [{"owner": 1, "cuts": new}]
+    assert replan["new"]["cuts"] == replan["old"]["cuts"] == setting["plan"]["cuts"]
+    got, want = weights(out), weights(base_out)
+    for k, w in want.items():
+        torch.testing.assert_close(got[k], w, rtol=1e-4, atol=1e-5, msg=k)
