@@ -29,7 +29,7 @@ import numpy as np
 
 from mpsl.actions import Msg, Task
 from mpsl.schedule import tasks_by_node
-from planner.forms import Form, PathGraph, static_order
+from planner.forms import Form, PathGraph, distinct_forms, static_order, values_all
 from planner.taskpath import iteration_graph
 from planner.taskwalk import GroupWalk, OwnerGroup, Setting
 
@@ -95,16 +95,9 @@ def iteration_terms(setting: Setting, group: OwnerGroup, batch: int, n: int,
 def path_terms(graph: PathGraph, bounds: np.ndarray) -> PathTerms:
     """The graph's `PathTerms` (`PathGraph.longest_all` for the length), every distinct form
     (by coefficients) evaluated once."""
-    forms: dict[tuple[object, ...], int] = {}  # by content: micro-batches repeat forms
-    row: dict[int, int] = {}
-    distinct: list[Form] = []
-    for w in [*(e[2] for e in graph.edges), *(e[1] for e in graph.ends), *graph.work]:
-        if id(w) not in row:
-            key = _content(w)
-            if key not in forms:
-                forms[key] = len(distinct)
-                distinct.append(w)
-            row[id(w)] = forms[key]
+    every = [*(e[2] for e in graph.edges), *(e[1] for e in graph.ends), *graph.work]
+    index, distinct = distinct_forms(every)
+    row = {id(w): i for w, i in zip(every, index)}
     weight = values_all(distinct, bounds)
     R = len(bounds)
     s = np.zeros((len(graph.names), R))  # earliest starts
@@ -132,31 +125,6 @@ def path_terms(graph: PathGraph, bounds: np.ndarray) -> PathTerms:
         head[r] = np.where(m, s[vs], np.inf).min(axis=0)
         tail[r] = np.where(m, slack[vs], np.inf).min(axis=0)
     return PathTerms(length, busy, head, tail)
-
-
-def _content(f: Form) -> tuple[object, ...]:
-    """A form's coefficients as a key: forms equal in it have equal values."""
-    return (f.const, tuple((p, tuple(r)) for p, r in sorted(f.x.items())),
-            tuple((p, tuple(r)) for p, r in sorted(f.z.items())))
-
-
-def values_all(forms: list[Form], bounds: np.ndarray) -> np.ndarray:
-    """`Form.values` of every form (rows) at every row of `bounds` (columns)."""
-    out = np.repeat(np.array([[f.const] for f in forms], dtype=float), len(bounds), axis=1)
-    for kind in ("x", "z"):
-        for p in sorted({p for f in forms for p in getattr(f, kind)}):
-            rows = [getattr(f, kind).get(p) for f in forms]
-            width = max(len(r) for r in rows if r is not None)
-            m = np.zeros((len(forms), width + 1))
-            for i, r in enumerate(rows):
-                if r is not None:
-                    m[i, 1:len(r) + 1] = r
-            if kind == "x":  # the layers of part p: a difference of prefix sums
-                pre = np.cumsum(m, axis=1)
-                out += pre[:, bounds[:, p + 1]] - pre[:, bounds[:, p]]
-            else:  # the layer before cut p + 1
-                out += m[:, bounds[:, p + 1]]
-    return out
 
 
 def orders_forced(walk: GroupWalk) -> bool:

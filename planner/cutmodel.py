@@ -59,6 +59,8 @@ class CutModel:
     caps: dict[str, float | None]
     groups: list[OwnerGroup]
     aggregation: dict[str, Form] = field(default_factory=dict)
+    # what solvers derive from the model once (`planner.cutenum`'s scores of every tuple)
+    cache: dict[object, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_parts(self) -> int:

@@ -99,13 +99,67 @@ class PathGraph:
 
     def longest_all(self, bounds: np.ndarray) -> np.ndarray:
         """`longest` of every row of `bounds` at once."""
-        s = np.zeros((len(self.names), len(bounds)))
-        for u, v, w in self.edges:
-            np.maximum(s[v], s[u] + w.values(bounds), out=s[v])
-        out = np.zeros(len(bounds))
-        for u, w in self.ends:
-            np.maximum(out, s[u] + w.values(bounds), out=out)
+        out: np.ndarray = np.max(self.ends_all(bounds), axis=0, initial=0.0)
         return out
+
+    def ends_all(self, bounds: np.ndarray) -> np.ndarray:
+        """s_u + w of every end (rows) at every row of `bounds` (columns), with the earliest
+        start times; every distinct form (by coefficients) evaluated once."""
+        forms = [*(e[2] for e in self.edges), *(e[1] for e in self.ends)]
+        index, distinct = distinct_forms(forms)
+        weight = values_all(distinct, bounds)
+        s = np.zeros((len(self.names), len(bounds)))
+        for (u, v, _), i in zip(self.edges, index):
+            np.maximum(s[v], s[u] + weight[i], out=s[v])
+        at = index[len(self.edges):]
+        return np.array([s[u] + weight[i] for (u, _), i in zip(self.ends, at)]).reshape(
+            len(self.ends), len(bounds))
+
+
+def content(f: Form) -> tuple[object, ...]:
+    """A form's coefficients as a key: forms equal in it have equal values."""
+    return (f.const, tuple((p, tuple(r)) for p, r in sorted(f.x.items())),
+            tuple((p, tuple(r)) for p, r in sorted(f.z.items())))
+
+
+def distinct_forms(forms: Sequence[Form]) -> tuple[list[int], list[Form]]:
+    """Each form's index among the distinct ones (by coefficients; micro-batches repeat
+    forms), and those."""
+    by_id: dict[int, int] = {}
+    by_content: dict[tuple[object, ...], int] = {}
+    distinct: list[Form] = []
+    index = []
+    for f in forms:
+        i = by_id.get(id(f))
+        if i is None:
+            key = content(f)
+            i = by_content.get(key)
+            if i is None:
+                i = by_content[key] = len(distinct)
+                distinct.append(f)
+            by_id[id(f)] = i
+        index.append(i)
+    return index, distinct
+
+
+def values_all(forms: Sequence[Form], bounds: np.ndarray) -> np.ndarray:
+    """`Form.values` of every form (rows) at every row of `bounds` (columns)."""
+    out = np.repeat(np.array([[f.const] for f in forms], dtype=float).reshape(-1, 1),
+                    len(bounds), axis=1)
+    for kind in ("x", "z"):
+        for p in sorted({p for f in forms for p in getattr(f, kind)}):
+            rows = [getattr(f, kind).get(p) for f in forms]
+            width = max(len(r) for r in rows if r is not None)
+            m = np.zeros((len(forms), width + 1))
+            for i, r in enumerate(rows):
+                if r is not None:
+                    m[i, 1:len(r) + 1] = r
+            if kind == "x":  # the layers of part p: a difference of prefix sums
+                pre = np.cumsum(m, axis=1)
+                out += pre[:, bounds[:, p + 1]] - pre[:, bounds[:, p]]
+            else:  # the layer before cut p + 1
+                out += m[:, bounds[:, p + 1]]
+    return out
 
 
 class GraphBuilder:

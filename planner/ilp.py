@@ -22,6 +22,7 @@ import numpy as np
 
 from mpsl.plan import owner_micro_batches
 from mpsl.topology import Topology
+from planner.cutenum import ENUM_MAX, Scores, best_row, excluded, scores, space_size
 from planner.cutmodel import CutModel, Form, PathGraph, build
 from planner.milp import Lin, LinearProgram, Solution, lin_sum, scipy_highs_available
 from planner.profile import Profile
@@ -33,7 +34,9 @@ from planner.resources import (
     owner_samples,
 )
 
-SOLVERS = ("cbc", "highs", "auto")  # highs: in process (scipy); auto: highs where it runs
+# enum: every cut tuple (planner.cutenum); highs: in process (scipy); cbc: PuLP's subprocess;
+# auto: enum up to cutenum.ENUM_MAX tuples, else highs where it runs, else cbc
+SOLVERS = ("cbc", "highs", "enum", "auto")
 TIE_BREAK = 1e-6
 
 
@@ -66,14 +69,15 @@ def highs_available() -> bool:
     return scipy_highs_available()
 
 
-def _solver(name: str) -> str:
-    """The solver that runs: "highs" (in process) or "cbc" (a subprocess, through PuLP);
-    "auto" is HiGHS where scipy has it."""
+def _solver(name: str, model: CutModel, pinned: Sequence[int]) -> str:
+    """The solver that runs (see SOLVERS)."""
     if name not in SOLVERS:
         raise PlanningError(f"unknown solver {name!r}; valid: {', '.join(SOLVERS)}")
     if name == "highs" and not highs_available():
         raise PlanningError("solver 'highs' needs scipy >= 1.9 (scipy.optimize.milp)")
     if name == "auto":
+        if space_size(model, pinned) <= ENUM_MAX:
+            return "enum"
         return "highs" if highs_available() else "cbc"
     return name
 
@@ -210,12 +214,15 @@ def solve_model(model: CutModel, pinned: Sequence[int] = (), solver: str = "auto
                 raise Infeasible(f"FL does not fit on {node}: needs {_mb(used)} > {_mb(cap)}")
         return IlpResult((), t, loads, paths, memory, "Optimal",
                          time.perf_counter() - started, "none", dict(model.caps))
+    name = _solver(solver, model, pinned)
+    if name == "enum":
+        return _enumerated(model, pinned, exclude, started)
     ilp = _Ilp(model, pinned)
     lp = ilp.lp
     T, A = Lin({lp.var("T"): 1.0}), Lin({lp.var("A"): 1.0})
     exprs = [ilp.expr(f) for f in model.loads.values()]
-    for name, graph in model.paths.items():
-        exprs.extend(ilp.path_ends(name, graph))
+    for path, graph in model.paths.items():
+        exprs.extend(ilp.path_ends(path, graph))
     for e in exprs:
         lp.le(e, T)
     for f in model.aggregation.values():
@@ -231,7 +238,6 @@ def solve_model(model: CutModel, pinned: Sequence[int] = (), solver: str = "auto
                 f.add_z(p, [1.0 if l == c - 1 else 0.0 for l in range(L - 1)])
             lp.add(ilp.expr(f), hi=P - 2)
     lp.objective = T.plus(A).plus(lin_sum(exprs), TIE_BREAK / max(1, len(exprs)))
-    name = _solver(solver)
     sol = lp.solve(name, time_limit_s)
     solve_s = time.perf_counter() - started
     if sol.values is None:
@@ -243,6 +249,22 @@ def solve_model(model: CutModel, pinned: Sequence[int] = (), solver: str = "auto
     status = "Feasible (time limit)" if sol.limit else "Optimal"
     return IlpResult(cuts, t, loads, paths, memory, status, solve_s, name, dict(model.caps),
                      lp.value(T.plus(A), sol.values))
+
+
+def _enumerated(model: CutModel, pinned: Sequence[int], exclude: Sequence[Sequence[int]],
+                started: float) -> IlpResult:
+    """The ILP's optimum by enumeration (`planner.cutenum`)."""
+    sc = scores(model, pinned, TIE_BREAK)
+    fits = sc.fits(model.caps)
+    i = best_row(sc, fits & ~excluded(sc, exclude))
+    if i is None:
+        if exclude and fits.any():
+            raise Infeasible("no further cuts (Infeasible)")
+        raise Infeasible(_diagnose_enumerated(model, pinned, sc))
+    cuts = tuple(int(c) for c in sc.bounds[i, 1:-1])
+    t, loads, paths, memory = model.evaluate(cuts)
+    return IlpResult(cuts, t, loads, paths, memory, "Optimal", time.perf_counter() - started,
+                     "enum", dict(model.caps), float(sc.t[i]))
 
 
 def default_round_iterations(topo: Topology, samples: Sequence[int] | None = None) -> float | None:
@@ -265,6 +287,20 @@ def _check_shape(model: CutModel, pinned: Sequence[int]) -> None:
     bad = [c for c in pinned if not 0 < c < L]
     if bad or len(set(pinned)) > P - 1:
         raise Infeasible(f"pinned cuts {list(pinned)} do not fit: {P - 1} cut(s) in 1..{L - 1}")
+
+
+def _diagnose_enumerated(model: CutModel, pinned: Sequence[int], sc: Scores) -> str:
+    """`_diagnose` from every tuple's memory."""
+    if not len(sc.bounds):
+        return f"no cuts are possible with pinned cuts {list(pinned)} (Infeasible)"
+    for node, used in sc.memory.items():
+        cap = model.caps.get(node)
+        if cap is not None and used.min() > cap * (1 + 1e-9):
+            i = int(np.argmin(used))
+            return (f"{node} cannot hold any part it may be given: needs at least "
+                    f"{_mb(float(used[i]))} > {_mb(cap)} (cuts {sc.bounds[i, 1:-1].tolist()})")
+    capped = ", ".join(f"{n} {_mb(c)}" for n, c in model.caps.items() if c is not None)
+    return f"no cuts fit every node's memory at once ({capped}); raise a memory_mb"
 
 
 def _diagnose(model: CutModel, pinned: Sequence[int], status: str, solver: str) -> str:

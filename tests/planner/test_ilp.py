@@ -88,17 +88,20 @@ def brute_force(model, pinned, space):
     return sorted(scored)
 
 
+@pytest.mark.parametrize("solver", ["highs", "enum"])
 @pytest.mark.parametrize("seed", range(36))
-def test_ilp_equals_brute_force(seed):
-    """The ILP's optimum is brute force's over evaluate(), and the solver's own T + A (its
-    start-time variables on the paths) is evaluate()'s T at the cuts it returns."""
+def test_ilp_equals_brute_force(seed, solver):
+    """The ILP's optimum (and the enumeration's) is brute force's over evaluate(), and the
+    solver's own T + A (its start-time variables on the paths) is evaluate()'s T at the cuts
+    it returns."""
     model, pinned, space = random_instance(seed)
     best = brute_force(model, pinned, space)
     if not best:
         with pytest.raises(Infeasible):
-            solve_model(model, pinned)
+            solve_model(model, pinned, solver)
         return
-    res = solve_model(model, pinned)
+    res = solve_model(model, pinned, solver)
+    assert res.solver == solver
     assert res.status == "Optimal"
     assert res.objective_T == pytest.approx(best[0][0], rel=1e-5)
     assert res.solved_T == pytest.approx(res.objective_T, rel=1e-5)
