@@ -16,13 +16,13 @@ from mpsl.taskqueue import Entry
 from mpsl.topology import Topology
 from mpsl.trace import Event
 from planner.profile import Profile
+from planner.program import SpanCosts, program
 from planner.rate import RateSkip, owner_classes
 from planner.resources import (
     AVERAGE_BYTES_PER_S,
     HEADER_BYTES,
     copies_on_compute,
     emulated_nodes,
-    message_bytes,
 )
 from planner.simstate import DONE as _DONE
 from planner.simstate import GLOBAL as _GLOBAL
@@ -31,7 +31,7 @@ from planner.simstate import PARAMS as _PARAMS
 from planner.simstate import SYNC as _SYNC
 from planner.simstate import SimNode, Wires
 from planner.steady import SteadyState
-from planner.workload import FORWARD, SEND, STEP, Workload
+from planner.workload import FORWARD, SEND, STEP, Workload, label_of
 
 
 @functools.lru_cache(maxsize=256)
@@ -66,10 +66,11 @@ class Engine:
         self.owner_bytes = [sum(bprof.param_bytes(v.parts[p]) for p in v.parts_on(OWNER))
                             for v in map(plan.for_owner, range(self.K))]
         self.hosts = {n: len(plan.owners_on(n)) for n in plan.placement if n != OWNER}
-        self.span_costs: dict[tuple[str, tuple[int, int]], tuple[float, int]] = {}
+        self.span_costs: SpanCosts = {}
         if self.hetero:
             self.steady = None
         self.nodes = self._make_nodes(topo, profs)
+        self.owner_nodes = [self.nodes[name] for name in self.onames]
         self.rank = {node: i for i, node in enumerate(self.nodes.values())}  # owners, chain
         self.metrics_from = None if plan.labels_local else plan.placement[-1]
         self.heap: list[tuple[Any, ...]] = []
@@ -128,16 +129,6 @@ class Engine:
         else:
             node.steps = {p: node.prof.step([s], node.sleeps) for p, s in zip(parts, spans)}
 
-    def span_cost(self, node: SimNode, span: tuple[int, int]) -> tuple[float, int]:
-        """(STEP seconds, activation bytes per sample) of a compute node's copy of layers
-        `span` (per-owner plans: copies of other sizes)."""
-        key = (node.name, span)
-        got = self.span_costs.get(key)
-        if got is None:
-            got = self.span_costs[key] = (node.prof.step([span], node.sleeps),
-                                          node.prof.act_bytes(span))
-        return got
-
     # ---------------------------------------------------------------------------- running
 
     def run(self) -> None:
@@ -189,10 +180,11 @@ class Engine:
         if (k == 0 or self.sl) and self.steady is not None and self.steady.active:
             self._mark = True
         n_mb = len(self.work.sizes[k][j])
-        for name, tasks in self.work.tasks(k, n_mb).items():
-            node = self.nodes[name]
-            node.queue.add(k, j, tasks, t, self.round_now[k])
-            self.dirty[node] = None
+        r, dirty = self.round_now[k], self.dirty
+        for name, tasks in self.work.tasks(k, n_mb):
+            node = self.owner_nodes[k] if name is None else self.nodes[name]
+            node.queue.add(k, j, tasks, t, r)
+            dirty[node] = None
 
     def dispatch(self, node: SimNode, t: float) -> None:
         """Run the node's next ready task: its actions back to back from `t`."""
@@ -207,35 +199,30 @@ class Engine:
         # the first pass of a task wakes (caches refilled) after an idle processor or when it
         # works on another owner's copy than the task before; an emulated device, every pass
         cold = t > node.free_at or k != node.last_owner or node.sleeps
-        spanned = self.hetero and node.owner is None  # parts of other sizes per owner
         node.last_owner = k
+        task = entry.task
+        prog = node.programs.get((id(task), id(sizes)))
+        if prog is None:
+            prog = program(self, node, task, sizes)
         events = self.events if self.record else None
-        prof, cur, heap, seq = node.prof, t, self.heap, self.seq
-        for code, part, mb, label, span, dst, key, cut, labels in self.work.steps(entry.task):
+        cur, heap, seq, send, sleeps = t, self.heap, self.seq, self.wires.send_on, node.sleeps
+        for code, warm, wake, act, dst, hop, step in prog:
             if code == SEND:
-                assert mb is not None
-                nbytes = message_bytes(cut, sizes[mb], labels)
-                arrive = self.wires.send(node.name, dst, nbytes, cur, label, k, j, mb, mem)
-                heapq.heappush(heap, (arrive, next(seq), _MSG, self.nodes[dst],
-                                      (k, j, key, nbytes)))
+                label = "" if events is None else label_of(step, self.onames[k])
+                if dst is None:
+                    dst, hop = self.owner_nodes[k], node.owner_hops[k]
+                arrive = send(hop, node.name, act, cur, label, k, j, step.mb, mem)
+                heapq.heappush(heap, (arrive, next(seq), _MSG, dst, (k, j, step.key, act)))
                 continue
             if code == STEP:
-                d = self.span_cost(node, span)[0] if spanned else node.steps[part]
+                d = warm
             else:
-                assert part is not None and mb is not None
-                b = sizes[mb]
-                act = (self.span_cost(node, span)[1] if spanned else node.act[part]) * b
-                if code == FORWARD:
-                    d = node.pass_s(part, span, b)[0] + (prof.wake_fwd_s if cold else 0.0)
-                    if act:
-                        mem.append((cur, act, 0))
-                else:
-                    d = node.pass_s(part, span, b)[1] + (prof.wake_bwd_s if cold else 0.0)
-                    if act:
-                        mem.append((cur + d, -act, 0))
-                cold = node.sleeps
+                d = wake if cold else warm
+                if act:
+                    mem.append((cur, act, 0) if code == FORWARD else (cur + d, -act, 0))
+                cold = sleeps
             if events is not None:
-                events.append(Event(node.name, CPU, label, k, j, mb, cur, cur + d))
+                events.append(Event(node.name, CPU, step.label, k, j, step.mb, cur, cur + d))
             cur += d
         self.busy[node.name] = self.busy.get(node.name, 0.0) + (cur - t)
         self.push(cur, _DONE, node, entry)

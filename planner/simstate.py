@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from mpsl.taskqueue import TaskQueue
 from mpsl.topology import Topology
 from mpsl.trace import Event
 from planner.profile import Profile
-from planner.resources import Links
+from planner.resources import Hop, Links
 
 DONE, MSG, SYNC, PARAMS, GLOBAL = range(5)  # the engine's event kinds
 MemoryLog = list[tuple[float, int, int]]  # (time, bytes added or freed, 0 activation | 1 buffer)
@@ -23,7 +24,7 @@ class SimNode:
 
     __slots__ = ("name", "prof", "sleeps", "queue", "busy", "free_at", "last_owner", "mem",
                  "passes", "act", "steps", "owner", "gated", "next", "synced", "round",
-                 "avg_s", "avg_label", "param_bytes")
+                 "avg_s", "avg_label", "param_bytes", "programs", "owner_hops")
 
     def __init__(self, name: str, prof: Profile, sleeps: bool, owner: int | None,
                  gated: bool = False) -> None:
@@ -44,6 +45,10 @@ class SimNode:
         self.avg_s = 0.0
         self.avg_label = "AVG"
         self.param_bytes = 0  # of the parts it runs (one copy)
+        # the engine's timed steps of a task for one iteration's micro-batch sizes, by
+        # (id(task), id(sizes)) (planner.engine.Engine.program)
+        self.programs: dict[tuple[int, int], tuple[tuple[Any, ...], ...]] = {}
+        self.owner_hops: dict[int, Hop] = {}  # the link to owner k
 
     def pass_s(self, part: int, span: tuple[int, int], b: int) -> tuple[float, float]:
         """(forward, backward) seconds of `part` (layers `span`) for a micro-batch of `b`."""
@@ -75,7 +80,11 @@ class Wires:
              it: int | None, mb: int | None, mem: MemoryLog | None) -> float:
         """Queue a message at `t`; its arrival time. The sender's buffer (`mem`) holds it
         until it is sent."""
-        h = self.links(src, dst)
+        return self.send_on(self.links(src, dst), src, nbytes, t, action, owner, it, mb, mem)
+
+    def send_on(self, h: Hop, src: str, nbytes: int, t: float, action: str, owner: int | None,
+                it: int | None, mb: int | None, mem: MemoryLog | None) -> float:
+        """`send` on the link `h` (from `src`)."""
         start = self.free.get(h.name, 0.0)
         if start < t:
             start = t

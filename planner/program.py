@@ -1,0 +1,66 @@
+"""A task's steps on one simulated node, timed once for an iteration's micro-batch sizes.
+
+The engine (planner.engine) runs a task as its program: every duration, byte count, receiving
+node and link is looked up once per node, task and micro-batch sizes, not at every run; owners
+alike share their tasks (planner.workload), so a node keeps one program per kind of task.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mpsl.actions import Task
+from planner.resources import message_bytes
+from planner.simstate import SimNode
+from planner.workload import FORWARD, SEND, STEP
+
+if TYPE_CHECKING:
+    from planner.engine import Engine
+
+# (code, seconds warm, seconds on a cold processor, activation bytes kept (a SEND: its
+# bytes), the receiving node and its link (None: the owner's), the step)
+Program = tuple[tuple[Any, ...], ...]
+SpanCosts = dict[tuple[str, tuple[int, int]], tuple[float, int]]
+
+
+def span_cost(costs: SpanCosts, node: SimNode, span: tuple[int, int]) -> tuple[float, int]:
+    """(STEP seconds, activation bytes per sample) of a compute node's copy of layers `span`
+    (per-owner plans: copies of other sizes), kept in `costs`."""
+    key = (node.name, span)
+    got = costs.get(key)
+    if got is None:
+        got = costs[key] = (node.prof.step([span], node.sleeps), node.prof.act_bytes(span))
+    return got
+
+
+def program(eng: Engine, node: SimNode, task: Task, sizes: list[int]) -> Program:
+    """The task's timed steps on `node` for an iteration of micro-batches `sizes` (kept in
+    `node.programs`). A pass on a cold processor takes the profile's wake-up time more."""
+    spanned = eng.hetero and node.owner is None  # parts of other sizes per owner
+    prof, out = node.prof, list[tuple[Any, ...]]()
+    links = eng.wires.links
+    for step in eng.work.steps(task):
+        code, part, span = step.code, step.part, step.span
+        if code == SEND:
+            assert step.mb is not None
+            nbytes = message_bytes(step.cut, sizes[step.mb], step.labels)
+            if step.dst is None:  # to the owner: looked up per owner at run time
+                if not node.owner_hops:
+                    node.owner_hops.update((k, links(node.name, o))
+                                           for k, o in enumerate(eng.onames))
+                out.append((code, 0.0, 0.0, nbytes, None, None, step))
+            else:
+                out.append((code, 0.0, 0.0, nbytes, eng.nodes[step.dst],
+                            links(node.name, step.dst), step))
+        elif code == STEP:
+            d = span_cost(eng.span_costs, node, span)[0] if spanned else node.steps[part]
+            out.append((code, d, d, 0, None, None, step))
+        else:
+            assert part is not None and step.mb is not None
+            b = sizes[step.mb]
+            per = span_cost(eng.span_costs, node, span)[1] if spanned else node.act[part]
+            d = node.pass_s(part, span, b)[0 if code == FORWARD else 1]
+            wake = prof.wake_fwd_s if code == FORWARD else prof.wake_bwd_s
+            out.append((code, d + 0.0, d + wake, per * b, None, None, step))
+    got = node.programs[(id(task), id(sizes))] = tuple(out)
+    return got
