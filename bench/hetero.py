@@ -28,7 +28,12 @@ The profile measured is written to RESULTS/hetero_profile.csv; `--profile CSV` p
 given one instead (the same numbers again: on this shared host a profile measured under
 another load moves every epoch, and the ratios with it).
 
+`--live`: the same four plans run for real (K = 8, the `compute` scenario under 4G), the
+measured epoch beside the estimate, in RESULTS/hetero.live.* (bench.hetero_live: its
+definitions); the estimate-only tables here are not touched by it.
+
     .venv/bin/python -m bench.hetero [--quick] [--profile CSV] [--results DIR]
+    .venv/bin/python -m bench.hetero --live [--repeats 4] [--scale S] [--quick]
 """
 
 from __future__ import annotations
@@ -62,16 +67,17 @@ SCENARIOS = ("compute", "compute+link")
 
 
 def doc(owners: int, network: str, mode: str, per_owner: bool = False,
-        scenario: str = "compute") -> dict[str, Any]:
+        scenario: str = "compute", samples: int = SAMPLES, fast: float = FAST,
+        live: bool = False) -> dict[str, Any]:
     """The case's topology: half of the owners 2x slower (and the others' uplink 10x slower
-    in `compute+link`)."""
+    in `compute+link`); `live`: on free loopback ports, for a run."""
     up, down = NETWORKS[network]
     d = make_doc(owners=owners, compute=1, mode=mode, model="vgg5",
-                 dataset=synthetic(SAMPLES * owners), training={"batch_size": BATCH,
+                 dataset=synthetic(samples * owners), training={"batch_size": BATCH,
                                                                "epochs": 1},
-                 up=up, down=down, compute_scale=FAST, norm="batch",
-                 ports=list(range(5700, 5702 + owners)))
-    d["data_owners"]["overrides"] = [{"index": k, "compute_scale": SLOW}
+                 up=up, down=down, compute_scale=fast, norm="batch",
+                 ports=None if live else list(range(5700, 5702 + owners)))
+    d["data_owners"]["overrides"] = [{"index": k, "compute_scale": 2 * fast}
                                      for k in range(1, owners, 2)]
     if scenario == "compute+link":
         d["data_owners"]["overrides"] += [{"index": k, "uplink_mbps": up / 10}
@@ -112,9 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.hetero", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one case, 4 owners (a smoke run)")
     ap.add_argument("--profile", help="plan on this profile CSV instead of measuring one")
+    ap.add_argument("--live", action="store_true",
+                    help="the live runs instead of the estimates (bench.hetero_live)")
+    ap.add_argument("--repeats", type=int, default=4, help="--live: rounds of the four runs")
+    ap.add_argument("--scale", type=float, default=None,
+                    help="--live: the fast owners' compute_scale (default: measured now)")
     results_option(ap)
     args = ap.parse_args(argv)
     use_results(args.results)
+    if args.live:
+        from bench.hetero_live import live
+
+        return live(args)
     started = time.perf_counter()
     owners, networks = (4, ["4G"]) if args.quick else (K, list(NETWORKS))
     if args.profile:
