@@ -12,8 +12,9 @@ import torch
 from mpsl.names import OWNER
 from mpsl.plan import make_plan
 from mpsl.training import build_full_model
+from nodes.admission import Rules
 from nodes.parts import PartCopy, make_copies
-from nodes.replan import at_rates, fixed_planner
+from nodes.replan import EitherRules, at_rates, fixed_planner
 from nodes.switch import SwitchError, copy_tensors, layers_of, load_copy, read_plan
 from tests.nodes.conftest import small_topology
 
@@ -85,3 +86,16 @@ def test_per_owner_plans_layers_by_owner_and_the_fixed_planners_owner_cuts() -> 
     fl = replace(new, owner_cuts=((1, ()),))  # an owner that would start running every layer
     with pytest.raises(SwitchError, match="owner 1 would start or stop running every layer"):
         read_plan(fl.to_json(), plan, topo)
+
+
+def test_between_a_switch_and_the_next_round_the_aggregator_takes_either_plans_params() -> None:
+    from tests.nodes.test_admission import params
+
+    topo, plan = small_topology()
+    new = make_plan(topo, plan.num_layers, (1,))
+    old_rules, new_rules = Rules(topo, plan, "aggregator"), Rules(topo, new, "aggregator")
+    either = EitherRules(topo, new, old_rules)
+    old_msg, new_msg = params(old_rules, "node1"), params(new_rules, "node1")
+    assert new_rules.check(old_msg) is not None and old_rules.check(new_msg) is not None
+    assert either.check(old_msg) is None and either.check(new_msg) is None
+    assert either.check(params(old_rules, "node9")) is not None  # neither takes it
