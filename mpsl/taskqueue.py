@@ -134,6 +134,7 @@ class TaskQueue:
         if finished:
             self.unfinished -= 1
             del self._live[group]
+            group.entries = []  # no cycle left: the iteration is freed once its entries are
         return finished
 
     def drop_owner(self, owner: int) -> int:

@@ -57,11 +57,6 @@ class SimNode:
             d = self.passes[(span, b)] = (self.prof.fwd(span, b), self.prof.bwd(span, b))
         return d
 
-    def round_due(self, owners: int, rounds: int) -> bool:
-        """A compute node whose next round has every owner's sync in (it may close it)."""
-        return (self.synced is not None and self.round < rounds
-                and self.synced[self.round] == owners)
-
     def __repr__(self) -> str:
         return f"SimNode({self.name})"
 
@@ -101,7 +96,9 @@ class Wires:
 
 def memory_peaks(mem: MemoryLog) -> tuple[int, int, int]:
     """Peak of activations + buffers together, and of each alone (frees first at a tie)."""
-    mem.sort(key=lambda e: (e[0], e[1]))
+    # sorted by time, then bytes (frees first), then kind: the kind's order among equal
+    # changes at one instant moves no peak
+    mem.sort()
     total = acts = bufs = 0
     peak = peak_a = peak_b = 0
     for _, d, cat in mem:
