@@ -33,7 +33,7 @@ measured epoch beside the estimate, in RESULTS/hetero.live.* (bench.hetero_live:
 definitions); the estimate-only tables here are not touched by it.
 
     .venv/bin/python -m bench.hetero [--quick] [--profile CSV] [--results DIR]
-    .venv/bin/python -m bench.hetero --live [--repeats 4] [--scale S] [--quick]
+    .venv/bin/python -m bench.hetero --live [--repeats 3] [--scale S] [--quick]
 """
 
 from __future__ import annotations
@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", help="plan on this profile CSV instead of measuring one")
     ap.add_argument("--live", action="store_true",
                     help="the live runs instead of the estimates (bench.hetero_live)")
-    ap.add_argument("--repeats", type=int, default=4, help="--live: rounds of the four runs")
+    ap.add_argument("--repeats", type=int, default=3, help="--live: rounds of the four runs")
     ap.add_argument("--scale", type=float, default=None,
-                    help="--live: the fast owners' compute_scale (default: measured now)")
+                    help=f"--live: the fast owners' compute_scale (default {FAST})")
     results_option(ap)
     args = ap.parse_args(argv)
     use_results(args.results)

@@ -7,22 +7,29 @@ Definitions (version 1, fixed before the first run):
   link), vgg5 (BatchNorm) on synthetic 3x32x32 data, B = 32, one server (this host, one
   thread), K = 8 owners (each in a process of its own: `data_owners.per_process` 1) with
   128 samples each (4 iterations per epoch), 2 epochs. K = 8 is bench.hetero's K and the
-  largest this 2-core host runs in about 10 minutes with 4 rounds: FL's owners alone need
-  about 0.8 of its cores at the scale below, so more owners would measure the host, not
-  the plan.
-- Device speed: the fast owners' `compute_scale` is this host's over a Raspberry Pi 3B
-  (bench.epoch_time.rpi3b_scale, as bench.paper_epoch derives it; `--scale` fixes it: the
-  recorded run takes 7.7, the quiet measurement bench.paper_epoch's full run fixed, since
-  a measurement under load lowers it), the slow owners' twice that. A compute_scale s
-  makes a pass last s x the thread CPU time it took, so the emulated devices hold while the
-  host has CPU to spare: with s of about 7 the 8 owners of FL need about 0.8 of its 2 cores.
-- Plans: planned once, at the start, on one host profile (planner.resources.host_profile)
-  of the K = 8 topology, as `mpsl run`'s `plan: auto` does: FL (every owner the whole model),
+  largest this 2-core host runs in about 10 minutes with 3 rounds: FL's owners alone need
+  1.2 of its cores at the scale below, so more owners would measure the host, not the
+  plan.
+- Device speed: bench.hetero's, the estimate table's: the fast owners' `compute_scale` 5,
+  the slow owners' 10 (`--scale S`: S and 2S). A compute_scale s makes a pass last s x the
+  thread CPU time it took, so an emulated device holds while the host has a CPU for it: FL's
+  8 owners need 4/5 + 4/10 = 1.2 of this host's 2 cores while they compute (a loaded host
+  slows FL's owners first: see the load beside each run).
+- Plans: planned once, at the start, as `mpsl run`'s `plan: auto` does, on one profile:
+  `--profile CSV`, else this host's (planner.resources.host_profile of the K = 8
+  topology, written to RESULTS/hetero.live.profile.csv). FL (every owner the whole model),
   SFL (`choose_plan` in mode sfl), PiPar one plan (`choose_plan`), PiPar per-owner
   (`choose_plan` with `plan.per_owner`: the best of the joint per-owner candidate and the
-  one-plan candidates, so it may be the one plan again).
-- Runs: rounds of the four, in that order, `--repeats` rounds (default 4), each run through
+  one-plan candidates, so it may be the one plan again). The recorded run plans on
+  bench.hetero's estimate-table profile (bench/results/hetero_profile.csv): a profile
+  measured anew under another load moved the plans (per-owner equal to one plan at N = 4
+  and at N = 17 in two tries at load 8-11), and with it the four plans are the estimate
+  table's `compute`/4G plans (there at 256 samples per owner).
+- Runs: rounds of the four, in that order, `--repeats` rounds (default 3), each run through
   `bench.harness.run_calm` (repeated while CPU steal exceeds 5%, the least-steal try kept).
+  The recorded run ran from a clean checkout of its commit (`git worktree`): in the shared
+  working tree a node started while another engineer's edit of planner/ was half-written
+  died at its import.
 - Statistic: a run's epoch time is the `wall_s` of its epochs after the first (median; with
   2 epochs, the second); a plan's measured epoch is the median over the rounds; a speed-up is
   the median over the rounds of the ratio of two runs of the same round. The estimate is the
@@ -33,7 +40,7 @@ Definitions (version 1, fixed before the first run):
 plans (SFL and PiPar cut at 1, N = 2; per-owner: the fast owner cut at 2), one round, the
 estimates on `--profile` or bench/quick_profiles/hetero_vgg5.csv: a smoke run of the code path.
 
-    .venv/bin/python -m bench.hetero --live [--repeats 4] [--scale S] [--quick] [--results DIR]
+    .venv/bin/python -m bench.hetero --live [--repeats 3] [--scale S] [--quick] [--results DIR]
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ from bench.harness import (
     run_calm,
     run_meta,
 )
-from bench.hetero import doc
+from bench.hetero import FAST, doc
 from mpsl.plan import Plan, make_plan
 from mpsl.training import num_layers
 from planner import Profile, choose_plan, simulate
@@ -178,11 +185,10 @@ def live(args: argparse.Namespace) -> int:
     """`bench.hetero --live`: plan, run the rounds, write RESULTS/hetero.live.*."""
     started = time.perf_counter()
     loads = [os.getloadavg()[0]]
+    fast = args.scale or FAST
     if args.quick:
-        fast, host = args.scale or 7.0, 0.0
         owners, samples, epochs, repeats = QUICK_K, QUICK_SAMPLES, 1, 1
     else:
-        fast, host = (args.scale, 0.0) if args.scale else et.rpi3b_scale()
         owners, samples, epochs, repeats = K, SAMPLES, EPOCHS, args.repeats
     console.print(f"fast owners' compute_scale {fast}, slow {2 * fast}")
     if args.profile or args.quick:
@@ -198,13 +204,14 @@ def live(args: argparse.Namespace) -> int:
     loads += [r["load_1min"] for r in runs]
     meta = run_meta(wall_s=time.perf_counter() - started, owners=owners, batch=et.BATCH,
                     samples_per_owner=samples, epochs=epochs, repeats=repeats,
-                    compute_scale=[fast, 2 * fast], host_gflops=host, quick=args.quick,
+                    compute_scale=[fast, 2 * fast], profile=args.profile, quick=args.quick,
                     load_1min={"start": loads[0], "max": max(loads)},
                     steal_pct={"median": statistics.median(steals), "max": max(steals)})
     name = "hetero.live.quick" if args.quick else "hetero.live"
     command = ".venv/bin/python -m bench.hetero --live" + (
         " --quick" if args.quick else f" --repeats {repeats}") + (
-        f" --scale {args.scale}" if args.scale else "")
+        f" --scale {args.scale}" if args.scale else "") + (
+        f" --profile {args.profile}" if args.profile else "")
     publish(name, command, meta, [
         ("", "Heterogeneous owners, measured (s per epoch; speed-up: of per-owner PiPar over "
              "the plan, median over rounds)", rows, 3),
