@@ -79,6 +79,7 @@ MARGIN = 1e-6  # the bound is lowered by this fraction
 # Batch sizes other than an owner's most frequent one get their own paths (else the owner's
 # busy time stands for their length) where they are at least this share of its iterations.
 PARTIAL_SHARE = 0.1
+FIRST_ROWS = 64  # cut tuples completed with their paths first, then every one that may be lower
 
 
 @dataclass
@@ -103,22 +104,65 @@ class Bound:
 def lower_bound(topo: Topology, profiles: Profile | Mapping[str, Profile] | None = None, *,
                 iterations: int | None = None, samples: list[int] | None = None) -> Bound:
     """The bound over the planner's space for `topo` (see the module's docstring);
-    `iterations` and `samples` as in `planner.cost.simulate`."""
+    `iterations` and `samples` as in `planner.cost.simulate`.
+
+    Every term is first taken without its paths (`_Terms(paths=False)`: each path-derived
+    part at 0, no larger than with them); the cut tuples are then completed with their paths
+    in order of that cheaper maximum, until it exceeds the least complete one found: no tuple
+    left can be lower, so the bound is the one over every tuple, at a few of them."""
     started = time.perf_counter()
     space = _Space(topo, node_profiles(topo, profiles, measure=False), iterations, samples)
-    best: tuple[float, str, int, str] | None = None
+    best: tuple[float, int, str, str] | None = None  # value, row, source, schedule
     for spec in space.schedules:
-        terms = _Terms(space, spec).all()
-        names = list(terms)
-        stack = np.vstack([terms[n] for n in names])
-        top = stack.max(axis=0)
-        i = int(np.argmin(top))
-        if best is None or top[i] < best[0]:
-            best = (float(top[i]), names[int(np.argmax(stack[:, i]))], i, spec.name)
+        got = _least_row(space, spec, math.inf if best is None else best[0])
+        if got is not None and (best is None or got[0] < best[0]):
+            best = (*got, spec.name)
     assert best is not None
-    seconds, source, row, schedule = best
+    seconds, row, source, schedule = best
     cuts = tuple(int(c) for c in space.bounds[row][1:-1])
     return Bound(seconds * (1 - MARGIN), source, cuts, schedule, time.perf_counter() - started)
+
+
+def _least_row(space: _Space, spec: ScheduleSpec, below: float
+               ) -> tuple[float, int, str] | None:
+    """The least largest term over the cut rows under `spec` (the first row of that value,
+    the term's name), None where every row's is at least `below`."""
+    walks = _Walks({}, {})
+    cheap = _Terms(space, spec, space.bounds, walks, False).all()
+    low = np.vstack(list(cheap.values())).max(axis=0)
+    order = np.argsort(low, kind="stable")
+    first = order[:FIRST_ROWS]  # the most promising rows, then every row that may be lower
+    best = _least_of(space, spec, walks, first[low[first] < below])
+    rest = order[FIRST_ROWS:]
+    bar = below if best is None else min(below, math.nextafter(best[0], math.inf))
+    got = _least_of(space, spec, walks, rest[low[rest] < bar])
+    if got is not None and (best is None or got[:2] < best[:2]):
+        best = got
+    return best
+
+
+def _least_of(space: _Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
+              ) -> tuple[float, int, str] | None:
+    """The least largest term over `rows` (indices of cut rows), the first such row, the
+    term's name; None without rows."""
+    if not len(rows):
+        return None
+    rows = np.sort(rows)
+    terms = _Terms(space, spec, space.bounds[rows], walks).all()
+    names = list(terms)
+    stack = np.vstack([terms[n] for n in names])
+    top = stack.max(axis=0)
+    j = int(np.lexsort((rows, top))[0])  # the least value, then the first row
+    return float(top[j]), int(rows[j]), names[int(np.argmax(stack[:, j]))]
+
+
+@dataclass
+class _Walks:
+    """Each iteration's terms (walk, path graph) by (group rep, batch, N), and whether its
+    orders are forced per group rep and N: kept across the cut rows of one schedule."""
+
+    terms: dict[tuple[str, int, int], IterationTerms]
+    forced: dict[str, dict[int, bool]]
 
 
 @dataclass
@@ -165,9 +209,6 @@ class _Space:
                     found[key] = _Class(replace(g, members=[g.rep]), m, 1, sizes)
         self.classes = list(found.values())
 
-    def values(self, f: Form) -> np.ndarray:
-        return f.values(self.bounds)
-
     def owns(self, resource: str) -> bool:
         """Whether the resource is an owner's own (its processor or one of its links)."""
         return any(end in self.owner_names for end in resource.split("->"))
@@ -185,22 +226,26 @@ class _Space:
 class _Terms:
     """One schedule's terms, each an array over the cut tuples (`_Space.bounds`)."""
 
-    def __init__(self, space: _Space, spec: ScheduleSpec) -> None:
-        self.sp, self.spec = space, spec
+    def __init__(self, space: _Space, spec: ScheduleSpec, bounds: np.ndarray, walks: _Walks,
+                 paths: bool = True) -> None:
+        """The terms at the cut rows `bounds`; `walks` keeps each iteration's terms (its
+        walk and path graph) for the next rows; without `paths` every path-derived part
+        is 0."""
+        self.sp, self.spec, self.bounds, self.walks = space, spec, bounds, walks
+        self.paths = paths
         self.setting: Setting = owner_groups(space.topo, space.profs, spec)[0]
         self.out: dict[str, np.ndarray] = {}
         self.seen: dict[tuple[str, int, int], _Iteration] = {}
-        self.forced: dict[str, dict[int, bool]] = {}  # per group rep, by micro-batch count
 
     def add(self, name: str, v: np.ndarray) -> None:
         self.out[name] = self.out[name] + v if name in self.out else v
 
     def all(self) -> dict[str, np.ndarray]:
         sp, rounds = self.sp, self.sp.rounds
-        owner_params = sp.values(sp.params(OWNER))
-        turns = np.zeros(len(sp.bounds))
+        owner_params = sp.params(OWNER).values(self.bounds)
+        turns = np.zeros(len(self.bounds))
         avg = 0.0 if sp.sl else sp.K / AVERAGE_BYTES_PER_S
-        windows = _Windows(len(sp.bounds))
+        windows = _Windows(len(self.bounds))
         for cls in self.sp.classes:
             least = self.least(cls)
             for r, v in least.busy.items():
@@ -222,7 +267,7 @@ class _Terms:
             return self.out
         self.add(f"busy time of {AGGREGATOR}", rounds * avg * owner_params)
         for node in dict.fromkeys(n for n in sp.placement if n != OWNER):
-            self.add(f"busy time of {node}", rounds * avg * sp.values(sp.params(node)))
+            self.add(f"busy time of {node}", rounds * avg * sp.params(node).values(self.bounds))
         for r, v in windows.terms(rounds, avg * owner_params).items():
             self.add(f"busy time of {r} and its idle time as each round starts and ends", v)
         return self.out
@@ -232,7 +277,7 @@ class _Terms:
         other than the most frequent (an owner's last, partial batch) is the owner's busy
         time unless those are at least `PARTIAL_SHARE` of its iterations; windows are of the
         most frequent size alone (fewer tasks counted only lower that term)."""
-        R = len(self.sp.bounds)
+        R = len(self.bounds)
         out = _Least({}, np.full(R, np.inf) if cls.sizes else np.zeros(R), {}, {}, {})
         main = max(cls.sizes, key=lambda b: cls.sizes[b], default=0)
         exact = 1 - cls.sizes.get(main, 0) / max(1, sum(cls.sizes.values())) >= PARTIAL_SHARE
@@ -269,18 +314,21 @@ class _Terms:
         """The group rep's iteration of b samples in min(n, b) micro-batches."""
         key = (group.rep, b, max(1, min(n, b)))
         if key not in self.seen:
-            forced = self.forced.setdefault(group.rep, {})
-            terms = iteration_terms(self.setting, group, b, n, forced)
-            bounds = self.sp.bounds
-            self.seen[key] = _Iteration(terms, {r: f.values(bounds)
+            terms = self.walks.terms.get(key)
+            if terms is None:
+                forced = self.walks.forced.setdefault(group.rep, {})
+                terms = self.walks.terms[key] = iteration_terms(self.setting, group, b, n,
+                                                                forced)
+            self.seen[key] = _Iteration(terms, {r: f.values(self.bounds)
                                                 for r, f in terms.loads.items()},
-                                        terms.own.values(bounds))
+                                        terms.own.values(self.bounds))
         return self.seen[key]
 
     def path(self, it: _Iteration) -> PathTerms:
-        """The iteration's `PathTerms` per cut row, computed once."""
+        """The iteration's `PathTerms` per cut row, computed once (0 without `paths`)."""
         if it.path is None:
-            it.path = it.terms.path(self.sp.bounds)
+            it.path = (it.terms.path(self.bounds) if self.paths else
+                       PathTerms(np.zeros(len(self.bounds)), {}, {}, {}))
         return it.path
 
 

@@ -63,6 +63,8 @@ class IterationTerms:
 
     def __init__(self, walk: NoWakeWalk, forced: dict[int, bool]) -> None:
         self.walk, self.forced = walk, forced
+        self._graph: PathGraph | None = None
+        self._forms: tuple[list[int], list[Form]] | None = None
         self.loads = walk.loads()
         self.own = self.loads.get(walk.g.rep, Form())
 
@@ -73,8 +75,12 @@ class IterationTerms:
             self.forced[n] = orders_forced(self.walk)
         if not self.forced[n]:
             return PathTerms(self.own.values(bounds), {}, {}, {})
-        graph = iteration_graph(self.walk)
-        parts = [path_terms(graph, bounds[i:i + CHUNK]) for i in range(0, len(bounds), CHUNK)]
+        if self._graph is None:
+            self._graph = iteration_graph(self.walk)
+            self._forms = graph_forms(self._graph)
+        graph = self._graph
+        parts = [path_terms(graph, bounds[i:i + CHUNK], self._forms)
+                 for i in range(0, len(bounds), CHUNK)]
         if len(parts) == 1:
             return parts[0]
         return PathTerms(np.concatenate([p.length for p in parts]),
@@ -92,11 +98,18 @@ def iteration_terms(setting: Setting, group: OwnerGroup, batch: int, n: int,
     return IterationTerms(NoWakeWalk(s, g), {} if forced is None else forced)
 
 
-def path_terms(graph: PathGraph, bounds: np.ndarray) -> PathTerms:
+def graph_forms(graph: PathGraph) -> tuple[list[int], list[Form]]:
+    """`distinct_forms` of the graph's edges, ends and work, in that order."""
+    return distinct_forms([*(e[2] for e in graph.edges), *(e[1] for e in graph.ends),
+                           *graph.work])
+
+
+def path_terms(graph: PathGraph, bounds: np.ndarray,
+               forms: tuple[list[int], list[Form]] | None = None) -> PathTerms:
     """The graph's `PathTerms` (`PathGraph.longest_all` for the length), every distinct form
-    (by coefficients) evaluated once."""
+    (by coefficients) evaluated once; `forms` is `graph_forms(graph)` where made before."""
     every = [*(e[2] for e in graph.edges), *(e[1] for e in graph.ends), *graph.work]
-    index, distinct = distinct_forms(every)
+    index, distinct = graph_forms(graph) if forms is None else forms
     row = {id(w): i for w, i in zip(every, index)}
     weight = values_all(distinct, bounds)
     R = len(bounds)

@@ -27,14 +27,10 @@ class Form:
     z: dict[int, list[float]] = field(default_factory=dict)
 
     def add_x(self, p: int, coef: Sequence[float], scale: float = 1.0) -> None:
-        row = self.x.setdefault(p, [0.0] * len(coef))
-        for i, c in enumerate(coef):
-            row[i] += c * scale
+        _add_row(self.x, p, coef, scale)
 
     def add_z(self, p: int, coef: Sequence[float], scale: float = 1.0) -> None:
-        row = self.z.setdefault(p, [0.0] * len(coef))
-        for i, c in enumerate(coef):
-            row[i] += c * scale
+        _add_row(self.z, p, coef, scale)
 
     def add(self, other: Form, scale: float = 1.0) -> None:
         """Add `scale` x `other` to this form."""
@@ -68,6 +64,18 @@ class Form:
         for p, row in self.z.items():
             v += np.asarray(row)[bounds[:, p + 1] - 1]
         return v
+
+
+def _add_row(rows: dict[int, list[float]], p: int, coef: Sequence[float], scale: float) -> None:
+    """rows[p] += scale x coef (a row of zeros where there is none)."""
+    row = rows.get(p)
+    if row is None:
+        rows[p] = [0.0 + c * scale for c in coef]
+    elif len(row) == len(coef):
+        rows[p] = [a + c * scale for a, c in zip(row, coef)]
+    else:
+        for i, c in enumerate(coef):
+            row[i] += c * scale
 
 
 Edge = tuple[int, int, Form]  # (u, v, w): s_v >= s_u + w

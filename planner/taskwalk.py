@@ -86,6 +86,11 @@ class GroupWalk:
         self.out = [lp.out_bytes for lp in group.profile.layers][:-1]
         self._rows: dict[tuple[int, str, int], list[float]] = {}
         self._prefix: dict[int, list[Form]] = {}
+        # forms shared by actions, tasks and messages alike but for their micro-batch (most
+        # micro-batches have one size): one Form object each, so sums and evaluations
+        # (`planner.forms.distinct_forms`) see it once
+        self._forms: dict[tuple[object, ...], Form] = {}
+        self._task_forms: dict[tuple[object, ...], list[Form]] = {}
 
     # ---------------------------------------------------------------- nodes and actions
 
@@ -110,8 +115,18 @@ class GroupWalk:
             self._rows[key] = row
         return row
 
+    def _size(self, a: Action) -> int | None:
+        return None if a.mb is None else self.sizes[a.mb]
+
     def action_form(self, node: str, a: Action) -> Form:
-        """Processor seconds of one action on `node`."""
+        """Processor seconds of one action on `node` (one Form per node, kind and size)."""
+        key = ("action", node, a.op, a.part, self._size(a))
+        got = self._forms.get(key)
+        if got is None:
+            got = self._forms[key] = self._action_form(node, a)
+        return got
+
+    def _action_form(self, node: str, a: Action) -> Form:
         f = Form()
         prof, sleeps = self.prof(node), self.sleeps(node)
         if a.op in (Op.FORWARD, Op.BACKWARD):
@@ -132,9 +147,15 @@ class GroupWalk:
         """Processor seconds of the task's first i actions, for i = 0..len(actions)."""
         got = self._prefix.get(id(task))
         if got is None:
-            got = [Form()]
-            for a in task.actions:
-                got.append(got[-1].plus(self.action_form(task.node, a)))
+            key = ("task", task.node, *((a.op, a.part, self._size(a), a.msg, a.dst)
+                                        for a in task.actions))
+            got = self._task_forms.get(key)
+            if got is None:
+                got = [Form()]
+                for a in task.actions:
+                    got.append(got[-1] if a.op is Op.SEND else
+                               got[-1].plus(self.action_form(task.node, a)))
+                self._task_forms[key] = got
             self._prefix[id(task)] = got
         return got
 
@@ -152,19 +173,23 @@ class GroupWalk:
                                           else prof.wake_bwd_s)
 
     def message(self, task: Task, index: int) -> tuple[Hop, Form]:
-        """The link of the SEND at `index` and its transmission seconds."""
+        """The link of the SEND at `index` and its transmission seconds (one Form per link,
+        cut, kind and size)."""
         a = task.actions[index]
         assert a.dst is not None and a.mb is not None
         part = task.sent_part(index)
         cut = part if a.msg is Msg.ACT else part - 1
         b = self.sizes[a.mb]
         hop = self.s.links(task.node, a.dst)
-        f = Form()
-        if hop.rate_mbps is not None:
-            per_byte = hop.tx_s(1.0)
-            f.add_z(cut, self.out, b * per_byte)
-            labels = LABEL_BYTES * b if a.msg is Msg.ACT and self.s.labels else 0
-            f.const = (labels + HEADER_BYTES) * per_byte
+        key = ("message", hop.name, a.msg, cut, b)
+        f = self._forms.get(key)
+        if f is None:
+            f = self._forms[key] = Form()
+            if hop.rate_mbps is not None:
+                per_byte = hop.tx_s(1.0)
+                f.add_z(cut, self.out, b * per_byte)
+                labels = LABEL_BYTES * b if a.msg is Msg.ACT and self.s.labels else 0
+                f.const = (labels + HEADER_BYTES) * per_byte
         return hop, f
 
     # ---------------------------------------------------------------- busy time
@@ -182,16 +207,27 @@ class GroupWalk:
 
     def loads(self) -> dict[str, Form]:
         """Busy seconds per processor and link in one iteration of every owner of the group."""
-        out: dict[str, Form] = {}
+        terms: dict[str, dict[int, tuple[Form, int]]] = {}  # by resource, by form: its count
+
+        def count(name: str, f: Form, k: int) -> None:
+            got = terms.setdefault(name, {})
+            old = got.get(id(f))
+            got[id(f)] = (f, k + (old[1] if old is not None else 0))
+
         for task in self.tasks:
             k = 1 if task.node == self.g.rep else self.mult
-            out.setdefault(self.processor(task.node), Form()).add(self.duration(task), k)
+            count(self.processor(task.node), self.duration(task), k)
             for i, a, _ in task.sends():
                 assert a.dst is not None
                 hop, f = self.message(task, i)
                 if hop.rate_mbps is not None:
                     name, k = self.link(hop, task.node, a.dst)
-                    out.setdefault(name, Form()).add(f, k)
+                    count(name, f, k)
+        out: dict[str, Form] = {}
+        for name, forms in terms.items():
+            total = out[name] = Form()
+            for f, k in forms.values():
+                total.add(f, k)
         last = self.s.plan.node_of(self.s.plan.num_parts - 1, self.g.rep)
         hop = self.s.links(last, AGGREGATOR)  # the loss report (METRICS)
         if hop.rate_mbps is not None:

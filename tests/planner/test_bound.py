@@ -214,3 +214,19 @@ def two_streams(barrier_between: bool):
 def test_a_link_fed_by_two_streams_is_not_forced():
     assert not orders_forced(two_streams(barrier_between=False))
     assert orders_forced(two_streams(barrier_between=True))
+
+
+@pytest.mark.parametrize("seed", range(0, 14, 2))
+def test_pruned_rows_give_the_bound_over_every_row(seed, monkeypatch):
+    """The bound completes only the cut rows whose path-free terms may still be lowest: the
+    value, term and cuts equal those over every row (more layers: more rows to prune)."""
+    import planner.bound as bound_module
+
+    t, _ = random_instance(seed)
+    prof = random_profile(random.Random(seed), 11)
+    monkeypatch.setattr(bound_module, "FIRST_ROWS", 4)
+    pruned = lower_bound(t, prof)
+    monkeypatch.setattr(bound_module, "FIRST_ROWS", 10 ** 9)
+    every = lower_bound(t, prof)
+    assert (pruned.seconds, pruned.source, pruned.cuts, pruned.schedule) == (
+        every.seconds, every.source, every.cuts, every.schedule)
