@@ -72,6 +72,7 @@ class Engine:
             self.steady = None
         self.nodes = self._make_nodes(topo, profs)
         self.owner_nodes = [self.nodes[name] for name in self.onames]
+        self.sizes = self.work.sizes
         self.rank = {node: i for i, node in enumerate(self.nodes.values())}  # owners, chain
         self.metrics_from = None if plan.labels_local else plan.placement[-1]
         self.heap: list[tuple[Any, ...]] = []
@@ -95,10 +96,18 @@ class Engine:
         emulated = emulated_nodes(topo)
         nodes: dict[str, SimNode] = {}
         mine = plan.parts_on(OWNER)
+        alike: dict[tuple[object, ...], SimNode] = {}  # owners alike share their costs
         for k, name in enumerate(self.onames):
             node = nodes[name] = SimNode(name, profs[name], name in emulated, k)
             view = plan.for_owner(k)
-            self._set_costs(node, view.parts_on(OWNER) if self.hetero else mine, True, view)
+            key = (id(node.prof), node.sleeps, id(view))
+            same = alike.get(key)
+            if same is None:
+                alike[key] = node
+                self._set_costs(node, view.parts_on(OWNER) if self.hetero else mine, True, view)
+            else:
+                node.act, node.param_bytes, node.steps = same.act, same.param_bytes, same.steps
+                node.passes = same.passes
         copies = copies_on_compute(topo, self.K)
         for p, name in enumerate(plan.placement):
             if name == OWNER or name in nodes:
@@ -152,7 +161,7 @@ class Engine:
                 self.begin_round(k, 0, 0.0)
         handlers: tuple[Callable[[Any, Any, float], None], ...] = (
             self.on_done, self.on_message, self.on_sync, self.on_params, self.on_global)
-        heap, pop, dirty, on_done = self.heap, heapq.heappop, self.dirty, self.on_done
+        heap, pop, dirty, start_free = self.heap, heapq.heappop, self.dirty, self._start_free
         while heap or dirty:
             t = heap[0][0] if heap else self.end
             while heap and heap[0][0] == t:
@@ -163,12 +172,16 @@ class Engine:
                         self.on_message(a, b, t)  # raises
                     a.mem.append((t, nbytes, 1))
                     dirty[a] = None
-                elif kind == _DONE:
-                    on_done(a, b, t)
+                elif kind == _DONE:  # on_done, inline
+                    a.busy = False
+                    a.free_at = self.last = t
+                    dirty[a] = None
+                    if b is None or a.queue.finish(b, t):
+                        self.done(a, b, t)
                 else:
                     handlers[kind](a, b, t)
             if dirty:
-                self._start_free(t)
+                start_free(t)
             if self._mark:
                 self._mark = False
                 assert self.steady is not None
@@ -217,7 +230,7 @@ class Engine:
         mem = node.mem
         if entry.payload:
             mem.append((t, -entry.payload, 1))
-        sizes = self.work.sizes[k][j]
+        sizes = self.sizes[k][j]
         # the first pass of a task wakes (caches refilled) after an idle processor or when it
         # works on another owner's copy than the task before; an emulated device, every pass
         cold = t > node.free_at or k != node.last_owner or node.sleeps
@@ -262,13 +275,17 @@ class Engine:
         node.busy = False
         node.free_at = self.last = t
         self.dirty[node] = None
+        if entry is None or node.queue.finish(entry, t):
+            self.done(node, entry, t)
+
+    def done(self, node: SimNode, entry: Entry | None, t: float) -> None:
+        """After an averaging, or the node's last task of an iteration (`entry`)."""
         if entry is None:
             self.round_closed(node, t)
-        elif node.queue.finish(entry, t):  # the node's last task of that iteration
-            if node.owner is not None:
-                self.iteration_done(node.owner, t)
-            elif node.name == self.metrics_from:
-                self.metrics(node, entry.owner, entry.iteration, t)
+        elif node.owner is not None:
+            self.iteration_done(node.owner, t)
+        elif node.name == self.metrics_from:
+            self.metrics(node, entry.owner, entry.iteration, t)
 
     def metrics(self, node: SimNode, k: int, j: int, t: float) -> None:
         """The loss report of owner k's iteration j, from the node that ran the last part."""
