@@ -73,16 +73,19 @@ class TaskQueue:
             round_id: int = 0) -> None:
         """Register this node's tasks (list order) of one iteration of `owner` at time `t`."""
         group = _Iteration(round_id)
-        group.barrier = len(tasks)
+        entries, expected = group.entries, self._expected
+        barrier = len(tasks)
         for i, task in enumerate(tasks):
             entry = Entry(task, i, group, owner, iteration)
-            group.entries.append(entry)
+            entries.append(entry)
             key = task.key
             if key is None:
-                group.barrier = min(group.barrier, i)
+                if i < barrier:
+                    barrier = i
             else:
-                self._expected[(owner, iteration, key)] = entry
-        if not group.entries:
+                expected[(owner, iteration, key)] = entry
+        group.barrier = barrier
+        if not entries:
             return
         self.unfinished += 1
         self._live[group] = None

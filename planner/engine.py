@@ -150,6 +150,8 @@ class Engine:
         try:
             self._run()
         finally:
+            for node in self.nodes.values():
+                node.programs.clear()  # they name other nodes: no cycle left behind
             if paused:
                 gc.enable()
 
@@ -171,7 +173,8 @@ class Engine:
                     if a.queue.deliver(k, j, key, t, nbytes) is None:
                         self.on_message(a, b, t)  # raises
                     a.mem.append((t, nbytes, 1))
-                    dirty[a] = None
+                    if not a.busy:  # a busy node looks again when its task is done
+                        dirty[a] = None
                 elif kind == _DONE:  # on_done, inline
                     a.busy = False
                     a.free_at = self.last = t
