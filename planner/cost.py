@@ -52,7 +52,6 @@ from planner.resources import (
     node_profiles,
     state_factor,
 )
-from planner.simstate import memory_peaks
 
 __all__ = ["Estimate", "simulate"]
 
@@ -118,7 +117,7 @@ def _memory(topo: Topology, sim: Engine) -> tuple[dict[str, int], dict[str, dict
     detail: dict[str, dict[str, int]] = {}
     for name, node in sim.nodes.items():
         static = node.param_bytes * factor * (1 if node.owner is not None else copies)
-        peak, acts, bufs = memory_peaks(node.mem)
+        peak, acts, bufs = node.mem.peaks()
         memory[name] = static + peak
         detail[name] = {"params": static, "activations": acts, "buffers": bufs}
     agg = sim.owner_params + (1 if sim.sl else sim.K) * (sim.owner_params + HEADER_BYTES)

@@ -172,7 +172,7 @@ class Engine:
                     k, j, key, nbytes = b
                     if a.queue.deliver(k, j, key, t, nbytes) is None:
                         self.on_message(a, b, t)  # raises
-                    a.mem.append((t, nbytes, 1))
+                    a.mem.buf(t, nbytes)
                     if not a.busy:  # a busy node looks again when its task is done
                         dirty[a] = None
                 elif kind == _DONE:  # on_done, inline
@@ -232,7 +232,7 @@ class Engine:
         k, j = entry.owner, entry.iteration
         mem = node.mem
         if entry.payload:
-            mem.append((t, -entry.payload, 1))
+            mem.buf(t, -entry.payload)
         sizes = self.sizes[k][j]
         # the first pass of a task wakes (caches refilled) after an idle processor or when it
         # works on another owner's copy than the task before; an emulated device, every pass
@@ -257,7 +257,10 @@ class Engine:
             else:
                 d = wake if cold else warm
                 if act:
-                    mem.append((cur, act, 0) if code == FORWARD else (cur + d, -act, 0))
+                    if code == FORWARD:
+                        mem.act(cur, act)
+                    else:
+                        mem.act(cur + d, -act)
                 cold = sleeps
             if events is not None:
                 events.append(Event(node.name, CPU, step.label, k, j, step.mb, cur, cur + d))
@@ -270,7 +273,7 @@ class Engine:
         k, j, key, nbytes = msg
         if node.queue.deliver(k, j, key, t, nbytes) is None:
             raise RuntimeError(f"{node.name}: no task of owner {k} iteration {j} takes {key}")
-        node.mem.append((t, nbytes, 1))
+        node.mem.buf(t, nbytes)
         self.dirty[node] = None
 
     def on_done(self, node: SimNode, entry: Entry | None, t: float) -> None:

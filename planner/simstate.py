@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any
+
+import numpy as np
 
 from mpsl.taskqueue import TaskQueue
 from mpsl.topology import Topology
@@ -12,7 +15,6 @@ from planner.profile import Profile
 from planner.resources import Hop, Links
 
 DONE, MSG, SYNC, PARAMS, GLOBAL = range(5)  # the engine's event kinds
-MemoryLog = list[tuple[float, int, int]]  # (time, bytes added or freed, 0 activation | 1 buffer)
 
 
 class SimNode:
@@ -35,7 +37,7 @@ class SimNode:
         self.busy = False
         self.free_at = -math.inf  # when its processor last finished a task
         self.last_owner = -1  # whose task (model copy) it ran last
-        self.mem: MemoryLog = []
+        self.mem = MemoryLog()
         self.passes: dict[tuple[tuple[int, int], int], tuple[float, float]] = {}  # (span, b)
         self.act: dict[int, int] = {}  # part: activation bytes kept per sample
         self.steps: dict[int | None, float] = {}  # part (None: the owner's parts): STEP s
@@ -89,28 +91,41 @@ class Wires:
         if self.events is not None:
             self.events.append(Event(src, h.name, action, owner, it, mb, start, end, nbytes))
         if mem is not None:
-            mem.append((t, nbytes, 1))
-            mem.append((end, -nbytes, 1))
+            mem.buf(t, nbytes)
+            mem.buf(end, -nbytes)
         return end + h.latency_s
 
 
-def memory_peaks(mem: MemoryLog) -> tuple[int, int, int]:
-    """Peak of activations + buffers together, and of each alone (frees first at a tie)."""
-    # sorted by time, then bytes (frees first), then kind: the kind's order among equal
-    # changes at one instant moves no peak
-    mem.sort()
-    total = acts = bufs = 0
-    peak = peak_a = peak_b = 0
-    for _, d, cat in mem:
-        total += d
-        if cat:
-            bufs += d
-            if bufs > peak_b:
-                peak_b = bufs
-        else:
-            acts += d
-            if acts > peak_a:
-                peak_a = acts
-        if total > peak:
-            peak = total
-    return peak, peak_a, peak_b
+class MemoryLog:
+    """The bytes a node adds (+) and frees (-) over time: activations and message buffers."""
+
+    __slots__ = ("_act_t", "_act_d", "_buf_t", "_buf_d")
+
+    def __init__(self) -> None:
+        self._act_t, self._act_d = array("d"), array("q")
+        self._buf_t, self._buf_d = array("d"), array("q")
+
+    def act(self, t: float, nbytes: int) -> None:
+        """Activation bytes kept (+) or freed (-) at `t`."""
+        self._act_t.append(t)
+        self._act_d.append(nbytes)
+
+    def buf(self, t: float, nbytes: int) -> None:
+        """Message buffer bytes held (+) or let go (-) at `t`."""
+        self._buf_t.append(t)
+        self._buf_d.append(nbytes)
+
+    def peaks(self) -> tuple[int, int, int]:
+        """Peak of activations + buffers together, and of each alone (frees first at a tie)."""
+        at, ad = np.frombuffer(self._act_t), np.frombuffer(self._act_d, dtype=np.int64)
+        bt, bd = np.frombuffer(self._buf_t), np.frombuffer(self._buf_d, dtype=np.int64)
+        both = _peak(np.concatenate((at, bt)), np.concatenate((ad, bd)))
+        return both, _peak(at, ad), _peak(bt, bd)
+
+
+def _peak(t: np.ndarray, d: np.ndarray) -> int:
+    """The highest running sum (from 0) of changes `d` taken in order of time, then change:
+    the order among equal changes at one instant moves no peak."""
+    if not len(d):
+        return 0
+    return max(0, int(np.cumsum(d[np.lexsort((d, t))]).max()))
