@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -13,7 +14,7 @@ from mpsl.plan import SINGLE_BATCH_MODES, Plan, make_plan, owner_micro_batches, 
 from mpsl.schedule import SCHEDULES
 from mpsl.spec import ScheduleSpec
 from mpsl.topology import Topology
-from planner.bound import lower_bound
+from planner.bound import Bounds
 from planner.cost import simulate
 from planner.cutmodel import CutModel, build
 from planner.estimate import Estimate
@@ -37,6 +38,9 @@ NEAR_TIE = 0.01
 # stays under this: the simulated epoch is not unimodal in N (micro-batch sizes round), so a
 # +-1 walk can stop short of the fastest N.
 SCAN_BUDGET = 2_000
+# A candidate's cuts are left out where their lower bound is at least the best epoch found
+# times 1 + this: the steady-state estimates may lie this far from the full simulation.
+SCREEN_MARGIN = 1e-3
 
 
 def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile],
@@ -56,16 +60,31 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile],
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)
     spec = ScheduleSpec(plan.schedule, plan.max_in_flight)
-    best: tuple[float, int] | None = None
     models = {} if models is None else models
-    for n in range(1, max_micro_batches(topo) + 1):
-        model = models.get((n, spec))
-        if model is None:
-            model = models[(n, spec)] = build(topo, profs, [n] * len(topo.owners),
-                                              schedule=spec)
-        t = model.evaluate(plan.cuts)[0]
-        if best is None or t < best[0] * (1 - 1e-9):
-            best = (t, n)
+    K = len(topo.owners)
+
+    def model(n: int, whole: bool) -> CutModel:
+        key = (n, spec) if whole else (-n, spec)  # -n: the model without paths
+        got = models.get(key)
+        if got is None:
+            got = models[key] = build(topo, profs, [n] * K, schedule=spec, paths=whole,
+                                      memory=False)
+        return got
+
+    # The busy terms alone bound each N's T from below: the paths are built only for the N
+    # whose bound is not clearly above the least T found. An N left out has T > (1 + 1e-8)
+    # x the least: never the choice below, nor does leaving it out change the choice.
+    ns = range(1, max_micro_batches(topo) + 1)
+    low = {n: model(n, False).evaluate(plan.cuts)[0] for n in ns}
+    t: dict[int, float] = {}
+    for n in sorted(ns, key=lambda n: (low[n], n)):
+        if t and low[n] > min(t.values()) * (1 + 1e-8):
+            break
+        t[n] = model(n, True).evaluate(plan.cuts)[0]
+    best: tuple[float, int] | None = None
+    for n in sorted(t):
+        if best is None or t[n] < best[0] * (1 - 1e-9):
+            best = (t[n], n)
     assert best is not None
     return tuple(best[1] for _ in topo.owners)
 
@@ -184,7 +203,7 @@ def exhaustive(topo: Topology, profiles: Profiles, *, ns: Iterable[int] | None =
 def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 5,
                 solver: str = "auto", iterations: int | None = None,
                 time_limit_s: float | None = 60.0, steady: bool = True,
-                bound: bool = True) -> PlanReport:
+                bound: bool = True, budget_s: float | None = None) -> PlanReport:
     """Plan `topo`: ILP cuts, N by APS, the next-best cuts, all simulated and ranked, and
     (with `bound`) a lower bound on every plan's epoch (`planner.bound`).
 
@@ -193,10 +212,19 @@ def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 
     with the cut model's N, `eq14_start`, which costs no simulation beyond its estimate) and
     the topology's own plan, when it states cuts, are ranked too; the topology's is kept past
     `top`. `steady=False` simulates every event of every candidate (no steady-state skipping).
+
+    With `bound`, a candidate's cuts whose own lower bound (over every N) is not below the
+    best epoch simulated so far are not simulated: no plan with them can be faster. With
+    `budget_s`, once that many seconds have passed no further candidate is simulated (the
+    ILP's first is always). Either way the report's notes name every candidate left out.
     """
     started = time.perf_counter()
     search = _Search(topo, node_profiles(topo, profiles), iterations, solver, time_limit_s)
     search.steady = steady
+    search.deadline = None if budget_s is None else started + budget_s
+    if bound:
+        search.bounds = Bounds(topo, search.profs, iterations=iterations,
+                               samples=search.samples)
     mine = topo.schedule.name
     cands = search.ranked(mine, top)
     if not search.single:
@@ -204,15 +232,14 @@ def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 
             if name != mine:
                 with contextlib.suppress(Infeasible):
                     cands += search.ranked(name, 1, f" ({name})", simulate_n=False)
-    notes = search.add_topology_plan(cands)
+    notes = search.add_topology_plan(cands) + search.notes
     cands.sort(key=lambda c: (c.estimate.epoch_s, c.source != "ilp"))
     kept = cands[:top] + [c for c in cands[top:] if "topology" in c.source]  # always compared
     if topo.plan.per_owner and not search.single:  # owners' own cuts (planner.owner_cuts)
         cands += owner_candidates(search)
         cands.sort(key=lambda c: (c.estimate.epoch_s, c.source != "ilp"))
         kept = cands[:top] + [c for c in cands[top:] if "topology" in c.source]
-    low = lower_bound(topo, search.profs, iterations=iterations,
-                      samples=search.samples) if bound else None
+    low = search.bounds.least() if search.bounds is not None else None
     if low is not None and topo.plan.per_owner and not search.single:
         low = owner_bound(low, topo, search.profs, iterations, search.samples)
     return PlanReport(kept, search.solver_used, search.solve_s, time.perf_counter() - started,
@@ -238,12 +265,21 @@ class _Search:
         self.steady = True  # skip the steady state's periods when simulating
         self.models: dict[tuple[int, ScheduleSpec], CutModel] = {}  # eq14_start's, kept
         self.full: dict[Plan, Estimate] = {}  # whole epochs simulated, by sim_key
+        self.ilp_models: dict[tuple[tuple[int, ...], str], CutModel] = {}  # solve's, kept
+        self.bounds: Bounds | None = None  # to leave out cuts that cannot be faster
+        self.deadline: float | None = None  # perf_counter past which no more is simulated
+        self.best_s = math.inf  # the least epoch simulated so far
+        self.notes: list[str] = []  # the candidates left out, and why
 
     def solve(self, ns: Sequence[int], schedule: str,
               exclude: Sequence[Sequence[int]] = ()) -> IlpResult:
-        spec = ScheduleSpec(schedule, self.topo.schedule.max_in_flight)
-        model = build(self.topo, self.profs, ns, round_iterations=self.per_round,
-                      schedule=spec)
+        key = (tuple(ns), schedule)
+        model = self.ilp_models.get(key)
+        if model is None:  # the same model for the next-best cuts (its scores are kept)
+            spec = ScheduleSpec(schedule, self.topo.schedule.max_in_flight)
+            model = self.ilp_models[key] = build(self.topo, self.profs, ns,
+                                                 round_iterations=self.per_round,
+                                                 schedule=spec)
         res = solve_model(model, self.pinned, self.solver, exclude, self.time_limit_s)
         self.solve_s += res.solve_s
         self.solver_used = res.solver if res.solver != "none" else self.solver_used
@@ -287,12 +323,34 @@ class _Search:
                 found.append(self.solve(ns, schedule, [r.cuts for r in found]))
             except Infeasible:
                 break
+        lows = (self.bounds.at([r.cuts for r in found], schedule) if self.bounds is not None
+                else [0.0] * len(found))
         cands = []
         for i, r in enumerate(found):
-            n_r = ns if i == 0 else self.pick_n(r.cuts, ns, schedule, simulate_n)
             source = ("ilp" if i == 0 else f"ilp#{i + 1}") + tag
-            cands.append(self.estimate(self.plan(r.cuts, n_r, schedule), source, r.objective_T))
+            if self.left_out(source, r.cuts, lows[i]):
+                continue
+            n_r = ns if i == 0 else self.pick_n(r.cuts, ns, schedule, simulate_n)
+            c = self.estimate(self.plan(r.cuts, n_r, schedule), source, r.objective_T)
+            self.best_s = min(self.best_s, c.estimate.epoch_s)
+            cands.append(c)
         return cands
+
+    def left_out(self, source: str, cuts: Sequence[int], low: float) -> bool:
+        """Whether to leave a candidate unsimulated (noted): its cuts' lower bound is not
+        below the best epoch found (with SCREEN_MARGIN for the estimates' tolerance), or
+        the time budget is spent (after the first candidate)."""
+        what = f"{source} (cuts {list(cuts)})"
+        if low >= self.best_s * (1 + SCREEN_MARGIN):
+            self.notes.append(f"{what} not simulated: no plan with these cuts beats "
+                              f"{low:.3f} s per epoch, above the best found "
+                              f"({self.best_s:.3f} s)")
+            return True
+        if self.deadline is not None and self.best_s < math.inf and (
+                time.perf_counter() > self.deadline):
+            self.notes.append(f"{what} not simulated: the time budget was spent")
+            return True
+        return False
 
     def add_topology_plan(self, cands: list[Candidate]) -> list[str]:
         """Rank the topology's own plan (marking a candidate equal to it); notes on failure."""

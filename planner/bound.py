@@ -48,7 +48,7 @@ import collections
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -104,30 +104,66 @@ class Bound:
 def lower_bound(topo: Topology, profiles: Profile | Mapping[str, Profile] | None = None, *,
                 iterations: int | None = None, samples: list[int] | None = None) -> Bound:
     """The bound over the planner's space for `topo` (see the module's docstring);
-    `iterations` and `samples` as in `planner.cost.simulate`.
-
-    Every term is first taken without its paths (`_Terms(paths=False)`: each path-derived
-    part at 0, no larger than with them); the cut tuples are then completed with their paths
-    in order of that cheaper maximum, until it exceeds the least complete one found: no tuple
-    left can be lower, so the bound is the one over every tuple, at a few of them."""
-    started = time.perf_counter()
-    space = _Space(topo, node_profiles(topo, profiles, measure=False), iterations, samples)
-    best: tuple[float, int, str, str] | None = None  # value, row, source, schedule
-    for spec in space.schedules:
-        got = _least_row(space, spec, math.inf if best is None else best[0])
-        if got is not None and (best is None or got[0] < best[0]):
-            best = (*got, spec.name)
-    assert best is not None
-    seconds, row, source, schedule = best
-    cuts = tuple(int(c) for c in space.bounds[row][1:-1])
-    return Bound(seconds * (1 - MARGIN), source, cuts, schedule, time.perf_counter() - started)
+    `iterations` and `samples` as in `planner.cost.simulate`."""
+    return Bounds(topo, profiles, iterations=iterations, samples=samples).least()
 
 
-def _least_row(space: _Space, spec: ScheduleSpec, below: float
+class Bounds:
+    """The bound's terms for `topo`, each iteration's walk and path graph kept: the least
+    over every plan (`least`) and the least over the plans of given cuts (`at`)."""
+
+    def __init__(self, topo: Topology, profiles: Profile | Mapping[str, Profile] | None = None,
+                 *, iterations: int | None = None, samples: list[int] | None = None) -> None:
+        started = time.perf_counter()
+        self.space = _Space(topo, node_profiles(topo, profiles, measure=False), iterations,
+                            samples)
+        self.walks = {spec.name: _Walks({}, {}) for spec in self.space.schedules}
+        self.compute_s = time.perf_counter() - started
+        self.row = {tuple(int(c) for c in r[1:-1]): i for i, r in enumerate(self.space.bounds)}
+
+    def least(self) -> Bound:
+        """The bound over every plan.
+
+        Every term is first taken without its paths (`_Terms(paths=False)`: each
+        path-derived part at 0, no larger than with them); the cut tuples are then completed
+        with their paths in order of that cheaper maximum, until it exceeds the least
+        complete one found: no tuple left can be lower, so the bound is the one over every
+        tuple, at a few of them."""
+        started = time.perf_counter()
+        space = self.space
+        best: tuple[float, int, str, str] | None = None  # value, row, source, schedule
+        for spec in space.schedules:
+            got = _least_row(space, spec, math.inf if best is None else best[0],
+                             self.walks[spec.name])
+            if got is not None and (best is None or got[0] < best[0]):
+                best = (*got, spec.name)
+        assert best is not None
+        seconds, row, source, schedule = best
+        cuts = tuple(int(c) for c in space.bounds[row][1:-1])
+        self.compute_s += time.perf_counter() - started
+        return Bound(seconds * (1 - MARGIN), source, cuts, schedule, self.compute_s)
+
+    def at(self, cuts: Sequence[Sequence[int]], schedule: str | None = None) -> list[float]:
+        """Per cut tuple, a lower bound on the simulated epoch of every plan with those cuts
+        (any N; under `schedule`, else any schedule); 0 for cuts outside the space."""
+        started = time.perf_counter()
+        found = [(i, self.row[tuple(c)]) for i, c in enumerate(cuts) if tuple(c) in self.row]
+        out = [0.0] * len(cuts)
+        specs = [s for s in self.space.schedules if schedule in (None, s.name)]
+        if found and specs:
+            rows = np.array([r for _, r in found])
+            least = np.min([_tops(self.space, s, self.walks[s.name], rows)[0] for s in specs],
+                           axis=0)
+            for (i, _), v in zip(found, least):
+                out[i] = float(v) * (1 - MARGIN)
+        self.compute_s += time.perf_counter() - started
+        return out
+
+
+def _least_row(space: _Space, spec: ScheduleSpec, below: float, walks: _Walks
                ) -> tuple[float, int, str] | None:
     """The least largest term over the cut rows under `spec` (the first row of that value,
     the term's name), None where every row's is at least `below`."""
-    walks = _Walks({}, {})
     cheap = _Terms(space, spec, space.bounds, walks, False).all()
     low = np.vstack(list(cheap.values())).max(axis=0)
     order = np.argsort(low, kind="stable")
@@ -148,12 +184,18 @@ def _least_of(space: _Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
     if not len(rows):
         return None
     rows = np.sort(rows)
+    top, stack, names = _tops(space, spec, walks, rows)
+    j = int(np.lexsort((rows, top))[0])  # the least value, then the first row
+    return float(top[j]), int(rows[j]), names[int(np.argmax(stack[:, j]))]
+
+
+def _tops(space: _Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The largest term at each of `rows` (indices of cut rows), every term, their names."""
     terms = _Terms(space, spec, space.bounds[rows], walks).all()
     names = list(terms)
     stack = np.vstack([terms[n] for n in names])
-    top = stack.max(axis=0)
-    j = int(np.lexsort((rows, top))[0])  # the least value, then the first row
-    return float(top[j]), int(rows[j]), names[int(np.argmax(stack[:, j]))]
+    return stack.max(axis=0), stack, names
 
 
 @dataclass

@@ -114,19 +114,22 @@ class CutModel:
 
 def build(topo: Topology, profs: Mapping[str, Profile], ns: Sequence[int],
           owners: int | None = None, round_iterations: float | None = None,
-          schedule: ScheduleSpec | None = None) -> CutModel:
+          schedule: ScheduleSpec | None = None, paths: bool = True,
+          memory: bool = True) -> CutModel:
     """The linear forms of `topo` with N per owner `ns` (`owners` K: copies of owner 0) under
     `schedule` (default the topology's); `round_iterations`, iterations between aggregations,
-    adds their cost (None: left out)."""
+    adds their cost (None: left out). Without `paths` (`memory`) the model has no path graphs
+    (no memory forms or caps): its T is then a lower bound of the whole model's."""
     setting, groups = _setting(topo, profs, ns, owners, schedule or topo.schedule)
     walks = [GroupWalk(setting, g) for g in groups]
     loads: dict[str, Form] = {}
-    paths: dict[str, PathGraph] = {}
+    graphs: dict[str, PathGraph] = {}
     for w in walks:
         for name, f in w.loads().items():
             loads.setdefault(name, Form()).add(f)
-        paths[f"{w.g.rep} path"] = iteration_graph(w)
-    memory, caps = _memory(topo, setting, walks)
+        if paths:
+            graphs[f"{w.g.rep} path"] = iteration_graph(w)
+    mem, caps = _memory(topo, setting, walks) if memory else ({}, {})
     aggregation: dict[str, Form] = {}
     if round_iterations:
         K = len(topo.owners) if owners is None else owners
@@ -136,7 +139,7 @@ def build(topo: Topology, profs: Mapping[str, Profile], ns: Sequence[int],
                                               setting.links(AGGREGATOR, g.rep),
                                               1 if setting.sl else K, round_iterations)
     L = next(iter(profs.values())).num_layers
-    return CutModel(L, setting.plan.placement, loads, paths, memory, caps, groups, aggregation)
+    return CutModel(L, setting.plan.placement, loads, graphs, mem, caps, groups, aggregation)
 
 
 def owner_groups(topo: Topology, profs: Mapping[str, Profile], schedule: ScheduleSpec

@@ -188,3 +188,42 @@ def test_choose_plan_simulates_each_whole_epoch_once(monkeypatch):
         assert c.estimate.epoch_s == fresh.epoch_s and c.estimate.memory_bytes == fresh.memory_bytes
     one = make_plan(t, 5, None, 1)
     assert aps.sim_key(one) == aps.sim_key(dataclasses.replace(one, schedule="1f1b"))
+
+
+@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_eq14_start_builds_paths_only_where_they_may_win(count, schedule):
+    """eq. 14's start builds path graphs only for the N whose busy terms are not above the
+    least T found: the N chosen is the full scan's (`model_best_n`) at every cut."""
+    for latency_ms in (0, 40):
+        t, prof = small_two_hop(data_owners={"count": count, "latency_ms": latency_ms},
+                                schedule=schedule)
+        profs = node_profiles(t, prof)
+        for cut in range(1, 5):
+            plan = make_plan(t, 5, [cut], 1, schedule)
+            assert eq14_start(t, plan, profs) == (model_best_n(t, plan, profs),) * count
+
+
+def test_choose_plan_leaves_out_cuts_that_cannot_win():
+    """Cuts whose lower bound is above the best epoch found are not simulated (noted); the
+    best plan is the one found simulating every candidate."""
+    t, prof = small_two_hop()
+    screened = choose_plan(t, prof, top=4)
+    every = choose_plan(t, prof, top=4, bound=False)
+    assert screened.best.plan == every.best.plan
+    assert screened.best.estimate.epoch_s == every.best.estimate.epoch_s
+    left = [n for n in screened.notes if "not simulated: no plan with these cuts" in n]
+    assert left and len(screened.candidates) < len(every.candidates)
+    for c in every.candidates:
+        if any(n.startswith(f"{c.source} (cuts {list(c.plan.cuts)})") for n in left):
+            assert c.estimate.epoch_s > screened.best.estimate.epoch_s
+
+
+def test_choose_plan_time_budget():
+    """Past the budget only the ILP's first candidate (and the topology's plan) is
+    simulated; the others are named in the notes."""
+    t, prof = small_two_hop()
+    report = choose_plan(t, prof, top=4, budget_s=0.0, bound=False)
+    assert {c.source for c in report.candidates} <= {"ilp", "ilp = topology", "topology"}
+    spent = [n for n in report.notes if n.endswith("the time budget was spent")]
+    assert len(spent) == 4  # ilp#2..#4 and the other schedule's
