@@ -29,7 +29,7 @@ import numpy as np
 
 from mpsl.actions import Msg, Task
 from mpsl.schedule import tasks_by_node
-from planner.forms import Form, PathGraph, distinct_forms, static_order, values_all
+from planner.forms import Form, PathGraph, static_order, values_all
 from planner.taskpath import iteration_graph
 from planner.taskwalk import GroupWalk, OwnerGroup, Setting
 
@@ -64,7 +64,6 @@ class IterationTerms:
     def __init__(self, walk: NoWakeWalk, forced: dict[int, bool]) -> None:
         self.walk, self.forced = walk, forced
         self._graph: PathGraph | None = None
-        self._forms: tuple[list[int], list[Form]] | None = None
         self.loads = walk.loads()
         self.own = self.loads.get(walk.g.rep, Form())
 
@@ -77,10 +76,8 @@ class IterationTerms:
             return PathTerms(self.own.values(bounds), {}, {}, {})
         if self._graph is None:
             self._graph = iteration_graph(self.walk)
-            self._forms = graph_forms(self._graph)
         graph = self._graph
-        parts = [path_terms(graph, bounds[i:i + CHUNK], self._forms)
-                 for i in range(0, len(bounds), CHUNK)]
+        parts = [path_terms(graph, bounds[i:i + CHUNK]) for i in range(0, len(bounds), CHUNK)]
         if len(parts) == 1:
             return parts[0]
         return PathTerms(np.concatenate([p.length for p in parts]),
@@ -98,45 +95,31 @@ def iteration_terms(setting: Setting, group: OwnerGroup, batch: int, n: int,
     return IterationTerms(NoWakeWalk(s, g), {} if forced is None else forced)
 
 
-def graph_forms(graph: PathGraph) -> tuple[list[int], list[Form]]:
-    """`distinct_forms` of the graph's edges, ends and work, in that order."""
-    return distinct_forms([*(e[2] for e in graph.edges), *(e[1] for e in graph.ends),
-                           *graph.work])
-
-
-def path_terms(graph: PathGraph, bounds: np.ndarray,
-               forms: tuple[list[int], list[Form]] | None = None) -> PathTerms:
+def path_terms(graph: PathGraph, bounds: np.ndarray) -> PathTerms:
     """The graph's `PathTerms` (`PathGraph.longest_all` for the length), every distinct form
-    (by coefficients) evaluated once; `forms` is `graph_forms(graph)` where made before."""
-    every = [*(e[2] for e in graph.edges), *(e[1] for e in graph.ends), *graph.work]
-    index, distinct = graph_forms(graph) if forms is None else forms
-    row = {id(w): i for w, i in zip(every, index)}
-    weight = values_all(distinct, bounds)
+    (by coefficients) evaluated once, a level of edges at a time (`PathGraph.layers`)."""
+    lay = graph.layers()
+    weight = values_all(lay.distinct, bounds)
     R = len(bounds)
-    s = np.zeros((len(graph.names), R))  # earliest starts
-    for u, v, w in graph.edges:
-        np.maximum(s[v], s[u] + weight[row[id(w)]], out=s[v])
+    s = graph.starts_all(weight)  # earliest starts
     to_end = np.full((len(graph.names), R), -np.inf)  # longest path from a start to an end
-    for u, w in graph.ends:
-        np.maximum(to_end[u], weight[row[id(w)]], out=to_end[u])
-    for u, v, w in reversed(graph.edges):
-        np.maximum(to_end[u], weight[row[id(w)]] + to_end[v], out=to_end[u])
-    length = np.zeros(R)
-    for u, w in graph.ends:
-        np.maximum(length, s[u] + weight[row[id(w)]], out=length)
-    work = np.array([weight[row[id(w)]] for w in graph.work]).reshape(len(graph.names), R)
+    np.maximum.at(to_end, lay.end_u, weight[lay.end_w])
+    for g in lay.backward:
+        to_end[g.heads] = np.maximum(to_end[g.heads], g.reduce(weight[g.w] + to_end[g.v]))
+    length = np.maximum(0.0, np.max(s[lay.end_u] + weight[lay.end_w], axis=0, initial=0.0))
+    work = weight[lay.work].reshape(len(graph.names), R)
     slack = to_end - work
     counted = (slack >= 0) & (work > 0)
     busy, head, tail = {}, {}, {}
     by: dict[str, list[int]] = {}
-    for v, r in enumerate(graph.resources):
+    for vertex, r in enumerate(graph.resources):
         if r:
-            by.setdefault(r, []).append(v)
-    for r, vs in by.items():
-        m = counted[vs]
-        busy[r] = np.where(m, work[vs], 0.0).sum(axis=0)
-        head[r] = np.where(m, s[vs], np.inf).min(axis=0)
-        tail[r] = np.where(m, slack[vs], np.inf).min(axis=0)
+            by.setdefault(r, []).append(vertex)
+    for r, on in by.items():
+        m = counted[on]
+        busy[r] = np.where(m, work[on], 0.0).sum(axis=0)
+        head[r] = np.where(m, s[on], np.inf).min(axis=0)
+        tail[r] = np.where(m, slack[on], np.inf).min(axis=0)
     return PathTerms(length, busy, head, tail)
 
 

@@ -92,6 +92,7 @@ class PathGraph:
     # per vertex, where given: the processor or link it occupies and for how long
     resources: list[str] = field(default_factory=list)
     work: list[Form] = field(default_factory=list)
+    _layers: Layers | None = field(default=None, repr=False, compare=False)
 
     def potentials(self, bounds: Sequence[int]) -> list[float]:
         """The earliest start of every vertex for `bounds` (0, *cuts, L)."""
@@ -113,15 +114,85 @@ class PathGraph:
     def ends_all(self, bounds: np.ndarray) -> np.ndarray:
         """s_u + w of every end (rows) at every row of `bounds` (columns), with the earliest
         start times; every distinct form (by coefficients) evaluated once."""
-        forms = [*(e[2] for e in self.edges), *(e[1] for e in self.ends)]
-        index, distinct = distinct_forms(forms)
-        weight = values_all(distinct, bounds)
-        s = np.zeros((len(self.names), len(bounds)))
-        for (u, v, _), i in zip(self.edges, index):
-            np.maximum(s[v], s[u] + weight[i], out=s[v])
-        at = index[len(self.edges):]
-        return np.array([s[u] + weight[i] for (u, _), i in zip(self.ends, at)]).reshape(
-            len(self.ends), len(bounds))
+        lay = self.layers()
+        weight = values_all(lay.distinct, bounds)
+        s = self.starts_all(weight)
+        out: np.ndarray = s[lay.end_u] + weight[lay.end_w]
+        return out
+
+    def starts_all(self, weight: np.ndarray) -> np.ndarray:
+        """The earliest start of every vertex (rows) at every column of `weight` (the
+        distinct forms' values, `layers().distinct`), a level of edges at a time."""
+        s = np.zeros((len(self.names), weight.shape[1]))
+        for g in self.layers().forward:
+            s[g.heads] = np.maximum(s[g.heads], g.reduce(s[g.u] + weight[g.w]))
+        return s
+
+    def layers(self) -> Layers:
+        """The graph's edges grouped by level, made once (see `Layers`)."""
+        if self._layers is None:
+            self._layers = _layers(self)
+        return self._layers
+
+
+@dataclass
+class EdgeGroup:
+    """Edges (u, v, form index) sorted by their `heads` side (v going forward, u going
+    back), every edge of a head in the group; `starts` where each head's edges begin."""
+
+    u: np.ndarray
+    v: np.ndarray
+    w: np.ndarray
+    heads: np.ndarray
+    starts: np.ndarray
+
+    def reduce(self, values: np.ndarray) -> np.ndarray:
+        """The largest of `values` (one row per edge) per head."""
+        out: np.ndarray = np.maximum.reduceat(values, self.starts, axis=0)
+        return out
+
+
+@dataclass
+class Layers:
+    """A `PathGraph` arranged for evaluation at many cut rows: its distinct forms, and its
+    edges (u, v, form index) grouped by the level of v (the most edges on a path from a
+    source to v) for the earliest starts, and by the level of u, highest first, for the
+    longest paths to an end; the ends' and every vertex's work's form index."""
+
+    distinct: list[Form]
+    forward: list[EdgeGroup]
+    backward: list[EdgeGroup]
+    end_u: np.ndarray
+    end_w: np.ndarray
+    work: np.ndarray
+
+
+def _layers(g: PathGraph) -> Layers:
+    index, distinct = distinct_forms([*(e[2] for e in g.edges), *(e[1] for e in g.ends),
+                                      *g.work])
+    E, N = len(g.edges), len(g.ends)
+    level = [0] * len(g.names)
+    for u, v, _ in g.edges:  # sorted by v, u < v: level[u] is final
+        level[v] = max(level[v], level[u] + 1)
+    us = np.array([e[0] for e in g.edges], dtype=np.intp)
+    vs = np.array([e[1] for e in g.edges], dtype=np.intp)
+    ws = np.array(index[:E], dtype=np.intp)
+    lv = np.array(level, dtype=np.intp)
+
+    def grouped(head: np.ndarray, reverse: bool) -> list[EdgeGroup]:
+        """Every edge of a head lies in the group of the head's level."""
+        out = []
+        by = lv[head]
+        for k in sorted(set(by.tolist()), reverse=reverse):
+            m = np.flatnonzero(by == k)
+            m = m[np.argsort(head[m], kind="stable")]
+            heads, starts = np.unique(head[m], return_index=True)
+            out.append(EdgeGroup(us[m], vs[m], ws[m], heads, starts))
+        return out
+
+    return Layers(distinct, grouped(vs, False), grouped(us, True),
+                  np.array([u for u, _ in g.ends], dtype=np.intp),
+                  np.array(index[E:E + N], dtype=np.intp), np.array(index[E + N:], dtype=np.intp))
 
 
 def content(f: Form) -> tuple[object, ...]:
