@@ -102,10 +102,15 @@ class TaskQueue:
         if entry is None:
             return None
         entry.arrival, entry.payload = t, payload
-        if entry.index < entry.group.barrier:
-            self._make_ready(entry, t)
+        group = entry.group
+        if entry.index < group.barrier:  # _make_ready, inline (the simulator's hot path)
+            item = (t, owner, next(self._seq), entry)
+            if group.round > self.open_round:
+                self._gated.append(item)
+            else:
+                heapq.heappush(self._ready, item)
         else:
-            entry.group.waiting.append(entry)
+            group.waiting.append(entry)
         return entry
 
     def pop(self) -> Entry | None:

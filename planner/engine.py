@@ -183,7 +183,16 @@ class Engine:
                         self.done(a, b, t)
                 else:
                     handlers[kind](a, b, t)
-            if dirty:
+            if len(dirty) == 1:  # one node: _start_free's common case, inline
+                node = next(iter(dirty))
+                if not node.busy and node.synced is None:
+                    dirty.clear()
+                    entry = node.queue.pop()
+                    if entry is not None:
+                        self.dispatch(node, entry, t)
+                else:
+                    start_free(t)
+            elif dirty:
                 start_free(t)
             if self._mark:
                 self._mark = False
