@@ -18,6 +18,8 @@ from mpsl.cli.output import Output
 from mpsl.cli.tables import plan_report_data, plan_tables
 from mpsl.plan import write_plan_file
 
+SOLVERS = ("auto", "enum", "highs", "cbc")  # planner.ilp.SOLVERS, not imported here
+
 NAME = "plan"
 HELP = "choose cuts and micro-batches, ranked, with costs"
 
@@ -28,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write the best plan to this file")
     p.add_argument("--full", action="store_true",
                    help="simulate every event of every candidate (no steady-state skipping)")
+    p.add_argument("--solver", choices=SOLVERS, default="auto",
+                   help="cuts by enumeration (enum), HiGHS in process (highs) or CBC (cbc); "
+                        "auto: enumeration up to 100,000 cut tuples, else HiGHS")
+    p.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="simulate no further candidate once this many seconds have passed "
+                        "(the ILP's first always is; the notes name those left out)")
     add_set(p)
     add_format(p)
 
@@ -39,7 +47,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     profile = read_profile(args.profile)
     if profile is None and needs_measuring(topo):
         out.note(f"profiling {topo.model.name} on this host (give --profile CSV to skip)...")
-    report = choose_plan(topo, profile, steady=not args.full)
+    report = choose_plan(topo, profile, steady=not args.full, solver=args.solver,
+                         budget_s=args.budget)
     for i, c in enumerate(report.candidates, 1):
         checked(c.plan, f"plan #{i} ({c.source})")
     for w in data_warnings(topo):

@@ -117,3 +117,17 @@ def test_plan_full_simulates_every_event_and_ranks_alike(cli, tmp_path):
     assert [c["text"] for c in fast["candidates"]] == [c["text"] for c in full["candidates"]]
     for a, b in zip(fast["candidates"], full["candidates"]):
         assert a["estimate"]["epoch_s"] == pytest.approx(b["estimate"]["epoch_s"], rel=1e-3)
+
+
+def test_plan_solver_and_budget(cli, tmp_path):
+    """--solver picks the cuts' solver (the same best plan); --budget 0 simulates the ILP's
+    first candidate (and the topology's plan) alone and names the others in the notes."""
+    path, csv = write(tmp_path), profile_csv(tmp_path, out_bytes=[256, 256, 128, 40])
+    enum = cli.json("plan", path, "--profile", csv)
+    cbc = cli.json("plan", path, "--profile", csv, "--solver", "cbc")
+    assert (enum["solver"], cbc["solver"]) == ("enum", "cbc")
+    assert enum["best"]["estimate"]["epoch_s"] == cbc["best"]["estimate"]["epoch_s"]
+    quick = cli.json("plan", path, "--profile", csv, "--budget", "0")
+    assert all(c["source"] in ("ilp", "ilp = topology", "topology")
+               for c in quick["candidates"])
+    assert any(n.endswith("the time budget was spent") for n in quick["notes"])
