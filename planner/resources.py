@@ -201,6 +201,11 @@ def _smallest(name: str, norm: str, shape: tuple[int, int, int], classes: int) -
     return smallest_batch(build_model(name, classes, shape[0], shape[1], norm), shape)
 
 
+def forget() -> None:
+    """Forget the smallest micro-batches found (for timing the planner from a cold start)."""
+    _smallest.cache_clear()
+
+
 def max_micro_batches(topo: Topology) -> int:
     """The largest N whose micro-batches (floor(B/N) samples) the model can train on."""
     B = topo.training.batch_size

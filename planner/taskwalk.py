@@ -296,6 +296,11 @@ _iterations: dict[tuple[object, ...], _Iteration] = {}
 _KEPT = 1024  # iterations kept across walks (the planner walks the same ones many times)
 
 
+def forget() -> None:
+    """Forget the iterations kept (for timing the planner from a cold start)."""
+    _iterations.clear()
+
+
 def _shared(plan: Plan, owner: int, n: int) -> _Iteration:
     """`iteration_tasks(plan, owner, n)`, made once for every walk of the same placement,
     schedule, owner and N."""
