@@ -26,6 +26,7 @@ plan K = 3 on the fast path without the bound, scale.quick.*).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -183,6 +184,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def carried(path: Path, command: str, cols: list[str]) -> list[dict[str, Any]]:
+    """The rows of `command` in an earlier run's results (`path`), noted as carried over."""
+    if not path.exists():
+        return []
+    doc = json.loads(path.read_text())
+    when = f"carried: {doc['meta']['date'][:16]} {doc['meta']['commit']}"
+    return [{c: r.get(c, "") for c in cols} | {"note": f"{r.get('note') or ''} {when}".strip()}
+            for r in doc["rows"] if r.get("command") == command]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--owners", type=int, nargs="+", default=[3, 10, 100, 1000, 10000])
@@ -211,9 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["command", "steady", "owners", "wall_s", "cpu_s", "epoch_s", "vs_full", "periods",
             "plan", "ilp_s", "bound_s", "left_out", "load", "note"]
     rows = [{c: r.get(c, "") for c in cols} for r in rows]
+    name = "scale.quick" if args.quick else "scale"
+    if args.only:  # the other sweep's rows stay as the last run wrote them
+        rows += carried(results / f"{name}.json", "plan" if args.only == "simulate" else
+                        "simulate", cols)
     meta = run_meta(wall_s=time.perf_counter() - started, samples_per_owner=SAMPLES,
                     cap_s=args.cap, load_at_start=load0)
-    name = "scale.quick" if args.quick else "scale"
     owners = " ".join(str(k) for k in args.owners)
     only = f" --only {args.only}" if args.only else ""
     publish(name, f"python -m bench.scale {'--quick' if args.quick else '--owners ' + owners}"
