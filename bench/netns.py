@@ -73,25 +73,19 @@ SPENT = ("cpu_s", "cpu_owners_s", "cpu_server_s", "softirq_s", "busy_s")  # per 
 MAX_STEAL_PCT = 5.0
 
 
-def one_run(sets: list[str], kernel: bool) -> dict[str, Any]:
-    """One run of two_hop with `sets`: its epochs' wall_s, the CPU steal during it, and where
-    its time went (`cpu_*_s`, `softirq_s`, `busy_s`: see the module's docstring)."""
-    from nodes.netns import netns_run, probe
+VARIANTS = ("process", "kernel", "namespaces", "kernel_burst")  # see `started`
+BURST_S = 0.05  # kernel_burst's TBF burst, in seconds at the link's rate (50 ms: >= 64 KiB)
 
+
+def one_run(sets: list[str], variant: str) -> dict[str, Any]:
+    """One run of two_hop with `sets`, shaped as `variant` says (`started`): its epochs'
+    wall_s, the CPU steal during it, and where its time went (`cpu_*_s`, `softirq_s`,
+    `busy_s`: see the module's docstring)."""
     topo = load(TWO_HOP, sets)
-    plan = make_plan(topo, num_layers(topo))
     with tempfile.TemporaryDirectory(prefix="mpsl-bench-netns-") as tmp:
         run_dir = Path(tmp) / "run"
         before, irq = cpu_jiffies(), softirq_s()
-        if kernel:
-            with netns_run(str(TWO_HOP), sets, topo, probe(), run_dir) as nr:
-                cluster = sampled_cluster(str(TWO_HOP), nr.overrides, nr.topology, plan,
-                                          run_dir, netns=nr.net.namespaces,
-                                          monitor_host=nr.net.host_ip)
-                res = cluster.run()
-        else:
-            cluster = sampled_cluster(str(TWO_HOP), sets, topo, plan, run_dir)
-            res = cluster.run()
+        cluster, res = started(variant, sets, topo, run_dir)
         steal, irq = steal_pct(before, cpu_jiffies()), softirq_s() - irq
         busy = processor_seconds(run_dir / "events.jsonl")
     cpu: dict[str, float] = cluster.cpu_s
@@ -100,6 +94,40 @@ def one_run(sets: list[str], kernel: bool) -> dict[str, Any]:
             "cpu_owners_s": sum(v for k, v in cpu.items() if k.startswith("owner")),
             "cpu_server_s": sum(v for k, v in cpu.items() if k in topo.chain),
             "softirq_s": irq, "busy_s": busy}
+
+
+def started(variant: str, sets: list[str], topo: Any, run_dir: Path) -> tuple[Any, Any]:
+    """Run two_hop to its end: `process` (links shaped in the process), `kernel` (`--netns`:
+    namespaces, links shaped by the kernel), `namespaces` (namespaces, links shaped in the
+    process, no qdisc), `kernel_burst` (`--netns` with a TBF burst of BURST_S at each link's
+    rate instead of nodes.kernel_links' two frames or 2 ms). (cluster, results.json)."""
+    from nodes import kernel_links
+    from nodes.netns import KernelNetwork, netns_run, probe, processes
+    from nodes.netns_topology import netns_overrides, raw_document
+
+    path, plan = str(TWO_HOP), make_plan(topo, num_layers(topo))
+    if variant == "process":
+        cluster = sampled_cluster(path, sets, topo, plan, run_dir)
+        return cluster, cluster.run()
+    if variant == "namespaces":
+        with KernelNetwork(processes(topo), [], probe().netem) as net:
+            moved = [a for a in netns_overrides(raw_document(path, sets), topo, net.ips, False)
+                     if not a.endswith("=null")]  # the rates stay, for the process to shape
+            every = [*sets, *moved]
+            cluster = sampled_cluster(path, every, load(path, every), plan, run_dir,
+                                      netns=net.namespaces, monitor_host=net.host_ip)
+            return cluster, cluster.run()
+    if variant not in ("kernel", "kernel_burst"):
+        raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    kept = kernel_links.BURST_S
+    kernel_links.BURST_S = BURST_S if variant == "kernel_burst" else kept
+    try:
+        with netns_run(path, sets, topo, probe(), run_dir) as nr:
+            cluster = sampled_cluster(path, nr.overrides, nr.topology, plan, run_dir,
+                                      netns=nr.net.namespaces, monitor_host=nr.net.host_ip)
+            return cluster, cluster.run()
+    finally:
+        kernel_links.BURST_S = kept
 
 
 def sampled_cluster(*args: Any, **kwargs: Any) -> Any:
@@ -150,11 +178,11 @@ def processor_seconds(trace: Path) -> float:
     return sum(e.seconds for e in read_events(trace) if e.resource == CPU)
 
 
-def calm_run(sets: list[str], kernel: bool) -> dict[str, Any]:
+def calm_run(sets: list[str], variant: str) -> dict[str, Any]:
     """`one_run`, tried again (at most 3 times) while its CPU steal exceeds 5%."""
     tries = []
     for _ in range(3):
-        tries.append(one_run(sets, kernel))
+        tries.append(one_run(sets, variant))
         if tries[-1]["steal_pct"] <= MAX_STEAL_PCT:
             break
     return min(tries, key=lambda t: t["steal_pct"])
@@ -181,7 +209,7 @@ def measure(cases: dict[str, list[str]], pairs: int,
         for pair in range(pairs):
             got, spent = {}, {}
             for shaping in pair_order(pair):
-                r = calm_run([*COMMON, *sets, *extra], shaping == "kernel")
+                r = calm_run([*COMMON, *sets, *extra], shaping)
                 spent[shaping] = r
                 got[shaping] = epoch_time(r["walls"])
                 times[shaping].append(got[shaping])
@@ -220,10 +248,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds to wait at most (default 60; 0 with --quick)")
     ap.add_argument("--republish", action="store_true",
                     help="no runs: write the tables and NAME.md again from NAME.json")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="two_hop in four variants instead (bench.netns_diagnose)")
+    ap.add_argument("--rounds", type=int, default=3, help="--diagnose: rounds of the four")
     results_option(ap)
     args = ap.parse_args(argv)
     if args.republish:
         return republish(args.results, args.quick)
+    from mpsl.cli.run import stopping_on_signals
     from nodes.netns import probe
 
     caps = probe()
@@ -231,11 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {caps.reason}", file=sys.stderr)
         return 2
     use_results(args.results)
+    if args.diagnose:
+        from bench.netns_diagnose import diagnose
+
+        with stopping_on_signals():
+            return diagnose(args)
     started = time.perf_counter()
     wait = args.max_wait if args.max_wait is not None else (0.0 if args.quick else 60.0)
     load = wait_for_quiet(args.max_load, wait)
-    from mpsl.cli.run import stopping_on_signals
-
     with stopping_on_signals():  # SIGTERM, SIGHUP: every node stopped, the network removed
         if args.quick:
             runs, summary = measure({"two_hop": CASES["two_hop"]}, 1,

@@ -58,3 +58,19 @@ def test_write_ends_with_the_verdict_and_where_the_time_went(tmp_path):
     assert md.startswith("`.venv/bin/python -m bench.netns --quick`")
     assert "met in 1 of 1 cases (two_hop)" in md
     assert "node CPU seconds two_hop 1.100" in md and "extra softirq per run two_hop 0.20 s" in md
+
+
+def test_diagnose_rotates_the_variants_and_summarizes_against_process():
+    from bench import netns_diagnose as nd
+
+    assert nd.rotated(0) == netns.VARIANTS
+    assert nd.rotated(1) == (*netns.VARIANTS[1:], netns.VARIANTS[0])
+    assert nd.rotated(4) == netns.VARIANTS
+    epochs = {"process": 1.0, "kernel": 1.4, "namespaces": 1.0, "kernel_burst": 0.8}
+    runs = [{"round": k, "variant": v, "epoch_s": e * (1 + k),
+             **{s: 1.0 for s in netns.SPENT}} for k in range(3) for v, e in epochs.items()]
+    rows = {r["variant"]: r for r in nd.summarize(runs)}
+    assert rows["process"]["epoch_s"] == 2.0 and rows["process"]["ratio_to_process"] == 1.0
+    assert rows["kernel"]["ratio_to_process"] == pytest.approx(1.4)
+    assert rows["kernel_burst"]["rounds"] == 3
+    assert "kernel 2.800 s (1.40x; node CPU 1.00 s" in nd.verdict(list(rows.values()))
