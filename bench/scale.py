@@ -43,7 +43,7 @@ from planner.aps import choose_plan
 from planner.cost import simulate
 from planner.measure import measure_profile, profile_sizes
 from planner.profile import Profile
-from planner.resources import input_shape, node_profiles
+from planner.resources import PlanningError, input_shape, node_profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 THREE_HOP = ROOT / "topologies" / "three_hop.yaml"
@@ -107,7 +107,10 @@ def time_plan(owners: int, prof: Profile, steady: bool, bound: bool = True) -> T
     taskwalk.forget()
     resources.forget()
     clock = _Clock()
-    report = choose_plan(topo, prof, steady=steady, bound=bound)
+    try:
+        report = choose_plan(topo, prof, steady=steady, bound=bound)
+    except PlanningError as err:  # e.g. K copies of a part past a node's memory
+        return clock.read(), {"plan": f"none: {str(err).split(':')[0]}"}
     best = report.best
     return clock.read(), {"epoch_s": best.estimate.epoch_s, "periods": sum(
         c.estimate.steady_periods for c in report.candidates),

@@ -45,7 +45,8 @@ def iteration_graph(walk: GroupWalk) -> PathGraph:
     """The start-time graph of the group representative's iteration."""
     gb = GraphBuilder()
     rank, links = walk.run_order()
-    vertex = {id(t): gb.vertex(f"{t.node} {t}", t.node, walk.duration(t)) for t in walk.tasks}
+    vertex = {id(t): gb.vertex(f"{t.node} [{t.actions[0]} ...]", t.node, walk.duration(t))
+              for t in walk.tasks}  # a name to read, not a key: the first action alone
     _messages(walk, gb, vertex, links)
     by_node = tasks_by_node(walk.tasks)
     for tasks in by_node.values():
@@ -61,6 +62,14 @@ def _messages(walk: GroupWalk, gb: GraphBuilder, vertex: Vertices,
               links: dict[str, list[tuple[Task, int]]]) -> None:
     """Send, link and arrival edges of every message, link by link in sending order."""
     receiver = {(t.node, t.key): t for t in walk.tasks if t.key is not None}
+    arrivals: dict[tuple[int, float], Form] = {}  # by transmission form and the rest: shared
+
+    def arrival(tx: Form, rest: float) -> Form:
+        got = arrivals.get((id(tx), rest))
+        if got is None:
+            got = arrivals[(id(tx), rest)] = tx.plus(Form(rest))
+        return got
+
     for link, sends in links.items():
         prev: tuple[int, Form] | None = None
         for task, i in sends:
@@ -73,7 +82,7 @@ def _messages(walk: GroupWalk, gb: GraphBuilder, vertex: Vertices,
             assert a.dst is not None and a.msg is not None and a.mb is not None
             to = task.sent_part(i) + (1 if a.msg is Msg.ACT else -1)
             target = receiver[(a.dst, (a.msg, to, a.mb))]
-            gb.edge(m, vertex[id(target)], tx.plus(Form(hop.latency_s + walk.wake(target))))
+            gb.edge(m, vertex[id(target)], arrival(tx, hop.latency_s + walk.wake(target)))
             prev = (m, tx)
 
 
