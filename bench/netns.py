@@ -254,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     results_option(ap)
     args = ap.parse_args(argv)
     if args.republish:
+        if args.diagnose:
+            from bench import netns_diagnose
+
+            use_results(args.results)
+            return netns_diagnose.republish(args.quick)
         return republish(args.results, args.quick)
     from mpsl.cli.run import stopping_on_signals
     from nodes.netns import probe
@@ -314,7 +319,23 @@ def write(quick: bool, meta: dict[str, Any], summary: list[dict[str, Any]],
         + ".")
     with open(results_dir() / f"{name}.md", "a") as f:
         f.write(f"\n## For bench/README\n\n`{command}` ({meta['date']}, commit "
-                f"{meta['commit']}):\n\n{markdown(summary, 3)}\n\n{verdict}\n")
+                f"{meta['commit']}):\n\n{markdown(summary, 3)}\n\n{verdict}\n"
+                + ("" if quick else diagnosis()))
+
+
+def diagnosis() -> str:
+    """The last `--diagnose` run's verdict, from RESULTS/netns.diagnose.json ('' without)."""
+    path = results_dir() / "netns.diagnose.json"
+    if not path.exists():
+        return ""
+    from bench.netns_diagnose import verdict
+
+    doc = json.loads(path.read_text())
+    m = doc["meta"]
+    return (f"\nWhy two_hop (`.venv/bin/python -m bench.netns --diagnose --rounds "
+            f"{m['rounds']}`, {m['date']}, commit {m['commit']}, 1-min load "
+            f"{m['load_1min']['start']:.1f}-{m['load_1min']['max']:.1f}): "
+            f"{verdict(doc['rows'])}\n")
 
 
 def republish(folder: Path | None, quick: bool) -> int:
