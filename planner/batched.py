@@ -13,8 +13,9 @@ micro-batch shape at once, so when it is the bottleneck (its queue holds a micro
 every owner) g is the number of owners it serves, and its F and B time per task is
 `pass_time(t, g)`. `busy_time` gives that bound for one node: the K owners' passes of an
 epoch at `factor(K)`, the optimizer steps unchanged (each copy steps its own). A plan whose
-bottleneck is such a node is then ranked with the batched time; the simulator's event loop
-would group ready tasks the same way (nodes.batched), which it does not do yet.
+bottleneck is such a node is then ranked with the batched time. The simulator's event loop
+groups ready tasks as nodes.batched does and times each group by `pass_time`
+(planner.batchsim).
 """
 
 from __future__ import annotations
@@ -56,6 +57,27 @@ class BatchedProfile:
             raise ValueError(f"{path}: no rows of part {part!r} and norm {norm!r}")
         return cls.from_times({int(r["K"]): (float(r["seq_ms_per_mb"]),
                                              float(r["batched_ms_per_mb"])) for r in rows})
+
+    @classmethod
+    def read_one(cls, path: str | Path) -> BatchedProfile:
+        """Every row of a CSV in bench/batched.py's columns, of one part and norm (the file
+        beside a profile CSV, planner.profile.batched_path)."""
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        kinds = sorted({(r.get("part", ""), r.get("norm", "")) for r in rows})
+        if len(kinds) != 1:
+            raise ValueError(f"{path}: rows of {len(kinds)} (part, norm) pairs {kinds}, "
+                             f"expected one")
+        return cls.from_times({int(r["K"]): (float(r["seq_ms_per_mb"]),
+                                             float(r["batched_ms_per_mb"])) for r in rows})
+
+    def write(self, path: str | Path, part: str = "any", norm: str = "any") -> None:
+        """Write as `read_one` reads it: the ratios as milliseconds of a 1 ms micro-batch."""
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(("part", "norm", "K", "seq_ms_per_mb", "batched_ms_per_mb"))
+            w.writerows((part, norm, g, "1.0", repr(r)) for g, r in zip(self.sizes,
+                                                                        self.ratios))
 
     def factor(self, g: int) -> float:
         """Batched over sequential time per micro-batch for g owners per call."""

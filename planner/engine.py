@@ -16,6 +16,7 @@ from mpsl.plan import Plan
 from mpsl.taskqueue import Entry
 from mpsl.topology import Topology
 from mpsl.trace import Event
+from planner.batchsim import batchers, on_finish
 from planner.profile import Profile
 from planner.program import SpanCosts, program
 from planner.rate import RateSkip, owner_classes
@@ -88,6 +89,9 @@ class Engine:
         # PARAMS) and every node has run its last task and averaging; messages that trigger
         # nothing (METRICS, a compute node's PARAMS) arrive when they do
         self.last = 0.0
+        self.batchers = batchers(self, topo, profs)  # batch_owners: auto (planner.batchsim)
+        if self.batchers:
+            self.steady = None
 
     # ---------------------------------------------------------------------------- set-up
 
@@ -162,7 +166,8 @@ class Engine:
             for k in range(self.K):
                 self.begin_round(k, 0, 0.0)
         handlers: tuple[Callable[[Any, Any, float], None], ...] = (
-            self.on_done, self.on_message, self.on_sync, self.on_params, self.on_global)
+            self.on_done, self.on_message, self.on_sync, self.on_params, self.on_global,
+            lambda a, b, t: on_finish(self, a, b, t))
         heap, pop, dirty, start_free = self.heap, heapq.heappop, self.dirty, self._start_free
         while heap or dirty:
             t = heap[0][0] if heap else self.end
@@ -237,6 +242,9 @@ class Engine:
 
     def dispatch(self, node: SimNode, entry: Entry, t: float) -> None:
         """Run the node's ready task `entry` (just popped): its actions back to back from `t`."""
+        if self.batchers and node in self.batchers:  # with the others ready (planner.batchsim)
+            self.batchers[node].dispatch(entry, t)
+            return
         node.busy = True
         k, j = entry.owner, entry.iteration
         mem = node.mem

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from planner.batched import BatchedProfile
+
 COLUMNS = ("layer", "name", "batch", "fwd_s", "bwd_s", "opt_s", "out_bytes", "param_bytes",
            "act_bytes")
 # Optional, after COLUMNS and in this order: values of the whole profile, the same on every
@@ -116,6 +118,8 @@ class Profile:
     wait or a sleep); layers are timed warm, back to back. `step_s`: what a STEP of one
     part costs beyond its layers' `opt_s` (a layer's step timed warm and repeated) when it
     follows a backward, as in a node; `wake_step_s`: what it costs more after a sleep.
+    `batched`: a compute node's batched profile (planner.batched), read from and written to
+    the file beside the CSV (`batched_path`); used where the node has `batch_owners: auto`.
     """
 
     layers: tuple[LayerProfile, ...]
@@ -125,6 +129,7 @@ class Profile:
     wake_bwd_s: float = 0.0
     step_s: float = 0.0
     wake_step_s: float = 0.0
+    batched: BatchedProfile | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -185,7 +190,7 @@ class Profile:
         )
         return Profile(out, f"{self.source} x{s:g}" if self.source else f"x{s:g}", self.meta,
                        self.wake_fwd_s * s, self.wake_bwd_s * s, self.step_s * s,
-                       self.wake_step_s * s)
+                       self.wake_step_s * s, self.batched)  # a ratio: the same at any speed
 
     @property
     def profile_values(self) -> tuple[float, ...]:
@@ -227,6 +232,8 @@ class Profile:
             w = csv.DictWriter(fh, fieldnames=COLUMNS + PROFILE_COLUMNS, lineterminator="\n")
             w.writeheader()
             w.writerows(self.rows())
+        if self.batched is not None:
+            self.batched.write(batched_path(path))
 
     @classmethod
     def from_csv(cls, path: str | Path) -> Profile:
@@ -252,8 +259,15 @@ class Profile:
             raise ProfileError(f"{src}: line 1: {what}; expected the header {','.join(COLUMNS)}"
                                f" (optionally followed by {','.join(WAKE_COLUMNS)}, then "
                                f"{','.join(STEP_COLUMNS)})")
-        return cls.from_rows(((n, r) for n, r in enumerate(rows[1:], start=2) if r), src,
+        prof = cls.from_rows(((n, r) for n, r in enumerate(rows[1:], start=2) if r), src,
                              header)
+        side = batched_path(path)
+        if not side.exists():
+            return prof
+        try:
+            return replace(prof, batched=BatchedProfile.read_one(side))
+        except (OSError, ValueError, KeyError) as err:
+            raise ProfileError(f"{side}: not a batched profile ({err})") from None
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[int, Sequence[str]]], source: str,
@@ -285,7 +299,14 @@ class Profile:
                 raise ProfileError(f"{source}: line {line}, column 'layer': layer {i} is missing"
                                    f" (layers must be numbered 0..L-1)")
             layers.append(_layer(source, by_layer[i]))
-        return cls(tuple(layers), source, {}, *(first[1] if first else ()))
+        wf, wb, st, ws = first[1] if first else (0.0, 0.0, 0.0, 0.0)
+        return cls(tuple(layers), source, {}, wf, wb, st, ws)
+
+
+def batched_path(path: str | Path) -> Path:
+    """The batched profile beside a profile CSV: `name.csv` -> `name.batched.csv`."""
+    p = Path(path)
+    return p.with_name(p.stem + ".batched.csv")
 
 
 def _cell(source: str, line: int, col: str, text: str) -> Any:
