@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -179,13 +180,18 @@ def node_profiles(topo: Topology, profiles: Profile | Mapping[str, Profile] | No
 
 def host_profile(topo: Topology, repeats: int = 3, device: str = "cpu") -> Profile:
     """Measure the topology's model on this host (on `device`) at micro-batch sizes 1, 2,
-    4, ... and B."""
+    4, ... and B; with a compute node of `batch_owners: auto`, its batched profile too
+    (planner.batchprofile, on the CPU only)."""
+    from planner.batchprofile import measure_topology
     from planner.measure import measure_profile, profile_sizes
 
     shape, classes = input_shape(topo)
     sizes = profile_sizes(topo.training.batch_size)
-    return measure_profile(topo.model.name, shape, classes, topo.model.norm, sizes, repeats,
+    prof = measure_profile(topo.model.name, shape, classes, topo.model.norm, sizes, repeats,
                            topo.training.optimizer, topo.training.momentum, device=device)
+    # a compute node with batch_owners: auto: its part batched at 1..16 owners (on the CPU)
+    batched = measure_topology(topo) if device == "cpu" else None
+    return prof if batched is None else dataclasses.replace(prof, batched=batched)
 
 
 def smallest_micro_batch(topo: Topology) -> int:
