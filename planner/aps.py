@@ -14,6 +14,7 @@ from mpsl.plan import SINGLE_BATCH_MODES, Plan, make_plan, owner_micro_batches, 
 from mpsl.schedule import SCHEDULES
 from mpsl.spec import ScheduleSpec
 from mpsl.topology import Topology
+from planner.batchsim import batching
 from planner.bound import Bounds
 from planner.cost import simulate
 from planner.cutmodel import CutModel, build
@@ -222,7 +223,7 @@ def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 
     search = _Search(topo, node_profiles(topo, profiles), iterations, solver, time_limit_s)
     search.steady = steady
     search.deadline = None if budget_s is None else started + budget_s
-    if bound:
+    if bound and not batching(topo, search.profs):  # batched copies: no such bound
         search.bounds = Bounds(topo, search.profs, iterations=iterations,
                                samples=search.samples)
     mine = topo.schedule.name

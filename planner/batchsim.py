@@ -268,3 +268,12 @@ class Batching:
                 events.append(Event(node.name, CPU, step.label, k, j, step.mb, cur, cur + d))
             cur += d
         return cur
+
+
+def batching(topo: Topology, profiles: Mapping[str, Any]) -> bool:
+    """Whether some compute node may batch its owners' copies (batch_owners: auto with a
+    batched profile): the planner's busy-term lower bounds (planner.bound), which take one
+    task at a time, do not hold then."""
+    return topo.mode != "sl" and not topo.privacy.cut_sigma and any(
+        c.batch_owners == "auto" and getattr(profiles.get(c.name), "batched", None) is not None
+        for c in topo.compute_nodes)

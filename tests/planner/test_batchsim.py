@@ -176,3 +176,18 @@ def test_the_batched_profile_lies_beside_the_profile_csv(tmp_path):
                                   "server,none,2,1.0,0.5\nmiddle,none,2,1.0,0.7\n")
     with pytest.raises(ProfileError, match=r"p\.batched\.csv: not a batched profile"):
         Profile.from_csv(path)
+
+
+def test_the_planner_ranks_with_batching_and_claims_no_busy_bound():
+    """With a batching node the busy-term lower bound (one task at a time) does not hold: the
+    planner neither prunes by it nor reports it; its estimates are the batched simulation's."""
+    from planner.aps import choose_plan
+
+    t, prof = two_hop(4, "auto")
+    report = choose_plan(t, batched(prof), iterations=2, top=3)
+    assert report.bound is None
+    best = report.best
+    again = simulate(t, best.plan, batched(prof), iterations=2)
+    assert best.estimate.epoch_s == again.epoch_s
+    off = choose_plan(two_hop(4, "off")[0], batched(prof), iterations=2, top=3)
+    assert off.bound is not None
