@@ -169,6 +169,7 @@ class Engine:
             self.on_done, self.on_message, self.on_sync, self.on_params, self.on_global,
             lambda a, b, t: on_finish(self, a, b, t))
         heap, pop, dirty, start_free = self.heap, heapq.heappop, self.dirty, self._start_free
+        owners, rounds, hosts = self.K, self.work.rounds, self.hosts
         while heap or dirty:
             t = heap[0][0] if heap else self.end
             while heap and heap[0][0] == t:
@@ -188,9 +189,11 @@ class Engine:
                         self.done(a, b, t)
                 else:
                     handlers[kind](a, b, t)
-            if len(dirty) == 1:  # one node: _start_free's common case, inline
+            if len(dirty) == 1:  # one node: _start_free's common case (no round due), inline
                 node = next(iter(dirty))
-                if not node.busy and node.synced is None:
+                synced = node.synced
+                if not node.busy and (synced is None or node.round >= rounds or synced[
+                        node.round] != hosts.get(node.name, owners)):
                     dirty.clear()
                     entry = node.queue.pop()
                     if entry is not None:
