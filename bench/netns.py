@@ -26,6 +26,11 @@ rising or falling during a pair favours neither. Every run also records where it
 role (`cpu_owners_s`, `cpu_server_s`), the machine's softirq seconds during the run (the
 kernel's packet path: veth, bridge, qdiscs), and `busy_s`, the wall seconds of every node's
 processor actions in the trace (compute stretched by waiting for a CPU shows there).
+
+`--kernel kernel_burst` (RESULTS/netns.burst.*): the same pairs with the netns runs' TBF burst
+50 ms at each link's rate instead of nodes.kernel_links' two frames or 2 ms
+(bench.netns_diagnose's `kernel_burst`): what a coarser kernel pacing would give, not the
+check of `--netns` as it is. `--diagnose`: why two_hop differs (bench.netns_diagnose).
 """
 
 from __future__ import annotations
@@ -198,8 +203,8 @@ def pair_order(pair: int) -> tuple[str, str]:
     return ("process", "kernel") if pair % 2 == 0 else ("kernel", "process")
 
 
-def measure(cases: dict[str, list[str]], pairs: int,
-            extra: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def measure(cases: dict[str, list[str]], pairs: int, extra: list[str],
+            kernel: str = "kernel") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every run (rows) and per case the medians and the ratio (summary)."""
     runs: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
@@ -209,7 +214,7 @@ def measure(cases: dict[str, list[str]], pairs: int,
         for pair in range(pairs):
             got, spent = {}, {}
             for shaping in pair_order(pair):
-                r = calm_run([*COMMON, *sets, *extra], shaping)
+                r = calm_run([*COMMON, *sets, *extra], kernel if shaping == "kernel" else shaping)
                 spent[shaping] = r
                 got[shaping] = epoch_time(r["walls"])
                 times[shaping].append(got[shaping])
@@ -248,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds to wait at most (default 60; 0 with --quick)")
     ap.add_argument("--republish", action="store_true",
                     help="no runs: write the tables and NAME.md again from NAME.json")
+    ap.add_argument("--kernel", choices=("kernel", "kernel_burst"), default="kernel",
+                    help="the netns run of each pair: --netns as it is, or with a TBF burst "
+                         f"of {BURST_S * 1000:.0f} ms (results: NAME netns.burst)")
     ap.add_argument("--diagnose", action="store_true",
                     help="two_hop in four variants instead (bench.netns_diagnose)")
     ap.add_argument("--rounds", type=int, default=3, help="--diagnose: rounds of the four")
@@ -281,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             runs, summary = measure({"two_hop": CASES["two_hop"]}, 1,
                                     ["training.epochs=2", "dataset.samples_per_owner=64"])
         else:
-            runs, summary = measure(CASES, args.pairs, [])
+            runs, summary = measure(CASES, args.pairs, [], args.kernel)
     steals = [r["steal_pct"] for r in runs]
     meta = run_meta(wall_s=time.perf_counter() - started, quick=args.quick, netem=caps.netem,
+                    kernel=args.kernel,
                     load_1min={"start": load, "max": max(r["load_1min"] for r in runs)},
                     steal_pct={"median": statistics.median(steals), "max": max(steals)})
     write(args.quick, meta, summary, runs)
@@ -293,9 +302,13 @@ def main(argv: list[str] | None = None) -> int:
 def write(quick: bool, meta: dict[str, Any], summary: list[dict[str, Any]],
           runs: list[dict[str, Any]]) -> None:
     """The tables, NAME.{csv,json,md}, and NAME.md's closing section "For bench/README"."""
-    name = "netns.quick" if quick else "netns"
-    command = ".venv/bin/python -m bench.netns" + (" --quick" if quick else "")
-    title = "epoch time, kernel shaping (--netns) / in-process shaping: median over pairs"
+    burst = meta.get("kernel") == "kernel_burst"
+    name = "netns.quick" if quick else "netns.burst" if burst else "netns"
+    command = ".venv/bin/python -m bench.netns" + (" --quick" if quick else "") + (
+        " --kernel kernel_burst" if burst else "")
+    title = ("epoch time, kernel shaping (--netns" + (f", TBF burst {BURST_S * 1000:.0f} ms"
+                                                      if burst else "")
+             + ") / in-process shaping: median over pairs")
     publish(name, command, meta, [
         ("", title, summary, 3),
         (".runs", "every run (epoch_s: median wall_s of the epochs after the first)", runs, 3)])
