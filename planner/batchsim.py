@@ -100,7 +100,6 @@ class Batching:
                  last_part: int) -> None:
         self.eng, self.node, self.profile, self.last_part = eng, node, profile, last_part
         self.recompute: set[tuple[int, int]] = set()  # (owner, mb) whose forward ran batched
-        self.calls: dict[int, int] = {}  # group size -> batched phases' groups (for tests)
 
     def key(self, entry: Entry) -> tuple[str, int] | None:
         """What a task must share with others to run batched with them; None: alone."""
@@ -174,7 +173,6 @@ class Batching:
             self.recompute.difference_update((e.owner, p[0][6].mb) for e, p in zip(group, progs))
             start = 1
         if start:
-            self.calls[g] = self.calls.get(g, 0) + 1
             node.last_owner = group[-1].owner
         stepping = [i for i, p in enumerate(progs) if start and p[-1][0] == STEP]
         if len(stepping) < 2:
