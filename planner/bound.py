@@ -44,34 +44,24 @@ simulator overlaps the two, so it is no lower bound of the simulated epoch.
 
 from __future__ import annotations
 
-import collections
-import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from mpsl.names import AGGREGATOR, OWNER
-from mpsl.plan import SINGLE_BATCH_MODES, owner_micro_batches, placement_for
-from mpsl.schedule import SCHEDULES
 from mpsl.spec import ScheduleSpec
 from mpsl.topology import Topology
-from mpsl.training import mode_round_ends
+from planner.boundspace import OwnerClass, Space
 from planner.boundterms import IterationTerms, PathTerms, iteration_terms
 from planner.cutmodel import owner_groups
-from planner.forms import Form
 from planner.profile import Profile
 from planner.resources import (
     AVERAGE_BYTES_PER_S,
     HEADER_BYTES,
-    Links,
-    PlanningError,
-    iterations_per_epoch,
-    max_micro_batches,
     node_profiles,
-    owner_samples,
 )
 from planner.taskwalk import OwnerGroup, Setting
 
@@ -115,7 +105,7 @@ class Bounds:
     def __init__(self, topo: Topology, profiles: Profile | Mapping[str, Profile] | None = None,
                  *, iterations: int | None = None, samples: list[int] | None = None) -> None:
         started = time.perf_counter()
-        self.space = _Space(topo, node_profiles(topo, profiles, measure=False), iterations,
+        self.space = Space(topo, node_profiles(topo, profiles, measure=False), iterations,
                             samples)
         self.walks = {spec.name: _Walks({}, {}) for spec in self.space.schedules}
         self.compute_s = time.perf_counter() - started
@@ -160,7 +150,7 @@ class Bounds:
         return out
 
 
-def _least_row(space: _Space, spec: ScheduleSpec, below: float, walks: _Walks
+def _least_row(space: Space, spec: ScheduleSpec, below: float, walks: _Walks
                ) -> tuple[float, int, str] | None:
     """The least largest term over the cut rows under `spec` (the first row of that value,
     the term's name), None where every row's is at least `below`."""
@@ -177,7 +167,7 @@ def _least_row(space: _Space, spec: ScheduleSpec, below: float, walks: _Walks
     return best
 
 
-def _least_of(space: _Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
+def _least_of(space: Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
               ) -> tuple[float, int, str] | None:
     """The least largest term over `rows` (indices of cut rows), the first such row, the
     term's name; None without rows."""
@@ -189,7 +179,7 @@ def _least_of(space: _Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
     return float(top[j]), int(rows[j]), names[int(np.argmax(stack[:, j]))]
 
 
-def _tops(space: _Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
+def _tops(space: Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The largest term at each of `rows` (indices of cut rows), every term, their names."""
     terms = _Terms(space, spec, space.bounds[rows], walks).all()
@@ -207,68 +197,10 @@ class _Walks:
     forced: dict[str, dict[int, bool]]
 
 
-@dataclass
-class _Class:
-    """Owners of one cut-model group with the same batch sizes; `rep` stands for them."""
-
-    group: OwnerGroup
-    rep: str
-    count: int
-    sizes: dict[int, int]  # batch size: iterations per epoch
-
-
-class _Space:
-    """What every schedule's terms share: the cut tuples, N, the owners' batches and classes."""
-
-    def __init__(self, topo: Topology, profs: dict[str, Profile], iterations: int | None,
-                 samples: list[int] | None) -> None:
-        self.topo, self.profs = topo, profs
-        self.placement = placement_for(topo)
-        self.L = next(iter(profs.values())).num_layers
-        self.bounds = _cut_rows(topo, self.L, len(self.placement))
-        self.K = len(topo.owners)
-        self.sl = topo.mode == "sl"
-        batches = _batches(topo, iterations, samples)
-        every = topo.training.aggregate_every
-        self.rounds = len(mode_round_ends(topo.mode, [len(b) for b in batches], every))
-        single = topo.mode in SINGLE_BATCH_MODES or len(self.placement) == 1
-        mine = set(owner_micro_batches(topo))
-        self.ns = sorted(mine | ({1} if single else set(range(1, max_micro_batches(topo) + 1))))
-        self.schedules = [topo.schedule] if single else [
-            ScheduleSpec(name, topo.schedule.max_in_flight) for name in SCHEDULES]
-        self.links = Links(topo)
-        self.owner_names = {o.name for o in topo.owners}
-        groups = owner_groups(topo, profs, topo.schedule)[1]
-        index = {o.name: i for i, o in enumerate(topo.owners)}
-        found: dict[tuple[object, ...], _Class] = {}
-        for g in groups:
-            for m in g.members:
-                sizes = dict(sorted(collections.Counter(batches[index[m]]).items()))
-                key = (g.rep, tuple(sizes.items()))
-                if key in found:
-                    found[key].count += 1
-                else:
-                    found[key] = _Class(replace(g, members=[g.rep]), m, 1, sizes)
-        self.classes = list(found.values())
-
-    def owns(self, resource: str) -> bool:
-        """Whether the resource is an owner's own (its processor or one of its links)."""
-        return any(end in self.owner_names for end in resource.split("->"))
-
-    def params(self, node: str) -> Form:
-        """Parameter bytes of the parts `node` runs (OWNER: the owner part, owner 0's)."""
-        prof = self.profs[self.topo.owners[0].name if node == OWNER else node]
-        f = Form()
-        for p, where in enumerate(self.placement):
-            if where == node:
-                f.add_x(p, [lp.param_bytes for lp in prof.layers])
-        return f
-
-
 class _Terms:
-    """One schedule's terms, each an array over the cut tuples (`_Space.bounds`)."""
+    """One schedule's terms, each an array over the cut tuples (`Space.bounds`)."""
 
-    def __init__(self, space: _Space, spec: ScheduleSpec, bounds: np.ndarray, walks: _Walks,
+    def __init__(self, space: Space, spec: ScheduleSpec, bounds: np.ndarray, walks: _Walks,
                  paths: bool = True) -> None:
         """The terms at the cut rows `bounds`; `walks` keeps each iteration's terms (its
         walk and path graph) for the next rows; without `paths` every path-derived part
@@ -314,7 +246,7 @@ class _Terms:
             self.add(f"busy time of {r} and its idle time as each round starts and ends", v)
         return self.out
 
-    def least(self, cls: _Class) -> _Least:
+    def least(self, cls: OwnerClass) -> _Least:
         """One owner of the class, each term at its least over N. The length of a batch size
         other than the most frequent (an owner's last, partial batch) is the owner's busy
         time unless those are at least `PARTIAL_SHARE` of its iterations; windows are of the
@@ -437,26 +369,3 @@ def _renamed(resource: str, old: str, new: str) -> str:
     if old == new:
         return resource
     return "->".join(new if end == old else end for end in resource.split("->"))
-
-
-def _cut_rows(topo: Topology, L: int, P: int) -> np.ndarray:
-    """Rows (0, *cuts, L) of every cut tuple holding the pinned cuts, and the topology's."""
-    pinned = set(topo.plan.pinned_cuts)
-    rows = [c for c in itertools.combinations(range(1, L), P - 1) if pinned <= set(c)]
-    own = tuple(topo.plan.cuts or ())
-    if (topo.plan.cuts is not None and len(own) == P - 1 and own not in rows
-            and all(a < b for a, b in zip((0, *own), (*own, L)))):
-        rows.append(own)
-    if not rows:
-        raise PlanningError(f"no cuts hold the pinned cuts {sorted(pinned)}")
-    return np.array([(0, *c, L) for c in rows], dtype=np.int64).reshape(len(rows), P + 1)
-
-
-def _batches(topo: Topology, iterations: int | None, samples: list[int] | None
-             ) -> list[list[int]]:
-    """Each owner's batch sizes in an epoch, as `planner.workload.Workload` has them."""
-    B = topo.training.batch_size
-    if iterations is not None:
-        return [[B] * iterations for _ in topo.owners]
-    counts = owner_samples(topo) if samples is None else samples
-    return [[min(B, n - j * B) for j in range(iterations_per_epoch(topo, n))] for n in counts]
