@@ -76,12 +76,12 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile],
     # whose bound is not clearly above the least T found. An N left out has T > (1 + 1e-8)
     # x the least: never the choice below, nor does leaving it out change the choice.
     ns = range(1, max_micro_batches(topo) + 1)
-    low = {n: model(n, False).evaluate(plan.cuts)[0] for n in ns}
+    low = {n: model(n, False).t_at(plan.cuts) for n in ns}
     t: dict[int, float] = {}
     for n in sorted(ns, key=lambda n: (low[n], n)):
         if t and low[n] > min(t.values()) * (1 + 1e-8):
             break
-        t[n] = model(n, True).evaluate(plan.cuts)[0]
+        t[n] = model(n, True).t_at(plan.cuts)
     best: tuple[float, int] | None = None
     for n in sorted(t):
         if best is None or t[n] < best[0] * (1 - 1e-9):

@@ -79,6 +79,14 @@ class CutModel:
         paths["aggregation"] = agg
         return t, loads, paths, memory
 
+    def t_at(self, cuts: Sequence[int]) -> float:
+        """`evaluate`'s T alone, per group (owners alike are not expanded)."""
+        bounds = (0, *cuts, self.num_layers)
+        terms = [f.value(bounds) for f in self.loads.values()]
+        terms += [g.longest(bounds) for g in self.paths.values()]
+        agg = max((f.value(bounds) for f in self.aggregation.values()), default=0.0)
+        return max(terms, default=0.0) + agg
+
     def evaluate_all(self, cuts: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """T and memory per node (representatives only) of every row of `cuts` at once."""
         bounds = np.hstack([np.zeros((len(cuts), 1), np.int64), cuts.astype(np.int64),

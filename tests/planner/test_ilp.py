@@ -79,7 +79,7 @@ def test_evaluate_all_is_evaluate():
         t, memory = model.evaluate_all(np.array(space))
         for i, cuts in enumerate(space):
             T, _, _, mem = model.evaluate(cuts)
-            assert t[i] == pytest.approx(T, rel=1e-9)
+            assert t[i] == pytest.approx(T, rel=1e-9) and model.t_at(cuts) == T
             assert all(memory[n][i] == pytest.approx(mem[n], rel=1e-9) for n in model.memory)
 
 
