@@ -1,5 +1,5 @@
 """A mixed-integer linear program as plain rows, solved in process by HiGHS (`scipy.optimize.
-milp`) or through PuLP (CBC in a subprocess, or PuLP's HiGHS).
+milp`) or through PuLP (CBC in a subprocess).
 
 The cuts ILP (`planner.ilp`) writes its variables and constraints here once; the solver is a
 choice made at the end. HiGHS runs in this process on a sparse matrix (no model files, no
@@ -88,7 +88,7 @@ class LinearProgram:
     # ------------------------------------------------------------------ solvers
 
     def solve(self, solver: str, time_limit_s: float | None) -> Solution:
-        """Solve with "highs" (scipy's, in process) or "cbc" / "pulp-highs" (through PuLP)."""
+        """Solve with "highs" (scipy's, in process) or "cbc" (through PuLP, a subprocess)."""
         if solver == "highs":
             return self._highs(time_limit_s)
         return self._pulp(solver, time_limit_s)
@@ -155,10 +155,10 @@ class LinearProgram:
 
 
 def pulp_solver(name: str, time_limit_s: float | None = None) -> pulp.LpSolver:
-    """PuLP's solver `name`: "cbc" (a system one, COIN_CMD, when installed, else the binary
-    bundled with PuLP) or "pulp-highs" (PuLP's HiGHS over highspy)."""
-    if name == "pulp-highs":
-        return pulp.HiGHS(msg=False, timeLimit=time_limit_s)
+    """PuLP's CBC (`name` "cbc"): a system one (COIN_CMD) when installed, else the binary
+    bundled with PuLP."""
+    if name != "cbc":
+        raise ValueError(f"no PuLP solver {name!r} here: cbc")
     coin = pulp.COIN_CMD(msg=False, timeLimit=time_limit_s)
     if coin.available():
         return coin
