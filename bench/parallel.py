@@ -78,7 +78,8 @@ def _outcome(exp: Experiment, logs: Path, status: int, seconds: float) -> Outcom
 
 
 def _report(exp: Experiment, outcome: Outcome, logs: Path) -> None:
-    print(f"== {exp.name}: {outcome['status']} in {outcome['seconds']:.1f} s; tables "
+    print(f"== {exp.name}: {outcome['status']} in {outcome['seconds']:.1f} s "
+          f"({outcome['cpu_s']:.1f} CPU s); tables "
           f"{', '.join(outcome['tables']) or 'none'}", flush=True)
     if outcome["status"].startswith("failed"):
         lines = (logs / f"{exp.name}.log").read_text(errors="replace").splitlines()
@@ -121,10 +122,12 @@ def run_all(chosen: list[Experiment], quick: bool, results: Path, jobs: int,
                 if pid == 0:
                     _child(exp, quick, results, logs, run_one)
                 running[pid] = (exp, time.perf_counter())
-            pid, status = os.wait()
+            pid, status, usage = os.wait4(-1, 0)
             if pid in running:
                 exp, started = running.pop(pid)
                 outcomes[exp.name] = _outcome(exp, logs, status, time.perf_counter() - started)
+                # the child's own CPU and that of the processes it waited for (not its nodes)
+                outcomes[exp.name]["cpu_s"] = usage.ru_utime + usage.ru_stime
                 _report(exp, outcomes[exp.name], logs)
     finally:
         _terminate(running)
