@@ -19,11 +19,8 @@ from bench.experiments import EXPERIMENTS, Experiment, by_name
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_LIMIT_S = 120.0  # the bound on the whole smoke run
-# The smoke run of all 22 experiments: 714 s at a 1-minute load of 8-17, then 122 s at a load
-# of 1 (2026-12-06 12:52; this test 126 s, 12:56), 117 s at a load of 0 (13:08), every table
-# written: within the bound by too little to hold on a loaded CI machine, and two minutes more
-# for the default suite; it runs with MPSL_SLOW=1 until it fits with a margin.
-SLOW = os.environ.get("MPSL_SLOW") == "1"
+# The smoke run of all 23 experiments, four at a time (bench.parallel): 94 s at a load of 1.4
+# (2026-12-06 14:46; one at a time it took 117-122 s at a load of 0-1).
 
 
 def test_registry_names_are_unique_and_looked_up_in_order() -> None:
@@ -93,7 +90,6 @@ def _run_quick(folder: Path) -> tuple[int, str, float]:
     return proc.returncode, out, time.monotonic() - started
 
 
-@pytest.mark.skipif(not SLOW, reason="slow (117-122 s at load 0-1, bound 120 s); MPSL_SLOW=1")
 @pytest.mark.timeout(2 * QUICK_LIMIT_S + 60)
 def test_quick_run_writes_every_present_table_within_two_minutes(tmp_path: Path) -> None:
     code, out, seconds = _run_quick(tmp_path)
