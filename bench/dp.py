@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from bench import harness, stats
+from bench import harness, paper_rows, stats
 from bench.harness import parse_doc, publish, run, run_meta, topology, wait_for_quiet
 from mpsl.models import split_model
 from mpsl.privacy import generator, privatize, spent
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         ("", "classic DP's epoch-time overhead, sigma = 1 (mean of epochs 2-3)", summary, 3),
         (".direct", "the work DP adds, in one process", direct, 3),
         (".accuracy", "final test accuracy on MNIST, with and without DP", accuracy, 4),
-        (".runs", "every run", runs, 3)])
+        (".runs", "every run", runs, 3)], paper=paper_rows.dp(summary))
     return 0
 
 

@@ -52,6 +52,7 @@ import time
 from typing import Any
 
 from bench import epoch_time as et
+from bench import paper_rows
 from bench.harness import (
     ROOT,
     console,
@@ -215,7 +216,8 @@ def live(args: argparse.Namespace) -> int:
     publish(name, command, meta, [
         ("", "Heterogeneous owners, measured (s per epoch; speed-up: of per-owner PiPar over "
              "the plan, median over rounds)", rows, 3),
-        (".runs", "every run (epoch_s: the epochs after the first)", runs, 3)])
+        (".runs", "every run (epoch_s: the epochs after the first)", runs, 3)],
+        paper=paper_rows.hetero_live(rows))
     with open(results_dir() / f"{name}.md", "a") as fh:
         table = [{k: r[k] for k in ("plan", "measured_s", "estimate_s",
                                     "measured_over_estimate", "per_owner_speedup")}

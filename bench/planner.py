@@ -61,7 +61,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import harness, stats
+from bench import harness, paper_rows, stats
 from bench.harness import (
     NETWORKS,
     console,
@@ -319,7 +319,8 @@ def write(cases: list[Case], rounds: int, log: list[tuple[float, float]], load0:
     publish(name, "python -m bench.planner" + (" --quick" if quick else ""), meta, [
         ("", "planner: score = T_opt / T_plan on held-out confirm rounds", rows, 3),
         (".summary", "summary", summ, 3),
-        (".plans", "every plan measured", [p for c in cases for p in plan_rows(c)], 3)])
+        (".plans", "every plan measured", [p for c in cases for p in plan_rows(c)], 3)],
+        paper=paper_rows.planner(rows))
 
 
 def main(argv: list[str] | None = None) -> int:

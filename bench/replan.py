@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import harness
+from bench import harness, paper_rows
 from bench.harness import load_doc, publish, run_meta, topology, wait_for_quiet
 from mpsl.plan import Plan
 from mpsl.topology import Topology
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                     steal_pct={"median": statistics.median(r["steal_pct"] for r in runs),
                                "max": max(r["steal_pct"] for r in runs)})
     command = " ".join(["python -m bench.replan", *(sys.argv[1:] if argv is None else argv)])
-    publish(NAME + (".quick" if args.quick else ""), command, meta, tables)
+    publish(NAME + (".quick" if args.quick else ""), command, meta, tables,
+            paper=paper_rows.replan(tables[0][2] if tables else []))
     readme_section(NAME + (".quick" if args.quick else ""), tables)
     return 0
 
