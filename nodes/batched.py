@@ -7,9 +7,10 @@ into a stack (nodes.stack) when the node starts.
 
 Which tasks go together. `serve` takes the ready tasks in the task queue's order (nothing
 becomes ready while it runs them: a compute node's tasks all wait for a message). The first
-task left takes along the later ready tasks of other owners that have the same passes on the
-same part and micro-batches of the same shape, up to one per owner; then the next task left,
-and so on. So a task runs earlier than the queue's order only to join an older one; the
+task left takes along, of every other owner, its first task left when that one has the same
+passes on the same part and micro-batches of the same shape; then the next task left, and so
+on. So a task runs earlier than the queue's order only to join an older one of another owner,
+never before its own owner's older tasks (their order decides how its gradients add up); the
 order of everything else is the queue's. Within a group, tasks run in owner order (the
 stack's). Before it serves, the node routes every message already waiting (`take_waiting`),
 so that work which arrived during a long call is ready at once; with `off` it still serves
@@ -133,13 +134,15 @@ class Batcher:
                 head, key = ready.pop(0), keys.pop(0)
                 group = [head]
                 if key is not None:
-                    owners = {head.owner}
-                    for i, e in enumerate(ready):
+                    seen = {head.owner}  # an owner's first task left joins, or none of its
+                    for i, e in enumerate(ready):  # tasks: each owner's run in queue order
                         if len(group) == self.limit:
                             break
-                        if keys[i] == key and e.owner not in owners:
+                        if e.owner in seen:
+                            continue
+                        seen.add(e.owner)
+                        if keys[i] == key:
                             group.append(e)
-                            owners.add(e.owner)
                     for e in group[1:]:
                         i = ready.index(e)
                         del ready[i], keys[i]

@@ -3,9 +3,9 @@ its ready tasks and times each group by its batched profile (planner.batched), a
 nodes.batched runs them.
 
 Which tasks go together (nodes.batched's rule). When the node is free it takes every ready
-task, in the task queue's order (a *serve*). The first task left takes along the later ones
-of other owners that are of the same kind on the same micro-batch size, one per owner; then
-the next task left, and so on. A group runs in owner order; the serve's groups run back to
+task, in the task queue's order (a *serve*). The first task left takes along, of every other
+owner, its first task left when that one is of the same kind on the same micro-batch size;
+then the next task left, and so on. A group runs in owner order; the serve's groups run back to
 back, and the node takes the next serve when the last one ends. Kinds (`kind_of`): F+B on the
 last part (FUSED), F then an ACT send (FORWARD), B then a GRAD send (BACKWARD, only when its
 forward ran batched); any other task runs alone.
@@ -122,12 +122,14 @@ class Batching:
                 continue
             group, key = [head], keys[i]
             if key is not None:
-                owners = {head.owner}
+                seen = {head.owner}  # each owner's first task left joins, or none of its
                 for j in range(i + 1, len(ready)):
                     e = ready[j]
-                    if not taken[j] and keys[j] == key and e.owner not in owners:
+                    if taken[j] or e.owner in seen:
+                        continue
+                    seen.add(e.owner)
+                    if keys[j] == key:
                         group.append(e)
-                        owners.add(e.owner)
                         taken[j] = True
                 group.sort(key=lambda e: e.owner)
             out.append((group, None if key is None else key[0]))

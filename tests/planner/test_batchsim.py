@@ -191,3 +191,17 @@ def test_the_planner_ranks_with_batching_and_claims_no_busy_bound():
     assert best.estimate.epoch_s == again.epoch_s
     off = choose_plan(two_hop(4, "off")[0], batched(prof), iterations=2, top=3)
     assert off.bound is not None
+
+
+def test_an_owner_s_later_task_never_joins_a_group_before_its_first():
+    """Owner 1's first ready task is of another kind: its second (which matches the head)
+    waits for it, so each owner's tasks run in queue order (their gradients add up in it)."""
+    from types import SimpleNamespace
+
+    from planner.batchsim import Batching
+
+    ready = [SimpleNamespace(owner=o, name=n) for o, n in
+             ((0, "0B"), (1, "1F"), (1, "1B"), (2, "2B"), (3, "3B"))]
+    stub = SimpleNamespace(key=lambda e: (e.name[1:], 8))
+    got = [([e.name for e in g], kind) for g, kind in Batching.groups(stub, ready)]
+    assert got == [(["0B", "2B", "3B"], "B"), (["1F"], "F"), (["1B"], "B")]
