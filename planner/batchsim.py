@@ -43,9 +43,9 @@ from mpsl.taskqueue import Entry
 from mpsl.topology import Topology
 from mpsl.trace import Event
 from planner.batched import BatchedProfile
-from planner.program import program
-from planner.simstate import DONE, MSG, SimNode
-from planner.workload import BACKWARD, FORWARD, SEND, STEP, Step, label_of
+from planner.program import program, walk
+from planner.simstate import DONE, SimNode
+from planner.workload import BACKWARD, FORWARD, SEND, STEP, Step
 
 if TYPE_CHECKING:
     from planner.engine import Engine
@@ -182,11 +182,11 @@ class Batching:
         for i, (e, prog) in enumerate(zip(group, progs)):
             if start:  # its passes ran batched: the rest (no pass)
                 stop = len(prog) - 1 if i in stepping else len(prog)
-                cur = self._walk(e, prog[start:stop], cur, False)
+                cur = walk(self.eng, self.node, e, prog[start:stop], cur, False)
             else:  # alone, as Engine.dispatch runs a task
                 cold = (idle and i == 0) or e.owner != node.last_owner or node.sleeps
                 node.last_owner = e.owner
-                cur = self._walk(e, prog, cur, cold)
+                cur = walk(self.eng, self.node, e, prog, cur, cold)
         if stepping:
             cur = self._steps([group[i] for i in stepping], [progs[i][-1] for i in stepping],
                               cur)
@@ -236,38 +236,6 @@ class Batching:
         for i, (e, s) in enumerate(zip(group, steps)):
             events.append(Event(self.node.name, CPU, s.label, e.owner, e.iteration, s.mb,
                                 t0 + i * d, t0 + (i + 1) * d))
-
-    def _walk(self, entry: Entry, prog: Sequence[tuple[Any, ...]], t: float, cold: bool
-              ) -> float:
-        """A task's actions back to back from `t`, as `Engine.dispatch` runs them (`cold`:
-        its first pass wakes the processor): their end."""
-        eng, node = self.eng, self.node
-        k, j = entry.owner, entry.iteration
-        mem, cur, sleeps = node.mem, t, node.sleeps
-        events = eng.events if eng.record else None
-        for code, warm, wake, act, dst, hop, step in prog:
-            if code == SEND:
-                label = "" if events is None else label_of(step, eng.onames[k])
-                if dst is None:
-                    dst, hop = eng.owner_nodes[k], node.owner_hops[k]
-                arrive = eng.wires.send_on(hop, node.name, act, cur, label, k, j, step.mb, mem)
-                heapq.heappush(eng.heap, (arrive, next(eng.seq), MSG, dst,
-                                          (k, j, step.key, act)))
-                continue
-            if code == STEP:
-                d = warm
-            else:
-                d = wake if cold else warm
-                if act:
-                    if code == FORWARD:
-                        mem.act(cur, act)
-                    else:
-                        mem.act(cur + d, -act)
-                cold = sleeps
-            if events is not None:
-                events.append(Event(node.name, CPU, step.label, k, j, step.mb, cur, cur + d))
-            cur += d
-        return cur
 
 
 def batching(topo: Topology, profiles: Mapping[str, Any]) -> bool:

@@ -3,7 +3,6 @@ each node, messages queued on the links, and the aggregation rounds (see planner
 
 from __future__ import annotations
 
-import functools
 import gc
 import heapq
 import itertools
@@ -18,7 +17,7 @@ from mpsl.topology import Topology
 from mpsl.trace import Event
 from planner.batchsim import batchers, on_finish
 from planner.profile import Profile
-from planner.program import SpanCosts, program
+from planner.program import SpanCosts, program, walk
 from planner.rate import RateSkip, owner_classes
 from planner.resources import (
     AVERAGE_BYTES_PER_S,
@@ -33,13 +32,7 @@ from planner.simstate import PARAMS as _PARAMS
 from planner.simstate import SYNC as _SYNC
 from planner.simstate import SimNode, Wires
 from planner.steady import SteadyState
-from planner.workload import FORWARD, SEND, STEP, Workload, label_of
-
-
-@functools.lru_cache(maxsize=256)
-def send_label(msg: Msg, dst: str) -> str:
-    """The printed SEND of a message without a micro-batch: `>aggregator:PARAMS`."""
-    return str(Action.send(msg, dst))
+from planner.workload import Workload, send_label
 
 
 class Engine:
@@ -262,31 +255,9 @@ class Engine:
         prog = node.programs.get((id(task), id(sizes)))
         if prog is None:
             prog = program(self, node, task, sizes)
-        events = self.events if self.record else None
-        cur, heap, seq, send, sleeps = t, self.heap, self.seq, self.wires.send_on, node.sleeps
-        for code, warm, wake, act, dst, hop, step in prog:
-            if code == SEND:
-                label = "" if events is None else label_of(step, self.onames[k])
-                if dst is None:
-                    dst, hop = self.owner_nodes[k], node.owner_hops[k]
-                arrive = send(hop, node.name, act, cur, label, k, j, step.mb, mem)
-                heapq.heappush(heap, (arrive, next(seq), _MSG, dst, (k, j, step.key, act)))
-                continue
-            if code == STEP:
-                d = warm
-            else:
-                d = wake if cold else warm
-                if act:
-                    if code == FORWARD:
-                        mem.act(cur, act)
-                    else:
-                        mem.act(cur + d, -act)
-                cold = sleeps
-            if events is not None:
-                events.append(Event(node.name, CPU, step.label, k, j, step.mb, cur, cur + d))
-            cur += d
+        cur = walk(self, node, entry, prog, t, cold)
         self.busy[node.name] = self.busy.get(node.name, 0.0) + (cur - t)
-        heapq.heappush(heap, (cur, next(seq), _DONE, node, entry))
+        heapq.heappush(self.heap, (cur, next(self.seq), _DONE, node, entry))
 
     def on_message(self, node: SimNode, msg: tuple[Any, ...], t: float) -> None:
         """An ACT or GRAD arrived: the task it triggers may go (the receiver buffers it)."""

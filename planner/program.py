@@ -7,12 +7,16 @@ alike share their tasks (planner.workload), so a node keeps one program per kind
 
 from __future__ import annotations
 
+import heapq
 from typing import TYPE_CHECKING, Any
 
 from mpsl.actions import Task
+from mpsl.names import CPU
+from mpsl.taskqueue import Entry
+from mpsl.trace import Event
 from planner.resources import message_bytes
-from planner.simstate import SimNode
-from planner.workload import FORWARD, SEND, STEP
+from planner.simstate import MSG, SimNode
+from planner.workload import FORWARD, SEND, STEP, label_of
 
 if TYPE_CHECKING:
     from planner.engine import Engine
@@ -64,3 +68,36 @@ def program(eng: Engine, node: SimNode, task: Task, sizes: list[int]) -> Program
             out.append((code, d + 0.0, d + wake, per * b, None, None, step))
     got = node.programs[(id(task), id(sizes))] = tuple(out)
     return got
+
+
+def walk(eng: Engine, node: SimNode, entry: Entry, prog: Program, t: float, cold: bool
+         ) -> float:
+    """Run the task `entry` as its program on `node` from `t`, its actions back to back
+    (`cold`: its first pass wakes the processor): its sends go out, the node's memory and the
+    trace (when recorded) follow; its end."""
+    k, j = entry.owner, entry.iteration
+    mem, cur, sleeps, heap, seq = node.mem, t, node.sleeps, eng.heap, eng.seq
+    events = eng.events if eng.record else None
+    send = eng.wires.send_on
+    for code, warm, wake, act, dst, hop, step in prog:
+        if code == SEND:
+            label = "" if events is None else label_of(step, eng.onames[k])
+            if dst is None:
+                dst, hop = eng.owner_nodes[k], node.owner_hops[k]
+            arrive = send(hop, node.name, act, cur, label, k, j, step.mb, mem)
+            heapq.heappush(heap, (arrive, next(seq), MSG, dst, (k, j, step.key, act)))
+            continue
+        if code == STEP:
+            d = warm
+        else:
+            d = wake if cold else warm
+            if act:
+                if code == FORWARD:
+                    mem.act(cur, act)
+                else:
+                    mem.act(cur + d, -act)
+            cold = sleeps
+        if events is not None:
+            events.append(Event(node.name, CPU, step.label, k, j, step.mb, cur, cur + d))
+        cur += d
+    return cur

@@ -8,9 +8,10 @@ of None mean the owner's own node, which the engine puts in."""
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
-from mpsl.actions import Msg, Op, Task, TriggerKey
+from mpsl.actions import Action, Msg, Op, Task, TriggerKey
 from mpsl.data import micro_batches
 from mpsl.names import owner_name
 from mpsl.plan import Plan
@@ -95,6 +96,12 @@ class Workload:
     def steps(self, task: Task) -> tuple[Step, ...]:
         """The task's actions as steps (tasks come from `tasks`)."""
         return self._steps[id(task)]
+
+
+@functools.lru_cache(maxsize=256)
+def send_label(msg: Msg, dst: str) -> str:
+    """The printed SEND of a message without a micro-batch: `>aggregator:PARAMS`."""
+    return str(Action.send(msg, dst))
 
 
 def label_of(step: Step, owner: str) -> str:
