@@ -2,11 +2,11 @@
 
     .venv/bin/python -m bench                  every experiment, full (hours; see --list)
     .venv/bin/python -m bench NAME [NAME...]   those experiments
-    .venv/bin/python -m bench --quick          every experiment's smoke run, 4 at a time
+    .venv/bin/python -m bench --quick          every experiment's smoke run, 6 at a time
     .venv/bin/python -m bench --list           the registry: name, paper figure, full run time
 
 Each experiment runs as `bench.NAME.main(argv)` with `--results DIR`, in this process, or with
-`--jobs J` (a smoke run's default: 4) in forked children, J at a time (`bench.parallel`). Full runs
+`--jobs J` (a smoke run's default: 6) in forked children, J at a time (`bench.parallel`). Full runs
 default to bench/results, smoke runs to bench/results/quick (git-ignored), so a smoke run
 never overwrites real results. A module that does not exist yet is skipped with one line; one
 that fails is reported and the others still run. At the end the paper table (every
@@ -30,7 +30,7 @@ from bench.experiments import EXPERIMENTS, Experiment, by_name
 
 README = harness.ROOT / "bench" / "README.md"
 QUICK_RESULTS = harness.RESULTS_DEFAULT / "quick"
-QUICK_JOBS = 4  # smoke runs mostly wait on emulated links and devices: four at once
+QUICK_JOBS = 6  # smoke runs mostly wait on emulated links and devices: six at once
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -94,8 +94,9 @@ def _terminate(pids: dict[int, Any]) -> None:
 
 def run_all(chosen: list[Experiment], quick: bool, results: Path, jobs: int,
             run_one: RunOne) -> list[Outcome]:
-    """Run `chosen` with at most `jobs` at a time, each in a forked child; their outcomes in
-    the order of `chosen`."""
+    """Run `chosen` with at most `jobs` at a time, each in a forked child, in their order (an
+    `after_all` experiment once every one before it has ended); their outcomes in the order
+    of `chosen`."""
     import torch  # noqa: F401 - imported once here, before the forks (see the docstring)
 
     logs = results / "logs"
@@ -114,7 +115,8 @@ def run_all(chosen: list[Experiment], quick: bool, results: Path, jobs: int,
                                                     signal.SIGHUP)}
     try:
         while waiting or running:
-            while waiting and len(running) < jobs:
+            while waiting and len(running) < jobs and (
+                    not waiting[0].after_all or not running):
                 exp = waiting.pop(0)
                 print(f"== {exp.name}: started (log {logs / exp.name}.log)", flush=True)
                 sys.stdout.flush()

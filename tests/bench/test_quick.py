@@ -19,7 +19,8 @@ from bench.experiments import EXPERIMENTS, Experiment, by_name
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_LIMIT_S = 120.0  # the bound on the whole smoke run
-# The smoke run of all 24 experiments, four at a time (bench.parallel): 94 s at a load of 1.4
+# The smoke run of all 24 experiments, six at a time (bench.parallel); four at a time it took
+# 79-116 s in a fresh clone (load 0-3.5), 94 s with 22 experiments at a load of 1.4
 # (2026-12-06 14:46; one at a time it took 117-122 s at a load of 0-1).
 
 
@@ -112,20 +113,26 @@ def _fake_run_one(exp: Experiment, quick: bool, results: Path) -> dict[str, obje
         os.kill(os.getpid(), signal.SIGKILL)
     if exp.name == "fails":
         raise RuntimeError("broken on purpose")
-    (results / f"{exp.name}.md").write_text("| a |\n")
+    if exp.name == "one":
+        time.sleep(0.5)  # still running when a slot frees for the others
+    seen = sorted(p.stem for p in results.glob("*.md"))
+    (results / f"{exp.name}.md").write_text(" ".join(seen))
     return {"name": exp.name, "status": "ok", "seconds": 0.0, "tables": [f"{exp.name}.md"]}
 
 
 def test_parallel_runs_every_experiment_in_a_child_and_reports_each_end(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     chosen = [Experiment(name, "", "") for name in ("one", "dies", "fails", "two", "three")]
+    chosen.append(Experiment("last", "", "", after_all=True))
     outcomes = parallel.run_all(chosen, True, tmp_path, 2, _fake_run_one)
-    assert [o["name"] for o in outcomes] == ["one", "dies", "fails", "two", "three"]
+    assert [o["name"] for o in outcomes] == ["one", "dies", "fails", "two", "three", "last"]
     by = {o["name"]: o for o in outcomes}
     assert by["one"]["status"] == by["two"]["status"] == by["three"]["status"] == "ok"
     assert by["dies"]["status"] == "failed: the child ended (signal 9)"
     assert by["fails"]["status"] == "failed: the child ended (exit 1)"
-    assert {p.name for p in tmp_path.glob("*.md")} == {"one.md", "two.md", "three.md"}
+    assert {p.name for p in tmp_path.glob("*.md")} == {"one.md", "two.md", "three.md",
+                                                       "last.md"}
+    assert (tmp_path / "last.md").read_text() == "one three two"  # after every other one
     assert (tmp_path / "logs" / "two.log").read_text() == "two says hello\n"
     out = capsys.readouterr().out
     assert "fails| RuntimeError: broken on purpose" in out  # a failure's log tail is shown
