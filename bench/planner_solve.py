@@ -33,7 +33,7 @@ from bench import harness
 from bench.harness import RESULTS_DEFAULT as RESULTS  # the profile: bench/results, always
 from mpsl.topology import Topology, parse
 from planner.cutmodel import CutModel, build
-from planner.ilp import Infeasible, highs_available, solve_model
+from planner.ilp import Infeasible, solve_model
 from planner.measure import measure_profile
 from planner.profile import Profile
 from planner.resources import BYTES_PER_MB, node_profiles
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.quick:
         scenarios = {"no caps": scenarios["no caps"]}
-    solvers = ["cbc"] + (["highs"] if highs_available() and not args.quick else [])
+    solvers = ["cbc"] + ([] if args.quick else ["highs"])
     rows = []
     for name, (owner_mb, node_mb) in scenarios.items():
         t = topology(owner_mb, node_mb)

@@ -24,7 +24,7 @@ from mpsl.plan import owner_micro_batches
 from mpsl.topology import Topology
 from planner.cutenum import ENUM_MAX, Scores, best_row, excluded, scores, space_size
 from planner.cutmodel import CutModel, Form, PathGraph, build
-from planner.milp import Lin, LinearProgram, Solution, lin_sum, scipy_highs_available
+from planner.milp import Lin, LinearProgram, Solution, lin_sum
 from planner.profile import Profile
 from planner.resources import (
     BYTES_PER_MB,
@@ -35,7 +35,7 @@ from planner.resources import (
 )
 
 # enum: every cut tuple (planner.cutenum); highs: in process (scipy); cbc: PuLP's subprocess;
-# auto: enum up to cutenum.ENUM_MAX tuples, else highs where it runs, else cbc
+# auto: enum up to cutenum.ENUM_MAX tuples, else highs (scipy, a dependency)
 SOLVERS = ("cbc", "highs", "enum", "auto")
 TIE_BREAK = 1e-6
 
@@ -64,21 +64,14 @@ class IlpResult:
     solved_T: float | None = None  # the solver's T + A: objective_T up to its tolerance
 
 
-def highs_available() -> bool:
-    """Whether HiGHS runs in process (scipy's `milp`)."""
-    return scipy_highs_available()
-
-
 def _solver(name: str, model: CutModel, pinned: Sequence[int]) -> str:
     """The solver that runs (see SOLVERS)."""
     if name not in SOLVERS:
         raise PlanningError(f"unknown solver {name!r}; valid: {', '.join(SOLVERS)}")
-    if name == "highs" and not highs_available():
-        raise PlanningError("solver 'highs' needs scipy >= 1.9 (scipy.optimize.milp)")
     if name == "auto":
         if space_size(model, pinned) <= ENUM_MAX:
             return "enum"
-        return "highs" if highs_available() else "cbc"
+        return "highs"
     return name
 
 

@@ -167,15 +167,6 @@ def pulp_solver(name: str, time_limit_s: float | None = None) -> pulp.LpSolver:
         return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)
 
 
-def scipy_highs_available() -> bool:
-    """Whether scipy's HiGHS MILP solver (scipy >= 1.9) imports."""
-    try:
-        from scipy.optimize import milp  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def lin_sum(items: Iterable[Lin]) -> Lin:
     """The sum of the expressions."""
     out = Lin()

@@ -13,7 +13,7 @@ from mpsl.plan import make_plan, owner_micro_batches
 from mpsl.spec import ScheduleSpec
 from planner.cost import simulate
 from planner.cutmodel import build
-from planner.ilp import Infeasible, highs_available, solve_cuts, solve_model
+from planner.ilp import Infeasible, solve_cuts, solve_model
 from planner.profile import LayerProfile, Profile
 from planner.resources import BYTES_PER_MB, node_profiles
 
@@ -309,7 +309,6 @@ def test_exclude_gives_the_next_best():
     assert second.cuts != first.cuts and second.objective_T >= first.objective_T
 
 
-@pytest.mark.skipif(not highs_available(), reason="scipy has no milp")
 @pytest.mark.parametrize("seed", range(0, 36, 5))
 def test_highs_agrees_with_cbc(seed):
     """HiGHS in process returns CBC's cuts and T (ties broken alike by the tie-break term)."""
