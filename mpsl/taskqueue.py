@@ -214,3 +214,14 @@ class TaskQueue:
             self._gated.append(item)
         else:
             heapq.heappush(self._ready, item)
+
+
+def may_run_ahead(before: dict[int, set[str | None]], owner: int, kind: str | None) -> bool:
+    """Whether an owner's ready task of `kind` (a batching kind; None: none) may run ahead of
+    that owner's earlier tasks left, whose kinds `before` holds by owner (and gets this one's):
+    only where none of them is of its kind or of none, so that an owner's forwards keep their
+    order among themselves, and its backwards theirs (their gradients add up in it)."""
+    seen = before.setdefault(owner, set())
+    ok = kind is not None and kind not in seen and None not in seen
+    seen.add(kind)
+    return ok

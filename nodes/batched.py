@@ -6,15 +6,16 @@ owner keeping its own weights, `.grad`, optimizer state and loss. The copies' te
 into a stack (nodes.stack) when the node starts.
 
 Which tasks go together. `serve` takes the ready tasks in the task queue's order (nothing
-becomes ready while it runs them: a compute node's tasks all wait for a message). The first
-task left takes along, of every other owner, its first task left when that one has the same
-passes on the same part and micro-batches of the same shape; then the next task left, and so
-on. So a task runs earlier than the queue's order only to join an older one of another owner,
-never before its own owner's older tasks (their order decides how its gradients add up); the
-order of everything else is the queue's. Within a group, tasks run in owner order (the
-stack's). Before it serves, the node routes every message already waiting (`take_waiting`),
-so that work which arrived during a long call is ready at once; with `off` it still serves
-after each message.
+becomes ready while it runs them: a compute node's tasks all wait for a message). The first task
+left takes along the later ready tasks of other owners that have the same passes on the same
+part and micro-batches of the same shape, up to one per owner, each only where no older task
+left of its owner is of its kind or of no batching kind (`mpsl.taskqueue.may_run_ahead`: an
+owner's forwards keep their order, and its backwards, in which its gradients add up); then the
+next task left, and so on. So a task runs earlier than the queue's order only to join an older
+one; the order of everything else is the queue's. Within a group, tasks run in owner order (the
+stack's). Before it serves, the node routes every message already waiting (`take_waiting`), so
+that work which arrived during a long call is ready at once; with `off` it still serves after
+each message.
 
 How. The passes of a group run batched, then each task's other actions by `run_task` as
 usual (its SEND), then the STEPs of the group's tasks that end with one: one SGD step on the
@@ -52,7 +53,7 @@ import zmq
 
 from mpsl.actions import Action, Msg, Op
 from mpsl.names import CPU
-from mpsl.taskqueue import Entry
+from mpsl.taskqueue import Entry, may_run_ahead
 from mpsl.trace import Event
 from nodes.executor import IterationState, run_task
 from nodes.folded_loss import FoldedLoss
@@ -130,22 +131,20 @@ class Batcher:
             if not ready:
                 return
             keys = [self.key(node, e) for e in ready]
+            kinds = [task_kind(e.task.actions, self.runner.last_part) for e in ready]
             while ready:
-                head, key = ready.pop(0), keys.pop(0)
+                head, key, kind = ready.pop(0), keys.pop(0), kinds.pop(0)
                 group = [head]
                 if key is not None:
-                    seen = {head.owner}  # an owner's first task left joins, or none of its
-                    for i, e in enumerate(ready):  # tasks: each owner's run in queue order
+                    before = {head.owner: {kind}}
+                    for i, e in enumerate(ready):
                         if len(group) == self.limit:
                             break
-                        if e.owner in seen:
-                            continue
-                        seen.add(e.owner)
-                        if keys[i] == key:
+                        if may_run_ahead(before, e.owner, kinds[i]) and keys[i] == key:
                             group.append(e)
                     for e in group[1:]:
                         i = ready.index(e)
-                        del ready[i], keys[i]
+                        del ready[i], keys[i], kinds[i]
                     group.sort(key=lambda e: e.owner)  # the stack's order
                 self.run(node, group, None if key is None else str(key[0]))
 

@@ -2,13 +2,14 @@
 its ready tasks and times each group by its batched profile (planner.batched), as
 nodes.batched runs them.
 
-Which tasks go together (nodes.batched's rule). When the node is free it takes every ready
-task, in the task queue's order (a *serve*). The first task left takes along, of every other
-owner, its first task left when that one is of the same kind on the same micro-batch size;
-then the next task left, and so on. A group runs in owner order; the serve's groups run back to
-back, and the node takes the next serve when the last one ends. Kinds (`kind_of`): F+B on the
-last part (FUSED), F then an ACT send (FORWARD), B then a GRAD send (BACKWARD, only when its
-forward ran batched); any other task runs alone.
+Which tasks go together (nodes.batched's rule). When the node is free it takes every ready task,
+in the task queue's order (a *serve*). The first task left takes along the later ones of other
+owners that are of the same kind on the same micro-batch size, one per owner, each only where no
+older task left of its owner is of its kind or of none (`mpsl.taskqueue.may_run_ahead`); then
+the next task left, and so on. A group runs in owner order; the serve's groups run back to back,
+and the node takes the next serve when the last one ends. Kinds (`kind_of`): F+B on the last
+part (FUSED), F then an ACT send (FORWARD), B then a GRAD send (BACKWARD, only when its forward
+ran batched); any other task runs alone.
 
 Times. A group's batched phase takes factor(g) of its g tasks' pass seconds one by one:
 - FUSED, g >= 2: the forwards (one phase), then the backwards (another);
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from mpsl.actions import Msg
 from mpsl.names import CPU
-from mpsl.taskqueue import Entry
+from mpsl.taskqueue import Entry, may_run_ahead
 from mpsl.topology import Topology
 from mpsl.trace import Event
 from planner.batched import BatchedProfile
@@ -101,6 +102,10 @@ class Batching:
         self.eng, self.node, self.profile, self.last_part = eng, node, profile, last_part
         self.recompute: set[tuple[int, int]] = set()  # (owner, mb) whose forward ran batched
 
+    def kind(self, entry: Entry) -> str | None:
+        """The task's batching kind (`kind_of`), None for a task that never batches."""
+        return kind_of(self.eng.work.steps(entry.task), self.last_part)
+
     def key(self, entry: Entry) -> tuple[str, int] | None:
         """What a task must share with others to run batched with them; None: alone."""
         steps = self.eng.work.steps(entry.task)
@@ -115,6 +120,7 @@ class Batching:
     def groups(self, ready: list[Entry]) -> list[tuple[list[Entry], str | None]]:
         """The serve's groups in the order they run, each in owner order, with its kind."""
         keys = [self.key(e) for e in ready]
+        kinds = [self.kind(e) for e in ready]
         out: list[tuple[list[Entry], str | None]] = []
         taken = [False] * len(ready)
         for i, head in enumerate(ready):
@@ -122,13 +128,12 @@ class Batching:
                 continue
             group, key = [head], keys[i]
             if key is not None:
-                seen = {head.owner}  # each owner's first task left joins, or none of its
+                before = {head.owner: {kinds[i]}}
                 for j in range(i + 1, len(ready)):
                     e = ready[j]
-                    if taken[j] or e.owner in seen:
+                    if taken[j]:
                         continue
-                    seen.add(e.owner)
-                    if keys[j] == key:
+                    if may_run_ahead(before, e.owner, kinds[j]) and keys[j] == key:
                         group.append(e)
                         taken[j] = True
                 group.sort(key=lambda e: e.owner)

@@ -93,3 +93,15 @@ def test_drop_owner_forgets_its_tasks_and_keeps_the_others():
     assert q.deliver(0, 0, (Msg.ACT, 1, 0), 2.0) is not None
     entry = q.pop()
     assert entry is not None and entry.owner == 0
+
+
+def test_a_task_runs_ahead_only_of_its_owner_s_older_tasks_of_other_kinds():
+    from mpsl.taskqueue import may_run_ahead
+
+    before: dict[int, set[str | None]] = {0: {"B"}}
+    assert not may_run_ahead(before, 0, "B")  # owner 0's older B holds its next B back
+    assert may_run_ahead(before, 1, "F")
+    assert may_run_ahead(before, 1, "B")  # owner 1's older F does not
+    assert not may_run_ahead(before, 1, "F")
+    assert not may_run_ahead(before, 2, None)  # a task that never batches stays in place
+    assert not may_run_ahead(before, 2, "FB")  # and holds back every later one of its owner

@@ -193,15 +193,17 @@ def test_the_planner_ranks_with_batching_and_claims_no_busy_bound():
     assert off.bound is not None
 
 
-def test_an_owner_s_later_task_never_joins_a_group_before_its_first():
-    """Owner 1's first ready task is of another kind: its second (which matches the head)
-    waits for it, so each owner's tasks run in queue order (their gradients add up in it)."""
+def test_an_owner_s_task_never_runs_ahead_of_its_older_ones_of_its_kind():
+    """Owner 2's older backward (that cannot batch: *) holds back its next backward, which
+    runs after it; owner 1's older forward does not hold back its backward (a forward and a
+    backward of other micro-batches touch no gradient in common)."""
     from types import SimpleNamespace
 
     from planner.batchsim import Batching
 
-    ready = [SimpleNamespace(owner=o, name=n) for o, n in
-             ((0, "0B"), (1, "1F"), (1, "1B"), (2, "2B"), (3, "3B"))]
-    stub = SimpleNamespace(key=lambda e: (e.name[1:], 8))
+    ready = [SimpleNamespace(owner=int(n[0]), name=n) for n in
+             ("0B", "1F", "1B", "2B*", "2B", "3B")]
+    stub = SimpleNamespace(key=lambda e: None if e.name.endswith("*") else (e.name[1], 8),
+                           kind=lambda e: e.name[1])
     got = [([e.name for e in g], kind) for g, kind in Batching.groups(stub, ready)]
-    assert got == [(["0B", "2B", "3B"], "B"), (["1F"], "F"), (["1B"], "B")]
+    assert got == [(["0B", "1B", "3B"], "B"), (["1F"], "F"), (["2B*"], None), (["2B"], "B")]
