@@ -122,12 +122,14 @@ class Action:
             return f">{self.dst}:{self.msg}"
         return str(self)
 
-    def __str__(self) -> str:
-        if self.op in PASSES:
-            return f"{self.part}{self.op}{self.mb}"
-        if self.op is Op.SEND:
-            return f">{self.dst}:{self.msg}{'' if self.mb is None else self.mb}"
-        return f"{self.op}{'' if self.part is None else self.part}"
+    def __str__(self) -> str:  # .value: an enum's own formatting is slow on hot paths
+        op = self.op
+        if op is Op.FORWARD or op is Op.BACKWARD:
+            return f"{self.part}{op.value}{self.mb}"
+        if op is Op.SEND:
+            assert self.msg is not None
+            return f">{self.dst}:{self.msg.value}{'' if self.mb is None else self.mb}"
+        return f"{op.value}{'' if self.part is None else self.part}"
 
     @staticmethod
     def from_str(text: str) -> Action:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,10 +196,19 @@ class Topology:
         return () if self.mode == "fl" else tuple(c.name for c in self.compute_nodes)
 
     def owner(self, name_or_index: str | int) -> OwnerSpec:
+        found = self._owners_by_key.get(name_or_index)
+        if found is None:
+            raise KeyError(f"{self.source}: no data owner {name_or_index!r}")
+        return found
+
+    @functools.cached_property
+    def _owners_by_key(self) -> dict[str | int, OwnerSpec]:
+        """Each owner by name and by index (a fleet's checks look up every owner)."""
+        out: dict[str | int, OwnerSpec] = {}
         for o in self.owners:
-            if name_or_index in (o.name, o.index):
-                return o
-        raise KeyError(f"{self.source}: no data owner {name_or_index!r}")
+            out.setdefault(o.name, o)
+            out.setdefault(o.index, o)
+        return out
 
     def compute(self, name: str) -> ComputeSpec:
         for c in self.compute_nodes:

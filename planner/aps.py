@@ -324,29 +324,38 @@ class _Search:
                 found.append(self.solve(ns, schedule, [r.cuts for r in found]))
             except Infeasible:
                 break
-        lows = (self.bounds.at([r.cuts for r in found], schedule) if self.bounds is not None
-                else [0.0] * len(found))
         cands = []
         for i, r in enumerate(found):
             source = ("ilp" if i == 0 else f"ilp#{i + 1}") + tag
-            if self.left_out(source, r.cuts, lows[i]):
-                continue
-            n_r = ns if i == 0 else self.pick_n(r.cuts, ns, schedule, simulate_n)
+            n_r = (ns if i == 0 else None if simulate_n
+                   else self.pick_n(r.cuts, ns, schedule, simulate_n))
+            known = n_r is not None and sim_key(self.plan(r.cuts, n_r, schedule)) in self.full
+            if not known and self.left_out(source, r.cuts, schedule):
+                continue  # an estimate simulated already costs nothing: no bound for it
+            if n_r is None:
+                n_r = self.pick_n(r.cuts, ns, schedule)
             c = self.estimate(self.plan(r.cuts, n_r, schedule), source, r.objective_T)
             self.best_s = min(self.best_s, c.estimate.epoch_s)
             cands.append(c)
         return cands
 
-    def left_out(self, source: str, cuts: Sequence[int], low: float) -> bool:
-        """Whether to leave a candidate unsimulated (noted): its cuts' lower bound is not
-        below the best epoch found (with SCREEN_MARGIN for the estimates' tolerance), or
-        the time budget is spent (after the first candidate)."""
+    def left_out(self, source: str, cuts: Sequence[int], schedule: str) -> bool:
+        """Whether to leave a candidate unsimulated (noted): its cuts' lower bound under
+        `schedule` is not below the best epoch found (with SCREEN_MARGIN for the estimates'
+        tolerance), or the time budget is spent (after the first candidate). The bound
+        without its paths is tried first: where it already screens the cuts out, their
+        paths are never built."""
         what = f"{source} (cuts {list(cuts)})"
-        if low >= self.best_s * (1 + SCREEN_MARGIN):
-            self.notes.append(f"{what} not simulated: no plan with these cuts beats "
-                              f"{low:.3f} s per epoch, above the best found "
-                              f"({self.best_s:.3f} s)")
-            return True
+        if self.bounds is not None and self.best_s < math.inf:
+            bar = self.best_s * (1 + SCREEN_MARGIN)
+            low = self.bounds.at([cuts], schedule, paths=False)[0]
+            if low < bar:
+                low = self.bounds.at([cuts], schedule)[0]
+            if low >= bar:
+                self.notes.append(f"{what} not simulated: no plan with these cuts beats "
+                                  f"{low:.3f} s per epoch, above the best found "
+                                  f"({self.best_s:.3f} s)")
+                return True
         if self.deadline is not None and self.best_s < math.inf and (
                 time.perf_counter() > self.deadline):
             self.notes.append(f"{what} not simulated: the time budget was spent")

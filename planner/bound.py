@@ -133,17 +133,19 @@ class Bounds:
         self.compute_s += time.perf_counter() - started
         return Bound(seconds * (1 - MARGIN), source, cuts, schedule, self.compute_s)
 
-    def at(self, cuts: Sequence[Sequence[int]], schedule: str | None = None) -> list[float]:
+    def at(self, cuts: Sequence[Sequence[int]], schedule: str | None = None,
+           paths: bool = True) -> list[float]:
         """Per cut tuple, a lower bound on the simulated epoch of every plan with those cuts
-        (any N; under `schedule`, else any schedule); 0 for cuts outside the space."""
+        (any N; under `schedule`, else any schedule); 0 for cuts outside the space. Without
+        `paths`, the cheaper bound of the terms without their path-derived parts (lower)."""
         started = time.perf_counter()
         found = [(i, self.row[tuple(c)]) for i, c in enumerate(cuts) if tuple(c) in self.row]
         out = [0.0] * len(cuts)
         specs = [s for s in self.space.schedules if schedule in (None, s.name)]
         if found and specs:
             rows = np.array([r for _, r in found])
-            least = np.min([_tops(self.space, s, self.walks[s.name], rows)[0] for s in specs],
-                           axis=0)
+            least = np.min([_tops(self.space, s, self.walks[s.name], rows, paths)[0]
+                            for s in specs], axis=0)
             for (i, _), v in zip(found, least):
                 out[i] = float(v) * (1 - MARGIN)
         self.compute_s += time.perf_counter() - started
@@ -179,10 +181,10 @@ def _least_of(space: Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
     return float(top[j]), int(rows[j]), names[int(np.argmax(stack[:, j]))]
 
 
-def _tops(space: Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _tops(space: Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray,
+          paths: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The largest term at each of `rows` (indices of cut rows), every term, their names."""
-    terms = _Terms(space, spec, space.bounds[rows], walks).all()
+    terms = _Terms(space, spec, space.bounds[rows], walks, paths).all()
     names = list(terms)
     stack = np.vstack([terms[n] for n in names])
     return stack.max(axis=0), stack, names

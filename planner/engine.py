@@ -171,7 +171,9 @@ class Engine:
                     k, j, key, nbytes = b
                     if a.queue.deliver(k, j, key, t, nbytes) is None:
                         self.on_message(a, b, t)  # raises
-                    a.mem.buf(t, nbytes)
+                    mem = a.mem  # the receiver buffers it (MemoryLog.buf, inline)
+                    mem.buf_t.append(t)
+                    mem.buf_d.append(nbytes)
                     if not a.busy:  # a busy node looks again when its task is done
                         dirty[a] = None
                 elif kind == _DONE:  # on_done, inline

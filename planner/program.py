@@ -21,8 +21,9 @@ from planner.workload import FORWARD, SEND, STEP, label_of
 if TYPE_CHECKING:
     from planner.engine import Engine
 
-# (code, seconds warm, seconds on a cold processor, activation bytes kept (a SEND: its
-# bytes), the receiving node and its link (None: the owner's), the step)
+# (code, seconds warm (a SEND: its transmission's, -1 when the link is the owner's), seconds
+# on a cold processor, activation bytes kept (a SEND: its bytes), the receiving node and its
+# link (None: the owner's), the step)
 Program = tuple[tuple[Any, ...], ...]
 SpanCosts = dict[tuple[str, tuple[int, int]], tuple[float, int]]
 
@@ -52,10 +53,11 @@ def program(eng: Engine, node: SimNode, task: Task, sizes: list[int]) -> Program
                 if not node.owner_hops:
                     node.owner_hops.update((k, links(node.name, o))
                                            for k, o in enumerate(eng.onames))
-                out.append((code, 0.0, 0.0, nbytes, None, None, step))
-            else:
-                out.append((code, 0.0, 0.0, nbytes, eng.nodes[step.dst],
-                            links(node.name, step.dst), step))
+                out.append((code, -1.0, 0.0, nbytes, None, None, step))
+            else:  # the transmission's seconds in place of a pass's
+                hop = links(node.name, step.dst)
+                out.append((code, hop.tx_s(nbytes), 0.0, nbytes, eng.nodes[step.dst], hop,
+                            step))
         elif code == STEP:
             d = span_cost(eng.span_costs, node, span)[0] if spanned else node.steps[part]
             out.append((code, d, d, 0, None, None, step))
@@ -77,25 +79,29 @@ def walk(eng: Engine, node: SimNode, entry: Entry, prog: Program, t: float, cold
     trace (when recorded) follow; its end."""
     k, j = entry.owner, entry.iteration
     mem, cur, sleeps, heap, seq = node.mem, t, node.sleeps, eng.heap, eng.seq
+    act_t, act_d, push = mem.act_t, mem.act_d, heapq.heappush
     events = eng.events if eng.record else None
-    send = eng.wires.send_on
+    put = eng.wires.put
     for code, warm, wake, act, dst, hop, step in prog:
-        if code == SEND:
+        if code == SEND:  # `warm`: its transmission's seconds (-1: per owner, looked up)
             label = "" if events is None else label_of(step, eng.onames[k])
             if dst is None:
                 dst, hop = eng.owner_nodes[k], node.owner_hops[k]
-            arrive = send(hop, node.name, act, cur, label, k, j, step.mb, mem)
-            heapq.heappush(heap, (arrive, next(seq), MSG, dst, (k, j, step.key, act)))
+                warm = hop.tx_s(act)
+            arrive = put(hop, warm, node.name, act, cur, label, k, j, step.mb, mem)
+            push(heap, (arrive, next(seq), MSG, dst, (k, j, step.key, act)))
             continue
         if code == STEP:
             d = warm
         else:
             d = wake if cold else warm
-            if act:
+            if act:  # activations kept from a forward, freed at a backward's end
                 if code == FORWARD:
-                    mem.act(cur, act)
+                    act_t.append(cur)
+                    act_d.append(act)
                 else:
-                    mem.act(cur + d, -act)
+                    act_t.append(cur + d)
+                    act_d.append(-act)
             cold = sleeps
         if events is not None:
             events.append(Event(node.name, CPU, step.label, k, j, step.mb, cur, cur + d))

@@ -38,7 +38,7 @@ from mpsl.topology import Topology
 if TYPE_CHECKING:
     from planner.engine import Engine
 
-MIN_ROUNDS = 3  # rounds in a window at least
+MIN_ROUNDS = 2  # rounds in a window at least
 MIN_ITERATIONS = 400  # owner-iterations in a window at least
 MAX_ROUNDS = 64  # rounds kept in a window
 ERROR = 3e-4  # the extrapolation's error bound allowed, a share of the time simulated

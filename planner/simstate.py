@@ -82,43 +82,53 @@ class Wires:
     def send_on(self, h: Hop, src: str, nbytes: int, t: float, action: str, owner: int | None,
                 it: int | None, mb: int | None, mem: MemoryLog | None) -> float:
         """`send` on the link `h` (from `src`)."""
+        return self.put(h, h.tx_s(nbytes), src, nbytes, t, action, owner, it, mb, mem)
+
+    def put(self, h: Hop, tx_s: float, src: str, nbytes: int, t: float, action: str,
+            owner: int | None, it: int | None, mb: int | None, mem: MemoryLog | None
+            ) -> float:
+        """`send_on` with the message's transmission time `tx_s` (`h.tx_s(nbytes)`) known."""
         start = self.free.get(h.name, 0.0)
         if start < t:
             start = t
-        end = start + h.tx_s(nbytes)
+        end = start + tx_s
         self.free[h.name] = end
         self.busy[h.name] = self.busy.get(h.name, 0.0) + (end - start)
         if self.events is not None:
             self.events.append(Event(src, h.name, action, owner, it, mb, start, end, nbytes))
-        if mem is not None:
-            mem.buf(t, nbytes)
-            mem.buf(end, -nbytes)
+        if mem is not None:  # held from `t` until sent
+            bt, bd = mem.buf_t, mem.buf_d
+            bt.append(t)
+            bt.append(end)
+            bd.append(nbytes)
+            bd.append(-nbytes)
         return end + h.latency_s
 
 
 class MemoryLog:
-    """The bytes a node adds (+) and frees (-) over time: activations and message buffers."""
+    """The bytes a node adds (+) and frees (-) over time: activations (`act_t`, `act_d`) and
+    message buffers (`buf_t`, `buf_d`); the simulator's hot paths append to them directly."""
 
-    __slots__ = ("_act_t", "_act_d", "_buf_t", "_buf_d")
+    __slots__ = ("act_t", "act_d", "buf_t", "buf_d")
 
     def __init__(self) -> None:
-        self._act_t, self._act_d = array("d"), array("q")
-        self._buf_t, self._buf_d = array("d"), array("q")
+        self.act_t, self.act_d = array("d"), array("q")
+        self.buf_t, self.buf_d = array("d"), array("q")
 
     def act(self, t: float, nbytes: int) -> None:
         """Activation bytes kept (+) or freed (-) at `t`."""
-        self._act_t.append(t)
-        self._act_d.append(nbytes)
+        self.act_t.append(t)
+        self.act_d.append(nbytes)
 
     def buf(self, t: float, nbytes: int) -> None:
         """Message buffer bytes held (+) or let go (-) at `t`."""
-        self._buf_t.append(t)
-        self._buf_d.append(nbytes)
+        self.buf_t.append(t)
+        self.buf_d.append(nbytes)
 
     def peaks(self) -> tuple[int, int, int]:
         """Peak of activations + buffers together, and of each alone (frees first at a tie)."""
-        at, ad = np.frombuffer(self._act_t), np.frombuffer(self._act_d, dtype=np.int64)
-        bt, bd = np.frombuffer(self._buf_t), np.frombuffer(self._buf_d, dtype=np.int64)
+        at, ad = np.frombuffer(self.act_t), np.frombuffer(self.act_d, dtype=np.int64)
+        bt, bd = np.frombuffer(self.buf_t), np.frombuffer(self.buf_d, dtype=np.int64)
         both = _peak(np.concatenate((at, bt)), np.concatenate((ad, bd)))
         return both, _peak(at, ad), _peak(bt, bd)
 

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 HISTORY = 64  # checkpoints kept to compare with: the longest period looked for
 # checkpoints without a repeat before rounds may be extrapolated (planner.rate): an exact
-# period, where there is one, is usually found sooner
+# period, where there is one, is usually found sooner; or owner-iterations, where a round
+# holds many (in a large fleet of owners alike a period is a round or none)
 RATE_AFTER = 8
+RATE_AFTER_ITERATIONS = 2_000
 GIVE_UP = 100_000  # checkpoints without a repeat after which the engine stops looking
 
 
@@ -65,6 +67,7 @@ class SteadyState:
         self.seen: dict[tuple[Any, ...], list[_Checkpoint]] = {}
         self.order: deque[tuple[Any, ...]] = deque()
         self.misses = 0  # checkpoints since the last skip without a repeat
+        self.its_from: int | None = None  # owner-iterations begun at the first of them
         self.periods = 0  # whole periods skipped, all skips together
         self.skipped_s = 0.0  # simulated seconds skipped
 
@@ -89,7 +92,11 @@ class SteadyState:
                         return dt
                     break
         if self.rate is not None:
-            dt = self.rate.offer(eng, t, self.misses >= RATE_AFTER)
+            begun = sum(eng.it_next)
+            if self.its_from is None:
+                self.its_from = begun
+            dt = self.rate.offer(eng, t, self.misses >= RATE_AFTER
+                                 or begun - self.its_from >= RATE_AFTER_ITERATIONS)
             if dt > 0.0:
                 self.periods += self.rate.rounds_last
                 self.skipped_s += dt
@@ -110,6 +117,7 @@ class SteadyState:
         self.seen.clear()
         self.order.clear()
         self.misses = 0
+        self.its_from = None
         if self.rate is not None:
             self.rate.reset()
 
@@ -140,11 +148,9 @@ def alike_until(eng: Engine, k: int, j0: int) -> int:
     end = min(len(batches), eng.work.ends[eng.round_now[k]])
     if j0 >= end:
         return j0
-    size = batches[j0]
-    j = j0
-    while j < end and batches[j] == size:  # full batches, then at most one partial one
-        j += 1
-    return j
+    # an owner's batches are full ones, then at most one partial one: from j0 on they are
+    # alike to `end`, or to the partial one before it
+    return end if batches[end - 1] == batches[j0] else end - 1
 
 
 def _close(a: list[float], b: list[float], tol: float) -> bool:

@@ -81,9 +81,11 @@ def build_model(
 
 def smallest_batch(model: nn.Sequential, input_shape: tuple[int, ...]) -> int:
     """The smallest batch `model` trains on: 2 when a BatchNorm would see a single value per
-    channel at batch 1 (1x1 maps, or a flat input), which training-mode BatchNorm refuses."""
+    channel at batch 1 (1x1 maps, or a flat input), which training-mode BatchNorm refuses.
+    A model on the meta device (shapes alone, built without initialising weights) will do."""
     import torch
 
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))  # meta: shapes
     seen: list[int] = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0][0, 0].numel()))
              for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -91,7 +93,7 @@ def smallest_batch(model: nn.Sequential, input_shape: tuple[int, ...]) -> int:
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=device))
     finally:
         model.train(was_training)
         for h in hooks:

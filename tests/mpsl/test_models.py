@@ -532,3 +532,17 @@ def test_smallest_batch() -> None:
     assert bn.training  # left in the mode it was in
     assert smallest_batch(build_model("mobilenetv3_small", 10, 3, 32, "group"), (3, 32, 32)) == 1
     assert smallest_batch(build_model("vgg5", 10, 3, 32, "batch"), (3, 32, 32)) == 1
+
+
+@pytest.mark.parametrize(("name", "shape"), [("mobilenetv3_small", (3, 32, 32)),
+                                             ("vgg19", (1, 28, 28)), ("vgg19", (3, 32, 32)),
+                                             ("resnet18", (1, 8, 8))])
+def test_smallest_batch_of_a_meta_model_is_the_real_ones(name: str, shape: tuple[int, ...]
+                                                         ) -> None:
+    """The planner builds models on the meta device (no weights drawn): the same answer."""
+    real = smallest_batch(build_model(name, 10, shape[0], shape[1], "batch"), shape)
+    with torch.device("meta"):
+        meta = build_model(name, 10, shape[0], shape[1], "batch")
+    assert smallest_batch(meta, shape) == real
+    assert {"vgg19": {28: 2, 32: 1}, "mobilenetv3_small": {32: 2}, "resnet18": {8: 2}}[
+        name][shape[1]] == real
