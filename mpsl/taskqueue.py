@@ -27,12 +27,13 @@ from mpsl.actions import Task, TriggerKey
 class _Iteration:
     """One owner's tasks of one iteration on this node."""
 
-    __slots__ = ("entries", "done", "barrier", "waiting", "round")
+    __slots__ = ("entries", "done", "barrier", "barriers", "waiting", "round")
 
     def __init__(self, round_id: int) -> None:
         self.entries: list[Entry] = []
         self.done = 0
         self.barrier = 0  # index of the next barrier (len(entries): none left)
+        self.barriers: list[int] = []  # the indices of the barriers after it, last first
         self.waiting: list[Entry] = []  # arrived, behind a barrier not yet done
         self.round = round_id
 
@@ -73,18 +74,18 @@ class TaskQueue:
             round_id: int = 0) -> None:
         """Register this node's tasks (list order) of one iteration of `owner` at time `t`."""
         group = _Iteration(round_id)
-        entries, expected = group.entries, self._expected
-        barrier = len(tasks)
+        entries, expected, barriers = group.entries, self._expected, group.barriers
         for i, task in enumerate(tasks):
             entry = Entry(task, i, group, owner, iteration)
             entries.append(entry)
             key = task.key
             if key is None:
-                if i < barrier:
-                    barrier = i
+                barriers.append(i)
             else:
                 expected[(owner, iteration, key)] = entry
-        group.barrier = barrier
+        barriers.append(len(tasks))
+        barriers.reverse()
+        group.barrier = barriers.pop()
         if not entries:
             return
         self.unfinished += 1
@@ -126,9 +127,7 @@ class TaskQueue:
         group = entry.group
         group.done += 1
         if entry.task.trigger is None:  # a barrier: move to the next one, free the waiting
-            nxt = next((i for i in range(entry.index + 1, len(group.entries))
-                        if group.entries[i].task.trigger is None), len(group.entries))
-            group.barrier = nxt
+            nxt = group.barrier = group.barriers.pop()
             still = []
             for w in group.waiting:
                 if w.index < nxt:

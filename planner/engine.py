@@ -245,9 +245,10 @@ class Engine:
             return
         node.busy = True
         k, j = entry.owner, entry.iteration
-        mem = node.mem
-        if entry.payload:
-            mem.buf(t, -entry.payload)
+        if entry.payload:  # the message's buffer is let go (MemoryLog.buf, inline)
+            mem = node.mem
+            mem.buf_t.append(t)
+            mem.buf_d.append(-entry.payload)
         sizes = self.sizes[k][j]
         # the first pass of a task wakes (caches refilled) after an idle processor or when it
         # works on another owner's copy than the task before; an emulated device, every pass

@@ -168,10 +168,13 @@ class RateSkip:
 def owner_classes(topo: Topology, plan: Plan, batches: list[list[int]]) -> list[int]:
     """Each owner's class: owners alike in device, links, profile, N, cuts and batches."""
     keys: dict[tuple[object, ...], int] = {}
+    seen: dict[int, tuple[int, ...]] = {}  # owners often share one list of batches
     out = []
     for o, n, bs in zip(topo.owners, plan.micro_batches, batches):
+        if id(bs) not in seen:
+            seen[id(bs)] = tuple(bs)
         key = (o.compute_scale, o.uplink_mbps, o.downlink_mbps, o.latency_ms, o.profile,
-               o.cuts, n, tuple(bs))
+               o.cuts, n, seen[id(bs)])
         out.append(keys.setdefault(key, len(keys)))
     return out
 

@@ -53,25 +53,32 @@ class Workload:
         self.prof = prof
         self.cut_out = self._cut_out(plan)
         B = topo.training.batch_size
+        # owners of the same sample count share one list of batches (read, never written)
         if iterations is not None:
-            self.batches = [[B] * iterations for _ in range(self.owners)]
+            self.batches = [[B] * iterations] * self.owners
         else:
             counts = owner_samples(topo) if samples is None else samples
-            self.batches = []
+            made: dict[int, list[int]] = {}
             for n in counts:
-                n_it = iterations_per_epoch(topo.training, n)
-                self.batches.append([min(B, n - j * B) for j in range(n_it)])
+                if n not in made:
+                    n_it = iterations_per_epoch(topo.training, n)
+                    made[n] = [min(B, n - j * B) for j in range(n_it)]
+            self.batches = [made[n] for n in counts]
         every = None if self.sl else topo.training.aggregate_every
         self.ends = round_ends([len(b) for b in self.batches], every)
         self.rounds = len(self.ends)
         sizes: dict[tuple[int, int], list[int]] = {}  # (N, batch): shared by owners alike
         self.sizes: list[list[list[int]]] = []  # owner, iteration: micro-batch sizes
+        shared: dict[tuple[int, int], list[list[int]]] = {}  # by (N, id of the batches)
         for k, bs in enumerate(self.batches):
             n = plan.micro_batches[k]
-            for b in set(bs):
-                if (n, b) not in sizes:
-                    sizes[(n, b)] = micro_batches(b, min(n, b))
-            self.sizes.append([sizes[(n, b)] for b in bs])
+            got = shared.get((n, id(bs)))
+            if got is None:
+                for b in set(bs):
+                    if (n, b) not in sizes:
+                        sizes[(n, b)] = micro_batches(b, min(n, b))
+                got = shared[(n, id(bs))] = [sizes[(n, b)] for b in bs]
+            self.sizes.append(got)
         self._tasks: dict[tuple[int, int], NodeTasks] = {}
         self._steps: dict[int, tuple[Step, ...]] = {}
 
