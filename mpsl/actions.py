@@ -20,10 +20,9 @@ trigger, `<owner0:ACT3`) or, without one, a barrier.
 from __future__ import annotations
 
 import enum
-import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Op(str, enum.Enum):
@@ -176,6 +175,9 @@ class Task:
     owner: int
     trigger: Trigger | None
     actions: tuple[Action, ...]
+    # (msg, part, mb) of the message that starts this task, None for a barrier (set once:
+    # the task queues read it for every task they are given)
+    key: TriggerKey | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.actions:
@@ -189,15 +191,12 @@ class Task:
         for i, a in enumerate(self.actions):
             if a.op is Op.SEND and a.msg in (Msg.ACT, Msg.GRAD):
                 self.sent_part(i)
-
-    @functools.cached_property
-    def key(self) -> TriggerKey | None:
-        """(msg, part, mb) of the message that starts this task, None for a barrier."""
-        if self.trigger is None:
-            return None
-        part = self.actions[0].part
-        assert part is not None
-        return (self.trigger.msg, part, self.trigger.mb)
+        key = None
+        if self.trigger is not None:
+            part = self.actions[0].part
+            assert part is not None
+            key = (self.trigger.msg, part, self.trigger.mb)
+        object.__setattr__(self, "key", key)
 
     def sent_part(self, index: int) -> int:
         """The part whose tensor the SEND at `index` carries: the pass just before it."""

@@ -49,15 +49,27 @@ def dry_run(plan: Plan, tasks: Mapping[int, Sequence[Task]] | None = None, *,
                  for k, n in enumerate(plan.micro_batches)}
     sim = _DryRun(plan, tasks, duration, delay)
     sim.run_to_end()
+    assert sim.events is not None
     _check_all_ran(sim.queues, tasks, sim.events)
     return sim.events
+
+
+def run_order(plan: Plan, tasks: Mapping[int, Sequence[Task]]) -> list[tuple[Task, int, str]]:
+    """`dry_run` (unit durations, instant links) without its trace: every action in the order
+    it ran, as (task, the action's index, CPU or the link it went on). Raises ScheduleError
+    as `dry_run` does."""
+    sim = _DryRun(plan, tasks, _unit, _instant, events=False)
+    sim.run_to_end()
+    if any(q.unfinished for q in sim.queues.values()):
+        dry_run(plan, tasks)  # raises, naming the stuck tasks
+    return sim.order
 
 
 class _DryRun:
     """The nodes' queues, the messages in flight and the passes under way, advanced by instants."""
 
     def __init__(self, plan: Plan, tasks: Mapping[int, Sequence[Task]],
-                 duration: Duration, delay: Delay) -> None:
+                 duration: Duration, delay: Delay, events: bool = True) -> None:
         # free nodes pick their next task in a fixed order at each instant: owners, then the chain
         chain = [n for n in plan.placement if n != OWNER]
         self.queues = {n: TaskQueue() for n in [owner_name(k) for k in sorted(tasks)] + chain}
@@ -65,8 +77,9 @@ class _DryRun:
             for node, mine in _by_node(ts).items():
                 self.queues.setdefault(node, TaskQueue()).add(k, 0, mine, 0.0)
         self.duration, self.delay = duration, delay
-        self.events: list[Event] = []
-        self.messages: list[tuple[float, int, str, int, TriggerKey, str]] = []  # (at, seq, dst..)
+        self.events: list[Event] | None = [] if events else None  # the trace
+        self.order: list[tuple[Task, int, str]] = []  # without the trace: what ran, in order
+        self.messages: list[tuple[float, int, str, int, TriggerKey, Action]] = []  # (at, seq..)
         self.ends: list[tuple[float, int, str, Entry]] = []
         self.seq = itertools.count()
         self.busy: dict[str, bool] = dict.fromkeys(self.queues, False)
@@ -93,6 +106,8 @@ class _DryRun:
             d = self.duration(node, a)
             if a.op is Op.SEND:
                 self.send(node, entry, i, clock)
+            elif self.events is None:
+                self.order.append((entry.task, i, CPU))
             else:
                 self.events.append(Event(node, CPU, str(a), entry.owner, 0, a.mb, clock, clock + d))
             clock += d
@@ -105,9 +120,12 @@ class _DryRun:
         link = link_name(node, a.dst)
         at = max(clock + self.delay(node, a.dst), self.link_free.get(link, 0.0))
         self.link_free[link] = at
-        self.events.append(Event(node, link, str(a), entry.owner, 0, a.mb, clock, at))
+        if self.events is None:
+            self.order.append((entry.task, i, link))
+        else:
+            self.events.append(Event(node, link, str(a), entry.owner, 0, a.mb, clock, at))
         key = (a.msg, to, a.mb)
-        heapq.heappush(self.messages, (at, next(self.seq), a.dst, entry.owner, key, str(a)))
+        heapq.heappush(self.messages, (at, next(self.seq), a.dst, entry.owner, key, a))
 
     def settle(self, now: float) -> set[str]:
         """Deliver every message and end every task due at `now`; the nodes this woke.
@@ -120,10 +138,10 @@ class _DryRun:
             if messages and (not ends or messages[0][:2] < ends[0][:2]):
                 if messages[0][0] != now:
                     break
-                _, _, dst, owner, key, text = heapq.heappop(messages)
+                _, _, dst, owner, key, sent = heapq.heappop(messages)
                 queue = self.queues.get(dst)
                 if queue is None or queue.deliver(owner, 0, key, now) is None:
-                    raise ScheduleError(f"{dst}: no task of owner {owner} takes {text} "
+                    raise ScheduleError(f"{dst}: no task of owner {owner} takes {sent} "
                                         f"(sent twice, or to the wrong node)")
                 woken.add(dst)
             else:

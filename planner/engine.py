@@ -3,7 +3,6 @@ each node, messages queued on the links, and the aggregation rounds (see planner
 
 from __future__ import annotations
 
-import gc
 import heapq
 import itertools
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from mpsl.taskqueue import Entry
 from mpsl.topology import Topology
 from mpsl.trace import Event
 from planner.batchsim import batchers, on_finish
+from planner.gcpause import paused
 from planner.profile import Profile
 from planner.program import SpanCosts, program, walk
 from planner.rate import RateSkip, owner_classes
@@ -139,18 +139,16 @@ class Engine:
     # ---------------------------------------------------------------------------- running
 
     def run(self) -> None:
-        """Simulate the epoch to its end (`last`). The cyclic garbage collector pauses
-        meanwhile: the run makes no cycles (finished iterations let go of their tasks) and
-        its many live objects made every collection long (a third of the time at K = 1000)."""
-        paused = gc.isenabled()
-        gc.disable()
-        try:
-            self._run()
-        finally:
-            for node in self.nodes.values():
-                node.programs.clear()  # they name other nodes: no cycle left behind
-            if paused:
-                gc.enable()
+        """Simulate the epoch to its end (`last`), the cyclic garbage collector paused
+        (`planner.gcpause`): the run makes no cycles (finished iterations let go of their
+        tasks) and its many live objects made every collection long (a third of the time at
+        K = 1000)."""
+        with paused():
+            try:
+                self._run()
+            finally:
+                for node in self.nodes.values():
+                    node.programs.clear()  # they name other nodes: no cycle left behind
 
     def _run(self) -> None:
         if self.sl:  # the owners take turns: the aggregator hands the owner part to the first

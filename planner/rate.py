@@ -9,8 +9,11 @@ iteration per round (a round: from one of owner 0's iteration starts to the next
 owner steps alike (the same aggregation round, the same iterations per round). It skips once
 
 - the window holds at least `MIN_ROUNDS` rounds and `MIN_ITERATIONS` owner-iterations,
-- its halves' mean rounds differ by at most `DRIFT` (else the older half is dropped: the
-  pipeline is still filling),
+- its halves' mean rounds differ by at most `DRIFT` of the mean round plus `NOISE` x the
+  larger half's jitter (how far its round starts stray from the line through its ends) / the
+  window's rounds (else the older half is dropped: the pipeline is still filling). A regime
+  whose rounds jitter forever passes once the window is long enough; a trend in the rounds'
+  length moves the halves apart 16 x more than it adds to that allowance, so it does not,
 - some processor or link was busy for all but `IDLE` of it (a saturated bottleneck, whose
   work sets the rate), and
 - the error bound of the extrapolation is at most `ERROR` of the time simulated by then: with
@@ -44,6 +47,7 @@ MAX_ROUNDS = 64  # rounds kept in a window
 ERROR = 3e-4  # the extrapolation's error bound allowed, a share of the time simulated
 DRIFT = 1e-3  # relative difference allowed between the window's halves' mean rounds
 IDLE = 2e-3  # share of the window the busiest resource may idle
+NOISE = 1.0  # drift allowed for noise: this x the halves' jitter / the window's rounds
 
 
 @dataclass
@@ -111,7 +115,9 @@ class RateSkip:
         half = n // 2
         first = (self.rounds[half].t - a.t) / half
         second = (b.t - self.rounds[half].t) / (n - half)
-        if abs(first - second) > DRIFT * mean:
+        starts = [r.t for r in self.rounds]
+        noise = max(_jitter(starts[:half + 1]), _jitter(starts[half:]))
+        if abs(first - second) > DRIFT * mean + NOISE * noise / n:
             del self.rounds[:half]  # still settling: keep the later half
             n -= half
             if n < MIN_ROUNDS:
@@ -212,6 +218,15 @@ def _error(series: np.ndarray, m: int) -> float:
     line = series[0] + np.arange(n + 1)[:, None] * means
     jitter = np.abs(series - line).max(axis=0)
     return float((m * np.abs(means - means[0]) + (2 * m / n + 1) * jitter).max())
+
+
+def _jitter(starts: list[float]) -> float:
+    """How far the starts stray from the line through the first and the last."""
+    n = len(starts) - 1
+    if n < 2:
+        return 0.0
+    step = (starts[-1] - starts[0]) / n
+    return max(abs(x - starts[0] - i * step) for i, x in enumerate(starts))
 
 
 def _owned(eng: Engine, b: Round) -> set[str]:

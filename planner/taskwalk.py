@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from mpsl.actions import Action, Msg, Op, Task
 from mpsl.data import micro_batches
-from mpsl.dryrun import dry_run
+from mpsl.dryrun import run_order
 from mpsl.names import AGGREGATOR, CPU
 from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks, tasks_by_node
@@ -270,16 +270,13 @@ class GroupWalk:
         return self._shared.order
 
     def _run_order(self) -> Order:
-        first = {(t.node, str(next(a for a in t.actions if a.op is not Op.SEND))): t
-                 for t in self.tasks}
-        sends = {(t.node, str(a)): (t, i) for t in self.tasks for i, a, _ in t.sends()}
         rank: dict[int, int] = {}
         links: dict[str, list[tuple[Task, int]]] = {}
-        for e in dry_run(self.s.plan, {self.g.index: self.tasks}):
-            if e.resource != CPU:
-                links.setdefault(e.resource, []).append(sends[(e.node, e.action)])
-            elif (e.node, e.action) in first:
-                rank.setdefault(id(first[(e.node, e.action)]), len(rank))
+        for task, i, resource in run_order(self.s.plan, {self.g.index: self.tasks}):
+            if resource != CPU:
+                links.setdefault(resource, []).append((task, i))
+            else:  # a task's rank: when its first action ran
+                rank.setdefault(id(task), len(rank))
         return rank, links
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpsl.actions import Action, Msg, Op, Task, Trigger
-from mpsl.dryrun import ScheduleError, dry_run
+from mpsl.dryrun import ScheduleError, dry_run, run_order
 from mpsl.names import CPU, OWNER, owner_name
 from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks, tasks_by_node
@@ -361,6 +361,28 @@ def test_dry_run_fixed_cases(placement: tuple[str, ...], ns: tuple[int, ...], sc
     for seed in range(3):
         duration, delay = shaken(seed, latency=seed > 0)
         check_causality(plan, dry_run(plan, duration=duration, delay=delay))
+
+
+@pytest.mark.parametrize("sched", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("placement", [(O, "s"), (O, "a", "b", O), (O, "a", "b", "c")])
+def test_run_order_is_the_dry_runs_trace(placement: tuple[str, ...], sched: str) -> None:
+    """The trace-free run order names, action for action, what the dry run's trace shows."""
+    plan = Plan(8, tuple(range(1, len(placement))), placement, (3, 2), sched)
+    tasks = {k: iteration_tasks(plan, k, n) for k, n in enumerate(plan.micro_batches)}
+    order = run_order(plan, tasks)
+    trace = dry_run(plan, tasks)
+    assert len(order) == len(trace)
+    for (task, i, resource), e in zip(order, trace):
+        assert (task.node, task.owner, str(task.actions[i]), resource) == (
+            e.node, e.owner, e.action, e.resource)
+
+
+def test_run_order_refuses_a_deadlock_as_the_dry_run_does() -> None:
+    plan = Plan(5, (2,), (O, "server"), (2,))
+    tasks = iteration_tasks(plan, 0, 2)
+    burst = Task("owner0", 0, None, tasks[0].actions[:-1])  # ACT1 is never sent
+    with pytest.raises(ScheduleError, match="deadlock, never ran: owner0"):
+        run_order(plan, {0: [burst, *tasks[1:]]})
 
 
 def test_dry_run_detects_a_deadlock() -> None:
