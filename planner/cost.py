@@ -44,6 +44,7 @@ from mpsl.topology import Topology
 from mpsl.trace import Event
 from planner.engine import Engine
 from planner.estimate import Estimate, bottleneck_of
+from planner.gcpause import paused
 from planner.profile import Profile
 from planner.resources import (
     HEADER_BYTES,
@@ -89,10 +90,11 @@ def simulate(
     layers = next(iter(profs.values())).num_layers
     if layers != plan.num_layers:
         raise PlanningError(f"the profile has {layers} layers, the plan {plan.num_layers}")
-    sim = Engine(topo, plan, profs, iterations, samples, record, steady)
-    sim.run()
+    with paused():  # the cyclic collector (planner.gcpause): set-up and memory too
+        sim = Engine(topo, plan, profs, iterations, samples, record, steady)
+        sim.run()
+        peaks, detail = _memory(topo, sim) if memory else ({}, {})
     epoch_s = sim.last
-    peaks, detail = _memory(topo, sim) if memory else ({}, {})
     busy = dict(sim.busy)
     return Estimate(
         iteration_s=math.fsum(sim.it_times) / max(1, len(sim.it_times)),

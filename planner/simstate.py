@@ -126,16 +126,20 @@ class MemoryLog:
         self.buf_d.append(nbytes)
 
     def peaks(self) -> tuple[int, int, int]:
-        """Peak of activations + buffers together, and of each alone (frees first at a tie)."""
+        """Peak of activations + buffers together, and of each alone (frees first at a tie).
+        One sort serves all three: in the order of (time, change) of them all, each kind's
+        changes are in their own such order."""
         at, ad = np.frombuffer(self.act_t), np.frombuffer(self.act_d, dtype=np.int64)
         bt, bd = np.frombuffer(self.buf_t), np.frombuffer(self.buf_d, dtype=np.int64)
-        both = _peak(np.concatenate((at, bt)), np.concatenate((ad, bd)))
-        return both, _peak(at, ad), _peak(bt, bd)
+        if not len(ad) + len(bd):
+            return 0, 0, 0
+        d = np.concatenate((ad, bd))
+        order = np.lexsort((d, np.concatenate((at, bt))))
+        d = d[order]
+        is_act = order < len(ad)
+        return _top(d), _top(np.where(is_act, d, 0)), _top(np.where(is_act, 0, d))
 
 
-def _peak(t: np.ndarray, d: np.ndarray) -> int:
-    """The highest running sum (from 0) of changes `d` taken in order of time, then change:
-    the order among equal changes at one instant moves no peak."""
-    if not len(d):
-        return 0
-    return max(0, int(np.cumsum(d[np.lexsort((d, t))]).max()))
+def _top(d: np.ndarray) -> int:
+    """The highest running sum (from 0) of the changes `d`, in their order."""
+    return max(0, int(np.cumsum(d).max()))
