@@ -47,6 +47,15 @@ def iteration_tasks(plan: Plan, owner: int, n_mb: int) -> list[Task]:
     return SCHEDULES[plan.schedule](plan, owner, n_mb)
 
 
+def in_flight(plan: Plan, n_mb: int) -> int:
+    """How many micro-batches the owner's first part sends before its first backward: the
+    one number in which the schedules' tasks differ (1F1B with a window of at least `n_mb`
+    makes GPipe's tasks)."""
+    if plan.schedule == "gpipe" or plan.num_parts == 1:
+        return n_mb
+    return min(plan.max_in_flight or plan.num_parts, n_mb)
+
+
 def gpipe_tasks(plan: Plan, owner: int, n_mb: int) -> list[Task]:
     """Every forward of the owner's first part back to back, then the backwards as the
     gradients return (GPipe's fill and drain, PiPar's pipeline)."""
@@ -56,10 +65,7 @@ def gpipe_tasks(plan: Plan, owner: int, n_mb: int) -> list[Task]:
 def one_f_one_b_tasks(plan: Plan, owner: int, n_mb: int) -> list[Task]:
     """At most `plan.max_in_flight` micro-batches between the owner's forward and backward of
     its first part: each backward lets the next forward go (1F1B, PipeDream-flush)."""
-    if plan.num_parts == 1:  # FL: no message, nothing in flight
-        return _tasks(plan, owner, n_mb, n_mb)
-    window = plan.max_in_flight or plan.num_parts
-    return _tasks(plan, owner, n_mb, min(window, n_mb))
+    return _tasks(plan, owner, n_mb, in_flight(plan, n_mb))  # FL: nothing in flight
 
 
 SCHEDULES: dict[str, Schedule] = {"gpipe": gpipe_tasks, "1f1b": one_f_one_b_tasks}

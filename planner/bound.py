@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpsl.names import AGGREGATOR, OWNER
+from mpsl.schedule import in_flight
 from mpsl.spec import ScheduleSpec
 from mpsl.topology import Topology
 from planner.boundspace import OwnerClass, Space
@@ -107,7 +108,7 @@ class Bounds:
         started = time.perf_counter()
         self.space = Space(topo, node_profiles(topo, profiles, measure=False), iterations,
                             samples)
-        self.walks = {spec.name: _Walks({}, {}) for spec in self.space.schedules}
+        self.walks = _Walks({}, {})  # every schedule's: they share the iterations alike
         self.compute_s = time.perf_counter() - started
         self.row = {tuple(int(c) for c in r[1:-1]): i for i, r in enumerate(self.space.bounds)}
 
@@ -124,7 +125,7 @@ class Bounds:
         best: tuple[float, int, str, str] | None = None  # value, row, source, schedule
         for spec in space.schedules:
             got = _least_row(space, spec, math.inf if best is None else best[0],
-                             self.walks[spec.name])
+                             self.walks)
             if got is not None and (best is None or got[0] < best[0]):
                 best = (*got, spec.name)
         assert best is not None
@@ -144,7 +145,7 @@ class Bounds:
         specs = [s for s in self.space.schedules if schedule in (None, s.name)]
         if found and specs:
             rows = np.array([r for _, r in found])
-            least = np.min([_tops(self.space, s, self.walks[s.name], rows, paths)[0]
+            least = np.min([_tops(self.space, s, self.walks, rows, paths)[0]
                             for s in specs], axis=0)
             for (i, _), v in zip(found, least):
                 out[i] = float(v) * (1 - MARGIN)
@@ -192,11 +193,12 @@ def _tops(space: Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray,
 
 @dataclass
 class _Walks:
-    """Each iteration's terms (walk, path graph) by (group rep, batch, N), and whether its
-    orders are forced per group rep and N: kept across the cut rows of one schedule."""
+    """Each iteration's terms (walk, path graph) by (group rep, batch, N, micro-batches in
+    flight), and whether its orders are forced per group rep and (N, in flight): kept across
+    the cut rows and the schedules (theirs agree where their micro-batches in flight do)."""
 
-    terms: dict[tuple[str, int, int], IterationTerms]
-    forced: dict[str, dict[int, bool]]
+    terms: dict[tuple[str, int, int, int], IterationTerms]
+    forced: dict[str, dict[tuple[int, int], bool]]
 
 
 class _Terms:
@@ -288,13 +290,15 @@ class _Terms:
 
     def iteration(self, group: OwnerGroup, b: int, n: int) -> _Iteration:
         """The group rep's iteration of b samples in min(n, b) micro-batches."""
-        key = (group.rep, b, max(1, min(n, b)))
+        nn = max(1, min(n, b))
+        key = (group.rep, b, nn)
         if key not in self.seen:
-            terms = self.walks.terms.get(key)
+            shared = (*key, in_flight(self.setting.plan, nn))  # as other schedules' may be
+            terms = self.walks.terms.get(shared)
             if terms is None:
                 forced = self.walks.forced.setdefault(group.rep, {})
-                terms = self.walks.terms[key] = iteration_terms(self.setting, group, b, n,
-                                                                forced)
+                terms = self.walks.terms[shared] = iteration_terms(self.setting, group, b, n,
+                                                                   forced)
             self.seen[key] = _Iteration(terms, {r: f.values(self.bounds)
                                                 for r, f in terms.loads.items()},
                                         terms.own.values(self.bounds))

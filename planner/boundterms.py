@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpsl.actions import Msg, Task
-from mpsl.schedule import tasks_by_node
+from mpsl.schedule import in_flight, tasks_by_node
 from planner.forms import Form, PathGraph, static_order, values_all
 from planner.taskpath import iteration_graph
 from planner.taskwalk import GroupWalk, OwnerGroup, Setting
@@ -61,7 +61,7 @@ class IterationTerms:
     `own`, the owner's own; `path` its `PathTerms` from the path graph (made on first use),
     or, where the graph's orders are not forced, its length from `own` alone."""
 
-    def __init__(self, walk: NoWakeWalk, forced: dict[int, bool]) -> None:
+    def __init__(self, walk: NoWakeWalk, forced: dict[tuple[int, int], bool]) -> None:
         self.walk, self.forced = walk, forced
         self._graph: PathGraph | None = None
         self.loads = walk.loads()
@@ -70,9 +70,10 @@ class IterationTerms:
     def path(self, bounds: np.ndarray) -> PathTerms:
         """The iteration's `PathTerms` for every row of `bounds`."""
         n = self.walk.g.n
-        if n not in self.forced:
-            self.forced[n] = orders_forced(self.walk)
-        if not self.forced[n]:
+        key = (n, in_flight(self.walk.s.plan, n))  # the tasks' shape, whatever the batch
+        if key not in self.forced:
+            self.forced[key] = orders_forced(self.walk)
+        if not self.forced[key]:
             return PathTerms(self.own.values(bounds), {}, {}, {})
         if self._graph is None:
             self._graph = iteration_graph(self.walk)
@@ -86,9 +87,9 @@ class IterationTerms:
 
 
 def iteration_terms(setting: Setting, group: OwnerGroup, batch: int, n: int,
-                    forced: dict[int, bool] | None = None) -> IterationTerms:
+                    forced: dict[tuple[int, int], bool] | None = None) -> IterationTerms:
     """The terms of `group.rep`'s iteration of `batch` samples in min(n, batch) micro-batches.
-    `forced` keeps `orders_forced` by micro-batch count for the next batch size (same setting
+    `forced` keeps `orders_forced` by (N, in flight) for the next batch size (same setting
     and owner: the tasks do not depend on the batch size)."""
     s = dataclasses.replace(setting, batch=batch, split=False)
     g = dataclasses.replace(group, members=[group.rep], n=max(1, min(n, batch)))

@@ -27,7 +27,7 @@ from mpsl.data import micro_batches
 from mpsl.dryrun import run_order
 from mpsl.names import AGGREGATOR, CPU
 from mpsl.plan import Plan
-from mpsl.schedule import iteration_tasks, tasks_by_node
+from mpsl.schedule import in_flight, iteration_tasks, tasks_by_node
 from planner.forms import Form
 from planner.profile import Profile
 from planner.resources import HEADER_BYTES, LABEL_BYTES, Hop, Links
@@ -300,8 +300,8 @@ def forget() -> None:
 
 def _shared(plan: Plan, owner: int, n: int) -> _Iteration:
     """`iteration_tasks(plan, owner, n)`, made once for every walk of the same placement,
-    schedule, owner and N."""
-    key = (plan.placement, plan.schedule, plan.max_in_flight, owner, n)
+    owner, N and micro-batches in flight (schedules that agree in it make the same tasks)."""
+    key = (plan.placement, in_flight(plan, n), owner, n)  # the schedules' tasks differ in it
     got = _iterations.get(key)
     if got is None:
         if len(_iterations) >= _KEPT:
