@@ -204,6 +204,7 @@ def exhaustive(topo: Topology, profiles: Profiles, *, ns: Iterable[int] | None =
     return out
 
 
+@paused()  # the cyclic collector: a fifth of the time (planner.gcpause)
 def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 5,
                 solver: str = "auto", iterations: int | None = None,
                 time_limit_s: float | None = 60.0, steady: bool = True,
@@ -222,15 +223,6 @@ def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 
     `budget_s`, once that many seconds have passed no further candidate is simulated (the
     ILP's first is always). Either way the report's notes name every candidate left out.
     """
-    with paused():  # the cyclic collector: a fifth of the time (planner.gcpause)
-        return _choose_plan(topo, profiles, top=top, solver=solver, iterations=iterations,
-                            time_limit_s=time_limit_s, steady=steady, bound=bound,
-                            budget_s=budget_s)
-
-
-def _choose_plan(topo: Topology, profiles: Profiles | None, *, top: int, solver: str,
-                 iterations: int | None, time_limit_s: float | None, steady: bool,
-                 bound: bool, budget_s: float | None) -> PlanReport:
     started = time.perf_counter()
     search = _Search(topo, node_profiles(topo, profiles), iterations, solver, time_limit_s)
     search.steady = steady
@@ -280,6 +272,7 @@ class _Search:
         self.full: dict[Plan, Estimate] = {}  # whole epochs simulated, by sim_key
         self.ilp_models: dict[tuple[tuple[int, ...], str], CutModel] = {}  # solve's, kept
         self.bounds: Bounds | None = None  # to leave out cuts that cannot be faster
+        self.lows: dict[tuple[tuple[int, ...], str, bool], float] = {}  # their bounds, kept
         self.deadline: float | None = None  # perf_counter past which no more is simulated
         self.best_s = math.inf  # the least epoch simulated so far
         self.notes: list[str] = []  # the candidates left out, and why
@@ -342,7 +335,8 @@ class _Search:
             n_r = (ns if i == 0 else None if simulate_n
                    else self.pick_n(r.cuts, ns, schedule, simulate_n))
             known = n_r is not None and sim_key(self.plan(r.cuts, n_r, schedule)) in self.full
-            if not known and self.left_out(source, r.cuts, schedule):
+            if not known and self.left_out(source, r.cuts, schedule,
+                                           [f.cuts for f in found[i:]]):
                 continue  # an estimate simulated already costs nothing: no bound for it
             if n_r is None:
                 n_r = self.pick_n(r.cuts, ns, schedule)
@@ -351,18 +345,20 @@ class _Search:
             cands.append(c)
         return cands
 
-    def left_out(self, source: str, cuts: Sequence[int], schedule: str) -> bool:
+    def left_out(self, source: str, cuts: Sequence[int], schedule: str,
+                 ahead: Sequence[Sequence[int]] = ()) -> bool:
         """Whether to leave a candidate unsimulated (noted): its cuts' lower bound under
         `schedule` is not below the best epoch found (with SCREEN_MARGIN for the estimates'
         tolerance), or the time budget is spent (after the first candidate). The bound
-        without its paths is tried first: where it already screens the cuts out, their
-        paths are never built."""
+        without paths goes first: where it screens the cuts out, no path is built. `ahead`,
+        the cuts still to come, are bounded in the same pass (its cost is mostly per N)."""
         what = f"{source} (cuts {list(cuts)})"
         if self.bounds is not None and self.best_s < math.inf:
             bar = self.best_s * (1 + SCREEN_MARGIN)
-            low = self.bounds.at([cuts], schedule, paths=False)[0]
+            low = self._low(cuts, schedule, False, ahead)
             if low < bar:
-                low = self.bounds.at([cuts], schedule)[0]
+                ahead = [c for c in ahead if self._low(c, schedule, False, ()) < bar]
+                low = self._low(cuts, schedule, True, ahead)
             if low >= bar:
                 self.notes.append(f"{what} not simulated: no plan with these cuts beats "
                                   f"{low:.3f} s per epoch, above the best found "
@@ -373,6 +369,18 @@ class _Search:
             self.notes.append(f"{what} not simulated: the time budget was spent")
             return True
         return False
+
+    def _low(self, cuts: Sequence[int], schedule: str, paths: bool,
+             ahead: Sequence[Sequence[int]]) -> float:
+        """`Bounds.at` of the cuts, kept; those of `ahead` not yet known found with them."""
+        assert self.bounds is not None
+        key = (tuple(cuts), schedule, paths)
+        if key not in self.lows:
+            todo = [c for c in dict.fromkeys(map(tuple, [cuts, *ahead]))
+                    if (c, schedule, paths) not in self.lows]
+            for c, v in zip(todo, self.bounds.at(todo, schedule, paths)):
+                self.lows[(c, schedule, paths)] = v
+        return self.lows[key]
 
     def add_topology_plan(self, cands: list[Candidate]) -> list[str]:
         """Rank the topology's own plan (marking a candidate equal to it); notes on failure."""
