@@ -109,16 +109,11 @@ class RateSkip:
     def _try(self, eng: Engine) -> float:
         """Skip rounds if the rate of the window (or of its later part, whichever bounds the
         error best) is steady and known well enough."""
-        a, b = self.rounds[0], self.rounds[-1]
+        b = self.rounds[-1]
         n = len(self.rounds) - 1
-        mean = (b.t - a.t) / n
         half = n // 2
-        first = (self.rounds[half].t - a.t) / half
-        second = (b.t - self.rounds[half].t) / (n - half)
-        starts = [r.t for r in self.rounds]
-        noise = max(_jitter(starts[:half + 1]), _jitter(starts[half:]))
-        if abs(first - second) > DRIFT * mean + NOISE * noise / n:
-            del self.rounds[:half]  # still settling: keep the later half
+        if settling([r.t for r in self.rounds]):
+            del self.rounds[:half]  # keep the later half
             n -= half
             if n < MIN_ROUNDS:
                 return 0.0
@@ -218,6 +213,19 @@ def _error(series: np.ndarray, m: int) -> float:
     line = series[0] + np.arange(n + 1)[:, None] * means
     jitter = np.abs(series - line).max(axis=0)
     return float((m * np.abs(means - means[0]) + (2 * m / n + 1) * jitter).max())
+
+
+def settling(starts: list[float]) -> bool:
+    """Whether rounds starting at `starts` (three or more) are still settling: their halves'
+    mean rounds differ by more than `DRIFT` of the mean round plus `NOISE` x the larger
+    half's jitter / the rounds."""
+    n = len(starts) - 1
+    half = n // 2
+    mean = (starts[-1] - starts[0]) / n
+    first = (starts[half] - starts[0]) / half
+    second = (starts[-1] - starts[half]) / (n - half)
+    noise = max(_jitter(starts[:half + 1]), _jitter(starts[half:]))
+    return abs(first - second) > DRIFT * mean + NOISE * noise / n
 
 
 def _jitter(starts: list[float]) -> float:
