@@ -287,8 +287,12 @@ class Engine:
 
     def metrics(self, node: SimNode, k: int, j: int, t: float) -> None:
         """The loss report of owner k's iteration j, from the node that ran the last part."""
-        self.wires.send(node.name, AGGREGATOR, HEADER_BYTES, t,
-                        send_label(Msg.METRICS, AGGREGATOR), k, j, None, node.mem)
+        got = node.to_aggregator  # its link, the report's transmission and label, kept
+        if got is None:
+            hop = self.wires.links(node.name, AGGREGATOR)
+            got = node.to_aggregator = (hop, hop.tx_s(HEADER_BYTES),
+                                        send_label(Msg.METRICS, AGGREGATOR))
+        self.wires.put(got[0], got[1], node.name, HEADER_BYTES, t, got[2], k, j, None, node.mem)
 
     # ---------------------------------------------------------------------------- rounds
 

@@ -26,7 +26,7 @@ class SimNode:
 
     __slots__ = ("name", "prof", "sleeps", "queue", "busy", "free_at", "last_owner", "mem",
                  "passes", "act", "steps", "owner", "gated", "next", "synced", "round",
-                 "avg_s", "avg_label", "param_bytes", "programs", "owner_hops")
+                 "avg_s", "avg_label", "param_bytes", "programs", "owner_hops", "to_aggregator")
 
     def __init__(self, name: str, prof: Profile, sleeps: bool, owner: int | None,
                  gated: bool = False) -> None:
@@ -51,6 +51,7 @@ class SimNode:
         # (id(task), id(sizes)) (planner.engine.Engine.program)
         self.programs: dict[tuple[int, int], tuple[tuple[Any, ...], ...]] = {}
         self.owner_hops: dict[int, Hop] = {}  # the link to owner k
+        self.to_aggregator: tuple[Hop, float, str] | None = None  # a loss report's link..
 
     def pass_s(self, part: int, span: tuple[int, int], b: int) -> tuple[float, float]:
         """(forward, backward) seconds of `part` (layers `span`) for a micro-batch of `b`."""
