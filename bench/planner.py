@@ -33,10 +33,10 @@ Definitions (version 2, issue 17; the same in every run):
   by construction); bench/planner_full.py measures it against a real full-size epoch.
 
 Fitted on what: choose_n's scan of every N within SCAN_BUDGET, SCAN_BUDGET (2,000) and
-NEAR_TIE (1%) in planner/aps.py were chosen on earlier runs of these six cases (2026-12-02/03:
-the scan on vgg5 4G, the budget on their full-size planning time), and the profile's WAKE_GAP_S
-on the cost model's configurations. The scores and shares of these six cases are in-sample for
-those choices; no held-out case is run.
+NEAR_TIE (1%) (planner/nchoice.py, then in aps.py) were chosen on earlier runs of these six
+cases (2026-12-02/03: the scan on vgg5 4G, the budget on their full-size planning time), and
+the profile's WAKE_GAP_S on the cost model's configurations. The scores and shares of these six
+cases are in-sample for those choices; no held-out case is run.
 
 Duration, estimated from the simulated epoch of every point to measure (version-1 profiles)
 with RUN_OVERHEAD_S and SIM_RATIO: on the AMD EPYC VM, screen about 45 min (vgg5 195 runs,

@@ -1,10 +1,9 @@
-"""Automated parameter selection: N per owner (the cut model's best N, then the simulator), and
-the plan search."""
+"""Automated parameter selection: the plan search (the ILP's cuts and the next best, N for each
+by `planner.nchoice`, every candidate simulated, the lower bound)."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import math
 import time
@@ -21,160 +20,16 @@ from planner.cutmodel import CutModel, build
 from planner.estimate import Estimate
 from planner.gcpause import paused
 from planner.ilp import IlpResult, Infeasible, default_round_iterations, solve_model
+from planner.nchoice import choose_n, eq14_start, sim_key
 from planner.owner_cuts import owner_bound, owner_candidates
 from planner.profile import Profile
 from planner.report import Candidate, PlanReport
-from planner.resources import (
-    iterations_per_epoch,
-    max_micro_batches,
-    node_profiles,
-    owner_samples,
-)
+from planner.resources import max_micro_batches, node_profiles, owner_samples
 
 Profiles = Profile | Mapping[str, Profile]
-SIM_BUDGET = 500  # owner-iterations simulated per N compared; fewer iterations past that
-# Simulated epochs within 1% count as tied, and the fewest micro-batches wins: every message
-# costs a little CPU (encode, decode) that the cost model leaves out.
-NEAR_TIE = 0.01
-# Every N common to all owners is simulated while N_max x the owner-iterations simulated per N
-# stays under this: the simulated epoch is not unimodal in N (micro-batch sizes round), so a
-# +-1 walk can stop short of the fastest N.
-SCAN_BUDGET = 2_000
 # A candidate's cuts are left out where their lower bound is at least the best epoch found
 # times 1 + this: the steady-state estimates may lie this far from the full simulation.
 SCREEN_MARGIN = 1e-3
-
-
-def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile],
-               models: dict[tuple[int, ScheduleSpec | None], CutModel] | None = None
-               ) -> tuple[int, ...]:
-    """The start of the N search, from the cut model: the N in 1..N_max (B, or less for
-    BatchNorm on 1x1 maps), the same for every owner, whose model of the plan's schedule
-    (`planner.cutmodel.build`: busy times and the paths through the schedule's tasks) has
-    the smallest T at the plan's cuts; ties go to the fewer N.
-
-    PiPar's eq. 14 picks the smallest N whose forward burst covers a micro-batch's round
-    trip; the model's path term holds that balance for any schedule, and its busy terms what
-    more micro-batches cost (headers, small-batch inefficiency), so no message arithmetic of
-    its own is needed here. `models` keeps the cut models built (by N and schedule: they do
-    not depend on the cuts) for the next call on the same topology and profiles.
-    """
-    if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
-        return tuple(1 for _ in topo.owners)
-    spec = ScheduleSpec(plan.schedule, plan.max_in_flight)
-    models = {} if models is None else models
-    K = len(topo.owners)
-
-    def model(n: int, whole: bool) -> CutModel:
-        # -n: the model without paths, whose busy terms are the same under every schedule
-        # (the same actions, grouped in other tasks): one for all
-        key = (n, spec) if whole else (-n, None)
-        got = models.get(key)
-        if got is None:
-            got = models[key] = build(topo, profs, [n] * K, schedule=spec, paths=whole,
-                                      memory=False)
-        return got
-
-    # The busy terms alone bound each N's T from below: the paths are built only for the N
-    # whose bound is not clearly above the least T found. An N left out has T > (1 + 1e-8)
-    # x the least: never the choice below, nor does leaving it out change the choice.
-    ns = range(1, max_micro_batches(topo) + 1)
-    low = {n: model(n, False).t_at(plan.cuts) for n in ns}
-    t: dict[int, float] = {}
-    for n in sorted(ns, key=lambda n: (low[n], n)):
-        if t and low[n] > min(t.values()) * (1 + 1e-8):
-            break
-        t[n] = model(n, True).t_at(plan.cuts)
-    best: tuple[float, int] | None = None
-    for n in sorted(t):
-        if best is None or t[n] < best[0] * (1 - 1e-9):
-            best = (t[n], n)
-    assert best is not None
-    return tuple(best[1] for _ in topo.owners)
-
-
-def sim_key(plan: Plan) -> Plan:
-    """The plan as its simulation sees it: with one micro-batch per owner every schedule
-    gives the same tasks (`mpsl.schedule`: a window of one), so the schedule is dropped."""
-    if all(n == 1 for n in plan.micro_batches):
-        return dataclasses.replace(plan, schedule="gpipe", max_in_flight=None)
-    return plan
-
-
-def _with_n(plan: Plan, ns: Sequence[int]) -> Plan:
-    return dataclasses.replace(plan, micro_batches=tuple(ns))
-
-
-def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
-             iterations: int | None = None, samples: list[int] | None = None,
-             max_steps: int = 12, steady: bool = True,
-             models: dict[tuple[int, ScheduleSpec | None], CutModel] | None = None,
-             full: dict[Plan, Estimate] | None = None) -> tuple[int, ...]:
-    """N per owner for `plan`: eq. 14's start, then the simulator over nearby N.
-
-    Tries the start scaled by 1/4, 1/2, 1, 2, 4 (all owners together) and, within
-    SCAN_BUDGET, every N common to all owners, then walks +-1 from the fastest while the
-    simulated epoch improves. Of all N tried, those within NEAR_TIE of the fastest count as
-    tied, and the fewest micro-batches wins (breaking ties during the walk instead lets it
-    drift to fewer N in 1% steps, away from the fastest). The whole epoch is simulated while
-    it is at most SIM_BUDGET owner-iterations, else `iterations` (default SIM_BUDGET / K, at
-    least 3) per owner. `steady=False` simulates every event (`planner.cost.simulate`);
-    `models` is `eq14_start`'s. Whole epochs simulated are kept in `full` (by `sim_key`,
-    with memory and `topo`'s epochs) for the plan's estimate; shortened ones skip memory.
-    """
-    if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
-        return tuple(1 for _ in topo.owners)
-    profs = node_profiles(topo, profiles, measure=False)
-    start = eq14_start(topo, plan, profs, models)
-    given = iterations  # the estimate's: simulations with it are kept in `full`
-    if iterations is None:
-        if samples is None:
-            samples = owner_samples(topo)
-        work = sum(iterations_per_epoch(topo, s) for s in samples)
-        if work > SIM_BUDGET:
-            iterations = max(3, SIM_BUDGET // len(topo.owners))
-    per_n = iterations * len(topo.owners) if iterations is not None else work
-    seen: dict[tuple[int, ...], float] = {}
-
-    def cost(ns: tuple[int, ...]) -> float:
-        if ns not in seen:
-            trial = _with_n(plan, ns)
-            whole = iterations == given and full is not None
-            est = full.get(sim_key(trial)) if whole and full is not None else None
-            if est is None:
-                est = simulate(topo, trial, profs, epochs=topo.training.epochs,
-                               iterations=iterations, samples=samples, steady=steady,
-                               memory=whole)
-            if whole and full is not None:
-                full[sim_key(trial)] = est
-            seen[ns] = est.epoch_s
-        return seen[ns]
-
-    n_max = max_micro_batches(topo)
-
-    def clamp(ns: Iterable[float]) -> tuple[int, ...]:
-        return tuple(min(n_max, max(1, round(n))) for n in ns)
-
-    def pick() -> tuple[int, ...]:
-        """The fewest micro-batches among the N within NEAR_TIE of the fastest."""
-        fastest = min(seen.values())
-        near = [ns for ns in seen if seen[ns] <= fastest * (1 + NEAR_TIE)]
-        return min(near, key=lambda ns: (sum(ns), seen[ns]))
-
-    for factor in (1, 0.5, 2, 0.25, 4):
-        cost(clamp(n * factor for n in start))
-    if n_max * per_n <= SCAN_BUDGET:  # the epoch is not unimodal in N (sizes round): scan it
-        for n in range(1, n_max + 1):
-            cost(tuple(n for _ in start))
-    best = min(seen, key=seen.__getitem__)
-    for _ in range(max_steps):  # walk to the fastest; the tie-break comes after
-        for d in (-1, 1):
-            cost(clamp(n + d for n in best))
-        nxt = min(seen, key=seen.__getitem__)
-        if nxt == best:
-            break
-        best = nxt
-    return pick()
 
 
 def exhaustive(topo: Topology, profiles: Profiles, *, ns: Iterable[int] | None = None,
@@ -273,6 +128,7 @@ class _Search:
         self.ilp_models: dict[tuple[tuple[int, ...], str], CutModel] = {}  # solve's, kept
         self.bounds: Bounds | None = None  # to leave out cuts that cannot be faster
         self.lows: dict[tuple[tuple[int, ...], str, bool], float] = {}  # their bounds, kept
+        self.n_lows: dict[tuple[tuple[int, ...], str], dict[int, float]] = {}  # and per N
         self.deadline: float | None = None  # perf_counter past which no more is simulated
         self.best_s = math.inf  # the least epoch simulated so far
         self.notes: list[str] = []  # the candidates left out, and why
@@ -313,7 +169,34 @@ class _Search:
             return eq14_start(self.topo, plan, self.profs, self.models)
         return choose_n(self.topo, plan, self.profs, iterations=self.iterations,
                         samples=self.samples, steady=self.steady, models=self.models,
-                        full=self.full)
+                        full=self.full, screened=lambda ns: self.n_screened(cuts, schedule, ns))
+
+    def n_screened(self, cuts: Sequence[int], schedule: str, ns: tuple[int, ...]) -> bool:
+        """Whether no plan with these cuts and one N for all, `ns`, can beat the best epoch
+        found (the bound at that N, kept for `screened_out`): `choose_n` then does not
+        simulate it."""
+        if self.bounds is None or self.best_s == math.inf or len(set(ns)) != 1:
+            return False
+        low = self.bounds.at([cuts], schedule, ns=ns[:1])[0]
+        if low < self.best_s * (1 + SCREEN_MARGIN):
+            return False
+        self.n_lows.setdefault((tuple(cuts), schedule), {})[ns[0]] = low
+        return True
+
+    def screened_out(self, source: str, cuts: Sequence[int], schedule: str,
+                     ns: tuple[int, ...]) -> bool:
+        """Note the N that `n_screened` kept `choose_n` from simulating for the cuts; True
+        (the candidate left out) where that was every N it tried, `ns` among them."""
+        lows = self.n_lows.get((tuple(cuts), schedule), {})
+        if not lows:
+            return False
+        gone = ns[0] in lows
+        tried = ", ".join(map(str, sorted(lows)))
+        self.notes.append(f"{source} (cuts {list(cuts)}){' not simulated' if gone else ''}: "
+                          f"N = {tried} {'every N tried, ' if gone else ''}bounded at "
+                          f"{min(lows.values()):.3f} s or more, above the best found "
+                          f"({self.best_s:.3f} s)")
+        return gone
 
     def ranked(self, schedule: str, top: int, tag: str = "", simulate_n: bool = True
                ) -> list[Candidate]:
@@ -340,6 +223,8 @@ class _Search:
                 continue  # an estimate simulated already costs nothing: no bound for it
             if n_r is None:
                 n_r = self.pick_n(r.cuts, ns, schedule)
+                if self.screened_out(source, r.cuts, schedule, n_r):
+                    continue
             c = self.estimate(self.plan(r.cuts, n_r, schedule), source, r.objective_T)
             self.best_s = min(self.best_s, c.estimate.epoch_s)
             cands.append(c)

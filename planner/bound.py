@@ -135,17 +135,18 @@ class Bounds:
         return Bound(seconds * (1 - MARGIN), source, cuts, schedule, self.compute_s)
 
     def at(self, cuts: Sequence[Sequence[int]], schedule: str | None = None,
-           paths: bool = True) -> list[float]:
+           paths: bool = True, ns: Sequence[int] | None = None) -> list[float]:
         """Per cut tuple, a lower bound on the simulated epoch of every plan with those cuts
-        (any N; under `schedule`, else any schedule); 0 for cuts outside the space. Without
-        `paths`, the cheaper bound of the terms without their path-derived parts (lower)."""
+        (any N, or one of `ns` for every owner; under `schedule`, else any schedule); 0 for
+        cuts outside the space. Without `paths`, the cheaper bound of the terms without their
+        path-derived parts (lower)."""
         started = time.perf_counter()
         found = [(i, self.row[tuple(c)]) for i, c in enumerate(cuts) if tuple(c) in self.row]
         out = [0.0] * len(cuts)
         specs = [s for s in self.space.schedules if schedule in (None, s.name)]
         if found and specs:
             rows = np.array([r for _, r in found])
-            least = np.min([_tops(self.space, s, self.walks, rows, paths)[0]
+            least = np.min([_tops(self.space, s, self.walks, rows, paths, ns)[0]
                             for s in specs], axis=0)
             for (i, _), v in zip(found, least):
                 out[i] = float(v) * (1 - MARGIN)
@@ -183,9 +184,10 @@ def _least_of(space: Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray
 
 
 def _tops(space: Space, spec: ScheduleSpec, walks: _Walks, rows: np.ndarray,
-          paths: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+          paths: bool = True, ns: Sequence[int] | None = None
+          ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The largest term at each of `rows` (indices of cut rows), every term, their names."""
-    terms = _Terms(space, spec, space.bounds[rows], walks, paths).all()
+    terms = _Terms(space, spec, space.bounds[rows], walks, paths, ns).all()
     names = list(terms)
     stack = np.vstack([terms[n] for n in names])
     return stack.max(axis=0), stack, names
@@ -205,12 +207,13 @@ class _Terms:
     """One schedule's terms, each an array over the cut tuples (`Space.bounds`)."""
 
     def __init__(self, space: Space, spec: ScheduleSpec, bounds: np.ndarray, walks: _Walks,
-                 paths: bool = True) -> None:
+                 paths: bool = True, ns: Sequence[int] | None = None) -> None:
         """The terms at the cut rows `bounds`; `walks` keeps each iteration's terms (its
         walk and path graph) for the next rows; without `paths` every path-derived part
-        is 0."""
+        is 0; `ns`, the N taken (default the space's)."""
         self.sp, self.spec, self.bounds, self.walks = space, spec, bounds, walks
         self.paths = paths
+        self.ns = space.ns if ns is None else list(ns)
         self.setting: Setting = owner_groups(space.topo, space.profs, spec)[0]
         self.out: dict[str, np.ndarray] = {}
         self.seen: dict[tuple[str, int, int], _Iteration] = {}
@@ -260,7 +263,7 @@ class _Terms:
         main = max(cls.sizes, key=lambda b: cls.sizes[b], default=0)
         exact = 1 - cls.sizes.get(main, 0) / max(1, sum(cls.sizes.values())) >= PARTIAL_SHARE
         seen: list[tuple[dict[str, np.ndarray], ...]] = []
-        for n in self.sp.ns:
+        for n in self.ns:
             loads: dict[str, np.ndarray] = {}
             work: dict[str, np.ndarray] = {}
             head: dict[str, np.ndarray] = {}

@@ -280,7 +280,7 @@ def owner_plan(topo: Topology, profs: Mapping[str, Profile], ns: Sequence[int],
 def owner_candidates(search: Any) -> list[Candidate]:
     """`planner.aps.choose_plan`'s per-owner candidate: the joint cuts, N by APS for them
     (every owner's N scaled together), simulated (source `owner-ilp`)."""
-    from planner.aps import choose_n
+    from planner.nchoice import choose_n
 
     topo = search.topo
     ns0 = owner_micro_batches(topo)

@@ -1,4 +1,5 @@
-"""Choosing N (eq. 14, then the simulator), the exhaustive search, the ranked plan report."""
+"""Choosing N (planner.nchoice: eq. 14, then the simulator), the exhaustive search, the ranked
+plan report (planner.aps)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import pytest
 
 from mpsl.plan import make_plan
 from mpsl.spec import ScheduleSpec
-from planner.aps import NEAR_TIE, choose_n, choose_plan, eq14_start, exhaustive
+from planner.aps import choose_plan, exhaustive
 from planner.cost import simulate
 from planner.cutmodel import build
 from planner.ilp import Infeasible
+from planner.nchoice import NEAR_TIE, choose_n, eq14_start
 from planner.profile import LayerProfile, Profile
 from planner.resources import max_micro_batches, node_profiles
 
@@ -75,12 +77,12 @@ def test_choose_n_scans_past_a_local_minimum_and_breaks_ties_last(monkeypatch):
     broken among all N tried, after the walk, so 0.1% steps do not hold it at small N."""
     import types
 
-    import planner.aps as aps
+    import planner.nchoice as nchoice
 
     curve: dict[int, float] = {}
-    monkeypatch.setattr(aps, "simulate", lambda topo, plan, *a, **k: types.SimpleNamespace(
+    monkeypatch.setattr(nchoice, "simulate", lambda topo, plan, *a, **k: types.SimpleNamespace(
         epoch_s=curve[plan.micro_batches[0]]))
-    monkeypatch.setattr(aps, "eq14_start", lambda *a: (2, 2))  # tries 1, 2, 4, 8 first
+    monkeypatch.setattr(nchoice, "eq14_start", lambda *a: (2, 2))  # tries 1, 2, 4, 8 first
     t, prof = small_two_hop()
     assert max_micro_batches(t) == 8
     curve.update({1: 10.0, 2: 9.0, 3: 8.5, 4: 8.0, 5: 8.5, 6: 9.0, 7: 5.0, 8: 9.5})
@@ -170,15 +172,17 @@ def test_choose_plan_simulates_each_whole_epoch_once(monkeypatch):
     import dataclasses
 
     import planner.aps as aps
+    import planner.nchoice as nchoice
 
     whole: list[object] = []
 
     def counted(topo, plan, profs, **kw):
         if kw.get("iterations") is None:
-            whole.append(aps.sim_key(plan))
+            whole.append(nchoice.sim_key(plan))
         return simulate(topo, plan, profs, **kw)
 
-    monkeypatch.setattr(aps, "simulate", counted)
+    monkeypatch.setattr(aps, "simulate", counted)  # the candidates' estimates
+    monkeypatch.setattr(nchoice, "simulate", counted)  # choose_n's
     t, prof = small_two_hop()
     report = choose_plan(t, prof, top=3)
     assert len(whole) == len(set(whole))
@@ -187,7 +191,7 @@ def test_choose_plan_simulates_each_whole_epoch_once(monkeypatch):
         fresh = simulate(t, c.plan, profs, epochs=t.training.epochs)
         assert c.estimate.epoch_s == fresh.epoch_s and c.estimate.memory_bytes == fresh.memory_bytes
     one = make_plan(t, 5, None, 1)
-    assert aps.sim_key(one) == aps.sim_key(dataclasses.replace(one, schedule="1f1b"))
+    assert nchoice.sim_key(one) == nchoice.sim_key(dataclasses.replace(one, schedule="1f1b"))
 
 
 @pytest.mark.parametrize("count", [1, 3])
@@ -217,6 +221,38 @@ def test_choose_plan_leaves_out_cuts_that_cannot_win():
     for c in every.candidates:
         if any(n.startswith(f"{c.source} (cuts {list(c.plan.cuts)})") for n in left):
             assert c.estimate.epoch_s > screened.best.estimate.epoch_s
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_choose_plan_leaves_out_n_that_cannot_win(count, monkeypatch):
+    """An N whose bound at a candidate's cuts is above the best epoch found is not simulated
+    by choose_n (noted); where that is every N tried, the candidate is left out. Every such
+    N, simulated, is slower than the best plan, which is the one found simulating all."""
+    import planner.nchoice as nchoice
+
+    t, prof = small_two_hop(data_owners={"count": count})
+    runs: dict[str, dict[tuple[object, ...], float]] = {"screened": {}, "every": {}}
+
+    def recorded(into):
+        def sim(topo, plan, profs, **kw):
+            est = simulate(topo, plan, profs, **kw)
+            assert kw.get("iterations") is None  # whole epochs: comparable with the best
+            into[(plan.cuts, plan.micro_batches, plan.schedule)] = est.epoch_s
+            return est
+        return sim
+
+    monkeypatch.setattr(nchoice, "simulate", recorded(runs["screened"]))
+    screened = choose_plan(t, prof, top=4)
+    monkeypatch.setattr(nchoice, "simulate", recorded(runs["every"]))
+    every = choose_plan(t, prof, top=4, bound=False)
+    assert screened.best.plan == every.best.plan
+    assert screened.best.estimate.epoch_s == every.best.estimate.epoch_s
+    skipped = set(runs["every"]) - set(runs["screened"])
+    assert skipped and any("bounded at" in n for n in screened.notes)
+    assert all(runs["every"][k] > screened.best.estimate.epoch_s for k in skipped)
+    if count == 3:  # ilp#2's every N: left out
+        assert any("every N tried" in n for n in screened.notes)
+        assert len(screened.candidates) < len(every.candidates)
 
 
 def test_choose_plan_time_budget():
