@@ -34,6 +34,8 @@ from planner.simstate import SimNode, Wires
 from planner.steady import SteadyState
 from planner.workload import Workload, send_label
 
+_METRICS = send_label(Msg.METRICS, AGGREGATOR)  # a loss report's printed SEND
+
 
 class Engine:
     """One epoch of every owner's tasks and aggregation rounds (see planner.cost's rules);
@@ -55,8 +57,7 @@ class Engine:
         self.events: list[Event] = []
         self.wires = Wires(topo, self.busy, self.events if record else None)
         self.owner_params = sum(bprof.param_bytes(plan.parts[p]) for p in plan.parts_on(OWNER))
-        # per-owner plans: each owner's parameters, the owners a compute node serves, and no
-        # steady-state skipping (owners differ)
+        # per-owner plans: each owner's parameters, the owners a node serves, no skipping
         self.hetero = not plan.uniform
         self.owner_bytes = [sum(bprof.param_bytes(v.parts[p]) for p in v.parts_on(OWNER))
                             for v in map(plan.for_owner, range(self.K))]
@@ -140,9 +141,7 @@ class Engine:
 
     def run(self) -> None:
         """Simulate the epoch to its end (`last`), the cyclic garbage collector paused
-        (`planner.gcpause`): the run makes no cycles (finished iterations let go of their
-        tasks) and its many live objects made every collection long (a third of the time at
-        K = 1000)."""
+        (`planner.gcpause`: the run makes no cycles)."""
         with paused():
             try:
                 self._run()
@@ -287,12 +286,11 @@ class Engine:
 
     def metrics(self, node: SimNode, k: int, j: int, t: float) -> None:
         """The loss report of owner k's iteration j, from the node that ran the last part."""
-        got = node.to_aggregator  # its link, the report's transmission and label, kept
+        got = node.to_aggregator  # its link and the report's transmission, kept
         if got is None:
             hop = self.wires.links(node.name, AGGREGATOR)
-            got = node.to_aggregator = (hop, hop.tx_s(HEADER_BYTES),
-                                        send_label(Msg.METRICS, AGGREGATOR))
-        self.wires.put(got[0], got[1], node.name, HEADER_BYTES, t, got[2], k, j, None, node.mem)
+            got = node.to_aggregator = (hop, hop.tx_s(HEADER_BYTES))
+        self.wires.put(*got, node.name, HEADER_BYTES, t, _METRICS, k, j, None, node.mem)
 
     # ---------------------------------------------------------------------------- rounds
 

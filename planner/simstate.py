@@ -51,7 +51,7 @@ class SimNode:
         # (id(task), id(sizes)) (planner.engine.Engine.program)
         self.programs: dict[tuple[int, int], tuple[tuple[Any, ...], ...]] = {}
         self.owner_hops: dict[int, Hop] = {}  # the link to owner k
-        self.to_aggregator: tuple[Hop, float, str] | None = None  # a loss report's link..
+        self.to_aggregator: tuple[Hop, float] | None = None  # a loss report's link, its tx
 
     def pass_s(self, part: int, span: tuple[int, int], b: int) -> tuple[float, float]:
         """(forward, backward) seconds of `part` (layers `span`) for a micro-batch of `b`."""
