@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from mpsl.plan import SINGLE_BATCH_MODES, Plan
+from mpsl.schedule import in_flight
 from mpsl.spec import ScheduleSpec
 from mpsl.topology import Topology
 from planner.cost import simulate
@@ -81,9 +82,10 @@ def eq14_start(topo: Topology, plan: Plan, profs: Mapping[str, Profile],
 
 
 def sim_key(plan: Plan) -> Plan:
-    """The plan as its simulation sees it: with one micro-batch per owner every schedule
-    gives the same tasks (`mpsl.schedule`: a window of one), so the schedule is dropped."""
-    if all(n == 1 for n in plan.micro_batches):
+    """The plan as its simulation sees it: where every owner's micro-batches all go out
+    before its first backward (one micro-batch, or 1F1B's window at least N), every schedule
+    gives GPipe's tasks (`mpsl.schedule.in_flight`), so the schedule is dropped."""
+    if all(in_flight(plan.for_owner(k), n) == n for k, n in enumerate(plan.micro_batches)):
         return dataclasses.replace(plan, schedule="gpipe", max_in_flight=None)
     return plan
 

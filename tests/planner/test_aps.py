@@ -192,6 +192,10 @@ def test_choose_plan_simulates_each_whole_epoch_once(monkeypatch):
         assert c.estimate.epoch_s == fresh.epoch_s and c.estimate.memory_bytes == fresh.memory_bytes
     one = make_plan(t, 5, None, 1)
     assert nchoice.sim_key(one) == nchoice.sim_key(dataclasses.replace(one, schedule="1f1b"))
+    three = make_plan(t, 5, None, 3)  # two parts: 1F1B's window of 2 holds back the third
+    assert nchoice.sim_key(dataclasses.replace(three, schedule="1f1b")) != three
+    wide = dataclasses.replace(three, schedule="1f1b", max_in_flight=3)  # all three go out
+    assert nchoice.sim_key(wide) == three
 
 
 @pytest.mark.parametrize("count", [1, 3])
