@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EXPERIMENTS", "Experiment", "by_name"]
+__all__ = ["EXPERIMENTS", "QUICK_S", "Experiment", "by_name"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,17 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                "under 1 min (reads the others' results)", tags=("issue 21, experiment 8",),
                after_all=True),
 )
+
+
+# Each smoke run's seconds, six at a time on this 2-core host (python -m bench --quick,
+# 2026-12-06 17:43, 93 s in all): a smoke run starts the longest first, so that no long one
+# starts last and holds the run's end (bench.parallel). Not a claim; an unknown one counts 0.
+QUICK_S = {"security": 38.4, "dp": 36.2, "cost_model": 35.1, "hetero_live": 32.0,
+           "planner": 31.9, "epoch_time": 27.2, "scale_live": 26.4, "replan": 25.8,
+           "chaos": 25.8, "planner_full": 23.9, "batchsim": 22.3, "hetero": 19.8,
+           "accuracy": 19.2, "scale": 17.9, "netns": 13.7, "transport": 11.6, "peers": 9.1,
+           "batched": 7.6, "batch_size": 7.0, "paper_epoch": 6.5, "large_models": 5.9,
+           "planner_solve": 3.0, "memory": 2.1, "cost_accuracy": 0.2}
 
 
 def by_name(names: list[str]) -> list[Experiment]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench.experiments import Experiment
+from bench.experiments import QUICK_S, Experiment
 
 Outcome = dict[str, Any]
 RunOne = Callable[[Experiment, bool, Path], Outcome]
@@ -94,16 +94,17 @@ def _terminate(pids: dict[int, Any]) -> None:
 
 def run_all(chosen: list[Experiment], quick: bool, results: Path, jobs: int,
             run_one: RunOne) -> list[Outcome]:
-    """Run `chosen` with at most `jobs` at a time, each in a forked child, in their order (an
-    `after_all` experiment once every one before it has ended); their outcomes in the order
-    of `chosen`."""
+    """Run `chosen` with at most `jobs` at a time, each in a forked child, in their order (a
+    smoke run: the longest first, by `QUICK_S`; an `after_all` experiment once every other
+    has ended); their outcomes in the order of `chosen`."""
     import torch  # noqa: F401 - imported once here, before the forks (see the docstring)
 
     logs = results / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     for exp in chosen:
         (logs / f"{exp.name}.json").unlink(missing_ok=True)
-    waiting = list(chosen)
+    waiting = sorted(chosen, key=lambda e: (e.after_all, -QUICK_S.get(e.name, 0.0) if quick
+                                            else 0.0))  # stable: else in their order
     running: dict[int, tuple[Experiment, float]] = {}
     outcomes: dict[str, Outcome] = {}
 

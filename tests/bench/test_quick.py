@@ -137,3 +137,14 @@ def test_parallel_runs_every_experiment_in_a_child_and_reports_each_end(
     out = capsys.readouterr().out
     assert "fails| RuntimeError: broken on purpose" in out  # a failure's log tail is shown
     assert re.search(r"== three: ok in \d+\.\d s \(\d+\.\d CPU s\); tables three\.md", out)
+
+
+def test_a_smoke_run_starts_the_longest_first(tmp_path: Path) -> None:
+    """By QUICK_S in a smoke run (no long one starts last); a full run keeps the order given.
+    One at a time, each fake experiment's table lists those written before it."""
+    chosen = [Experiment(name, "", "") for name in ("memory", "security", "peers")]
+    parallel.run_all(chosen, True, tmp_path / "quick", 1, _fake_run_one)
+    assert (tmp_path / "quick" / "memory.md").read_text() == "peers security"
+    assert (tmp_path / "quick" / "peers.md").read_text() == "security"
+    parallel.run_all(chosen, False, tmp_path / "full", 1, _fake_run_one)
+    assert (tmp_path / "full" / "peers.md").read_text() == "memory security"
