@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 QUICK_LIMIT_S = 120.0  # the bound on the whole smoke run
 # The smoke run of all 24 experiments, six at a time (bench.parallel); four at a time it took
 # 79-116 s in a fresh clone (load 0-3.5), 94 s with 22 experiments at a load of 1.4
-# (2026-12-06 14:46; one at a time it took 117-122 s at a load of 0-1).
+# (2026-12-06 14:46; one at a time it took 117-122 s at a load of 0-1). In a fresh clone's
+# suite at 17:34 it took 111.6 s (92.7 s alone); started longest first (QUICK_S), 79.5 s alone.
 
 
 def test_registry_names_are_unique_and_looked_up_in_order() -> None:
