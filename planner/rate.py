@@ -210,9 +210,7 @@ def _error(series: np.ndarray, m: int) -> float:
     its own mean rate); the most over the classes."""
     n = len(series) - 1
     means = (series[-1] - series[0]) / n
-    line = series[0] + np.arange(n + 1)[:, None] * means
-    jitter = np.abs(series - line).max(axis=0)
-    return float((m * np.abs(means - means[0]) + (2 * m / n + 1) * jitter).max())
+    return float((m * np.abs(means - means[0]) + (2 * m / n + 1) * _jitter(series)).max())
 
 
 def settling(starts: list[float]) -> bool:
@@ -224,17 +222,18 @@ def settling(starts: list[float]) -> bool:
     mean = (starts[-1] - starts[0]) / n
     first = (starts[half] - starts[0]) / half
     second = (starts[-1] - starts[half]) / (n - half)
-    noise = max(_jitter(starts[:half + 1]), _jitter(starts[half:]))
+    t = np.asarray(starts)
+    noise = max(float(_jitter(t[:half + 1])), float(_jitter(t[half:])))
     return abs(first - second) > DRIFT * mean + NOISE * noise / n
 
 
-def _jitter(starts: list[float]) -> float:
-    """How far the starts stray from the line through the first and the last."""
-    n = len(starts) - 1
-    if n < 2:
-        return 0.0
-    step = (starts[-1] - starts[0]) / n
-    return max(abs(x - starts[0] - i * step) for i, x in enumerate(starts))
+def _jitter(series: np.ndarray) -> np.ndarray:
+    """How far a series of starts (rows; columns: series side by side) strays from the line
+    through its first and last rows, per column."""
+    n = len(series) - 1
+    line = series[0] + np.multiply.outer(np.arange(n + 1), (series[-1] - series[0]) / n)
+    out: np.ndarray = np.abs(series - line).max(axis=0)
+    return out
 
 
 def _owned(eng: Engine, b: Round) -> set[str]:
