@@ -12,7 +12,7 @@ _EXPORTS = {
     "Estimate": "planner.estimate",
     "simulate": "planner.cost",
     "IlpResult": "planner.ilp", "Infeasible": "planner.ilp", "solve_cuts": "planner.ilp",
-    "choose_n": "planner.aps", "choose_plan": "planner.aps", "exhaustive": "planner.aps",
+    "choose_n": "planner.nchoice", "choose_plan": "planner.aps", "exhaustive": "planner.aps",
     "Candidate": "planner.report", "PlanReport": "planner.report",
     "Bound": "planner.bound", "lower_bound": "planner.bound",
     "PlanningError": "planner.resources", "node_profiles": "planner.resources",
