@@ -191,7 +191,7 @@ class _Search:
         if not lows:
             return False
         gone = ns[0] in lows
-        tried = ", ".join(map(str, sorted(lows)))
+        tried = _spans(sorted(lows))
         self.notes.append(f"{source} (cuts {list(cuts)}){' not simulated' if gone else ''}: "
                           f"N = {tried} {'every N tried, ' if gone else ''}bounded at "
                           f"{min(lows.values()):.3f} s or more, above the best found "
@@ -283,3 +283,14 @@ class _Search:
         except ValueError as err:
             return [f"the topology's plan was not ranked: {err}"]
         return []
+
+
+def _spans(ns: list[int]) -> str:
+    """Sorted integers as runs: [1, 2, 3, 5, 7, 8] -> '1-3, 5, 7-8'."""
+    runs: list[list[int]] = []
+    for n in ns:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

@@ -3,6 +3,8 @@ plan report (planner.aps)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mpsl.plan import make_plan
@@ -254,8 +256,9 @@ def test_choose_plan_leaves_out_n_that_cannot_win(count, monkeypatch):
     skipped = set(runs["every"]) - set(runs["screened"])
     assert skipped and any("bounded at" in n for n in screened.notes)
     assert all(runs["every"][k] > screened.best.estimate.epoch_s for k in skipped)
-    if count == 3:  # ilp#2's every N: left out
+    if count == 3:  # ilp#2's every N: left out, its N in runs
         assert any("every N tried" in n for n in screened.notes)
+        assert any(re.search(r"N = \d+-\d+ every N tried", n) for n in screened.notes)
         assert len(screened.candidates) < len(every.candidates)
 
 
