@@ -15,7 +15,6 @@ from mpsl.taskqueue import Entry
 from mpsl.topology import Topology
 from mpsl.trace import Event
 from planner.batchsim import batchers, on_finish
-from planner.gcpause import paused
 from planner.profile import Profile
 from planner.program import SpanCosts, program, walk
 from planner.rate import RateSkip, owner_classes
@@ -140,14 +139,13 @@ class Engine:
     # ---------------------------------------------------------------------------- running
 
     def run(self) -> None:
-        """Simulate the epoch to its end (`last`), the cyclic garbage collector paused
-        (`planner.gcpause`: the run makes no cycles)."""
-        with paused():
-            try:
-                self._run()
-            finally:
-                for node in self.nodes.values():
-                    node.programs.clear()  # they name other nodes: no cycle left behind
+        """Simulate the epoch to its end (`last`). It makes no cycles, so its caller may
+        pause the cyclic collector (`planner.cost.simulate` does: `planner.gcpause`)."""
+        try:
+            self._run()
+        finally:
+            for node in self.nodes.values():
+                node.programs.clear()  # they name other nodes: no cycle left behind
 
     def _run(self) -> None:
         if self.sl:  # the owners take turns: the aggregator hands the owner part to the first
