@@ -9,7 +9,8 @@ nothing has run on it yet, so no thread pool is copied into a child. Each child 
 output to `DIR/logs/NAME.log` and its outcome (run_one's dict) to `DIR/logs/NAME.json`; it
 ends with SIGTERM when the runner ends by any means (PR_SET_PDEATHSIG), and the runner ends
 its children on SIGTERM, SIGINT and SIGHUP. The nodes an experiment starts end with it
-(`nodes.lifetime`).
+(`nodes.lifetime`). Each child picks its nodes' ports from its own share of the range
+(`nodes.ports.ENV`): experiments side by side once picked the same free port.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from bench.experiments import QUICK_S, Experiment
+from nodes import ports
 
 Outcome = dict[str, Any]
 RunOne = Callable[[Experiment, bool, Path], Outcome]
@@ -41,11 +43,14 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _child(exp: Experiment, quick: bool, results: Path, logs: Path, run_one: RunOne) -> None:
-    """In the forked child: run `exp` with its output in its log; never returns."""
+def _child(exp: Experiment, quick: bool, results: Path, logs: Path, run_one: RunOne,
+           port_share: str) -> None:
+    """In the forked child: run `exp` with its output in its log, its nodes on ports of its
+    own share (`nodes.ports`); never returns."""
     code = 1
     try:
         _die_with_parent()
+        os.environ[ports.ENV] = port_share
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         log = os.open(logs / f"{exp.name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -123,7 +128,8 @@ def run_all(chosen: list[Experiment], quick: bool, results: Path, jobs: int,
                 sys.stdout.flush()
                 pid = os.fork()
                 if pid == 0:
-                    _child(exp, quick, results, logs, run_one)
+                    _child(exp, quick, results, logs, run_one,
+                           ports.share(chosen.index(exp), len(chosen)))
                 running[pid] = (exp, time.perf_counter())
             pid, status, usage = os.wait4(-1, 0)
             if pid in running:

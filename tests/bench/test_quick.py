@@ -118,6 +118,7 @@ def _fake_run_one(exp: Experiment, quick: bool, results: Path) -> dict[str, obje
         time.sleep(0.5)  # still running when a slot frees for the others
     seen = sorted(p.stem for p in results.glob("*.md"))
     (results / f"{exp.name}.md").write_text(" ".join(seen))
+    (results / f"{exp.name}.ports").write_text(os.environ.get("MPSL_PORT_RANGE", ""))
     return {"name": exp.name, "status": "ok", "seconds": 0.0, "tables": [f"{exp.name}.md"]}
 
 
@@ -134,6 +135,8 @@ def test_parallel_runs_every_experiment_in_a_child_and_reports_each_end(
     assert {p.name for p in tmp_path.glob("*.md")} == {"one.md", "two.md", "three.md",
                                                        "last.md"}
     assert (tmp_path / "last.md").read_text() == "one three two"  # after every other one
+    shares = [(tmp_path / f"{n}.ports").read_text() for n in ("one", "two", "three", "last")]
+    assert all(shares) and len(set(shares)) == 4  # each its own ports (nodes.ports)
     assert (tmp_path / "logs" / "two.log").read_text() == "two says hello\n"
     out = capsys.readouterr().out
     assert "fails| RuntimeError: broken on purpose" in out  # a failure's log tail is shown
