@@ -180,14 +180,23 @@ def _layers(g: PathGraph) -> Layers:
     lv = np.array(level, dtype=np.intp)
 
     def grouped(head: np.ndarray, reverse: bool) -> list[EdgeGroup]:
-        """Every edge of a head lies in the group of the head's level."""
+        """Every edge of a head lies in the group of the head's level; in a group the edges
+        go by head, each head's in the graph's order."""
+        by = -lv[head] if reverse else lv[head]
+        m = np.lexsort((head, by))  # stable: a head's edges keep their order
+        h, b = head[m], by[m]
+        new_head = np.ones(len(m), dtype=bool)
+        new_head[1:] = (h[1:] != h[:-1]) | (b[1:] != b[:-1])
+        firsts = np.flatnonzero(new_head)  # every head's first edge
+        cuts = np.flatnonzero(np.diff(b)) + 1  # every level's first edge
         out = []
-        by = lv[head]
-        for k in sorted(set(by.tolist()), reverse=reverse):
-            m = np.flatnonzero(by == k)
-            m = m[np.argsort(head[m], kind="stable")]
-            heads, starts = np.unique(head[m], return_index=True)
-            out.append(EdgeGroup(us[m], vs[m], ws[m], heads, starts))
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(m)]):
+            if lo == hi:
+                continue
+            a, z = np.searchsorted(firsts, [lo, hi])
+            starts = firsts[a:z] - lo
+            out.append(EdgeGroup(us[m[lo:hi]], vs[m[lo:hi]], ws[m[lo:hi]], h[firsts[a:z]],
+                                 starts))
         return out
 
     return Layers(distinct, grouped(vs, False), grouped(us, True),
