@@ -9,18 +9,22 @@ iteration per round (a round: from one of owner 0's iteration starts to the next
 owner steps alike (the same aggregation round, the same iterations per round). It skips once
 
 - the window holds at least `MIN_ROUNDS` rounds and `MIN_ITERATIONS` owner-iterations,
-- its halves' mean rounds differ by at most `DRIFT` of the mean round plus `NOISE` x the
+- the fleet's rounds (the mean start of the running owners' iterations, round by round) have
+  halves whose mean rounds differ by at most `DRIFT` of the mean round plus `NOISE` x the
   larger half's jitter (how far its round starts stray from the line through its ends) / the
   window's rounds (else the older half is dropped: the pipeline is still filling). A regime
   whose rounds jitter forever passes once the window is long enough; a trend in the rounds'
   length moves the halves apart 16 x more than it adds to that allowance, so it does not,
 - some processor or link was busy for all but `IDLE` of it (a saturated bottleneck, whose
   work sets the rate), and
-- the error bound of the extrapolation is at most `ERROR` of the time simulated by then: with
-  `jitter` the farthest a round of the window starts from the window's mean rate, m rounds
-  extrapolated from n are off by at most (2m/n + 1) x jitter while the regime holds.
+- the error bound of the extrapolation is at most `ERROR` of the time simulated by then. The
+  rounds extrapolated are of the fleet's mean round, which averages out each owner's own
+  jitter; with `jitter` the farthest a class's mean start strays from its line, m rounds
+  extrapolated from n are off by at most m x how far the class's mean round is from the
+  fleet's plus (2m/n + 1) x jitter while the regime holds, and the instant the state is read
+  at (owner 0's start) adds twice owner 0's own jitter.
 
-The engine's state at the window's end is then moved on by m whole rounds of the window's mean
+The engine's state at the window's end is then moved on by m whole rounds of the fleet's mean
 length (times shifted, iterations advanced, busy time and iteration times repeated at the
 window's rates; an owner's own processor and links at its rate since its steps last changed),
 as far as every owner's alike iterations allow; the rest (the last partial batch, the
@@ -44,7 +48,7 @@ if TYPE_CHECKING:
 MIN_ROUNDS = 2  # rounds in a window at least
 MIN_ITERATIONS = 400  # owner-iterations in a window at least
 MAX_ROUNDS = 64  # rounds kept in a window
-ERROR = 3e-4  # the extrapolation's error bound allowed, a share of the time simulated
+ERROR = 1.5e-4  # the extrapolation's error bound allowed, a share of the time simulated
 DRIFT = 1e-3  # relative difference allowed between the window's halves' mean rounds
 IDLE = 2e-3  # share of the window the busiest resource may idle
 NOISE = 1.0  # drift allowed for noise: this x the halves' jitter / the window's rounds
@@ -112,13 +116,14 @@ class RateSkip:
         b = self.rounds[-1]
         n = len(self.rounds) - 1
         half = n // 2
-        if settling([r.t for r in self.rounds]):
+        per = _steps(self.rounds[-2], b)
+        series, counts = _class_starts(self.rounds, per, eng.classes)
+        if settling(_fleet(series, counts)):
             del self.rounds[:half]  # keep the later half
+            series = series[half:]
             n -= half
             if n < MIN_ROUNDS:
                 return 0.0
-        per = _steps(self.rounds[-2], b)
-        series = _class_starts(self.rounds, per, eng.classes)
         running = sum(1 for d in per if d)
         best: tuple[float, int, int, float] | None = None  # error / allowed, start, m, mean
         for s in range(n - MIN_ROUNDS + 1):  # the window's suffixes: the settled part
@@ -131,8 +136,8 @@ class RateSkip:
             m = _room(eng, w, b, per)
             if m < 1:
                 continue
-            mean_s = (b.t - w.t) / n_s
-            ratio = _error(series[s:], m) / (ERROR * (b.t + m * mean_s))
+            mean_s = _mean_round(series[s:], counts)
+            ratio = _error(series[s:], m, mean_s) / (ERROR * (b.t + m * mean_s))
             if ratio <= 1.0 and (best is None or ratio < best[0]):
                 best = (ratio, s, m, mean_s)
         if best is None:
@@ -180,15 +185,29 @@ def owner_classes(topo: Topology, plan: Plan, batches: list[list[int]]) -> list[
     return out
 
 
-def _class_starts(rounds: list[Round], per: list[int], classes: list[int]) -> np.ndarray:
+def _class_starts(rounds: list[Round], per: list[int], classes: list[int]
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Per round (rows) and owner class (columns): the mean start of the current iteration
-    of the class's running owners; column 0 is the round's own start (owner 0's)."""
+    of the class's running owners; column 0 is the round's own start (owner 0's). With it,
+    each class's running owners."""
     running = np.flatnonzero(per)
     ids = np.asarray(classes)[running]
     starts = np.array([r.starts[running] for r in rounds])  # rounds x running owners
+    kinds, counts = np.unique(ids, return_counts=True)
     cols = [np.array([r.t for r in rounds])]
-    cols += [starts[:, ids == c].mean(axis=1) for c in np.unique(ids)]
-    return np.stack(cols, axis=1)
+    cols += [starts[:, ids == c].mean(axis=1) for c in kinds]
+    return np.stack(cols, axis=1), counts
+
+
+def _fleet(series: np.ndarray, counts: np.ndarray) -> list[float]:
+    """The running owners' mean start per round, from `_class_starts`."""
+    return [float(v) for v in series[:, 1:] @ counts / counts.sum()]
+
+
+def _mean_round(series: np.ndarray, counts: np.ndarray) -> float:
+    """The fleet's mean round over `series` (`_class_starts`): its owners' mean."""
+    fleet = _fleet(series, counts)
+    return (fleet[-1] - fleet[0]) / (len(fleet) - 1)
 
 
 def _room(eng: Engine, a: Round, b: Round, per: list[int]) -> int:
@@ -203,14 +222,17 @@ def _room(eng: Engine, a: Round, b: Round, per: list[int]) -> int:
     return 0 if m is None else m
 
 
-def _error(series: np.ndarray, m: int) -> float:
-    """The error bound of moving every running owner m rounds on at the rounds' mean length
-    (`series`: `_class_starts` over the window): per owner class, m x how far its mean round
-    is from the rounds' mean, plus (2m/n + 1) x its jitter (how far a round's start is from
-    its own mean rate); the most over the classes."""
+def _error(series: np.ndarray, m: int, mean_s: float) -> float:
+    """The error bound of moving every running owner m rounds of `mean_s` on (`series`:
+    `_class_starts` over the window): per owner class, m x how far its mean round is from
+    `mean_s`, plus (2m/n + 1) x its jitter (how far a round's start is from its own mean
+    rate), the most over the classes; plus twice the jitter of the round's own start (owner
+    0's), at which the state is moved on: once where it is read, once where it lands."""
     n = len(series) - 1
     means = (series[-1] - series[0]) / n
-    return float((m * np.abs(means - means[0]) + (2 * m / n + 1) * _jitter(series)).max())
+    jitter = _jitter(series)
+    classes = m * np.abs(means[1:] - mean_s) + (2 * m / n + 1) * jitter[1:]
+    return float(classes.max() + 2 * jitter[0])
 
 
 def settling(starts: list[float]) -> bool:

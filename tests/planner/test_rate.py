@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import itertools
 
-from planner.rate import DRIFT, settling
+import numpy as np
+import pytest
+
+from planner.rate import DRIFT, _error, _mean_round, settling
 
 
 def _starts(lengths: list[float]) -> list[float]:
@@ -38,3 +41,27 @@ def test_a_steady_trend_is_settling_however_long_the_window() -> None:
         lengths = [4.3 * (1 + 5e-4 * i) for i in range(n)]
         assert settling(_starts(lengths)), n
     assert not settling(_starts([4.3 * (1 + 5e-4 * i) for i in range(4)]))
+
+
+def _series(owner0: list[float], classes: list[list[float]]) -> np.ndarray:
+    """`_class_starts`' shape: column 0 owner 0's starts, then each class's mean start."""
+    return np.stack([np.asarray(c) for c in (owner0, *classes)], axis=1)
+
+
+def test_the_fleets_mean_round_is_extrapolated() -> None:
+    """Two classes of 30 and 10 running owners: their mean rounds weighted by the owners."""
+    a, b = _starts([4.0] * 4), _starts([4.4] * 4)
+    assert _mean_round(_series(a, [a, b]), np.array([30, 10])) == 4.1
+
+
+def test_owner_0s_own_jitter_counts_once_not_per_round() -> None:
+    """Owner 0 strays +-0.02 s from the fleet's line, the fleet's mean start does not: 90
+    rounds extrapolated from 4 are off by twice owner 0's jitter, its classes' by nothing;
+    a class that strays as much costs (2m/n + 1) x its jitter."""
+    fleet = _starts([4.3] * 4)
+    owner0 = [t + (0.02 if i % 2 else 0.0) for i, t in enumerate(fleet)]
+    one = np.array([100])
+    assert _error(_series(owner0, [fleet]), 90, 4.3) == pytest.approx(0.04)
+    assert _error(_series(fleet, [owner0]), 90, 4.3) == pytest.approx(
+        90 * 0.0 + (2 * 90 / 4 + 1) * 0.02)
+    assert _mean_round(_series(owner0, [fleet]), one) == pytest.approx(4.3)
