@@ -77,6 +77,9 @@ def choose_plan(topo: Topology, profiles: Profiles | None = None, *, top: int = 
     best epoch simulated so far are not simulated: no plan with them can be faster. With
     `budget_s`, once that many seconds have passed no further candidate is simulated (the
     ILP's first is always). Either way the report's notes name every candidate left out.
+    With `bound`, the ILP's first cuts are simulated whole at the cut model's N
+    (`eq14_start`) before `choose_n` tries other N, which the bound may then screen; that
+    plan is ranked (source `ilp (the cut model's N)`) where no other candidate is it.
     """
     started = time.perf_counter()
     search = _Search(topo, node_profiles(topo, profiles), iterations, solver, time_limit_s)
@@ -131,6 +134,7 @@ class _Search:
         self.n_lows: dict[tuple[tuple[int, ...], str], dict[int, float]] = {}  # and per N
         self.deadline: float | None = None  # perf_counter past which no more is simulated
         self.best_s = math.inf  # the least epoch simulated so far
+        self.opening: Candidate | None = None  # the first simulated, to screen N (pick_n)
         self.notes: list[str] = []  # the candidates left out, and why
 
     def solve(self, ns: Sequence[int], schedule: str,
@@ -167,6 +171,11 @@ class _Search:
         plan = self.plan(cuts, start, schedule)
         if not simulate_n:
             return eq14_start(self.topo, plan, self.profs, self.models)
+        if self.bounds is not None and self.best_s == math.inf:
+            # the cut model's N simulated whole first: the bound then screens the other N
+            first = eq14_start(self.topo, plan, self.profs, self.models)
+            self.opening = self.estimate(self.plan(cuts, first, schedule), "")
+            self.best_s = self.opening.estimate.epoch_s
         return choose_n(self.topo, plan, self.profs, iterations=self.iterations,
                         samples=self.samples, steady=self.steady, models=self.models,
                         full=self.full, screened=lambda ns: self.n_screened(cuts, schedule, ns))
@@ -204,6 +213,8 @@ class _Search:
         ns0 = owner_micro_batches(self.topo)
         res = self.solve(ns0, schedule)
         ns = self.pick_n(res.cuts, ns0, schedule, simulate_n)
+        if simulate_n:
+            self.screened_out(f"ilp{tag}", res.cuts, schedule, ns)
         if ns != ns0:
             res = self.solve(ns, schedule)
         found = [res]
@@ -228,6 +239,11 @@ class _Search:
             c = self.estimate(self.plan(r.cuts, n_r, schedule), source, r.objective_T)
             self.best_s = min(self.best_s, c.estimate.epoch_s)
             cands.append(c)
+        opened = self.opening  # simulated to screen N: ranked too, where no candidate is it
+        if opened is not None and not opened.source:
+            opened.source = f"ilp{tag} (the cut model's N)"
+            if all(c.plan != opened.plan for c in cands):
+                cands.append(opened)
         return cands
 
     def left_out(self, source: str, cuts: Sequence[int], schedule: str,

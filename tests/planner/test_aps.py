@@ -223,9 +223,11 @@ def test_choose_plan_leaves_out_cuts_that_cannot_win():
     assert screened.best.plan == every.best.plan
     assert screened.best.estimate.epoch_s == every.best.estimate.epoch_s
     left = [n for n in screened.notes if "not simulated: no plan with these cuts" in n]
-    assert left and len(screened.candidates) < len(every.candidates)
+    assert left
+    ranked = {c.source for c in screened.candidates}
     for c in every.candidates:
         if any(n.startswith(f"{c.source} (cuts {list(c.plan.cuts)})") for n in left):
+            assert c.source not in ranked
             assert c.estimate.epoch_s > screened.best.estimate.epoch_s
 
 
@@ -259,7 +261,26 @@ def test_choose_plan_leaves_out_n_that_cannot_win(count, monkeypatch):
     if count == 3:  # ilp#2's every N: left out, its N in runs
         assert any("every N tried" in n for n in screened.notes)
         assert any(re.search(r"N = \d+-\d+ every N tried", n) for n in screened.notes)
-        assert len(screened.candidates) < len(every.candidates)
+        gone = {n.split(" (cuts")[0] for n in screened.notes if "every N tried" in n}
+        assert gone and not gone & {c.source for c in screened.candidates}
+
+
+def test_the_cut_models_n_is_simulated_whole_first_and_ranked():
+    """With the bound, the ILP's first cuts at eq. 14's N are simulated whole before
+    choose_n tries other N (so the bound can screen those); where choose_n then picks
+    another N, that plan is ranked as well, under its own source."""
+    t, prof = small_two_hop(data_owners={"count": 2})
+    report = choose_plan(t, prof, top=4)
+    opening = [c for c in report.candidates if c.source == "ilp (the cut model's N)"]
+    assert len(opening) == 1
+    plan = opening[0].plan
+    profs = node_profiles(t, prof)
+    assert plan.micro_batches == eq14_start(t, plan, profs)
+    assert plan.micro_batches != next(c for c in report.candidates
+                                      if c.source == "ilp").plan.micro_batches
+    assert any(n.startswith(f"ilp (cuts {list(plan.cuts)}): N = ") for n in report.notes)
+    unbounded = choose_plan(t, prof, top=4, bound=False)
+    assert all("cut model" not in c.source for c in unbounded.candidates)
 
 
 def test_choose_plan_time_budget():
