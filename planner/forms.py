@@ -188,15 +188,13 @@ def _layers(g: PathGraph) -> Layers:
         new_head = np.ones(len(m), dtype=bool)
         new_head[1:] = (h[1:] != h[:-1]) | (b[1:] != b[:-1])
         firsts = np.flatnonzero(new_head)  # every head's first edge
-        cuts = np.flatnonzero(np.diff(b)) + 1  # every level's first edge
+        edges = [0, *(np.flatnonzero(np.diff(b)) + 1).tolist(), len(m)]  # levels' bounds
+        heads = np.searchsorted(firsts, edges).tolist()  # and their heads' bounds
         out = []
-        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(m)]):
-            if lo == hi:
-                continue
-            a, z = np.searchsorted(firsts, [lo, hi])
-            starts = firsts[a:z] - lo
-            out.append(EdgeGroup(us[m[lo:hi]], vs[m[lo:hi]], ws[m[lo:hi]], h[firsts[a:z]],
-                                 starts))
+        for lo, hi, a, z in zip(edges, edges[1:], heads, heads[1:]):
+            if lo < hi:
+                out.append(EdgeGroup(us[m[lo:hi]], vs[m[lo:hi]], ws[m[lo:hi]], h[firsts[a:z]],
+                                     firsts[a:z] - lo))
         return out
 
     return Layers(distinct, grouped(vs, False), grouped(us, True),
