@@ -112,7 +112,8 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     `models` is `eq14_start`'s. Whole epochs simulated are kept in `full` (by `sim_key`,
     with memory and `topo`'s epochs) for the plan's estimate; shortened ones skip memory. N
     for which `screened` says no plan can beat the best found are not simulated (as if
-    infinitely slow), unless every N tried is.
+    infinitely slow), unless every N tried is; where it leaves one of the first N tried and
+    screens that one's neighbours, that N is the choice, simulated by none.
     """
     if topo.mode in SINGLE_BATCH_MODES or plan.num_parts == 1:
         return tuple(1 for _ in topo.owners)
@@ -157,9 +158,15 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
         near = [ns for ns in seen if seen[ns] <= fastest * (1 + NEAR_TIE)]
         return min(near, key=lambda ns: (sum(ns), seen[ns]))
 
-    for factor in (1, 0.5, 2, 0.25, 4):
-        cost(clamp(n * factor for n in start))
-    if n_max * per_n <= SCAN_BUDGET:  # the epoch is not unimodal in N (sizes round): scan it
+    firsts = list(dict.fromkeys(clamp(n * f for n in start) for f in (1, 0.5, 2, 0.25, 4)))
+    scan = n_max * per_n <= SCAN_BUDGET  # the epoch is not unimodal in N (sizes round)
+    if screened is not None and not scan:
+        lone = _lone(firsts, screened, seen, clamp)
+        if lone is not None:
+            return lone
+    for ns in firsts:
+        cost(ns)
+    if scan:
         for n in range(1, n_max + 1):
             cost(tuple(n for _ in start))
     best = min(seen, key=seen.__getitem__)
@@ -171,3 +178,24 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
             break
         best = nxt
     return pick()
+
+
+def _lone(firsts: list[tuple[int, ...]], screened: Callable[[tuple[int, ...]], bool],
+          seen: dict[tuple[int, ...], float],
+          clamp: Callable[[Iterable[float]], tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The one N of `firsts` that `screened` leaves, where it leaves one and screens its
+    neighbours (+-1) too: `choose_n`'s walk would stop there, so no simulation is needed.
+    The N screened are marked in `seen` (infinitely slow), as `choose_n`'s cost does."""
+    for ns in firsts:
+        if screened(ns):
+            seen[ns] = math.inf
+    left = [ns for ns in firsts if ns not in seen]
+    if len(left) != 1:
+        return None
+    for d in (-1, 1):
+        near = clamp(n + d for n in left[0])
+        if near != left[0] and near not in seen:
+            if not screened(near):
+                return None
+            seen[near] = math.inf
+    return left[0]

@@ -95,6 +95,40 @@ def test_choose_n_scans_past_a_local_minimum_and_breaks_ties_last(monkeypatch):
     assert choose_n(t, make_plan(t, 5), prof) == (6, 6)
 
 
+def test_choose_n_simulates_none_where_the_bound_leaves_one_n(monkeypatch):
+    """Where `screened` leaves one of the first N tried (eq. 14's start scaled) and screens
+    its neighbours too, that N is the choice and nothing is simulated; a neighbour left
+    brings the simulations back."""
+    import types
+
+    import planner.nchoice as nchoice
+
+    t, prof = small_two_hop()
+    K = len(t.owners)
+    runs: list[int] = []
+
+    def sim(topo, plan, *a, **k):
+        runs.append(plan.micro_batches[0])
+        return types.SimpleNamespace(epoch_s=1.0)
+
+    monkeypatch.setattr(nchoice, "simulate", sim)
+    monkeypatch.setattr(nchoice, "eq14_start", lambda *a: (2,) * K)  # tries 1, 2, 4, 8
+    asked: list[int] = []
+
+    def only(*kept: int):
+        def screened(ns: tuple[int, ...]) -> bool:
+            asked.append(ns[0])
+            return ns[0] not in kept
+        return screened
+
+    plan = make_plan(t, 5)
+    # 300 iterations x N_max 8 is past SCAN_BUDGET: no scan of every N
+    assert choose_n(t, plan, prof, iterations=300, screened=only(4)) == (4,) * K
+    assert runs == [] and {1, 2, 3, 4, 5, 8} <= set(asked)
+    assert choose_n(t, plan, prof, iterations=300, screened=only(4, 5)) == (4,) * K
+    assert sorted(runs) == [4, 5]
+
+
 def test_batch_norm_on_1x1_maps_caps_n():
     """mobilenetv3_small at 32x32 has BatchNorm on 1x1 maps, which cannot train on 1 sample."""
     base = {"training": {"batch_size": 8}}
