@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 
@@ -178,6 +177,8 @@ class Task:
     # (msg, part, mb) of the message that starts this task, None for a barrier (set once:
     # the task queues read it for every task they are given)
     key: TriggerKey | None = field(init=False, repr=False, compare=False)
+    # (index, action, part sent from) of every ACT or GRAD it sends (`sends`), found once
+    sent: tuple[tuple[int, Action, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.actions:
@@ -188,9 +189,9 @@ class Task:
             if first.op is not wanted or first.mb != self.trigger.mb:
                 raise ActionError(f"a task started by {self.trigger} begins with the pass it "
                                   f"feeds ({wanted}{self.trigger.mb}), not {first}")
-        for i, a in enumerate(self.actions):
-            if a.op is Op.SEND and a.msg in (Msg.ACT, Msg.GRAD):
-                self.sent_part(i)
+        sent = tuple((i, a, self._sent_part(i)) for i, a in enumerate(self.actions)
+                     if a.op is Op.SEND and a.msg in (Msg.ACT, Msg.GRAD))
+        object.__setattr__(self, "sent", sent)
         key = None
         if self.trigger is not None:
             part = self.actions[0].part
@@ -200,6 +201,12 @@ class Task:
 
     def sent_part(self, index: int) -> int:
         """The part whose tensor the SEND at `index` carries: the pass just before it."""
+        for i, _, part in self.sent:
+            if i == index:
+                return part
+        return self._sent_part(index)  # raises: no ACT or GRAD is sent there
+
+    def _sent_part(self, index: int) -> int:
         a = self.actions[index]
         made = Op.FORWARD if a.msg is Msg.ACT else Op.BACKWARD
         for prev in reversed(self.actions[:index]):
@@ -211,11 +218,9 @@ class Task:
         raise ActionError(f"{a} in task {self} does not follow the {made} pass of micro-batch "
                           f"{a.mb} that makes it")
 
-    def sends(self) -> Iterator[tuple[int, Action, int]]:
+    def sends(self) -> tuple[tuple[int, Action, int], ...]:
         """(index, action, part sent from) of every ACT or GRAD this task sends."""
-        for i, a in enumerate(self.actions):
-            if a.op is Op.SEND and a.msg in (Msg.ACT, Msg.GRAD):
-                yield i, a, self.sent_part(i)
+        return self.sent
 
     def __str__(self) -> str:
         head = [str(self.trigger)] if self.trigger else []
