@@ -63,6 +63,13 @@ class ActionError(ValueError):
     """Text that is not an action, trigger or task, or an action with fields out of place."""
 
 
+# per op, whether an Action has part, mb, msg and dst (None: either)
+_FIELDS: dict[Op, tuple[bool | None, ...]] = {
+    Op.FORWARD: (True, True, False, False), Op.BACKWARD: (True, True, False, False),
+    Op.SEND: (False, None, True, True), Op.STEP: (None, False, False, False),
+    Op.AVG: (None, False, False, False), Op.PLAN: (False, False, False, False)}
+
+
 @dataclass(frozen=True)
 class Action:
     """One step of a task; construct with `forward`, `backward`, `send`, `step` or `avg`."""
@@ -76,10 +83,7 @@ class Action:
     def __post_init__(self) -> None:
         fields = (self.part is not None, self.mb is not None, self.msg is not None,
                   self.dst is not None)
-        wanted = {Op.FORWARD: (True, True, False, False), Op.BACKWARD: (True, True, False, False),
-                  Op.SEND: (False, None, True, True), Op.STEP: (None, False, False, False),
-                  Op.AVG: (None, False, False, False), Op.PLAN: (False, False, False, False),
-                  }[self.op]
+        wanted = _FIELDS[self.op]
         if any(w is not None and w != f for w, f in zip(wanted, fields)):
             raise ActionError(f"{self.op.name} takes part/mb/msg/dst as {wanted}, got {self!r}")
 

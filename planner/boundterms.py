@@ -112,11 +112,7 @@ def path_terms(graph: PathGraph, bounds: np.ndarray) -> PathTerms:
     slack = to_end - work
     counted = (slack >= 0) & (work > 0)
     busy, head, tail = {}, {}, {}
-    by: dict[str, list[int]] = {}
-    for vertex, r in enumerate(graph.resources):
-        if r:
-            by.setdefault(r, []).append(vertex)
-    for r, on in by.items():
+    for r, on in graph.on_resources().items():
         m = counted[on]
         busy[r] = np.where(m, work[on], 0.0).sum(axis=0)
         head[r] = np.where(m, s[on], np.inf).min(axis=0)

@@ -93,6 +93,7 @@ class PathGraph:
     resources: list[str] = field(default_factory=list)
     work: list[Form] = field(default_factory=list)
     _layers: Layers | None = field(default=None, repr=False, compare=False)
+    _on: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def potentials(self, bounds: Sequence[int]) -> list[float]:
         """The earliest start of every vertex for `bounds` (0, *cuts, L)."""
@@ -127,6 +128,16 @@ class PathGraph:
         for g in self.layers().forward:
             s[g.heads] = np.maximum(s[g.heads], g.reduce(s[g.u] + weight[g.w]))
         return s
+
+    def on_resources(self) -> dict[str, np.ndarray]:
+        """The vertices on each processor or link (those with a resource), made once."""
+        if self._on is None:
+            by: dict[str, list[int]] = {}
+            for vertex, r in enumerate(self.resources):
+                if r:
+                    by.setdefault(r, []).append(vertex)
+            self._on = {r: np.array(vs, dtype=np.intp) for r, vs in by.items()}
+        return self._on
 
     def layers(self) -> Layers:
         """The graph's edges grouped by level, made once (see `Layers`)."""
