@@ -20,6 +20,7 @@ trigger, `<owner0:ACT3`) or, without one, a barrier.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -63,6 +64,8 @@ class ActionError(ValueError):
     """Text that is not an action, trigger or task, or an action with fields out of place."""
 
 
+INTERNED = 4096  # actions kept by the constructors below: equal ones are one object
+
 # per op, whether an Action has part, mb, msg and dst (None: either)
 _FIELDS: dict[Op, tuple[bool | None, ...]] = {
     Op.FORWARD: (True, True, False, False), Op.BACKWARD: (True, True, False, False),
@@ -88,18 +91,22 @@ class Action:
             raise ActionError(f"{self.op.name} takes part/mb/msg/dst as {wanted}, got {self!r}")
 
     @staticmethod
+    @functools.lru_cache(maxsize=INTERNED)
     def forward(part: int, mb: int) -> Action:
         return Action(Op.FORWARD, part, mb)
 
     @staticmethod
+    @functools.lru_cache(maxsize=INTERNED)
     def backward(part: int, mb: int) -> Action:
         return Action(Op.BACKWARD, part, mb)
 
     @staticmethod
+    @functools.lru_cache(maxsize=INTERNED)
     def send(msg: Msg, dst: str, mb: int | None = None) -> Action:
         return Action(Op.SEND, None, mb, msg, dst)
 
     @staticmethod
+    @functools.lru_cache(maxsize=INTERNED)
     def step(part: int | None = None) -> Action:
         return Action(Op.STEP, part)
 
