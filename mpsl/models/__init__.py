@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from mpsl.models.layers import NORMS, check_norm
+from mpsl.models.layers import MIN_NORM_SIDE, NORMS, check_norm
 from mpsl.models.mlp import build_mlp
 from mpsl.models.mobilenet import MOBILENET_CONFIGS, build_mobilenetv3
 from mpsl.models.resnet import RESNET_CONFIGS, build_resnet
@@ -82,9 +82,17 @@ def build_model(
 def smallest_batch(model: nn.Sequential, input_shape: tuple[int, ...]) -> int:
     """The smallest batch `model` trains on: 2 when a BatchNorm would see a single value per
     channel at batch 1 (1x1 maps, or a flat input), which training-mode BatchNorm refuses.
-    A model on the meta device (shapes alone, built without initialising weights) will do."""
+
+    A model of `build_model` notes the smallest map side its norms see (`MIN_NORM_SIDE`),
+    which answers at once; any other is run on batch 1 on its device (a model on the meta
+    device, shapes alone, will do, though torch's first meta operation imports for a second
+    or more)."""
     import torch
 
+    side = getattr(model, MIN_NORM_SIDE, None)
+    if isinstance(side, int):
+        batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        return 2 if batch_norm and side == 1 else 1
     device = next((p.device for p in model.parameters()), torch.device("cpu"))  # meta: shapes
     seen: list[int] = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0][0, 0].numel()))

@@ -48,6 +48,17 @@ def make_act(act: str | None) -> nn.Module:
     raise ValueError(f"unknown activation {act!r}; valid: relu, hardswish, None")
 
 
+# the smallest map side any norm of a built model sees (a builder's own account of its maps):
+# `mpsl.models.smallest_batch` reads it instead of running the model
+MIN_NORM_SIDE = "min_norm_side"
+
+
+def noted(model: nn.Sequential, side: int) -> nn.Sequential:
+    """`model` with `MIN_NORM_SIDE` set to `side`."""
+    setattr(model, MIN_NORM_SIDE, side)
+    return model
+
+
 def conv_out_size(size: int, kernel: int, stride: int) -> int:
     """Spatial size after a convolution with padding ``kernel // 2``."""
     pad = kernel // 2

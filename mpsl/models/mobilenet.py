@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mpsl.models.layers import ConvBlock, Dense, conv_norm_act, conv_out_size, down_stride
+from mpsl.models.layers import (
+    ConvBlock,
+    Dense,
+    conv_norm_act,
+    conv_out_size,
+    down_stride,
+    noted,
+)
 
 # One bneck per row: (kernel, expansion width, output width, squeeze-excite, activation, stride)
 BneckSpec = tuple[int, int, int, bool, str, int]
@@ -115,4 +122,4 @@ def build_mobilenetv3(
     layers.append(ConvBlock(channels, last_conv, 1, norm=norm, act="hardswish"))
     layers.append(Dense(last_conv, hidden, act="hardswish", global_pool=True))
     layers.append(Dense(hidden, num_classes))
-    return nn.Sequential(*layers)
+    return noted(nn.Sequential(*layers), size)  # maps only shrink: the last conv's is least

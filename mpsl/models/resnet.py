@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mpsl.models.layers import ConvBlock, Dense, conv_out_size, down_stride, make_norm
+from mpsl.models.layers import (
+    ConvBlock,
+    Dense,
+    conv_out_size,
+    down_stride,
+    make_norm,
+    noted,
+)
 
 # name: (block kind, blocks per stage)
 RESNET_CONFIGS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -92,4 +99,4 @@ def build_resnet(
             channels = width * block_cls.expansion
             size = conv_out_size(size, 3, stride)
     layers.append(Dense(channels, num_classes, global_pool=True))
-    return nn.Sequential(*layers)
+    return noted(nn.Sequential(*layers), size)  # maps only shrink: the last block's is least

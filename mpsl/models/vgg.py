@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from mpsl.models.layers import ConvBlock, Dense
+from mpsl.models.layers import ConvBlock, Dense, noted
 
 # An int is a 3x3 conv block with that many channels, "M" a 2x2 max-pool after the block
 # before it (skipped where the map is already 1x1).
@@ -56,13 +56,14 @@ def build_vgg(
     config, hidden = VGG_CONFIGS[name]
     layers: list[nn.Module] = []
     channels, size = in_channels, image_size
+    normed = size  # the smallest map a norm sees: a block's, before its pool
     for i, item in enumerate(config):
         if item == "M":
             continue
         assert isinstance(item, int)
         pool = i + 1 < len(config) and config[i + 1] == "M" and size >= 2
         layers.append(ConvBlock(channels, item, 3, norm=norm, act="relu", pool=pool))
-        channels = item
+        channels, normed = item, min(normed, size)
         if pool:
             size //= 2
     n_hidden = 1 if name == "vgg5" else 2
@@ -71,4 +72,4 @@ def build_vgg(
         layers.append(Dense(features, hidden, act="relu", flatten=j == 0))
         features = hidden
     layers.append(Dense(features, num_classes))
-    return nn.Sequential(*layers)
+    return noted(nn.Sequential(*layers), normed)

@@ -21,7 +21,7 @@ from mpsl.models import (
     smallest_batch,
     split_model,
 )
-from mpsl.models.layers import group_count
+from mpsl.models.layers import MIN_NORM_SIDE, group_count
 
 # PiPar Tables II and III (mlp: ours, for tests).
 LAYER_COUNTS = {
@@ -532,6 +532,32 @@ def test_smallest_batch() -> None:
     assert bn.training  # left in the mode it was in
     assert smallest_batch(build_model("mobilenetv3_small", 10, 3, 32, "group"), (3, 32, 32)) == 1
     assert smallest_batch(build_model("vgg5", 10, 3, 32, "batch"), (3, 32, 32)) == 1
+
+
+def _input_side(into: list[int], mod: nn.Module, inp: tuple[torch.Tensor, ...],
+                out: torch.Tensor) -> None:
+    into.append(inp[0].shape[-1])
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_the_builders_note_the_smallest_map_their_norms_see(name: str) -> None:
+    """`MIN_NORM_SIDE`, the builders' own account, is the least side of any BatchNorm's
+    input in a forward pass (on the meta device: shapes alone), at sizes from 1x1 maps on;
+    without it, smallest_batch runs the model and answers the same."""
+    for size in (8, 28, 32, 64):
+        with torch.device("meta"):
+            model = build_model(name, 10, 3, size, "batch")
+        sides: list[int] = []
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.register_forward_hook(functools.partial(_input_side, sides))
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, size, size, device="meta"))
+        noted = getattr(model, MIN_NORM_SIDE)
+        assert noted == min(sides, default=noted), (name, size)
+        answer = smallest_batch(model, (3, size, size))
+        delattr(model, MIN_NORM_SIDE)
+        assert smallest_batch(model, (3, size, size)) == answer, (name, size)
 
 
 @pytest.mark.parametrize(("name", "shape"), [("mobilenetv3_small", (3, 32, 32)),
