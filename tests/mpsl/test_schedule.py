@@ -175,6 +175,9 @@ def test_tasks_check_their_actions() -> None:
         Action(Op.SEND, part=1, msg=Msg.ACT, dst="s")  # a SEND has no part of its own
     t = Task("n", 0, None, (Action.forward(2, 0), Action.send(Msg.ACT, "s", 0)))
     assert t.sent_part(1) == 2 and list(t.sends()) == [(1, t.actions[1], 2)]
+    with pytest.raises(ActionError, match="does not follow"):
+        t.sent_part(0)  # a pass, not a send
+    assert Action.forward(2, 0) is t.actions[0]  # equal actions are one object (interned)
 
 
 def test_rejects_zero_micro_batches() -> None:
