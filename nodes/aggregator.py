@@ -354,7 +354,7 @@ class Aggregator(Presence):
         assert self.run_dir is not None
         write_run(self.run_dir, results, self.all_events, self.model.state_dict())
 
-    def close(self) -> None:
+    def close(self, drain: bool = True) -> None:
         if self.monitor is not None:
-            self.monitor.close(drain=True, timeout=5)
-        super().close()
+            self.monitor.close(drain=drain, timeout=5)
+        super().close(drain)

@@ -89,11 +89,13 @@ def run_node(role: str, topo: Topology, plan: Plan, name: str, out: str | None =
 
         node = DataOwner(topo, plan, topo.owner(name).index)
     log.info("%s: %s node listening at %s", name, role, node.inbox.address)
+    finished = False
     try:
         node.run()
+        finished = True
         log.info("%s: finished (%d messages dropped)", name, node.rejected_messages)
     finally:
-        node.close()
+        node.close(drain=finished)  # after an abort the peers may be gone: no wait for them
 
 
 class _Popen:

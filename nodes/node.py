@@ -275,9 +275,11 @@ class Node:
             "events": events_to_rows(self.events),
         }
 
-    def close(self) -> None:
+    def close(self, drain: bool = True) -> None:
+        """Stop the node's links; with `drain`, deliver what they queued first (up to the
+        timeout per link). A failed run drains nothing: its peers may be gone already."""
         for box in self.outboxes.values():
-            box.close(drain=True, timeout=self.timeout)
+            box.close(drain=drain, timeout=self.timeout)
         self.inbox.close()
         self.security.stop()
         self.ctx.term()
