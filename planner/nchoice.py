@@ -129,9 +129,14 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     per_n = iterations * len(topo.owners) if iterations is not None else work
     seen: dict[tuple[int, ...], float] = {}
 
-    def cost(ns: tuple[int, ...]) -> float:
+    def screen(ns: tuple[int, ...]) -> bool:
+        """Whether `screened` leaves `ns` out (kept in `seen` as infinitely slow)."""
         if ns not in seen and screened is not None and screened(ns):
             seen[ns] = math.inf
+        return seen.get(ns) == math.inf
+
+    def cost(ns: tuple[int, ...]) -> float:
+        screen(ns)
         if ns not in seen:
             trial = _with_n(plan, ns)
             whole = iterations == given and full is not None
@@ -161,7 +166,7 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     firsts = list(dict.fromkeys(clamp(n * f for n in start) for f in (1, 0.5, 2, 0.25, 4)))
     scan = n_max * per_n <= SCAN_BUDGET  # the epoch is not unimodal in N (sizes round)
     if screened is not None and not scan:
-        lone = _lone(firsts, screened, seen, clamp)
+        lone = _lone(firsts, screen, clamp)
         if lone is not None:
             return lone
     for ns in firsts:
@@ -180,22 +185,13 @@ def choose_n(topo: Topology, plan: Plan, profiles: Profiles, *,
     return pick()
 
 
-def _lone(firsts: list[tuple[int, ...]], screened: Callable[[tuple[int, ...]], bool],
-          seen: dict[tuple[int, ...], float],
+def _lone(firsts: list[tuple[int, ...]], screen: Callable[[tuple[int, ...]], bool],
           clamp: Callable[[Iterable[float]], tuple[int, ...]]) -> tuple[int, ...] | None:
-    """The one N of `firsts` that `screened` leaves, where it leaves one and screens its
-    neighbours (+-1) too: `choose_n`'s walk would stop there, so no simulation is needed.
-    The N screened are marked in `seen` (infinitely slow), as `choose_n`'s cost does."""
-    for ns in firsts:
-        if screened(ns):
-            seen[ns] = math.inf
-    left = [ns for ns in firsts if ns not in seen]
+    """The one N of `firsts` that `screen` leaves, where it leaves one and screens its
+    neighbours (+-1) too: `choose_n`'s walk would stop there, so no simulation is needed."""
+    left = [ns for ns in firsts if not screen(ns)]
     if len(left) != 1:
         return None
-    for d in (-1, 1):
-        near = clamp(n + d for n in left[0])
-        if near != left[0] and near not in seen:
-            if not screened(near):
-                return None
-            seen[near] = math.inf
-    return left[0]
+    near = [ns for ns in dict.fromkeys(clamp(n + d for n in left[0]) for d in (-1, 1))
+            if ns != left[0]]
+    return left[0] if all(screen(ns) for ns in near) else None
