@@ -93,11 +93,15 @@ class Inbox:
         """
         deadline = time.monotonic() + timeout
         while True:
-            try:  # a message is often waiting already: skip the poll then
-                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            # one blocking receive bounded by the socket's timeout: a try without blocking and
+            # then a poll cost a raised zmq.Again and a second wait for every message that
+            # had not arrived yet
+            left_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            self._sock.setsockopt(zmq.RCVTIMEO, left_ms)
+            try:
+                frames = self._sock.recv_multipart(copy=False)
             except zmq.Again:
-                left_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-                if not self._sock.poll(left_ms, zmq.POLLIN) and time.monotonic() >= deadline:
+                if time.monotonic() >= deadline:
                     raise TimeoutError(f"no message on {self.address} within {timeout} s") from None
                 continue
             reason, foreign = "", ""
