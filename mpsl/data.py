@@ -8,13 +8,16 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: labels and sizes need none
+    import torch
 
 from mpsl.datasets import (
     Arrays,
@@ -169,10 +172,9 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None, split: s
     :class:`DatasetNotFound` naming the folders searched and the files expected; ``digits``
     (bundled with scikit-learn) and ``synthetic`` need no files.
     """
-    spec = _spec(name, kwargs)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    images, labels = spec.load(_data_root(root), split, **kwargs)
+    import torch
+
+    images, labels = _arrays(name, root, split, kwargs)
     if images.dtype == np.uint8:
         x = images.astype(np.float32, order="C")
         np.divide(x, 255.0, out=x)
@@ -192,14 +194,26 @@ def load_labels(name: str, root: str | os.PathLike[str] | None = None, split: st
         n = size if split == "train" else (size // 4 if test is None else int(test))
         rng = np.random.default_rng([int(kwargs.get("seed", 0)), 1 if split == "train" else 2])
         return rng.integers(0, info.num_classes, n).astype(np.int64)
-    return load_dataset(name, root, split, **kwargs)[1].numpy()
+    return np.array(_arrays(name, root, split, kwargs)[1], dtype=np.int64)
+
+
+def _arrays(name: str, root: str | os.PathLike[str] | None, split: str,
+            kwargs: dict[str, Any]) -> Arrays:
+    """The split's images and labels as its reader gives them."""
+    spec = _spec(name, kwargs)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    return spec.load(_data_root(root), split, **kwargs)
 
 
 # ---------------------------------------------------------------------------- partitions
 
 
 def _as_labels(labels: torch.Tensor | np.ndarray) -> np.ndarray:
-    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    imported = sys.modules.get("torch")  # a tensor can exist only once torch is imported
+    if imported is not None and isinstance(labels, imported.Tensor):
+        labels = cast("torch.Tensor", labels).detach().cpu().numpy()
+    y = np.asarray(labels)
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.size == 0):
         raise ValueError(f"labels must be a 1-d integer array, not {y.dtype} {y.shape}")
     return y.astype(np.int64, copy=False)

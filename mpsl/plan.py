@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from mpsl.models.split import check_cuts
+from mpsl.cuts import check_cuts
 from mpsl.names import OWNER
 from mpsl.topology import SCHEDULE_NAMES, Topology, expected_cut_count
 

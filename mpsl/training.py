@@ -8,13 +8,15 @@ import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from mpsl.data import dataset_info, load_labels, partition
-from mpsl.models import build_model
 from mpsl.spec import DatasetSpec, Topology, TrainingSpec
+
+if TYPE_CHECKING:  # torch is imported where a model or optimizer is made, not for sizes
+    import torch
 
 
 def input_shape(topo: Topology) -> tuple[tuple[int, int, int], int]:
@@ -25,6 +27,10 @@ def input_shape(topo: Topology) -> tuple[tuple[int, int, int], int]:
 
 def build_full_model(topo: Topology) -> torch.nn.Sequential:
     """The whole model with the run's initial weights: every node builds the same one."""
+    import torch
+
+    from mpsl.models import build_model
+
     (channels, size, _), classes = input_shape(topo)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(topo.training.seed)
@@ -34,6 +40,8 @@ def build_full_model(topo: Topology) -> torch.nn.Sequential:
 
 def num_layers(topo: Topology) -> int:
     """Layers of the topology's model (what a plan cuts)."""
+    from mpsl.models import build_model
+
     (channels, size, _), classes = input_shape(topo)
     return len(build_model(topo.model.name, classes, channels, size, topo.model.norm))
 
@@ -108,6 +116,8 @@ def round_start(iterations: int, ends: Sequence[int], round_id: int) -> int:
 def make_optimizer(params: Iterable[torch.nn.Parameter], spec: TrainingSpec,
                    lr: float | None = None) -> torch.optim.Optimizer:
     """The optimizer of one part's copy (`lr` replaces the topology's, e.g. 0 to profile)."""
+    import torch
+
     rate = spec.lr if lr is None else lr
     params = list(params)
     if spec.optimizer == "adam":

@@ -18,7 +18,6 @@ from types import ModuleType
 
 from mpsl.cli import keys, node, plan, profile, report, run, simulate
 from mpsl.cli.output import Output, print_error
-from mpsl.training import num_layers
 
 DESCRIPTION = ("Pipelined, multihop split learning: plan, simulate and run a topology, then "
                "report on the run.")
@@ -28,7 +27,7 @@ BAD_INPUT, RUN_FAILED, INTERRUPTED = 2, 1, 130
 # have been raised, so they are looked up in sys.modules instead of importing nodes here.
 RUN_ERRORS = (("nodes.launch", "LaunchError"), ("nodes.node", "NodeError"))
 
-__all__ = ["COMMANDS", "build_parser", "main", "num_layers"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from mpsl.dryrun import ScheduleError, check_schedule
 from mpsl.plan import Plan, PlanError, check_plan_fits, make_plan, read_plan_file
 from mpsl.topology import MODES, Topology, load
-from mpsl.training import num_layers
 
 if TYPE_CHECKING:
     from mpsl.cli.output import Output
@@ -78,6 +77,8 @@ def resolve_plan(topo: Topology, plan_path: str | None, out: Output | None = Non
                  profile: Profile | None = None) -> Plan:
     """The plan file if given, else the topology's plan, else the planner's choice (its ranked
     table shown on `out`); checked against the topology and by the dry run."""
+    from mpsl.training import num_layers  # builds the model: torch, imported when needed
+
     if plan_path:
         plan = read_plan_file(plan_path)
         check_plan_fits(plan, topo, num_layers(topo), plan_path)

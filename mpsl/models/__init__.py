@@ -8,14 +8,7 @@ from mpsl.models.layers import MIN_NORM_SIDE, NORMS, check_norm
 from mpsl.models.mlp import build_mlp
 from mpsl.models.mobilenet import MOBILENET_CONFIGS, build_mobilenetv3
 from mpsl.models.resnet import RESNET_CONFIGS, build_resnet
-from mpsl.models.split import (
-    check_cuts,
-    full_key,
-    layer_labels,
-    part_key_map,
-    part_ranges,
-    split_model,
-)
+from mpsl.models.split import full_key, layer_labels, part_key_map, split_model
 from mpsl.models.vgg import VGG_CONFIGS, build_vgg
 
 MODEL_NAMES: tuple[str, ...] = (
@@ -35,11 +28,9 @@ __all__ = [
     "MODEL_NAMES",
     "NORMS",
     "build_model",
-    "check_cuts",
     "full_key",
     "layer_labels",
     "part_key_map",
-    "part_ranges",
     "smallest_batch",
     "split_model",
 ]

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mpsl.cuts import part_ranges
 from mpsl.models import (
     MODEL_NAMES,
     build_model,
     layer_labels,
     part_key_map,
-    part_ranges,
     smallest_batch,
     split_model,
 )

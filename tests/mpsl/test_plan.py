@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mpsl.models.split import check_cuts
+from mpsl.cuts import check_cuts
 from mpsl.plan import (
     SINGLE_BATCH_MODES,
     Plan,
@@ -92,14 +92,6 @@ def test_plan_rejects_bad_cuts(cuts: tuple, num_layers: int) -> None:
         Plan(num_layers, cuts, placement, (1,))
     with pytest.raises(ValueError, match=bad):
         check_cuts(num_layers, cuts)
-
-
-def test_check_cuts_accepts_good_cuts() -> None:
-    assert check_cuts(1, ()) == []
-    assert check_cuts(5, (1, 2, 3, 4)) == [1, 2, 3, 4]
-    with pytest.raises(ValueError, match=r"cut 5 is out of range: cuts must lie in \(0, 5\) "
-                       "for a model of 5 layers"):
-        check_cuts(5, (4, 5))
 
 
 def test_plan_placement_length() -> None:

@@ -1,8 +1,12 @@
 """`mpsl simulate`: JSON keys, owners folded at scale, planning when auto, errors, samples per
-owner without a data set, steady state against --full, no profiling with --profile."""
+owner without a data set, steady state against --full, no profiling with --profile, and no
+torch either then."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 from tests.mpsl.cli.conftest import profile_csv, write
@@ -94,3 +98,18 @@ def test_profile_csv_avoids_profiling(cli, tmp_path, monkeypatch):
     js = cli.json("simulate", write(tmp_path, plan={"auto": True, "micro_batches": 2}),
                   "--profile", profile_csv(tmp_path), "--samples-per-owner", "64")
     assert js["estimate"]["epoch_s"] > 0
+
+
+def test_simulate_from_a_profile_runs_without_torch(tmp_path):
+    """With a profile CSV and samples per owner nothing needs a model: the command works where
+    importing torch fails (it would add about a second to every `mpsl simulate`)."""
+    path = write(tmp_path, plan={"auto": True, "micro_batches": 2})
+    args = ["simulate", path, "--profile", profile_csv(tmp_path), "--samples-per-owner", "64",
+            "--format", "json"]
+    code = ("import sys; sys.modules['torch'] = None; from mpsl.cli import main; "
+            f"sys.exit(main({args!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["estimate"]["epoch_s"] > 0
+
