@@ -16,9 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-if TYPE_CHECKING:  # torch is imported where tensors are made: labels and sizes need none
-    import torch
-
 from mpsl.datasets import (
     Arrays,
     DatasetNotFound,
@@ -29,6 +26,9 @@ from mpsl.datasets import (
     load_svhn,
     load_tiny_imagenet,
 )
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: labels and sizes need none
+    import torch
 
 __all__ = [
     "DATASET_NAMES",
