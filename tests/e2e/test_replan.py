@@ -27,6 +27,10 @@ from tests.e2e.conftest import topology_doc
 pytestmark = pytest.mark.timeout(240)
 SLOW = os.environ.get("MPSL_SLOW") == "1"
 CHANGE = [{"at_s": 0.1, "uplink_mbps": 5}]  # from 50 Mbps: a drift of 90%, early in the run
+# owner0's uplink alone: with every owner's changed, an owner that has sent nothing since the
+# change when the first round ends still reads its old rate there and re-plans a round later
+# (about 1 run in 10 on a loaded host), so "one re-plan" would hang on the owners' timing
+OWNER0 = {"owner": 0, "steps": CHANGE}
 
 
 def run(folder: Path, replan: dict[str, Any] | None, schedule: list[dict[str, Any]] | None,
@@ -82,7 +86,7 @@ def plan_events(out: Path) -> list[dict[str, Any]]:
 
 def test_a_change_triggers_one_replan_that_moves_the_cut(
         tmp_path: Path, baseline: dict[str, torch.Tensor]) -> None:
-    results, out = run(tmp_path, {"planner": "fixed", "cuts": [1]}, CHANGE)
+    results, out = run(tmp_path, {"planner": "fixed", "cuts": [1]}, OWNER0)
     (replan,) = results["replans"]
     assert replan["switched"] and replan["old"]["cuts"] == [2] and replan["new"]["cuts"] == [1]
     assert measured_at(replan["why"], "uplink") == pytest.approx(5.0, rel=0.01)
@@ -100,7 +104,7 @@ def test_a_change_triggers_one_replan_that_moves_the_cut(
 
 def test_a_replan_that_keeps_the_plan_keeps_the_weights(
         tmp_path: Path, baseline: dict[str, torch.Tensor]) -> None:
-    results, out = run(tmp_path, {"planner": "fixed"}, CHANGE)
+    results, out = run(tmp_path, {"planner": "fixed"}, OWNER0)
     (replan,) = results["replans"]
     assert replan["switched"] and replan["old"] == replan["new"]
     got = weights(out)
@@ -111,7 +115,7 @@ def test_a_replan_that_keeps_the_plan_keeps_the_weights(
 
 @pytest.mark.skipif(not SLOW, reason="the planner measures this host: MPSL_SLOW=1")
 def test_the_planner_replans_once_at_the_measured_rates(tmp_path: Path) -> None:
-    results, _ = run(tmp_path, {}, CHANGE)
+    results, _ = run(tmp_path, {}, OWNER0)
     (replan,) = results["replans"]
     assert replan["measured_mbps"]["owner0 uplink"] == pytest.approx(5.0, rel=1e-3)
     assert len(results["epochs"]) == 3
@@ -119,7 +123,7 @@ def test_the_planner_replans_once_at_the_measured_rates(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not SLOW, reason="a longer run: MPSL_SLOW=1")
 def test_u_shape_switch_moves_layers_both_ways(tmp_path: Path) -> None:
-    results, out = run(tmp_path, {"planner": "fixed", "cuts": [1, 2]}, CHANGE,
+    results, out = run(tmp_path, {"planner": "fixed", "cuts": [1, 2]}, OWNER0,
                        mode="mpsl", labels="local", plan={"cuts": [2, 3],
                                                            "micro_batches": 2})
     (replan,) = results["replans"]
