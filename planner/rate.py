@@ -118,9 +118,10 @@ class RateSkip:
         half = n // 2
         per = _steps(self.rounds[-2], b)
         series, counts = _class_starts(self.rounds, per, eng.classes)
-        if settling(_fleet(series, counts)):
+        fleet = _fleet(series, counts)
+        if settling(fleet):
             del self.rounds[:half]  # keep the later half
-            series = series[half:]
+            series, fleet = series[half:], fleet[half:]
             n -= half
             if n < MIN_ROUNDS:
                 return 0.0
@@ -136,7 +137,7 @@ class RateSkip:
             m = _room(eng, w, b, per)
             if m < 1:
                 continue
-            mean_s = _mean_round(series[s:], counts)
+            mean_s = _mean_round(fleet[s:])
             ratio = _error(series[s:], m, mean_s) / (ERROR * (b.t + m * mean_s))
             if ratio <= 1.0 and (best is None or ratio < best[0]):
                 best = (ratio, s, m, mean_s)
@@ -204,9 +205,8 @@ def _fleet(series: np.ndarray, counts: np.ndarray) -> list[float]:
     return [float(v) for v in series[:, 1:] @ counts / counts.sum()]
 
 
-def _mean_round(series: np.ndarray, counts: np.ndarray) -> float:
-    """The fleet's mean round over `series` (`_class_starts`): its owners' mean."""
-    fleet = _fleet(series, counts)
+def _mean_round(fleet: list[float]) -> float:
+    """The fleet's mean round over its mean starts `fleet` (`_fleet`)."""
     return (fleet[-1] - fleet[0]) / (len(fleet) - 1)
 
 

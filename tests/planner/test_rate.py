@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from planner.rate import DRIFT, _error, _mean_round, settling
+from planner.rate import DRIFT, _error, _fleet, _mean_round, settling
 
 
 def _starts(lengths: list[float]) -> list[float]:
@@ -51,7 +51,7 @@ def _series(owner0: list[float], classes: list[list[float]]) -> np.ndarray:
 def test_the_fleets_mean_round_is_extrapolated() -> None:
     """Two classes of 30 and 10 running owners: their mean rounds weighted by the owners."""
     a, b = _starts([4.0] * 4), _starts([4.4] * 4)
-    assert _mean_round(_series(a, [a, b]), np.array([30, 10])) == 4.1
+    assert _mean_round(_fleet(_series(a, [a, b]), np.array([30, 10]))) == 4.1
 
 
 def test_owner_0s_own_jitter_counts_once_not_per_round() -> None:
@@ -64,4 +64,4 @@ def test_owner_0s_own_jitter_counts_once_not_per_round() -> None:
     assert _error(_series(owner0, [fleet]), 90, 4.3) == pytest.approx(0.04)
     assert _error(_series(fleet, [owner0]), 90, 4.3) == pytest.approx(
         90 * 0.0 + (2 * 90 / 4 + 1) * 0.02)
-    assert _mean_round(_series(owner0, [fleet]), one) == pytest.approx(4.3)
+    assert _mean_round(_fleet(_series(owner0, [fleet]), one)) == pytest.approx(4.3)
