@@ -74,6 +74,7 @@ class Inbox:
         self._logged: dict[str, float] = {}  # reason -> when last logged (monotonic)
         self._foreign: set[str] = set()  # other runs whose first message was logged
         self._sock = ctx.socket(zmq.PULL)
+        self._rcvtimeo_ms = -1  # the socket's RCVTIMEO (ZeroMQ's default: none)
         self._sock.setsockopt(zmq.RCVHWM, HWM)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)  # per frame; drops oversize peers
@@ -97,7 +98,9 @@ class Inbox:
             # then a poll cost a raised zmq.Again and a second wait for every message that
             # had not arrived yet
             left_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            self._sock.setsockopt(zmq.RCVTIMEO, left_ms)
+            if left_ms != self._rcvtimeo_ms:  # a caller's timeout mostly repeats: set it once
+                self._sock.setsockopt(zmq.RCVTIMEO, left_ms)
+                self._rcvtimeo_ms = left_ms
             try:
                 frames = self._sock.recv_multipart(copy=False)
             except zmq.Again:

@@ -12,7 +12,7 @@ the caller's thread: ZeroMQ's own I/O thread already makes the send asynchronous
 
 Nothing is dropped in normal operation: ``send`` blocks (back-pressure) while ``queue_max``
 messages wait for the link or ``max_inflight_bytes`` of tensor data have not yet been released
-by ZeroMQ (tracked with weakref finalizers on the frames' buffers, so memory stays bounded even
+by ZeroMQ (tracked with weakrefs to the frames' buffers, so memory stays bounded even
 when the peer is slow), the PUSH socket blocks rather than drops at its high-water mark, and
 ``close(drain=True)`` delivers what is queued and lingers until ZeroMQ has sent it.
 
@@ -31,7 +31,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
@@ -41,7 +41,7 @@ from mpsl.trace import Event
 from nodes.inbox import HWM, Inbox
 from nodes.shaping import MAX_CATCHUP_S, LinkClock
 from nodes.staging import Staging
-from nodes.wire import Message, encode, message_nbytes
+from nodes.wire import Message, encode
 
 if TYPE_CHECKING:
     from nodes.security import CurveClient
@@ -123,6 +123,8 @@ class Outbox:
         self._queue: collections.deque[_Item] = collections.deque()
         self._unsent = 0  # accepted by send() and neither delivered nor dropped
         self._inflight = 0  # tensor bytes accepted by send() and not yet released by ZeroMQ
+        # id(weakref) -> (the weakref to a sent buffer, its bytes, its staging array or None)
+        self._held: dict[int, tuple[weakref.ref[Any], int, np.ndarray | None]] = {}
         self._cond = threading.Condition()
         self._closing = False
         self._abort = False
@@ -153,11 +155,13 @@ class Outbox:
         Raises WireError for a message that cannot be encoded, RuntimeError once closed.
         """
         frames = encode(msg, copy=copy, alloc=self._staging.take)
-        item = _Item(frames, message_nbytes(frames), self._trace(msg) if trace else None, 0.0)
         # pyzmq copies smaller frames at once; only zero-copy frames are held by ZeroMQ
         big = [f for f in frames[1:]
                if isinstance(f, memoryview) and f.nbytes >= zmq.COPY_THRESHOLD]
         size = sum(f.nbytes for f in big)
+        item = _Item(frames, len(frames[0]) + sum(f.nbytes if isinstance(f, memoryview)
+                                                  else len(f) for f in frames[1:]),
+                     self._trace(msg) if trace else None, 0.0)
         with self._cond:
             while not (self._closing or self._done) and (
                 len(self._queue) >= self.queue_max
@@ -169,10 +173,11 @@ class Outbox:
             self._inflight += size
             # Lifetime: the item holds the frames until `_deliver`, then pyzmq's zero-copy
             # Frame holds their buffers (and so the tensors' memory) until libzmq has sent
-            # them; only then do the buffers die and their finalizers release the bytes.
-            for f in big:  # released when ZeroMQ (or a drop) lets go of the buffer
+            # them; only then do the buffers die and their weakrefs release the bytes.
+            for f in big:
                 buf = f.obj.base if copy else None  # type: ignore[attr-defined]  # never pool a caller's tensor
-                weakref.finalize(f.obj, self._release, f.nbytes, buf).atexit = False
+                ref = weakref.ref(f.obj, self._release)
+                self._held[id(ref)] = (ref, f.nbytes, buf)
             item.enq = time.monotonic()
             self._unsent += 1
             if not self._direct:
@@ -202,7 +207,9 @@ class Outbox:
         return (action, None if msg.owner == -1 else msg.owner,
                 None if msg.iter == -1 else msg.iter, mb)
 
-    def _release(self, nbytes: int, buf: np.ndarray | None) -> None:
+    def _release(self, ref: weakref.ref[Any]) -> None:
+        """A sent buffer died (ZeroMQ, or a drop, let go of it): its bytes leave the flight."""
+        _, nbytes, buf = self._held.pop(id(ref))
         if buf is not None:
             self._staging.give(buf)
         with self._cond:

@@ -76,7 +76,8 @@ DTYPES: dict[str, torch.dtype] = {
 }
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 _NUMPY = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "int64": np.int64,
-          "int32": np.int32, "uint8": np.uint8, "bool": np.bool_}
+          "int32": np.int32, "uint8": np.uint8, "bool": np.bool_,
+          "bfloat16": np.int16}  # numpy has no bfloat16: its bytes travel as int16
 _ITEMSIZE = {k: torch.empty((), dtype=v).element_size() for k, v in DTYPES.items()}
 
 
@@ -148,21 +149,18 @@ def _check_plain(x: Any, depth: int = 0, path: str = "meta") -> None:
 
 
 def _numel(shape: Any, name: str, limit: int) -> int:
-    """Validate a header shape and return its element count, stopping early past ``limit``."""
+    """Validate a header shape and return its element count, refused past ``limit``."""
     if not isinstance(shape, list):
         raise WireError(f"tensor {name!r}: shape must be a list")
     if len(shape) > MAX_DIMS:
         raise WireError(f"tensor {name!r}: {len(shape)} dims > {MAX_DIMS}")
     n = 1
-    for d in shape:
+    for d in shape:  # at most MAX_DIMS int64 factors: the product stays a small Python int
         if type(d) is not int or d < 0:
             raise WireError(f"tensor {name!r}: bad dimension {d!r} in shape")
-    if 0 in shape:
-        return 0
-    for d in shape:
         n *= d
-        if n > limit:  # before any allocation; also keeps Python ints small
-            raise WireError(f"tensor {name!r}: shape {shape[:8]} over the size cap")
+    if n > limit:  # before any allocation
+        raise WireError(f"tensor {name!r}: shape {shape[:8]} over the size cap")
     return n
 
 
@@ -189,9 +187,11 @@ def _frame(t: torch.Tensor, copy: bool, alloc: Callable[[int], np.ndarray] | Non
         t = t.resolve_conj().resolve_neg().to("cpu").contiguous()  # a private copy
         src = (t.view(torch.int16) if t.dtype is torch.bfloat16 else t).numpy()
         copy = copy and alloc is not None  # already a private copy; move it into alloc's
-    raw = src.reshape(-1).view(np.uint8)
     if not copy:
-        return memoryview(raw)  # type: ignore[arg-type]  # numpy arrays are buffers
+        # a flat byte view: numpy arrays are buffers (flattened first: a view of a shape with
+        # a zero in it cannot be cast)
+        return memoryview(src.reshape(-1)).cast("B")  # type: ignore[arg-type]
+    raw = src.reshape(-1).view(np.uint8)
     if raw.nbytes < ZEROCOPY_MIN_BYTES:
         return raw.tobytes()  # small: an immutable snapshot (pyzmq copies these anyway)
     # A single-threaded memcpy: torch's copy_ may wake its intra-op thread pool, which
@@ -214,11 +214,12 @@ def encode(msg: Message, *, copy: bool = True,
     ``send_multipart(frames, copy=False)``.
     """
     kind = _check_kind(msg.kind.value if isinstance(msg.kind, Kind) else msg.kind)
-    if not isinstance(msg.tensors, Mapping):
+    if not isinstance(msg.tensors, (dict, Mapping)):  # a dict is checked the fastest
         raise WireError("tensors must be a mapping of name -> tensor")
     if not isinstance(msg.meta, dict):
         raise WireError("meta must be a dict")
-    _check_plain(msg.meta)
+    if msg.meta:
+        _check_plain(msg.meta)
     if len(msg.tensors) > MAX_TENSORS:
         raise WireError(f"more than {MAX_TENSORS} tensors")
     descs: list[dict[str, Any]] = []
@@ -287,23 +288,23 @@ def _parse_header(buf: memoryview, max_bytes: int) -> dict[str, Any]:
         raise WireError(f"header is a {type(h).__name__}, not a map")
     if "v" in h and (type(h["v"]) is not int or h["v"] != WIRE_VERSION):
         raise WireError(f"unknown wire version {h['v']!r}")
-    if set(h) != _HEADER_KEYS:
+    if h.keys() != _HEADER_KEYS:
         missing, extra = _HEADER_KEYS - set(h), set(h) - _HEADER_KEYS
         raise WireError(f"header keys: missing {sorted(missing)}, unexpected {sorted(extra)}")
     return h
 
 
 def _tensor(mv: memoryview, private: bool, dname: str, shape: list[int]) -> torch.Tensor:
-    """A tensor over the frame's bytes: wrapped when private and large, else copied."""
-    raw = np.frombuffer(mv, dtype=np.uint8)
+    """A tensor over the frame's bytes: wrapped when private, writable, large and aligned to
+    the itemsize, else copied."""
+    arr: np.ndarray = np.frombuffer(mv, dtype=_NUMPY[dname])
     if not (private and not mv.readonly and mv.nbytes >= ZEROCOPY_MIN_BYTES
-            and raw.ctypes.data % _ITEMSIZE[dname] == 0):
-        raw = raw.copy()  # numpy allocations are aligned and writable
-    if dname == "bool" and raw.nbytes and int(raw.max()) > 1:
+            and arr.flags.aligned):
+        arr = arr.copy()  # numpy allocations are aligned and writable
+    if dname == "bool" and arr.size and int(arr.view(np.uint8).max()) > 1:
         raise WireError("bool tensor holds bytes other than 0 and 1")
-    if dname == "bfloat16":
-        return torch.from_numpy(raw.view(np.int16).reshape(shape)).view(torch.bfloat16)
-    return torch.from_numpy(raw.view(_NUMPY[dname]).reshape(shape))
+    t = torch.from_numpy(arr.reshape(shape))
+    return t.view(torch.bfloat16) if dname == "bfloat16" else t
 
 
 def _check_descriptors(descs: list[Any], sizes: list[int],
@@ -314,7 +315,7 @@ def _check_descriptors(descs: list[Any], sizes: list[int],
     plan: list[tuple[str, str, list[int]]] = []
     seen: set[str] = set()
     for i, d in enumerate(descs):
-        if not isinstance(d, dict) or set(d) != _DESC_KEYS:
+        if not isinstance(d, dict) or d.keys() != _DESC_KEYS:
             raise WireError(f"tensor #{i}: descriptor must be a map with {sorted(_DESC_KEYS)}")
         name = _check_str(f"tensor #{i} name", d["name"])
         if name in seen:
@@ -360,12 +361,14 @@ def decode(
     if known_senders is not None and src not in known_senders:
         raise WireError(f"unknown sender {src!r}")
     run = _check_str("run", h["run"])
-    owner, it, mb = (_check_int(k, h[k]) for k in ("owner", "iter", "mb"))
+    owner, it, mb = _check_int("owner", h["owner"]), _check_int("iter", h["iter"]), \
+        _check_int("mb", h["mb"])
     seq = _check_int("seq", h["seq"], lo=0)
     meta = h["meta"]
     if not isinstance(meta, dict):
         raise WireError("meta must be a map")
-    _check_plain(meta)
+    if meta:
+        _check_plain(meta)
     descs = h["tensors"]
     if not isinstance(descs, list):
         raise WireError("tensors must be a list")
