@@ -6,6 +6,7 @@ The file readers live in :mod:`mpsl.datasets`; this module is the API the rest o
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import os
 import sys
@@ -77,13 +78,35 @@ _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_SEED = 0
 
 
+def _digits_file() -> Path | None:
+    """scikit-learn's bundled ``digits.csv.gz``, found without importing scikit-learn (which
+    takes most of a second), or None where this scikit-learn keeps it elsewhere."""
+    spec = importlib.util.find_spec("sklearn")
+    for base in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(base) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 1797 8x8 digit images (values 0..16) and their labels, as scikit-learn's
+    ``load_digits`` gives them: read from its file (one row an image, the label last)."""
+    path = _digits_file()
+    if path is None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images, digits.target
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
 def _load_digits(root: Path, split: str) -> Arrays:
     """scikit-learn's bundled 8x8 digits, split 80/20 per class with a fixed seed."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)[:, None]
-    labels = digits.target.astype(np.int64)
+    raw_images, raw_labels = _digits()
+    images = (raw_images / 16.0).astype(np.float32)[:, None]
+    labels = raw_labels.astype(np.int64)
     rng = np.random.default_rng(_DIGITS_SEED)
     test = np.zeros(len(labels), bool)
     for c in np.unique(labels):

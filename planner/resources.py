@@ -202,6 +202,8 @@ def smallest_micro_batch(topo: Topology) -> int:
 
 @functools.lru_cache(maxsize=32)
 def _smallest(name: str, norm: str, shape: tuple[int, int, int], classes: int) -> int:
+    if norm != "batch":  # only BatchNorm refuses a batch of one (mpsl.models.layers.make_norm)
+        return 1
     import torch
 
     from mpsl.models import build_model, smallest_batch

@@ -320,6 +320,26 @@ def test_digits_split_is_fixed_disjoint_and_covering():
     assert rows + rows_test == everything
 
 
+def test_digits_are_read_without_importing_scikit_learn(monkeypatch):
+    """The digits come from scikit-learn's file, as its load_digits gives them, without
+    importing scikit-learn (most of a second); where the file is not found, through it."""
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    import mpsl.data as data
+
+    full = load_digits()
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # importing it now fails
+    images, labels = data._digits()
+    assert np.array_equal(images, full.images) and np.array_equal(labels, full.target)
+    assert images.dtype == full.images.dtype and labels.dtype == np.int64
+    monkeypatch.delitem(sys.modules, "sklearn.datasets")
+    monkeypatch.setattr(data, "_digits_file", lambda: None)
+    images, labels = data._digits()
+    assert np.array_equal(images, full.images) and np.array_equal(labels, full.target)
+
+
 def test_synthetic_shapes_seeds_and_learnability():
     x, y = load_dataset("synthetic")
     assert x.shape == (1024, 3, 32, 32) and y.shape == (1024,)
