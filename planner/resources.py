@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mpsl import training
+from mpsl.geometry import smallest_batch
 from mpsl.names import AGGREGATOR, link_name
 from mpsl.topology import OwnerSpec, Topology
 from mpsl.training import input_shape
@@ -195,27 +195,9 @@ def host_profile(topo: Topology, repeats: int = 3, device: str = "cpu") -> Profi
 
 
 def smallest_micro_batch(topo: Topology) -> int:
-    """The smallest micro-batch the topology's model trains on (see mpsl.models.smallest_batch)."""
-    shape, classes = input_shape(topo)
-    return _smallest(topo.model.name, topo.model.norm, shape, classes)
-
-
-@functools.lru_cache(maxsize=32)
-def _smallest(name: str, norm: str, shape: tuple[int, int, int], classes: int) -> int:
-    if norm != "batch":  # only BatchNorm refuses a batch of one (mpsl.models.layers.make_norm)
-        return 1
-    import torch
-
-    from mpsl.models import build_model, smallest_batch
-
-    with torch.device("meta"):  # shapes alone: no weights drawn (vgg19's took 0.2 s)
-        model = build_model(name, classes, shape[0], shape[1], norm)
-    return smallest_batch(model, shape)
-
-
-def forget() -> None:
-    """Forget the smallest micro-batches found (for timing the planner from a cold start)."""
-    _smallest.cache_clear()
+    """The smallest micro-batch the topology's model trains on, from its geometry alone
+    (`mpsl.geometry.smallest_batch`: no model built, no torch imported)."""
+    return smallest_batch(topo.model.name, topo.model.norm, input_shape(topo)[1])
 
 
 def max_micro_batches(topo: Topology) -> int:

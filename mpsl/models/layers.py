@@ -1,11 +1,11 @@
-"""Building blocks of the zoo: norms, activations, conv and dense layers, size arithmetic."""
+"""Building blocks of the zoo: norms, activations, conv and dense layers."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+
+from mpsl.geometry import group_count
 
 NORMS: tuple[str, ...] = ("batch", "group", "none")
 """Valid values of the ``norm`` argument of :func:`mpsl.models.build_model`."""
@@ -15,15 +15,6 @@ def check_norm(norm: str) -> None:
     """Raise ValueError unless ``norm`` is one of :data:`NORMS`."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
-
-
-def group_count(channels: int, max_groups: int = 32) -> int:
-    """Number of GroupNorm groups for ``channels``: min(32, C), or gcd(32, C) if that does not
-    divide C."""
-    groups = min(max_groups, channels)
-    if channels % groups:
-        groups = math.gcd(max_groups, channels)
-    return groups
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
@@ -48,26 +39,15 @@ def make_act(act: str | None) -> nn.Module:
     raise ValueError(f"unknown activation {act!r}; valid: relu, hardswish, None")
 
 
-# the smallest map side any norm of a built model sees (a builder's own account of its maps):
+# the smallest batch a built model trains on (its geometry's, `mpsl.geometry.smallest_batch`):
 # `mpsl.models.smallest_batch` reads it instead of running the model
-MIN_NORM_SIDE = "min_norm_side"
+SMALLEST_BATCH = "smallest_batch"
 
 
-def noted(model: nn.Sequential, side: int) -> nn.Sequential:
-    """`model` with `MIN_NORM_SIDE` set to `side`."""
-    setattr(model, MIN_NORM_SIDE, side)
+def noted(model: nn.Sequential, batch: int) -> nn.Sequential:
+    """`model` with `SMALLEST_BATCH` set to `batch`."""
+    setattr(model, SMALLEST_BATCH, batch)
     return model
-
-
-def conv_out_size(size: int, kernel: int, stride: int) -> int:
-    """Spatial size after a convolution with padding ``kernel // 2``."""
-    pad = kernel // 2
-    return (size + 2 * pad - kernel) // stride + 1
-
-
-def down_stride(size: int) -> int:
-    """2 where the map can still be halved (``size >= 2``), else 1, so maps never vanish."""
-    return 2 if size >= 2 else 1
 
 
 def conv_norm_act(

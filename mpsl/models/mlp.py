@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from mpsl.models.layers import Dense, noted
+from mpsl.models.layers import Dense
 
 MLP_WIDTHS = (64, 64, 32)
 
@@ -17,4 +17,4 @@ def build_mlp(num_classes: int, in_channels: int, image_size: int) -> nn.Sequent
         layers.append(Dense(features, width, act="relu", flatten=i == 0))
         features = width
     layers.append(Dense(features, num_classes))
-    return noted(nn.Sequential(*layers), image_size)  # no norm at all
+    return nn.Sequential(*layers)

@@ -5,53 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mpsl.models.layers import (
-    ConvBlock,
-    Dense,
-    conv_norm_act,
-    conv_out_size,
-    down_stride,
-    noted,
-)
-
-# One bneck per row: (kernel, expansion width, output width, squeeze-excite, activation, stride)
-BneckSpec = tuple[int, int, int, bool, str, int]
-
-SMALL: tuple[BneckSpec, ...] = (
-    (3, 16, 16, True, "relu", 2),
-    (3, 72, 24, False, "relu", 2),
-    (3, 88, 24, False, "relu", 1),
-    (5, 96, 40, True, "hardswish", 2),
-    (5, 240, 40, True, "hardswish", 1),
-    (5, 240, 40, True, "hardswish", 1),
-    (5, 120, 48, True, "hardswish", 1),
-    (5, 144, 48, True, "hardswish", 1),
-    (5, 288, 96, True, "hardswish", 2),
-    (5, 576, 96, True, "hardswish", 1),
-    (5, 576, 96, True, "hardswish", 1),
-)
-LARGE: tuple[BneckSpec, ...] = (
-    (3, 16, 16, False, "relu", 1),
-    (3, 64, 24, False, "relu", 2),
-    (3, 72, 24, False, "relu", 1),
-    (5, 72, 40, True, "relu", 2),
-    (5, 120, 40, True, "relu", 1),
-    (5, 120, 40, True, "relu", 1),
-    (3, 240, 80, False, "hardswish", 2),
-    (3, 200, 80, False, "hardswish", 1),
-    (3, 184, 80, False, "hardswish", 1),
-    (3, 184, 80, False, "hardswish", 1),
-    (3, 480, 112, True, "hardswish", 1),
-    (3, 672, 112, True, "hardswish", 1),
-    (5, 672, 160, True, "hardswish", 2),
-    (5, 960, 160, True, "hardswish", 1),
-    (5, 960, 160, True, "hardswish", 1),
-)
-# name: (bneck rows, last conv width, hidden dense width)
-MOBILENET_CONFIGS: dict[str, tuple[tuple[BneckSpec, ...], int, int]] = {
-    "mobilenetv3_small": (SMALL, 576, 1024),
-    "mobilenetv3_large": (LARGE, 960, 1280),
-}
+from mpsl.geometry import MOBILENET_CONFIGS, BneckSpec, maps
+from mpsl.models.layers import ConvBlock, Dense, conv_norm_act
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -107,19 +62,15 @@ def build_mobilenetv3(
     ``fc-{1024|1280}`` (global pool + dense + hard-swish) and ``fc-X``. A stride of 2 becomes 1
     once the map is 1x1, so 8x8 inputs work."""
     rows, last_conv, hidden = MOBILENET_CONFIGS[name]
-    size = image_size
-    stride = down_stride(size)
+    stem, *strides = maps(name, image_size).strides
     layers: list[nn.Module] = [
-        ConvBlock(in_channels, 16, 3, norm=norm, act="hardswish", stride=stride)
+        ConvBlock(in_channels, 16, 3, norm=norm, act="hardswish", stride=stem)
     ]
-    size = conv_out_size(size, 3, stride)
     channels = 16
-    for spec in rows:
-        stride = down_stride(size) if spec[5] == 2 else 1
+    for spec, stride in zip(rows, strides, strict=True):
         layers.append(InvertedResidual(channels, spec, stride, norm))
         channels = spec[2]
-        size = conv_out_size(size, spec[0], stride)
     layers.append(ConvBlock(channels, last_conv, 1, norm=norm, act="hardswish"))
     layers.append(Dense(last_conv, hidden, act="hardswish", global_pool=True))
     layers.append(Dense(hidden, num_classes))
-    return noted(nn.Sequential(*layers), size)  # maps only shrink: the last conv's is least
+    return nn.Sequential(*layers)

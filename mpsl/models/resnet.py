@@ -5,22 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mpsl.models.layers import (
-    ConvBlock,
-    Dense,
-    conv_out_size,
-    down_stride,
-    make_norm,
-    noted,
-)
-
-# name: (block kind, blocks per stage)
-RESNET_CONFIGS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "resnet18": ("basic", (2, 2, 2, 2)),
-    "resnet50": ("bottleneck", (3, 4, 6, 3)),
-    "resnet101": ("bottleneck", (3, 4, 23, 3)),
-}
-STAGE_WIDTHS = (64, 128, 256, 512)
+from mpsl.geometry import RESNET_CONFIGS, STAGE_WIDTHS, maps
+from mpsl.models.layers import ConvBlock, Dense, make_norm
 
 
 def _shortcut(in_ch: int, out_ch: int, stride: int, norm: str) -> nn.Module:
@@ -91,12 +77,11 @@ def build_resnet(
     kind, blocks = RESNET_CONFIGS[name]
     block_cls: type[BasicBlock | Bottleneck] = BasicBlock if kind == "basic" else Bottleneck
     layers: list[nn.Module] = [ConvBlock(in_channels, 64, 3, norm=norm, act="relu")]
-    channels, size = 64, image_size
-    for stage, (width, count) in enumerate(zip(STAGE_WIDTHS, blocks)):
-        for i in range(count):
-            stride = down_stride(size) if stage > 0 and i == 0 else 1
-            layers.append(block_cls(channels, width, stride, norm))
+    strides = iter(maps(name, image_size).strides)
+    channels = 64
+    for width, count in zip(STAGE_WIDTHS, blocks):
+        for _ in range(count):
+            layers.append(block_cls(channels, width, next(strides), norm))
             channels = width * block_cls.expansion
-            size = conv_out_size(size, 3, stride)
     layers.append(Dense(channels, num_classes, global_pool=True))
-    return noted(nn.Sequential(*layers), size)  # maps only shrink: the last block's is least
+    return nn.Sequential(*layers)

@@ -13,15 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpsl.cuts import part_ranges
+from mpsl.geometry import group_count
 from mpsl.models import (
     MODEL_NAMES,
+    NORMS,
     build_model,
     layer_labels,
     part_key_map,
     smallest_batch,
     split_model,
 )
-from mpsl.models.layers import MIN_NORM_SIDE, group_count
+from mpsl.models.layers import SMALLEST_BATCH
 
 # PiPar Tables II and III (mlp: ours, for tests).
 LAYER_COUNTS = {
@@ -523,7 +525,9 @@ def test_batch_norm_breaks_micro_batch_equivalence() -> None:
 
 
 def test_smallest_batch() -> None:
-    """Training-mode BatchNorm refuses one value per channel: 1x1 maps need 2 samples."""
+    """Training-mode BatchNorm refuses one value per channel: 1x1 maps need 2 samples; so does
+    GroupNorm a group of one channel on a 1x1 map (mobilenetv3_small's 24 channels on 8x8
+    digits)."""
     bn = build_model("mobilenetv3_small", 10, 3, 32, "batch")
     assert smallest_batch(bn, (3, 32, 32)) == 2
     with pytest.raises(ValueError, match="more than 1 value per channel"):
@@ -532,32 +536,25 @@ def test_smallest_batch() -> None:
     assert bn.training  # left in the mode it was in
     assert smallest_batch(build_model("mobilenetv3_small", 10, 3, 32, "group"), (3, 32, 32)) == 1
     assert smallest_batch(build_model("vgg5", 10, 3, 32, "batch"), (3, 32, 32)) == 1
-
-
-def _input_side(into: list[int], mod: nn.Module, inp: tuple[torch.Tensor, ...],
-                out: torch.Tensor) -> None:
-    into.append(inp[0].shape[-1])
+    gn = build_model("mobilenetv3_small", 10, 1, 8, "group")
+    assert smallest_batch(gn, (1, 8, 8)) == 2
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        gn(torch.zeros(1, 1, 8, 8))
+    gn(torch.zeros(2, 1, 8, 8))
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_the_builders_note_the_smallest_map_their_norms_see(name: str) -> None:
-    """`MIN_NORM_SIDE`, the builders' own account, is the least side of any BatchNorm's
-    input in a forward pass (on the meta device: shapes alone), at sizes from 1x1 maps on;
-    without it, smallest_batch runs the model and answers the same."""
-    for size in (8, 28, 32, 64):
-        with torch.device("meta"):
-            model = build_model(name, 10, 3, size, "batch")
-        sides: list[int] = []
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.register_forward_hook(functools.partial(_input_side, sides))
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, size, size, device="meta"))
-        noted = getattr(model, MIN_NORM_SIDE)
-        assert noted == min(sides, default=noted), (name, size)
-        answer = smallest_batch(model, (3, size, size))
-        delattr(model, MIN_NORM_SIDE)
-        assert smallest_batch(model, (3, size, size)) == answer, (name, size)
+def test_build_model_notes_the_smallest_batch_a_run_finds(name: str) -> None:
+    """`SMALLEST_BATCH`, noted from the model's geometry, is what smallest_batch finds by
+    running the model (on the meta device: shapes alone), for every norm and at sizes from
+    1x1 maps on."""
+    for size in (1, 2, 3, 5, 8, 28, 32):
+        for norm in NORMS:
+            with torch.device("meta"):
+                model = build_model(name, 10, 3, size, norm)
+            noted = getattr(model, SMALLEST_BATCH)
+            delattr(model, SMALLEST_BATCH)
+            assert smallest_batch(model, (3, size, size)) == noted, (name, size, norm)
 
 
 @pytest.mark.parametrize(("name", "shape"), [("mobilenetv3_small", (3, 32, 32)),
@@ -565,10 +562,13 @@ def test_the_builders_note_the_smallest_map_their_norms_see(name: str) -> None:
                                              ("resnet18", (1, 8, 8))])
 def test_smallest_batch_of_a_meta_model_is_the_real_ones(name: str, shape: tuple[int, ...]
                                                          ) -> None:
-    """The planner builds models on the meta device (no weights drawn): the same answer."""
-    real = smallest_batch(build_model(name, 10, shape[0], shape[1], "batch"), shape)
+    """A model on the meta device (no weights drawn), run: the real one's answer."""
+    real = build_model(name, 10, shape[0], shape[1], "batch")
     with torch.device("meta"):
         meta = build_model(name, 10, shape[0], shape[1], "batch")
-    assert smallest_batch(meta, shape) == real
+    for model in (real, meta):
+        delattr(model, SMALLEST_BATCH)  # run it: not its geometry's answer
+    assert smallest_batch(meta, shape) == smallest_batch(real, shape)
+    real = smallest_batch(real, shape)
     assert {"vgg19": {28: 2, 32: 1}, "mobilenetv3_small": {32: 2}, "resnet18": {8: 2}}[
         name][shape[1]] == real

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 import yaml
 
-from mpsl.models import MODEL_NAMES, build_model, smallest_batch
 from mpsl.topology import load
 from mpsl.training import dataset_train_size
 from planner import Profile, ProfileError, node_profiles
-from planner.resources import Links, _smallest, iterations_per_epoch, owner_samples
+from planner.resources import Links, iterations_per_epoch, owner_samples
 
 from .util import BASE, topo
 
@@ -61,20 +59,6 @@ def test_samples_are_the_data_sets_real_size():
     assert iterations_per_epoch(digits, 257) == 65  # ceil(257 / 4), the last batch partial
     short = topo(dataset={"name": "digits", "options": {}}, training={"max_iterations": 3})
     assert iterations_per_epoch(short, 257) == 3
-
-
-@pytest.mark.parametrize("norm", ["group", "none"])
-def test_smallest_micro_batch_without_batch_norm_needs_no_model(norm):
-    """Without BatchNorm every model trains on one sample, as the models themselves say
-    (maps down to 1x1 included): the planner answers so without building one (or importing
-    torch)."""
-    for name in MODEL_NAMES:
-        for side in (8, 32):
-            with torch.device("meta"):
-                model = build_model(name, 10, 3, side, norm)
-            assert smallest_batch(model, (3, side, side)) == 1
-            assert _smallest(name, norm, (3, side, side), 10) == 1
-    assert _smallest("mobilenetv3_small", "batch", (3, 32, 32), 10) == 2  # 1x1 maps
 
 
 def test_missing_plan_profile_is_named_once(tmp_path):
