@@ -40,6 +40,7 @@ __all__ = [
     "dataset_info",
     "load_dataset",
     "load_labels",
+    "micro_batch_count",
     "micro_batches",
     "partition",
     "partition_counts",
@@ -335,3 +336,12 @@ def micro_batches(batch_size: int, n: int) -> list[int]:
                          f"(need 1 <= n <= batch_size)")
     base, extra = divmod(batch_size, n)
     return [base + int(i < extra) for i in range(n)]
+
+
+def micro_batch_count(batch_size: int, n: int, smallest: int) -> int:
+    """How many micro-batches an iteration of ``batch_size`` samples has under N = ``n``: as
+    many as N while each keeps ``smallest`` samples (the least the model trains on,
+    `mpsl.geometry.smallest_batch`), and at least one: min(N, B // smallest). Every node and
+    the planner cut a batch so (`micro_batches` of this count); a short last batch may have
+    fewer than N."""
+    return max(1, min(n, batch_size // smallest))

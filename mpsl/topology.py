@@ -43,6 +43,7 @@ from mpsl.spec import (
     TrainingSpec,
     expected_cut_count,
 )
+from mpsl.training import input_shape, smallest_micro_batch
 
 __all__ = [
     "LABELS", "MODES", "NORMS", "OPTIMIZERS", "OWNER", "PARTITIONS", "SCHEDULE_NAMES",
@@ -273,6 +274,30 @@ def _parse_schedule(top: FieldReader) -> ScheduleSpec:
     return spec
 
 
+def _check_micro_batches(topo: Topology) -> None:
+    """N keeps every micro-batch at the least the model trains on (a norm refuses a single
+    value: `mpsl.geometry.smallest_batch`), and a batch holds that much."""
+    try:
+        smallest, side = smallest_micro_batch(topo), input_shape(topo)[0][1]
+    except (ValueError, TypeError):  # the model or data set is refused where it is built
+        return
+    if smallest == 1:
+        return
+    B = topo.training.batch_size
+    why = (f"{topo.model.name} with norm {topo.model.norm} on {side}x{side} inputs trains on "
+           f"micro-batches of {smallest} samples or more")
+    if smallest > B:
+        raise TopologyError(topo.source, "training.batch_size", B, f"at least {smallest}: {why}")
+    most = B // smallest
+    if topo.plan.micro_batches > most:
+        raise TopologyError(topo.source, "plan.micro_batches", topo.plan.micro_batches,
+                            f"at most {most} (training.batch_size {B}): {why}")
+    for o in topo.owners:
+        if o.micro_batches is not None and o.micro_batches > most:
+            raise TopologyError(topo.source, f"{o.name}.micro_batches", o.micro_batches,
+                                f"at most {most} (training.batch_size {B}): {why}")
+
+
 def _check_consistency(topo: Topology) -> None:
     src = topo.source
     names = [c.name for c in topo.compute_nodes]
@@ -293,6 +318,7 @@ def _check_consistency(topo: Topology) -> None:
     if topo.mode == "mpsl" and topo.labels != "local":
         raise TopologyError(src, "labels", topo.labels, "local in mode mpsl")
     check_owner_plans(src, topo.mode, expected_cut_count(topo), topo.owners)
+    _check_micro_batches(topo)
     cuts = topo.plan.cuts
     if cuts is not None and topo.mode != "fl":  # FL runs the whole model: cuts are ignored
         count = expected_cut_count(topo)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mpsl.data import dataset_info, load_labels, partition
+from mpsl.geometry import smallest_batch
 from mpsl.spec import DatasetSpec, Topology, TrainingSpec
 
 if TYPE_CHECKING:  # torch is imported where a model or optimizer is made, not for sizes
@@ -23,6 +24,12 @@ def input_shape(topo: Topology) -> tuple[tuple[int, int, int], int]:
     """(C, H, W) of one sample of the topology's data set, and its number of classes."""
     info = dataset_info(topo.dataset.name, **dict(topo.dataset.options))
     return (info.channels, info.image_size, info.image_size), info.num_classes
+
+
+def smallest_micro_batch(topo: Topology) -> int:
+    """The smallest micro-batch the topology's model trains on, from its geometry
+    (`mpsl.geometry.smallest_batch`: no model built, no torch imported)."""
+    return smallest_batch(topo.model.name, topo.model.norm, input_shape(topo)[0][1])
 
 
 def build_full_model(topo: Topology) -> torch.nn.Sequential:

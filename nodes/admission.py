@@ -39,13 +39,13 @@ from typing import Any
 import torch
 
 from mpsl.actions import Msg, Task, TriggerKey
-from mpsl.data import micro_batches
+from mpsl.data import micro_batch_count, micro_batches
 from mpsl.names import AGGREGATOR, OWNER
 from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks
 from mpsl.topology import Topology
 from mpsl.trace import Event
-from mpsl.training import iterations_per_epoch, owner_samples, round_ends
+from mpsl.training import iterations_per_epoch, owner_samples, round_ends, smallest_micro_batch
 from nodes.payloads import DTYPE as DTYPE
 from nodes.payloads import SHAPE as SHAPE
 from nodes.payloads import TENSORS as TENSORS
@@ -123,6 +123,7 @@ class Rules:
         self.samples = owner_samples(topo)
         t = topo.training
         self.batch_size, self.epochs = t.batch_size, t.epochs
+        self.smallest = smallest_micro_batch(topo)
         self.per_epoch = [iterations_per_epoch(t, n) for n in self.samples]
         per_epoch_rounds = 1 if topo.mode == "sl" else len(round_ends(self.per_epoch,
                                                                        t.aggregate_every))
@@ -252,7 +253,7 @@ class Rules:
         if not 0 <= msg.iter < last:
             return AHEAD_ITER if msg.iter >= last else PAST_ITER, f"iteration {msg.iter} of {last}"
         if msg.meta["epoch"] != msg.iter // self.per_epoch[k] or batch != self._batch(k, msg.iter) \
-                or n_mb != min(self.plan.micro_batches[k], batch):
+                or n_mb != micro_batch_count(batch, self.plan.micro_batches[k], self.smallest):
             return META, f"epoch {msg.meta['epoch']}, batch {batch}, n_mb {n_mb}"
         if not 0 <= msg.mb < n_mb:
             return MB, f"mb {msg.mb} of {n_mb}"

@@ -10,7 +10,7 @@ import torch
 
 from mpsl.plan import Plan
 from mpsl.topology import Topology
-from mpsl.training import build_full_model, input_shape
+from mpsl.training import build_full_model, input_shape, smallest_micro_batch
 
 Spec = tuple[tuple[int, ...], torch.dtype]
 TENSORS = "wrong tensors"
@@ -42,7 +42,7 @@ class Model:
         model.eval()
         shapes = [tuple(sample)]
         with torch.no_grad():
-            x = torch.zeros(1, *sample)
+            x = torch.zeros(smallest_micro_batch(topo), *sample)  # a norm may refuse 1
             for layer in model:
                 x = layer(x)
                 shapes.append(tuple(x.shape[1:]))

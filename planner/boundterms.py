@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpsl.actions import Msg, Task
+from mpsl.data import micro_batch_count
 from mpsl.schedule import in_flight, tasks_by_node
 from planner.forms import Form, PathGraph, static_order, values_all
 from planner.taskpath import iteration_graph
@@ -88,11 +89,13 @@ class IterationTerms:
 
 def iteration_terms(setting: Setting, group: OwnerGroup, batch: int, n: int,
                     forced: dict[tuple[int, int], bool] | None = None) -> IterationTerms:
-    """The terms of `group.rep`'s iteration of `batch` samples in min(n, batch) micro-batches.
+    """The terms of `group.rep`'s iteration of `batch` samples in its micro-batches under N =
+    `n` (`mpsl.data.micro_batch_count`).
     `forced` keeps `orders_forced` by (N, in flight) for the next batch size (same setting
     and owner: the tasks do not depend on the batch size)."""
     s = dataclasses.replace(setting, batch=batch, split=False)
-    g = dataclasses.replace(group, members=[group.rep], n=max(1, min(n, batch)))
+    g = dataclasses.replace(group, members=[group.rep],
+                            n=micro_batch_count(batch, n, setting.smallest))
     return IterationTerms(NoWakeWalk(s, g), {} if forced is None else forced)
 
 

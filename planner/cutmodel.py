@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mpsl.data import micro_batch_count
 from mpsl.names import AGGREGATOR, OWNER, owner_name
 from mpsl.plan import Plan, placement_for
 from mpsl.spec import ScheduleSpec
 from mpsl.topology import Topology
+from mpsl.training import smallest_micro_batch
 from planner.forms import Form, PathGraph
 from planner.profile import Profile
 from planner.resources import (
@@ -163,6 +165,7 @@ def _setting(topo: Topology, profs: Mapping[str, Profile], ns: Sequence[int],
     placement = placement_for(topo)
     P = len(placement)
     B = topo.training.batch_size
+    smallest = smallest_micro_batch(topo)
     specs = list(topo.owners)
     if owners is not None and owners != len(specs):
         specs = [specs[0]] * owners
@@ -178,8 +181,8 @@ def _setting(topo: Topology, profs: Mapping[str, Profile], ns: Sequence[int],
         if key in groups:
             groups[key].members.append(name)
         else:
-            groups[key] = OwnerGroup(name, i, [name], prof, min(n, B), o.uplink_mbps,
-                                     o.downlink_mbps, caps[o.name], sleeps)
+            groups[key] = OwnerGroup(name, i, [name], prof, micro_batch_count(B, n, smallest),
+                                     o.uplink_mbps, o.downlink_mbps, caps[o.name], sleeps)
     L = next(iter(profs.values())).num_layers
     # the tasks depend on the placement, N and the schedule only: any cuts will do
     plan = Plan(max(L, P), tuple(range(1, P)), placement, tuple(max(1, n) for n in ns),
@@ -187,7 +190,7 @@ def _setting(topo: Topology, profs: Mapping[str, Profile], ns: Sequence[int],
     links = Links(topo, {owner_name(i): o for i, o in enumerate(specs)})
     sl = topo.mode == "sl"
     setting = Setting(plan, B, topo.labels == "shared" and P > 1, sl, sl and len(groups) > 1,
-                      links, emulated, profs)
+                      links, emulated, profs, smallest)
     return setting, list(groups.values())
 
 

@@ -7,17 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mpsl import training
-from mpsl.geometry import smallest_batch
 from mpsl.names import AGGREGATOR, link_name
 from mpsl.topology import OwnerSpec, Topology
-from mpsl.training import input_shape
+from mpsl.training import input_shape, smallest_micro_batch
 from planner.profile import Profile
 
 __all__ = ["AGGREGATOR", "AVERAGE_BYTES_PER_S", "BYTES_PER_MB", "HEADER_BYTES", "HOST",
            "LABEL_BYTES", "Hop", "Links", "PlanningError", "copies_on_compute",
            "emulated_nodes", "host_profile", "input_shape", "iterations_per_epoch",
            "max_micro_batches", "memory_caps", "message_bytes", "node_profiles",
-           "optimizer_copies", "owner_samples", "smallest_micro_batch", "state_factor"]
+           "optimizer_copies", "owner_samples", "state_factor"]
 
 HEADER_BYTES = 300  # msgpack header of one message; a message without tensors is this size
 LABEL_BYTES = 8  # int64 label per sample, riding with every ACT when labels are shared
@@ -192,12 +191,6 @@ def host_profile(topo: Topology, repeats: int = 3, device: str = "cpu") -> Profi
     # a compute node with batch_owners: auto: its part batched at 1..16 owners (on the CPU)
     batched = measure_topology(topo) if device == "cpu" else None
     return prof if batched is None else dataclasses.replace(prof, batched=batched)
-
-
-def smallest_micro_batch(topo: Topology) -> int:
-    """The smallest micro-batch the topology's model trains on, from its geometry alone
-    (`mpsl.geometry.smallest_batch`: no model built, no torch imported)."""
-    return smallest_batch(topo.model.name, topo.model.norm, input_shape(topo)[1])
 
 
 def max_micro_batches(topo: Topology) -> int:

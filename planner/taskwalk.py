@@ -62,6 +62,7 @@ class Setting:
     links: Links
     emulated: set[str]
     profs: Mapping[str, Profile]
+    smallest: int  # the least micro-batch the model trains on (`mpsl.data.micro_batch_count`)
 
 
 @dataclass

@@ -12,12 +12,12 @@ import functools
 from typing import NamedTuple
 
 from mpsl.actions import Action, Msg, Op, Task, TriggerKey
-from mpsl.data import micro_batches
+from mpsl.data import micro_batch_count, micro_batches
 from mpsl.names import owner_name
 from mpsl.plan import Plan
 from mpsl.schedule import iteration_tasks, tasks_by_node
 from mpsl.topology import Topology
-from mpsl.training import iterations_per_epoch, owner_samples, round_ends
+from mpsl.training import iterations_per_epoch, owner_samples, round_ends, smallest_micro_batch
 from planner.profile import Profile
 
 FORWARD, BACKWARD, SEND, STEP = 0, 1, 2, 3
@@ -53,6 +53,7 @@ class Workload:
         self.prof = prof
         self.cut_out = self._cut_out(plan)
         B = topo.training.batch_size
+        smallest = smallest_micro_batch(topo)
         # owners of the same sample count share one list of batches (read, never written)
         if iterations is not None:
             self.batches = [[B] * iterations] * self.owners
@@ -76,7 +77,7 @@ class Workload:
             if got is None:
                 for b in set(bs):
                     if (n, b) not in sizes:
-                        sizes[(n, b)] = micro_batches(b, min(n, b))
+                        sizes[(n, b)] = micro_batches(b, micro_batch_count(b, n, smallest))
                 got = shared[(n, id(bs))] = [sizes[(n, b)] for b in bs]
             self.sizes.append(got)
         self._tasks: dict[tuple[int, int], NodeTasks] = {}

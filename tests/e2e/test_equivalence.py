@@ -10,6 +10,7 @@ import yaml
 
 from mpsl.data import batches
 from mpsl.topology import load
+from mpsl.trace import read_events
 from mpsl.training import build_full_model, make_optimizer, owner_samples
 from nodes.parts import weighted_average
 from tests.e2e.conftest import owner_data, topology_doc
@@ -96,3 +97,19 @@ def test_topology_doc_is_valid(tmp_path):
     path.write_text(yaml.safe_dump(topology_doc(owners=2, compute=2, labels="local",
                                                 plan={"cuts": [1, 2, 3]})))
     assert load(path).chain == ("node1", "node2")
+
+
+def test_a_short_last_batch_keeps_each_micro_batch_trainable(run_topology):
+    """vgg5 with BatchNorm on 2x2 inputs (its second block sees 1x1 maps) trains on 2 samples
+    and more, not on 1 (mpsl.geometry.smallest_batch): at N = 4 the batch of 8 goes in 4
+    micro-batches of 2 and the last batch of 3 in one of 3, not in 3 of one (which a
+    training-mode BatchNorm refuses: the run failed so before)."""
+    doc = topology_doc(owners=1, model={"name": "vgg5", "norm": "batch"},
+                       dataset={"name": "synthetic", "options": {"shape": [1, 2, 2],
+                                                                 "size": 11}},
+                       training={"batch_size": 8}, plan={"cuts": [2], "micro_batches": 4})
+    results, out = run_topology(doc)
+    assert results["plan"]["micro_batches"] == [4]
+    forward = [(e.iter, e.mb) for e in read_events(out / "events.jsonl")
+               if e.node == "node1" and e.action.startswith("1F")]
+    assert sorted(forward) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)]

@@ -22,6 +22,7 @@ from mpsl.data import (
     batches,
     dataset_info,
     load_dataset,
+    micro_batch_count,
     micro_batches,
     partition,
     partition_counts,
@@ -462,6 +463,20 @@ def test_batches_keep_the_last_partial_batch_and_are_seeded():
     assert batches(0, 4, 0, 0) == []
     with pytest.raises(ValueError):
         batches(10, 0, 0, 0)
+
+
+def test_micro_batch_count_keeps_the_smallest_micro_batch():
+    """N micro-batches while each keeps `smallest` samples, else fewer, never none."""
+    assert micro_batch_count(32, 4, 1) == 4 and micro_batch_count(3, 4, 1) == 3
+    assert micro_batch_count(8, 4, 2) == 4  # 2 each
+    assert micro_batch_count(3, 4, 2) == 1  # one of 3, not 3 of one
+    assert micro_batch_count(7, 4, 2) == 3  # 3, 2, 2
+    assert micro_batch_count(1, 4, 2) == 1  # a batch below the smallest: one micro-batch
+    for b in range(2, 40):
+        for n in range(1, 20):
+            sizes = micro_batches(b, micro_batch_count(b, n, 2))
+            assert min(sizes) >= 2 and len(sizes) <= n
+            assert len(sizes) == n or len(sizes) + 1 > b // 2  # as many as allowed
 
 
 def test_micro_batches_match_tensor_split():

@@ -283,6 +283,16 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "plan.cuts", "3 cut(s) for mode mpsl with labels local and 2 compute node(s)"),
     ("mpsl-shared-labels", {"mode": "mpsl", "labels": "shared", "plan": "auto"}, "labels",
      "got 'shared', expected local in mode mpsl"),
+    # _check_micro_batches(): vgg19 with BatchNorm on 8x8 digits sees 1x1 maps (2 or more)
+    ("micro-below-smallest", {"model": {"name": "vgg19"}, "plan.micro_batches": 17},
+     "plan.micro_batches", "got 17, expected at most 16 (training.batch_size 32): vgg19 with "
+     "norm batch on 8x8 inputs trains on micro-batches of 2 samples or more"),
+    ("override-micro-below-smallest",
+     {"model": {"name": "vgg19"}, "data_owners.overrides": [{"index": 1, "micro_batches": 32}]},
+     "owner1.micro_batches", "got 32, expected at most 16 (training.batch_size 32)"),
+    ("batch-below-smallest",
+     {"model": {"name": "vgg19"}, "training.batch_size": 1, "plan.micro_batches": 1},
+     "training.batch_size", "got 1, expected at least 2: vgg19 with norm batch"),
     ("schedule-unknown", {"schedule": "zigzag"}, "schedule",
      "got 'zigzag', expected one of gpipe, 1f1b"),
     ("schedule-name", {"schedule": {"name": "zigzag"}}, "schedule.name",

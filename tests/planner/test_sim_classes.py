@@ -85,3 +85,13 @@ def test_the_collector_is_left_as_found():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_short_last_batch_has_the_micro_batches_the_nodes_cut():
+    """vgg5 with BatchNorm on 2x2 inputs trains on 2 samples and more: the batch of 8 in 4
+    micro-batches of 2, the last of 3 in one (mpsl.data.micro_batch_count, as the nodes)."""
+    t = topo(model={"name": "vgg5", "norm": "batch"}, training={"batch_size": 8},
+             dataset={"options": {"shape": [1, 2, 2], "size": 11}},
+             plan={"cuts": [2], "micro_batches": 4})
+    work = Workload(t, make_plan(t, 5, [2]), _profile(random.Random(0)), None, None)
+    assert work.sizes == [[[2, 2, 2, 2], [3]]]
