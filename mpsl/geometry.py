@@ -47,6 +47,8 @@ RESNET_CONFIGS: dict[str, tuple[str, tuple[int, ...]]] = {
     "resnet101": ("bottleneck", (3, 4, 23, 3)),
 }
 STAGE_WIDTHS = (64, 128, 256, 512)
+RESNET_STEM = 64  # the stem conv's channels
+EXPANSION = {"basic": 1, "bottleneck": 4}  # a block's output channels over its width
 
 # One bneck per row: (kernel, expansion width, output width, squeeze-excite, activation, stride)
 BneckSpec = tuple[int, int, int, bool, str, int]
@@ -81,6 +83,7 @@ MOBILENET_LARGE: tuple[BneckSpec, ...] = (
     (5, 960, 160, True, "hardswish", 1),
     (5, 960, 160, True, "hardswish", 1),
 )
+MOBILENET_STEM = 16  # the stem conv's channels
 # name: (bneck rows, last conv width, hidden dense width)
 MOBILENET_CONFIGS: dict[str, tuple[tuple[BneckSpec, ...], int, int]] = {
     "mobilenetv3_small": (MOBILENET_SMALL, 576, 1024),
@@ -160,10 +163,10 @@ def _vgg(config: tuple[int | str, ...], size: int) -> Maps:
 
 
 def _resnet(kind: str, blocks: tuple[int, ...], size: int) -> Maps:
-    expansion = 1 if kind == "basic" else 4
+    expansion = EXPANSION[kind]
     strides: list[int] = []
-    norms = [(64, size)]  # the stem's
-    channels = 64
+    norms = [(RESNET_STEM, size)]  # the stem's
+    channels = RESNET_STEM
     for stage, (width, count) in enumerate(zip(STAGE_WIDTHS, blocks)):
         for i in range(count):
             stride = down_stride(size) if stage > 0 and i == 0 else 1
@@ -180,8 +183,8 @@ def _resnet(kind: str, blocks: tuple[int, ...], size: int) -> Maps:
 def _mobilenet(rows: tuple[BneckSpec, ...], last_conv: int, size: int) -> Maps:
     strides = [down_stride(size)]  # the stem's
     size = conv_out_size(size, 3, strides[0])
-    norms = [(16, size)]
-    channels = 16
+    norms = [(MOBILENET_STEM, size)]
+    channels = MOBILENET_STEM
     for kernel, exp, out_ch, _, _, stride in rows:
         strides.append(down_stride(size) if stride == 2 else 1)
         if exp != channels:  # the 1x1 expansion

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mpsl.geometry import MOBILENET_CONFIGS, BneckSpec, maps
+from mpsl.geometry import MOBILENET_CONFIGS, MOBILENET_STEM, BneckSpec, maps
 from mpsl.models.layers import ConvBlock, Dense, conv_norm_act
 
 
@@ -64,9 +64,9 @@ def build_mobilenetv3(
     rows, last_conv, hidden = MOBILENET_CONFIGS[name]
     stem, *strides = maps(name, image_size).strides
     layers: list[nn.Module] = [
-        ConvBlock(in_channels, 16, 3, norm=norm, act="hardswish", stride=stem)
+        ConvBlock(in_channels, MOBILENET_STEM, 3, norm=norm, act="hardswish", stride=stem)
     ]
-    channels = 16
+    channels = MOBILENET_STEM
     for spec, stride in zip(rows, strides, strict=True):
         layers.append(InvertedResidual(channels, spec, stride, norm))
         channels = spec[2]

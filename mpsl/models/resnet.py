@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mpsl.geometry import RESNET_CONFIGS, STAGE_WIDTHS, maps
+from mpsl.geometry import EXPANSION, RESNET_CONFIGS, RESNET_STEM, STAGE_WIDTHS, maps
 from mpsl.models.layers import ConvBlock, Dense, make_norm
 
 
@@ -22,7 +22,7 @@ def _shortcut(in_ch: int, out_ch: int, stride: int, norm: str) -> nn.Module:
 class BasicBlock(nn.Module):
     """Two 3x3 convs with a residual connection; label ``res3-{C}``."""
 
-    expansion = 1
+    expansion = EXPANSION["basic"]
 
     def __init__(self, in_ch: int, width: int, stride: int, norm: str) -> None:
         super().__init__()
@@ -45,7 +45,7 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (strided, v1.5), 1x1 expand by 4, residual; label ``bottle-{C}``."""
 
-    expansion = 4
+    expansion = EXPANSION["bottleneck"]
 
     def __init__(self, in_ch: int, width: int, stride: int, norm: str) -> None:
         super().__init__()
@@ -76,9 +76,9 @@ def build_resnet(
     average pooling."""
     kind, blocks = RESNET_CONFIGS[name]
     block_cls: type[BasicBlock | Bottleneck] = BasicBlock if kind == "basic" else Bottleneck
-    layers: list[nn.Module] = [ConvBlock(in_channels, 64, 3, norm=norm, act="relu")]
+    layers: list[nn.Module] = [ConvBlock(in_channels, RESNET_STEM, 3, norm=norm, act="relu")]
     strides = iter(maps(name, image_size).strides)
-    channels = 64
+    channels = RESNET_STEM
     for width, count in zip(STAGE_WIDTHS, blocks):
         for _ in range(count):
             layers.append(block_cls(channels, width, next(strides), norm))
