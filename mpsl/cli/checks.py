@@ -4,7 +4,8 @@
 - `dataset.samples_per_owner` more than the owners get from the data set;
 - a plan whose memory estimate on a node exceeds that node's `memory_mb`;
 and, as errors, a node name that the topology does not give the role (`check_node`), an
-address that cannot be bound here (`check_bindable`) and the security a run starts with
+address that cannot be bound here (`check_bindable`), an epoch ending in a batch smaller than
+the model trains on (`check_last_batches`) and the security a run starts with
 (`security_line`).
 """
 
@@ -46,6 +47,27 @@ def data_warnings(topo: Topology, samples: Sequence[int] | None = None) -> list[
                    f"{topo.dataset.name} has {total} training samples for {len(samples)} "
                    f"owner(s), {min(samples)} to {max(samples)} each")
     return out
+
+
+def check_last_batches(topo: Topology, samples: Sequence[int] | None = None) -> None:
+    """ValueError (one line) naming the first owner whose epoch ends in a batch smaller than
+    the model trains on (a norm that would normalize a single value:
+    `mpsl.geometry.smallest_batch`), which would stop the run there."""
+    from mpsl.training import input_shape, owner_samples, smallest_micro_batch
+
+    smallest = smallest_micro_batch(topo)
+    if smallest == 1:
+        return
+    B, cap = topo.training.batch_size, topo.training.max_iterations
+    for o, n in zip(topo.owners, owner_samples(topo) if samples is None else samples):
+        last, batches = n % B, -(-n // B)
+        if 0 < last < smallest and (cap is None or cap >= batches):
+            side = input_shape(topo)[0][1]
+            raise ValueError(
+                f"{topo.source}: {o.name}'s epoch ends in a batch of {last} sample(s) ({n} "
+                f"samples, training.batch_size {B}), and {topo.model.name} with norm "
+                f"{topo.model.norm} on {side}x{side} inputs trains on {smallest} or more: "
+                f"change training.batch_size or dataset.samples_per_owner")
 
 
 def memory_caps(topo: Topology) -> dict[str, float]:

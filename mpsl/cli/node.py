@@ -10,7 +10,13 @@ import io
 import logging
 import signal
 
-from mpsl.cli.checks import check_bindable, check_devices, check_node, security_line
+from mpsl.cli.checks import (
+    check_bindable,
+    check_devices,
+    check_last_batches,
+    check_node,
+    security_line,
+)
 from mpsl.cli.common import add_mode, add_set, overrides, require_plan_file, resolve_plan
 from mpsl.cli.output import Output
 from mpsl.names import owner_group
@@ -49,6 +55,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     names = owner_group(args.name) if args.role == "data-owner" else [args.name]
     check_bindable(topo, names)
     check_devices(topo, names)
+    if args.role == "data-owner":
+        check_last_batches(topo)
     security = security_line(topo, args.insecure, names)
     require_plan_file(topo, args.plan)
     plan = resolve_plan(topo, args.plan)

@@ -14,6 +14,7 @@ from rich.console import RenderableType
 from mpsl.cli.checks import (
     check_bindable,
     check_devices,
+    check_last_batches,
     data_warnings,
     memory_warnings,
     security_line,
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if caps is None:
         check_bindable(topo, topo.node_names())
     check_devices(topo, topo.chain)
+    check_last_batches(topo)
     plan = resolve_plan(topo, args.plan, out, read_profile(args.profile))
     for w in data_warnings(topo) + memory_warnings(topo, plan):
         out.warn(w)

@@ -8,6 +8,7 @@ from mpsl.cli.checks import (
     MIB,
     check_bindable,
     check_devices,
+    check_last_batches,
     check_node,
     data_warnings,
     memory_caps,
@@ -50,6 +51,23 @@ def test_no_data_warning_when_the_data_suffices():
     assert data_warnings(topo(), [128, 15]) == [
         "training.batch_size (16) is larger than the data of owner1 (15 samples): every epoch "
         "there is one partial batch"]
+
+
+def test_an_epoch_ending_below_the_smallest_batch_is_one_line():
+    """vgg19 with BatchNorm on 8x8 inputs trains on 2 samples or more: an owner of 33
+    samples at B = 16 ends its epoch on one, refused before any node starts."""
+    bn = topo(model={"name": "vgg19", "norm": "batch"},
+              dataset={"name": "synthetic", "options": {"shape": [3, 8, 8], "size": 256}})
+    check_last_batches(bn, [32, 34])  # batches of 16, 16 and 2: each trains
+    with pytest.raises(ValueError, match=r"^t.yaml: owner1's epoch ends in a batch of 1 "
+                       r"sample\(s\) \(33 samples, training.batch_size 16\), and vgg19 with "
+                       r"norm batch on 8x8 inputs trains on 2 or more: change"):
+        check_last_batches(bn, [32, 33])
+    check_last_batches(topo(), [32, 33])  # the mlp has no norm: a batch of one trains
+    capped = parse({**TOPOLOGY, "model": {"name": "vgg19", "norm": "batch"},
+                    "dataset": {"name": "synthetic", "options": {"shape": [3, 8, 8]}},
+                    "training": {"batch_size": 16, "max_iterations": 2}}, "t.yaml")
+    check_last_batches(capped, [32, 33])  # its last batch is never reached
 
 
 def test_security_line_says_security_is_off_on_loopback():
