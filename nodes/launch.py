@@ -212,6 +212,10 @@ class _Proc:
             return ""
         return "\n".join(text[-lines:])
 
+    def last_line(self) -> str:
+        """The log's last line (an exception's, for a node that raised), cut at 200 chars."""
+        return (self.tail(1) or "(no log)")[:200]
+
 
 class LocalCluster:
     """Starts every node of a topology as a process on this machine and watches them.
@@ -307,15 +311,19 @@ class LocalCluster:
             q.role == "aggregator" and q.handle.poll() is not None for q in self.procs)
         restart = self.topo.failure.restart and p.restarts < MAX_RESTARTS and not over
         if p.role != "data-owner" and not (restart and self.topo.failure.checkpoint):
+            before = "".join(f"{q.name} had failed before it (exit {q.handle.poll()}; its "
+                             f"log {q.log_path}): {q.last_line()}\n"
+                             for q in self.procs if q.name in self.lost)
             raise LaunchError(f"node {p.name} failed (exit {code}); its log {p.log_path}:\n"
-                              f"{p.tail()}")
+                              f"{before}{p.tail()}")
         if restart:
             p.restarts += 1
             log.warning("%s ended (exit %s): restarting it (%d of %d)", p.name, code,
                         p.restarts, MAX_RESTARTS)
             p.handle = self._spawn(p.role, p.name, p.log_path, append=True)
         else:
-            log.warning("%s ended (exit %s): the run goes on without it", p.name, code)
+            log.warning("%s ended (exit %s): the run goes on without it; its log %s ends: %s",
+                        p.name, code, p.log_path, p.last_line())
             self.lost.add(p.name)
 
     def stop(self, grace_s: float = 0.0) -> None:

@@ -53,6 +53,23 @@ def test_an_owner_that_dies_for_good_is_left_out_to_the_end(tmp_path: Path) -> N
     assert [r["weights"] for r in results["rounds"]] == [[1.0], [1.0]]
 
 
+def test_a_run_that_loses_its_last_owner_names_the_owner_that_failed(tmp_path: Path) -> None:
+    """The aggregator fails once no owner is left; the launcher's error names the owner that
+    had failed before it, with its log and the log's last line, not the aggregator alone."""
+    from nodes.launch import LaunchError
+
+    doc = topology_doc(owners=1, training={"epochs": 2},
+                       failure={"heartbeat_s": 0.25, "timeout_s": 2.0},
+                       runtime={"timeout_s": 30})
+    with pytest.raises(LaunchError) as err:
+        _run_killing(tmp_path, doc, "owner0", after_losses=2)
+    text = str(err.value)
+    assert text.startswith("node aggregator failed (exit 1)")
+    assert f"owner0 had failed before it (exit -9; its log {tmp_path}/run/logs/owner0.log)" \
+        in text
+    assert "every data owner is lost" in text
+
+
 def test_a_straggler_is_left_out_of_the_rounds_it_is_late_for(run_topology) -> None:
     """owner2's uplink is slow: with min_owners 2 and a short deadline every round closes
     without it, its late updates (those that come before the end) are dropped as past rounds,
