@@ -131,3 +131,23 @@ def test_plan_solver_and_budget(cli, tmp_path):
     assert all(c["source"] in ("ilp", "ilp = topology", "topology")
                for c in quick["candidates"])
     assert any(n.endswith("the time budget was spent") for n in quick["notes"])
+
+
+@pytest.mark.parametrize("model", [{"name": "mlp", "norm": "none"},
+                                   {"name": "vgg5", "norm": "batch"}])
+def test_plan_from_a_profile_runs_without_torch(tmp_path, model):
+    """With a profile CSV nothing needs a model (the smallest micro-batch is the model's
+    geometry): `mpsl plan` works where importing torch fails, BatchNorm model included."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, model=model, dataset={"name": "digits"},
+                 plan={"auto": True, "micro_batches": 2})
+    layers = 4 if model["name"] == "mlp" else 5
+    args = ["plan", path, "--profile", profile_csv(tmp_path, layers), "--format", "json"]
+    code = ("import sys; sys.modules['torch'] = None; from mpsl.cli import main; "
+            f"sys.exit(main({args!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["best"]["estimate"]["epoch_s"] > 0
