@@ -24,7 +24,6 @@ from mpsl.training import (
     owner_indices,
     round_ends,
     round_start,
-    smallest_micro_batch,
 )
 from nodes.admission import DUPLICATE, NO_TASK, NOT_CURRENT, Rules
 from nodes.checkpoint import CheckpointError
@@ -54,7 +53,6 @@ class DataOwner(Node):
         self.samples = len(indices[index])
         self.iterations = [iterations_per_epoch(topo.training, len(p)) for p in indices]
         self.n = plan.micro_batches[index]
-        self.smallest = smallest_micro_batch(topo)
         self.mine = mine = plan.for_owner(index)  # its own plan (its cuts; FL: every layer)
         self.parts = mine.parts_on(OWNER)
         self.copies = make_copies(topo, plan, self.parts, [index])
@@ -80,7 +78,7 @@ class DataOwner(Node):
         the task queue releases them, then the loss report when labels are local."""
         xb, yb = self.x[idx], self.y[idx]
         batch = len(idx)
-        n_mb = micro_batch_count(batch, self.n, self.smallest)
+        n_mb = micro_batch_count(batch, self.n, self.rules.smallest)  # as the nodes check it
         sizes = micro_batches(batch, n_mb)
         st = IterationState(self.index, it, epoch, batch, n_mb)
         self.rules.iteration[self.index] = it
