@@ -3,6 +3,8 @@
 - `training.batch_size` larger than an owner's data (its iterations are partial batches);
 - `dataset.samples_per_owner` more than the owners get from the data set;
 - a plan whose memory estimate on a node exceeds that node's `memory_mb`;
+- a fleet whose passes need more of this host's CPU than its cores give in the estimated
+  epoch (`host_load_line`: `mpsl run` emulates every node here);
 and, as errors, a node name that the topology does not give the role (`check_node`), an
 address that cannot be bound here (`check_bindable`), an epoch ending in a batch smaller than
 the model trains on (`check_last_batches`) and the security a run starts with
@@ -14,10 +16,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from mpsl.names import AGGREGATOR, owner_group, owner_index
 from mpsl.plan import Plan
 from mpsl.spec import Topology
+
+if TYPE_CHECKING:
+    from planner.profile import Profile
 
 MIB = 1 << 20  # `memory_mb` counts MiB
 MAX_NAMED = 3  # owners named in one warning; more are counted
@@ -102,6 +108,27 @@ def memory_warnings(topo: Topology, plan: Plan) -> list[str]:
 
     est = simulate(topo, plan, byte_profile(topo), iterations=1)
     return over_caps(topo, est.memory_bytes)
+
+
+def host_load_line(topo: Topology, plan: Plan, host: Profile) -> tuple[str, bool] | None:
+    """What running every node of `topo` on this host (`host`: its profile) asks of its
+    cores (`planner.hostload`), and whether the epochs measured will be the host's rather
+    than the fleet's; None where the cost model cannot time the plan with `host`."""
+    from planner.cost import simulate
+    from planner.hostload import host_load
+    from planner.resources import PlanningError, node_profiles
+
+    if any(c.device != "cpu" and c.profile is None for c in topo.compute_nodes):
+        return None  # its GPU's profile would be measured: not for a line before the run
+    try:
+        est = simulate(topo, plan, node_profiles(topo, host, measure=False), memory=False)
+        load = host_load(topo, plan, host, est.epoch_s)
+    except PlanningError:  # a GPU node without a profile of its own, layers that disagree
+        return None
+    if load.host_bound:
+        return (f"this host cannot run the fleet at its devices' speed: {load.describe()}; "
+                f"the run will time this host, not the fleet"), True
+    return f"this host: {load.describe()}", False
 
 
 def _loopback(address: str) -> bool:

@@ -52,6 +52,12 @@ def read_profile(path: str | None) -> Profile | None:
     return Profile.from_csv(path)
 
 
+def known_host_profile(topo: Topology, profile: Profile | None) -> Profile | None:
+    """This host's profile where one is at hand without measuring: `profile` (a `--profile
+    CSV`), else the topology's `plan.profile`."""
+    return profile if profile is not None else read_profile(topo.plan.profile)
+
+
 def needs_measuring(topo: Topology) -> bool:
     """Whether planning this topology measures this host (no profile file for some node)."""
     nodes = [o.profile for o in topo.owners] + [c.profile for c in topo.compute_nodes]

@@ -16,6 +16,7 @@ from mpsl.cli.checks import (
     check_devices,
     check_last_batches,
     data_warnings,
+    host_load_line,
     memory_warnings,
     security_line,
 )
@@ -23,7 +24,9 @@ from mpsl.cli.common import (
     add_format,
     add_mode,
     add_set,
+    known_host_profile,
     load_topology,
+    needs_measuring,
     overrides,
     read_profile,
     resolve_plan,
@@ -33,6 +36,7 @@ from mpsl.topology import Topology
 
 if TYPE_CHECKING:
     from nodes.netns import Capabilities
+    from planner.profile import Profile
 
 NAME = "run"
 HELP = "train: one process per node on this machine"
@@ -96,14 +100,18 @@ def run(args: argparse.Namespace, out: Output) -> int:
         check_bindable(topo, topo.node_names())
     check_devices(topo, topo.chain)
     check_last_batches(topo)
-    plan = resolve_plan(topo, args.plan, out, read_profile(args.profile))
+    profile = this_host(args, topo, out)
+    plan = resolve_plan(topo, args.plan, out, profile)
     for w in data_warnings(topo) + memory_warnings(topo, plan):
         out.warn(w)
+    load = None if profile is None else host_load_line(topo, plan, profile)
     run_dir = Path(args.out or f"runs/{topo.name}-{topo.mode}")
     out.info(f"mpsl run {topo.source}: mode {topo.mode}, labels {topo.labels}, "
              f"{len(topo.owners)} owner(s), model {topo.model.name}, "
              f"dataset {topo.dataset.name}")
     out.info(f"plan: {plan.describe()}")
+    if load is not None:
+        (out.warn if load[1] else out.info)(load[0])
     out.info(security)
     with stopping_on_signals(), network(args, topo, caps, run_dir, out) as net:
         sets, nodes_topo, ns, host = net
@@ -113,6 +121,20 @@ def run(args: argparse.Namespace, out: Output) -> int:
             results = cluster.run(progress.on_message)
     out.result(run_data(run_dir, results, out.warnings), render)
     return 0
+
+
+def this_host(args: argparse.Namespace, topo: Topology, out: Output) -> Profile | None:
+    """This host's profile: `--profile`, the topology's `plan.profile`, or measured here
+    where the planner needs it (`plan: auto`, no plan file) and would measure it anyway;
+    None where the run needs none."""
+    host = known_host_profile(topo, read_profile(args.profile))
+    plans = not args.plan and topo.plan.auto and topo.mode != "fl"
+    if host is None and plans and needs_measuring(topo):
+        from planner.resources import host_profile
+
+        out.note(f"profiling {topo.model.name} on this host to plan (plan: auto)...")
+        host = host_profile(topo)
+    return host
 
 
 def netns_capabilities(topo: Topology) -> Capabilities:

@@ -1,4 +1,5 @@
-"""Warnings: memory estimates over memory_mb, folded when many owners exceed it."""
+"""Warnings and errors before any node starts: memory estimates over memory_mb (folded when
+many owners exceed it), the host's load, data, addresses, keys and devices."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mpsl.cli.checks import (
     check_last_batches,
     check_node,
     data_warnings,
+    host_load_line,
     memory_caps,
     over_caps,
     security_line,
@@ -145,3 +147,22 @@ def test_a_device_that_is_not_cpu_or_cuda_is_a_topology_error(device):
     with pytest.raises(TopologyError, match=r"compute_nodes\[0\].device"):
         topo(compute_nodes=[{"name": "server", "address": "tcp://127.0.0.1:5590",
                              "device": device}])
+
+
+def test_host_load_line_needs_every_gpu_node_profiled(tmp_path):
+    import dataclasses
+
+    from mpsl.plan import make_plan
+    from planner.profile import Profile
+
+    t = topo()
+    plan, host = make_plan(t, 4), Profile.synthetic(4)
+    text, warn = host_load_line(t, plan, host)
+    assert text.startswith("this host") and isinstance(warn, bool)
+    on_gpu = dataclasses.replace(t, compute_nodes=tuple(
+        dataclasses.replace(c, device="cuda") for c in t.compute_nodes))
+    assert host_load_line(on_gpu, plan, host) is None  # its GPU's profile is not at hand
+    host.to_csv(tmp_path / "gpu.csv")
+    profiled = dataclasses.replace(on_gpu, compute_nodes=tuple(
+        dataclasses.replace(c, profile=str(tmp_path / "gpu.csv")) for c in on_gpu.compute_nodes))
+    assert host_load_line(profiled, plan, host) is not None

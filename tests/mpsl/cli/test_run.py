@@ -11,7 +11,7 @@ import pytest
 
 import nodes.launch
 from nodes.launch import LaunchError
-from tests.mpsl.cli.conftest import write
+from tests.mpsl.cli.conftest import profile_csv, write
 
 NODE = {"busy_s": 1.0, "idle_s": 0.5, "peak_rss_bytes": 2e8, "peak_tensor_bytes": 1e6,
         "state_bytes": 1e5, "activation_peak_bytes": 1e5, "rejected_messages": 0}
@@ -98,3 +98,60 @@ def test_a_failed_run_is_one_line_and_exit_1(cli, cluster, tmp_path):
     line = cli.error("run", write(tmp_path), "--quiet", "--out", tmp_path / "r", code=1)
     assert line == ("error: node owner1 failed (exit 1); its log /x/owner1.log: ... "
                     "ValueError: boom")
+
+
+def test_run_with_a_profile_says_what_the_fleet_asks_of_this_hosts_cores(cli, cluster, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setattr("planner.hostload.host_cores", lambda: 64)
+    prof = profile_csv(tmp_path)
+    rc, out, err = cli("run", write(tmp_path), "--out", tmp_path / "run", "--quiet",
+                       "--profile", prof)
+    assert rc == 0 and err == ""
+    said = cluster.before.out.splitlines()
+    line = said[said.index("plan: owner[0:2) -> server[2:4), N=2") + 1]
+    assert re.fullmatch(r"this host: the nodes' passes take \S+ CPU s per epoch at this host's "
+                        r"speed: on its 64 core\(s\) an epoch lasts at least \S+ s \(\d+% of "
+                        r"the \S+ s estimated\)", line), line
+
+
+def test_run_warns_where_this_host_cannot_run_the_fleet_at_its_speed(cli, cluster, tmp_path,
+                                                                    monkeypatch):
+    """One core and instant links: the epoch's passes cannot fit in the estimated epoch."""
+    monkeypatch.setattr("planner.hostload.host_cores", lambda: 1)
+    doc = write(tmp_path, data_owners={"count": 2})
+    js = cli.json("run", doc, "--out", tmp_path / "run", "--quiet", "--profile",
+                  profile_csv(tmp_path))
+    assert len(js["warnings"]) == 1
+    assert js["warnings"][0].startswith("this host cannot run the fleet at its devices' speed: "
+                                        "the nodes' passes take ")
+    assert js["warnings"][0].endswith("the run will time this host, not the fleet")
+
+
+def test_run_with_a_fixed_plan_and_no_profile_measures_nothing(cli, cluster, tmp_path,
+                                                               monkeypatch):
+    def measured(*args, **kw):
+        raise AssertionError("profiled this host")
+
+    monkeypatch.setattr("planner.resources.host_profile", measured)
+    rc, out, err = cli("run", write(tmp_path), "--out", tmp_path / "run", "--quiet")
+    assert rc == 0 and "this host" not in cluster.before.out + cluster.before.err
+
+
+def test_run_that_plans_measures_this_host_once_and_says_its_load(cli, cluster, tmp_path,
+                                                                  monkeypatch):
+    from planner.profile import Profile
+
+    calls = []
+
+    def measured(topo, repeats=3, device="cpu"):
+        calls.append(device)
+        return Profile.synthetic(4)
+
+    monkeypatch.setattr("planner.resources.host_profile", measured)
+    monkeypatch.setattr("planner.hostload.host_cores", lambda: 64)
+    rc, out, err = cli("run", write(tmp_path, plan={"auto": True, "micro_batches": 2}),
+                       "--out", tmp_path / "run", "--quiet")
+    assert rc == 0 and calls == ["cpu"]
+    said = cluster.before.out + cluster.before.err
+    assert "profiling mlp on this host to plan (plan: auto)..." in said
+    assert "this host: the nodes' passes take " in said
