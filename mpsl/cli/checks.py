@@ -123,7 +123,7 @@ def host_load_line(topo: Topology, plan: Plan, host: Profile) -> tuple[str, bool
     try:
         est = simulate(topo, plan, node_profiles(topo, host, measure=False), memory=False)
         load = host_load(topo, plan, host, est.epoch_s)
-    except PlanningError:  # a GPU node without a profile of its own, layers that disagree
+    except PlanningError:  # profiles whose layers disagree with each other or the plan
         return None
     if load.host_bound:
         return (f"this host cannot run the fleet at its devices' speed: {load.describe()}; "

@@ -111,7 +111,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
              f"dataset {topo.dataset.name}")
     out.info(f"plan: {plan.describe()}")
     if load is not None:
-        (out.warn if load[1] else out.info)(load[0])
+        text, host_bound = load
+        if host_bound:
+            out.warn(text)
+        else:
+            out.info(text)
     out.info(security)
     with stopping_on_signals(), network(args, topo, caps, run_dir, out) as net:
         sets, nodes_topo, ns, host = net

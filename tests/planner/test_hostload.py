@@ -85,3 +85,16 @@ def test_on_one_core_unshaped_links_make_any_fleet_host_bound():
     assert host_load(t, plan, prof, est.epoch_s, cores=1).host_bound
     many = host_load(t, plan, prof, est.epoch_s, cores=64)
     assert not many.host_bound and many.floor_s == pytest.approx(many.cpu_s / 64)
+
+
+def test_host_cores_where_the_os_cannot_say_which_are_this_process(monkeypatch):
+    import os
+
+    from planner.hostload import host_cores
+
+    assert host_cores() >= 1
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 12)
+    assert host_cores() == 12
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert host_cores() == 1
