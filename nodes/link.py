@@ -13,8 +13,11 @@ the caller's thread: ZeroMQ's own I/O thread already makes the send asynchronous
 Nothing is dropped in normal operation: ``send`` blocks (back-pressure) while ``queue_max``
 messages wait for the link or ``max_inflight_bytes`` of tensor data have not yet been released
 by ZeroMQ (tracked with weakrefs to the frames' buffers, so memory stays bounded even
-when the peer is slow), the PUSH socket blocks rather than drops at its high-water mark, and
-``close(drain=True)`` delivers what is queued and lingers until ZeroMQ has sent it.
+when the peer is slow; a buffer's death is only noted by its callback, which may run in
+ZeroMQ's I/O thread and so takes no lock, and counted by the next ``send``; memory sent
+again while ZeroMQ holds it counts once), the PUSH socket blocks rather than drops at its
+high-water mark, and ``close(drain=True)`` delivers what is queued and lingers until ZeroMQ
+has sent it.
 
 Every message sent with ``trace=True`` becomes one trace `Event` of the link once ZeroMQ has
 it: node = the sender, resource = the link's name (``src->dst``), action = the printed SEND
@@ -51,6 +54,10 @@ __all__ = ["MAX_CATCHUP_S", "Inbox", "LinkClock", "Outbox", "Staging"]
 log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # how often a blocked socket call re-checks for close()
+_REAP_S = 0.001  # how often a send() blocked on bytes in flight looks for released buffers
+
+
+_Memory = tuple[int, int]  # a sent buffer's memory: its address and bytes
 
 
 @dataclass
@@ -123,8 +130,10 @@ class Outbox:
         self._queue: collections.deque[_Item] = collections.deque()
         self._unsent = 0  # accepted by send() and neither delivered nor dropped
         self._inflight = 0  # tensor bytes accepted by send() and not yet released by ZeroMQ
-        # id(weakref) -> (the weakref to a sent buffer, its bytes, its staging array or None)
-        self._held: dict[int, tuple[weakref.ref[Any], int, np.ndarray | None]] = {}
+        # id(weakref) -> (the weakref to a sent buffer, its memory, its staging array or None)
+        self._held: dict[int, tuple[weakref.ref[Any], _Memory, np.ndarray | None]] = {}
+        self._flying: dict[_Memory, int] = {}  # memory held by ZeroMQ -> buffers holding it
+        self._freed: collections.deque[int] = collections.deque()  # ids of dead buffers' refs
         self._cond = threading.Condition()
         self._closing = False
         self._abort = False
@@ -158,26 +167,32 @@ class Outbox:
         # pyzmq copies smaller frames at once; only zero-copy frames are held by ZeroMQ
         big = [f for f in frames[1:]
                if isinstance(f, memoryview) and f.nbytes >= zmq.COPY_THRESHOLD]
-        size = sum(f.nbytes for f in big)
+        memory = [(f.obj.__array_interface__["data"][0], f.nbytes)  # type: ignore[attr-defined]
+                  for f in big]
         item = _Item(frames, len(frames[0]) + sum(f.nbytes if isinstance(f, memoryview)
                                                   else len(f) for f in frames[1:]),
                      self._trace(msg) if trace else None, 0.0)
         with self._cond:
+            self._reap()
             while not (self._closing or self._done) and (
-                len(self._queue) >= self.queue_max
-                or (self._inflight and self._inflight + size > self.max_inflight_bytes)
+                len(self._queue) >= self.queue_max or self._over(memory)
             ):
-                self._cond.wait()
+                # bytes come back by no notification (see `_release`): look again shortly
+                self._cond.wait(_REAP_S if self._over(memory) else None)
+                self._reap()
             if self._closing or self._done:
                 raise RuntimeError(f"outbox {self.name} is closed") from self._error
-            self._inflight += size
             # Lifetime: the item holds the frames until `_deliver`, then pyzmq's zero-copy
             # Frame holds their buffers (and so the tensors' memory) until libzmq has sent
             # them; only then do the buffers die and their weakrefs release the bytes.
-            for f in big:
+            for f, mem in zip(big, memory):
+                holders = self._flying.get(mem, 0)
+                if not holders:
+                    self._inflight += mem[1]
+                self._flying[mem] = holders + 1
                 buf = f.obj.base if copy else None  # type: ignore[attr-defined]  # never pool a caller's tensor
                 ref = weakref.ref(f.obj, self._release)
-                self._held[id(ref)] = (ref, f.nbytes, buf)
+                self._held[id(ref)] = (ref, mem, buf)
             item.enq = time.monotonic()
             self._unsent += 1
             if not self._direct:
@@ -207,14 +222,39 @@ class Outbox:
         return (action, None if msg.owner == -1 else msg.owner,
                 None if msg.iter == -1 else msg.iter, mb)
 
+    def _over(self, memory: list[_Memory]) -> bool:
+        """Whether sending `memory` would hold more than `max_inflight_bytes` in ZeroMQ (one
+        message always may; memory it already holds adds nothing)."""
+        if not self._inflight:
+            return False
+        new = sum(mem[1] for mem in set(memory) if mem not in self._flying)
+        return self._inflight + new > self.max_inflight_bytes
+
     def _release(self, ref: weakref.ref[Any]) -> None:
-        """A sent buffer died (ZeroMQ, or a drop, let go of it): its bytes leave the flight."""
-        _, nbytes, buf = self._held.pop(id(ref))
-        if buf is not None:
-            self._staging.give(buf)
+        """A sent buffer died (ZeroMQ, or a drop, let go of it): note it for `_reap`. This
+        runs in the thread that let go of it, often ZeroMQ's I/O thread: it takes no lock (a
+        deque's append is atomic), so the thread moving the bytes never waits for a sender."""
+        self._freed.append(id(ref))
+
+    def _reap(self) -> None:
+        """Take the released buffers' bytes out of the flight (under `_cond`), giving their
+        staging arrays back to the pool."""
+        while self._freed:
+            _, mem, buf = self._held.pop(self._freed.popleft())
+            holders = self._flying.pop(mem) - 1
+            if holders:
+                self._flying[mem] = holders
+            else:
+                self._inflight -= mem[1]
+            if buf is not None:  # after its memory left `_flying`: it may be sent again
+                self._staging.give(buf)
+
+    @property
+    def inflight_bytes(self) -> int:
+        """Tensor bytes handed to ZeroMQ without a copy of ours that it still holds."""
         with self._cond:
-            self._inflight -= nbytes
-            self._cond.notify_all()
+            self._reap()
+            return self._inflight
 
     @property
     def pending(self) -> int:
@@ -226,6 +266,7 @@ class Outbox:
         with self._cond:
             if not self._cond.wait_for(lambda: self._unsent == 0 or self._done, timeout):
                 raise TimeoutError(f"outbox {self.name}: {self._unsent} messages unsent")
+            self._reap()  # what ZeroMQ has let go of meanwhile: staging arrays back to the pool
             if self._unsent:
                 err = RuntimeError(f"outbox {self.name} stopped with unsent messages")
                 raise err from self._error

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import socket
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -98,7 +99,7 @@ def test_zero_copy_delivers_the_same_bytes_as_the_copying_path(ctx, rate) -> Non
                 assert m.tensors[k].dtype == t.dtype and torch.equal(m.tensors[k], t.detach())
         wire = message_nbytes(encode(Message(kind="ACT", src="a", seq=0, tensors=tensors)))
         assert ob.bytes_sent == 4 * wire
-        assert _wait(lambda: ob._inflight == 0)
+        assert _wait(lambda: ob.inflight_bytes == 0)
     finally:
         ob.close(drain=False, timeout=2)
         ib.close()
@@ -156,11 +157,58 @@ def test_zero_copy_keeps_the_memory_alive_until_zeromq_is_done(ctx, latency) -> 
             time.sleep(0.2)  # time for a wrongly early release to happen
             gc.collect()
             assert alive() is not None, "the memory was let go before ZeroMQ sent it"
-            assert ob._inflight == MiB
+            assert ob.inflight_bytes == MiB
             m = start().recv(timeout=10)
             assert np.array_equal(m.tensors["x"].numpy(), want)
             assert _wait(lambda: alive() is None), "the memory was never let go"
-            assert _wait(lambda: ob._inflight == 0)
+            assert _wait(lambda: ob.inflight_bytes == 0)
             assert ob._staging.held == 0  # a caller's memory is never pooled
         finally:
             ob.close(drain=False, timeout=2)
+
+
+def test_memory_sent_again_while_zeromq_holds_it_counts_once(ctx) -> None:
+    """`max_inflight_bytes` bounds the memory ZeroMQ holds: one tensor sent five times
+    without a copy holds its MiB once, three tensors hold three, and a limit of 2 MiB lets
+    the first tensor go again where a new one must wait."""
+    with _later_peer(ctx) as (addr, start):
+        ob = Outbox(ctx, addr, name="a->b", max_inflight_bytes=2 * MiB)
+        try:
+            x, y, z = (torch.full((MiB,), i, dtype=torch.uint8) for i in range(3))
+            for i in range(5):
+                ob.send(Message(kind="ACT", src="a", seq=i, tensors={"x": x}), copy=False)
+            assert ob.inflight_bytes == MiB
+            ob.send(Message(kind="ACT", src="a", seq=5, tensors={"x": y, "y": x}), copy=False)
+            assert ob.inflight_bytes == 2 * MiB
+            blocked = threading.Event()
+            th = threading.Thread(target=lambda: (ob.send(Message(
+                kind="ACT", src="a", seq=6, tensors={"x": z}), copy=False), blocked.set()))
+            th.start()
+            assert not blocked.wait(0.3), "a third MiB must wait while 2 MiB are held"
+            ob.send(Message(kind="ACT", src="a", seq=7, tensors={"x": x}), copy=False)
+            inbox = start()
+            assert blocked.wait(10), "the third MiB goes once ZeroMQ let go of the others"
+            th.join(5)
+            seqs = [inbox.recv(timeout=10).seq for _ in range(8)]
+            assert sorted(seqs) == list(range(8))
+            assert _wait(lambda: ob.inflight_bytes == 0)
+        finally:
+            ob.close(drain=False, timeout=2)
+
+
+def test_a_released_buffer_is_noted_without_the_senders_lock(ctx) -> None:
+    """ZeroMQ's I/O thread lets go of sent buffers: their callback must not wait for a
+    sender holding the Outbox's lock (it would stall the thread that moves the bytes)."""
+    ob = Outbox(ctx, "tcp://127.0.0.1:9", name="a->b")
+    try:
+        arr = np.zeros(MiB, dtype=np.uint8)
+        ob.send(Message(kind="ACT", src="a", tensors={"x": torch.from_numpy(arr)}), copy=False)
+        (ref, _, _), = ob._held.values()
+        noted = threading.Event()
+        with ob._cond:  # a sender holds the lock
+            th = threading.Thread(target=lambda: (ob._release(ref), noted.set()))
+            th.start()
+            assert noted.wait(2), "the release waited for the sender's lock"
+        th.join(5)
+    finally:
+        ob.close(drain=False, timeout=1)
