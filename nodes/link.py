@@ -12,12 +12,9 @@ the caller's thread: ZeroMQ's own I/O thread already makes the send asynchronous
 
 Nothing is dropped in normal operation: ``send`` blocks (back-pressure) while ``queue_max``
 messages wait for the link or ``max_inflight_bytes`` of tensor data have not yet been released
-by ZeroMQ (tracked with weakrefs to the frames' buffers, so memory stays bounded even
-when the peer is slow; a buffer's death is only noted by its callback, which may run in
-ZeroMQ's I/O thread and so takes no lock, and counted by the next ``send``; memory sent
-again while ZeroMQ holds it counts once), the PUSH socket blocks rather than drops at its
-high-water mark, and ``close(drain=True)`` delivers what is queued and lingers until ZeroMQ
-has sent it.
+by ZeroMQ (`nodes.flight`: memory stays bounded even when the peer is slow), the PUSH
+socket blocks rather than drops at its high-water mark, and ``close(drain=True)`` delivers
+what is queued and lingers until ZeroMQ has sent it.
 
 Every message sent with ``trace=True`` becomes one trace `Event` of the link once ZeroMQ has
 it: node = the sender, resource = the link's name (``src->dst``), action = the printed SEND
@@ -31,16 +28,15 @@ import collections
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import zmq
 
 from mpsl.actions import Action, Msg
 from mpsl.trace import Event
+from nodes.flight import Flight, held_by_zeromq, memory_of
 from nodes.inbox import HWM, Inbox
 from nodes.shaping import MAX_CATCHUP_S, LinkClock
 from nodes.staging import Staging
@@ -55,9 +51,6 @@ log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # how often a blocked socket call re-checks for close()
 _REAP_S = 0.001  # how often a send() blocked on bytes in flight looks for released buffers
-
-
-_Memory = tuple[int, int]  # a sent buffer's memory: its address and bytes
 
 
 @dataclass
@@ -129,11 +122,7 @@ class Outbox:
         self._wall = time.time() - time.monotonic()
         self._queue: collections.deque[_Item] = collections.deque()
         self._unsent = 0  # accepted by send() and neither delivered nor dropped
-        self._inflight = 0  # tensor bytes accepted by send() and not yet released by ZeroMQ
-        # id(weakref) -> (the weakref to a sent buffer, its memory, its staging array or None)
-        self._held: dict[int, tuple[weakref.ref[Any], _Memory, np.ndarray | None]] = {}
-        self._flying: dict[_Memory, int] = {}  # memory held by ZeroMQ -> buffers holding it
-        self._freed: collections.deque[int] = collections.deque()  # ids of dead buffers' refs
+        self._flight = Flight(self._staging)  # memory ZeroMQ holds (under `_cond`)
         self._cond = threading.Condition()
         self._closing = False
         self._abort = False
@@ -163,36 +152,32 @@ class Outbox:
         this message (run control outside training).
         Raises WireError for a message that cannot be encoded, RuntimeError once closed.
         """
+        flight = self._flight
+        if flight.released:  # staging arrays ZeroMQ let go of: back in the pool for encode
+            with self._cond:
+                flight.reap()
         frames = encode(msg, copy=copy, alloc=self._staging.take)
-        # pyzmq copies smaller frames at once; only zero-copy frames are held by ZeroMQ
-        big = [f for f in frames[1:]
-               if isinstance(f, memoryview) and f.nbytes >= zmq.COPY_THRESHOLD]
-        memory = [(f.obj.__array_interface__["data"][0], f.nbytes)  # type: ignore[attr-defined]
-                  for f in big]
+        big = held_by_zeromq(frames)
+        memory = [memory_of(f) for f in big]
         item = _Item(frames, len(frames[0]) + sum(f.nbytes if isinstance(f, memoryview)
                                                   else len(f) for f in frames[1:]),
                      self._trace(msg) if trace else None, 0.0)
+        limit = self.max_inflight_bytes
         with self._cond:
-            self._reap()
+            flight.reap()
             while not (self._closing or self._done) and (
-                len(self._queue) >= self.queue_max or self._over(memory)
+                len(self._queue) >= self.queue_max or flight.over(memory, limit)
             ):
-                # bytes come back by no notification (see `_release`): look again shortly
-                self._cond.wait(_REAP_S if self._over(memory) else None)
-                self._reap()
+                # bytes come back without a notification (`nodes.flight`): look again shortly
+                self._cond.wait(_REAP_S if flight.over(memory, limit) else None)
+                flight.reap()
             if self._closing or self._done:
                 raise RuntimeError(f"outbox {self.name} is closed") from self._error
             # Lifetime: the item holds the frames until `_deliver`, then pyzmq's zero-copy
             # Frame holds their buffers (and so the tensors' memory) until libzmq has sent
             # them; only then do the buffers die and their weakrefs release the bytes.
             for f, mem in zip(big, memory):
-                holders = self._flying.get(mem, 0)
-                if not holders:
-                    self._inflight += mem[1]
-                self._flying[mem] = holders + 1
-                buf = f.obj.base if copy else None  # type: ignore[attr-defined]  # never pool a caller's tensor
-                ref = weakref.ref(f.obj, self._release)
-                self._held[id(ref)] = (ref, mem, buf)
+                flight.hold(f, mem, pooled=copy)  # never pool a caller's tensor
             item.enq = time.monotonic()
             self._unsent += 1
             if not self._direct:
@@ -222,39 +207,12 @@ class Outbox:
         return (action, None if msg.owner == -1 else msg.owner,
                 None if msg.iter == -1 else msg.iter, mb)
 
-    def _over(self, memory: list[_Memory]) -> bool:
-        """Whether sending `memory` would hold more than `max_inflight_bytes` in ZeroMQ (one
-        message always may; memory it already holds adds nothing)."""
-        if not self._inflight:
-            return False
-        new = sum(mem[1] for mem in set(memory) if mem not in self._flying)
-        return self._inflight + new > self.max_inflight_bytes
-
-    def _release(self, ref: weakref.ref[Any]) -> None:
-        """A sent buffer died (ZeroMQ, or a drop, let go of it): note it for `_reap`. This
-        runs in the thread that let go of it, often ZeroMQ's I/O thread: it takes no lock (a
-        deque's append is atomic), so the thread moving the bytes never waits for a sender."""
-        self._freed.append(id(ref))
-
-    def _reap(self) -> None:
-        """Take the released buffers' bytes out of the flight (under `_cond`), giving their
-        staging arrays back to the pool."""
-        while self._freed:
-            _, mem, buf = self._held.pop(self._freed.popleft())
-            holders = self._flying.pop(mem) - 1
-            if holders:
-                self._flying[mem] = holders
-            else:
-                self._inflight -= mem[1]
-            if buf is not None:  # after its memory left `_flying`: it may be sent again
-                self._staging.give(buf)
-
     @property
     def inflight_bytes(self) -> int:
         """Tensor bytes handed to ZeroMQ without a copy of ours that it still holds."""
         with self._cond:
-            self._reap()
-            return self._inflight
+            self._flight.reap()
+            return self._flight.bytes
 
     @property
     def pending(self) -> int:
@@ -266,7 +224,7 @@ class Outbox:
         with self._cond:
             if not self._cond.wait_for(lambda: self._unsent == 0 or self._done, timeout):
                 raise TimeoutError(f"outbox {self.name}: {self._unsent} messages unsent")
-            self._reap()  # what ZeroMQ has let go of meanwhile: staging arrays back to the pool
+            self._flight.reap()  # what ZeroMQ let go of meanwhile: staging arrays back
             if self._unsent:
                 err = RuntimeError(f"outbox {self.name} stopped with unsent messages")
                 raise err from self._error

@@ -203,10 +203,10 @@ def test_a_released_buffer_is_noted_without_the_senders_lock(ctx) -> None:
     try:
         arr = np.zeros(MiB, dtype=np.uint8)
         ob.send(Message(kind="ACT", src="a", tensors={"x": torch.from_numpy(arr)}), copy=False)
-        (ref, _, _), = ob._held.values()
+        (ref, _, _), = ob._flight._held.values()
         noted = threading.Event()
         with ob._cond:  # a sender holds the lock
-            th = threading.Thread(target=lambda: (ob._release(ref), noted.set()))
+            th = threading.Thread(target=lambda: (ob._flight._release(ref), noted.set()))
             th.start()
             assert noted.wait(2), "the release waited for the sender's lock"
         th.join(5)
