@@ -209,7 +209,7 @@ class Outbox:
 
     @property
     def inflight_bytes(self) -> int:
-        """Tensor bytes handed to ZeroMQ without a copy of ours that it still holds."""
+        """Bytes of memory ZeroMQ still holds for frames sent here (`nodes.flight`)."""
         with self._cond:
             self._flight.reap()
             return self._flight.bytes
