@@ -11,6 +11,7 @@ ZeroMQ still holds it counts once: it is held once.
 from __future__ import annotations
 
 import collections
+import ctypes
 import weakref
 from typing import Any
 
@@ -30,7 +31,9 @@ def held_by_zeromq(frames: list[bytes | memoryview]) -> list[memoryview]:
 
 def memory_of(frame: memoryview) -> Memory:
     """The memory a frame over a numpy array (as `nodes.wire.encode` makes them) spans."""
-    return frame.obj.__array_interface__["data"][0], frame.nbytes  # type: ignore[attr-defined]
+    if frame.readonly:  # ctypes maps writable buffers only; numpy's interface is 4x slower
+        return frame.obj.__array_interface__["data"][0], frame.nbytes  # type: ignore[attr-defined]
+    return ctypes.addressof(ctypes.c_char.from_buffer(frame)), frame.nbytes
 
 
 class Flight:

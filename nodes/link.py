@@ -161,7 +161,7 @@ class Outbox:
         memory = [memory_of(f) for f in big]
         item = _Item(frames, len(frames[0]) + sum(f.nbytes if isinstance(f, memoryview)
                                                   else len(f) for f in frames[1:]),
-                     self._trace(msg) if trace else None, 0.0)
+                     self._trace(msg) if trace and self.on_event is not None else None, 0.0)
         limit = self.max_inflight_bytes
         with self._cond:
             flight.reap()

@@ -25,6 +25,16 @@ def test_only_frames_zeromq_holds_without_a_copy_count():
     assert memory_of(frames[1]) == (big.ctypes.data, MiB)
 
 
+def test_memory_is_where_the_frame_starts_writable_or_not():
+    base = np.zeros(3 * MiB, dtype=np.float32)
+    view = base[MiB:2 * MiB]
+    readonly = view.view()
+    readonly.flags.writeable = False
+    assert memory_of(frame(view)) == (view.ctypes.data, 4 * MiB)
+    assert memory_of(frame(readonly)) == (view.ctypes.data, 4 * MiB)
+    assert memory_of(memoryview(view).cast("B")) == (view.ctypes.data, 4 * MiB)
+
+
 def test_the_same_memory_counts_once_and_leaves_with_its_last_holder():
     flight = Flight(Staging())
     x, y = np.zeros(MiB, dtype=np.uint8), np.zeros(MiB, dtype=np.uint8)

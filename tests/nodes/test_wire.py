@@ -22,8 +22,6 @@ from nodes.wire import (
     decode,
     encode,
     message_nbytes,
-    state_dict_to_tensors,
-    tensors_to_state_dict,
 )
 
 SHAPES = [(), (0,), (3, 0, 2), (1,), (7,), (2, 3, 4), (1, 1, 1, 1, 1)]
@@ -184,8 +182,8 @@ def test_state_dict_round_trip_with_batchnorm() -> None:
     net(torch.randn(4, 3, 8, 8))  # update running stats and num_batches_tracked
     sd = net.state_dict()
     assert len(sd) >= 20
-    msg = Message(kind=Kind.GLOBAL, src="aggregator", tensors=state_dict_to_tensors(sd))
-    out = tensors_to_state_dict(decode(_bytes(encode(msg))).tensors)
+    msg = Message(kind=Kind.GLOBAL, src="aggregator", tensors=dict(sd))
+    out = decode(_bytes(encode(msg))).tensors
     assert list(out) == list(sd)
     nbt = out["1.num_batches_tracked"]
     assert nbt.dim() == 0 and nbt.dtype == torch.int64 and int(nbt) == 1
