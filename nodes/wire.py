@@ -194,10 +194,8 @@ def _frame(t: torch.Tensor, copy: bool, alloc: Callable[[int], np.ndarray] | Non
         t = t.resolve_conj().resolve_neg().to("cpu").contiguous()  # a private copy
         src = (t.view(torch.int16) if t.dtype is torch.bfloat16 else t).numpy()
         copy = copy and alloc is not None  # already a private copy; move it into alloc's
-    if not copy:
-        # a flat byte view: numpy arrays are buffers (flattened first: a view of a shape with
-        # a zero in it cannot be cast)
-        return memoryview(src.reshape(-1)).cast("B")  # type: ignore[arg-type]
+    if not copy and src.size:  # the tensor's memory in its shape; ZeroMQ reads its bytes
+        return memoryview(src)  # type: ignore[arg-type]
     raw = src.reshape(-1).view(np.uint8)
     if raw.nbytes < ZEROCOPY_MIN_BYTES:
         return raw.tobytes()  # small: an immutable snapshot (pyzmq copies these anyway)

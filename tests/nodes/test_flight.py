@@ -33,6 +33,7 @@ def test_memory_is_where_the_frame_starts_writable_or_not():
     assert memory_of(frame(view)) == (view.ctypes.data, 4 * MiB)
     assert memory_of(frame(readonly)) == (view.ctypes.data, 4 * MiB)
     assert memory_of(memoryview(view).cast("B")) == (view.ctypes.data, 4 * MiB)
+    assert memory_of(frame(view.reshape(1024, 256, 4))) == (view.ctypes.data, 4 * MiB)
 
 
 def test_the_same_memory_counts_once_and_leaves_with_its_last_holder():

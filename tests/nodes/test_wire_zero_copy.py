@@ -31,6 +31,13 @@ def test_encode_without_copy_frames_are_views_of_the_tensors(t: torch.Tensor) ->
     assert got.dtype == t.dtype and torch.equal(got, t.detach())
 
 
+def test_encode_without_copy_sends_no_bytes_for_an_empty_tensor() -> None:
+    t = torch.zeros(2, 0, 3)
+    frames = encode(_msg(x=t), copy=False)
+    assert frames[1] == b""
+    assert decode(frames).tensors["x"].shape == (2, 0, 3)
+
+
 def test_encode_with_copy_frames_are_private() -> None:
     t = torch.randn(1 << 18)
     frames = encode(_msg(x=t))
