@@ -46,7 +46,9 @@ class Flight:
         # id(weakref) -> (the weakref to a sent buffer, its memory, its staging array or None)
         self._held: dict[int, tuple[weakref.ref[Any], Memory, np.ndarray | None]] = {}
         self._holders: dict[Memory, int] = {}  # memory -> sent buffers holding it
-        self._freed: collections.deque[int] = collections.deque()  # ids of dead buffers' refs
+        # the weakrefs of dead buffers: their callback is this deque's append, a C call that
+        # makes no Python frame in the thread that let go of the buffer
+        self._freed: collections.deque[weakref.ref[Any]] = collections.deque()
 
     @property
     def released(self) -> bool:
@@ -68,16 +70,13 @@ class Flight:
             self.bytes += memory[1]
         self._holders[memory] = holders + 1
         array = frame.obj
-        ref = weakref.ref(array, self._release)
+        ref = weakref.ref(array, self._freed.append)
         self._held[id(ref)] = (ref, memory, array.base if pooled else None)  # type: ignore[attr-defined]
-
-    def _release(self, ref: weakref.ref[Any]) -> None:
-        self._freed.append(id(ref))
 
     def reap(self) -> None:
         """Take the buffers ZeroMQ let go of out of the count; their staging arrays go back."""
         while self._freed:
-            _, memory, array = self._held.pop(self._freed.popleft())
+            _, memory, array = self._held.pop(id(self._freed.popleft()))
             holders = self._holders.pop(memory) - 1
             if holders:
                 self._holders[memory] = holders

@@ -206,7 +206,7 @@ def test_a_released_buffer_is_noted_without_the_senders_lock(ctx) -> None:
         (ref, _, _), = ob._flight._held.values()
         noted = threading.Event()
         with ob._cond:  # a sender holds the lock
-            th = threading.Thread(target=lambda: (ob._flight._release(ref), noted.set()))
+            th = threading.Thread(target=lambda: (ref.__callback__(ref), noted.set()))
             th.start()
             assert noted.wait(2), "the release waited for the sender's lock"
         th.join(5)
