@@ -215,7 +215,10 @@ def machine() -> str:
 def commit() -> str:
     """The repository's commit, `+dirty` when the working tree has changes."""
     def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        try:  # a machine without git (a GPU machine's image) or a copy without .git: unknown
+            out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        except OSError:
+            return ""
         return out.stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
