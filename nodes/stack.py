@@ -64,7 +64,8 @@ class Stack:
         out = {}
         for name in names:
             s = self.tensors[name]
-            t = (s[rows] if isinstance(rows, slice) else s[torch.tensor(rows)]).flatten(0, 1)
+            at = rows if isinstance(rows, slice) else torch.tensor(rows, device=s.device)
+            t = s[at].flatten(0, 1)
             out[name] = t.detach().requires_grad_(True) if name in self.params else t
         return out
 
@@ -77,8 +78,8 @@ class Stack:
             for name in self.buffers:
                 if name in taken:
                     s = self.tensors[name]
-                    s.index_copy_(0, torch.tensor(rows), taken[name].view(len(rows),
-                                                                          *s.shape[1:]))
+                    s.index_copy_(0, torch.tensor(rows, device=s.device),
+                                  taken[name].view(len(rows), *s.shape[1:]))
 
     def accumulate(self, idx: Sequence[int], taken: dict[str, torch.Tensor]) -> None:
         """Add each copy's slice of the taken parameters' gradients to its `.grad`, as a
