@@ -293,6 +293,7 @@ def _phase(node: ComputeNode, group: list[Entry], index: int) -> Iterator[None]:
     evenly over them in the group's order; `compute_scale` stretches the whole phase."""
     t0, c0 = time.time(), time.thread_time()
     yield
+    node.settle()
     node.emulate_device(t0, c0)
     t1 = time.time()
     step = (t1 - t0) / len(group)

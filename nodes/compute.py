@@ -51,7 +51,7 @@ class ComputeNode(Node):
     def __init__(self, topo: Topology, plan: Plan, name: str,
                  checkpoints: str | Path | None = None) -> None:
         spec = topo.compute(name)
-        super().__init__(topo, plan, name, spec.compute_scale)
+        super().__init__(topo, plan, name, spec.compute_scale, spec.device)
         (self.part,) = plan.parts_on(name)
         self.owners = plan.owners_on(name)  # those with a part here (not FL owners)
         self.shared = topo.mode == "sl"  # SL: one server-side model that owners take turns on

@@ -12,14 +12,13 @@ faster (few owners, many rows), each owner's is used.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from nodes.folding import spread_rand, unfold
+from nodes.folding import clock, spread_rand, unfold
 
 
 class FoldedLoss:
@@ -48,14 +47,14 @@ class FoldedLoss:
         x = spread_rand(logits, gen)
         labels = list(torch.randint(0, logits.shape[1], (logits.shape[0],), generator=gen,
                                     device=logits.device).chunk(g))
-        weights = torch.rand(g, generator=gen, dtype=x.dtype).to(x.device)
+        weights = torch.rand(g, generator=gen, dtype=x.dtype, device=x.device)
 
         def trial(run: Any) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-            t0 = time.perf_counter()
+            t0 = clock(x)
             leaf = x.detach().requires_grad_(True)
             losses = run(leaf, labels)
             torch.autograd.backward(losses * weights, torch.ones_like(losses))
-            return losses.detach(), leaf.grad, time.perf_counter() - t0
+            return losses.detach(), leaf.grad, clock(x) - t0
 
         (a, ga, _), (b, gb, _) = trial(folded_nll), trial(looped_nll)
         if ga is None or gb is None or not (torch.equal(a, b) and torch.equal(ga, gb)):

@@ -234,9 +234,17 @@ def _trial(leaf: _Folded, run: Any, x: torch.Tensor, bound: dict[str, torch.Tens
 
 def _timed(leaf: _Folded, run: Any, x: torch.Tensor, bound: dict[str, torch.Tensor | None]
            ) -> float:
-    t0 = time.perf_counter()
+    t0 = clock(x)
     _trial(leaf, run, x, bound)
-    return time.perf_counter() - t0
+    return clock(x) - t0
+
+
+def clock(t: torch.Tensor) -> float:
+    """`time.perf_counter` once `t`'s device has done the work queued on it (a GPU runs
+    kernels after their launch returns)."""
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)
+    return time.perf_counter()
 
 
 def spread_rand(t: torch.Tensor, gen: torch.Generator, positive: bool = False

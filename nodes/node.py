@@ -46,9 +46,11 @@ class Node:
     rules: Rules | None = None  # what the role takes (nodes.admission); set by each role
     ends_on_stop = False  # a data owner: a stop from the aggregator ends its run (RunOver)
 
-    def __init__(self, topo: Topology, plan: Plan, name: str, compute_scale: float = 1.0) -> None:
+    def __init__(self, topo: Topology, plan: Plan, name: str, compute_scale: float = 1.0,
+                 device: str = "cpu") -> None:
         self.topo, self.plan, self.name = topo, plan, name
         self.scale = compute_scale
+        self.device = device  # where its actions compute (a compute node's `device`)
         self.timeout = topo.runtime.timeout_s
         torch.set_num_threads(topo.runtime.torch_threads)
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -203,10 +205,17 @@ class Node:
         """
         t0, c0 = time.time(), time.thread_time()
         yield
+        self.settle()
         self.emulate_device(t0, c0)
         self.events.append(Event(self.name, CPU, str(action), owner, iteration, action.mb,
                                  t0, time.time()))
         self.heartbeat()
+
+    def settle(self) -> None:
+        """Wait for the work queued on this node's GPU, if it has one: its kernels run after
+        their launch returns, and an action ends when they have."""
+        if self.device != "cpu":
+            torch.cuda.synchronize(self.device)
 
     def emulate_device(self, t0: float, c0: float) -> None:
         """Sleep so that work begun at wall time `t0` and thread CPU time `c0` lasts `scale` x

@@ -56,10 +56,10 @@ class RoundStore:
 
     def save(self, round_id: int, state: Mapping[str, Any], run_id: str,
              disk: bool = True) -> None:
-        """Keep `state` as the node's state at the end of `round_id` (a copy: the node goes
-        on changing its tensors), then forget rounds older than the KEEP latest; `disk`: in
-        its checkpoint too."""
-        self.memory[round_id] = copy.deepcopy(dict(state))
+        """Keep `state` as the node's state at the end of `round_id` (a copy on the CPU: the
+        node goes on changing its tensors, and a GPU's memory is for training), then forget
+        rounds older than the KEEP latest; `disk`: in its checkpoint too."""
+        self.memory[round_id] = on_cpu(dict(state))
         for old in sorted(self.memory)[:-KEEP]:
             del self.memory[old]
         if self.folder is None or not disk:
@@ -98,6 +98,21 @@ class RoundStore:
         self.memory.clear()
         for r in self.on_disk():
             self.path(r).unlink(missing_ok=True)
+
+
+def on_cpu(state: Any) -> Any:
+    """A deep copy of `state` (dicts, lists and tuples of tensors and plain values) with every
+    tensor on the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        out = state.copy()  # the same kind of dict (a state_dict is an OrderedDict)
+        for k, v in state.items():
+            out[k] = on_cpu(v)
+        return out
+    if type(state) in (list, tuple):
+        return type(state)(on_cpu(v) for v in state)
+    return copy.deepcopy(state)
 
 
 def copies_state(copies: Mapping[tuple[int, int], PartCopy]) -> dict[str, Any]:

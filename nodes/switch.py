@@ -209,7 +209,8 @@ def switch_compute(node: ComputeNode, sw: Switch) -> None:
     for c in copies.values():
         node.meter.exclude(c.module.parameters())
     node.plan, node.copies = plan, copies
-    node.runner = PartRunner(copies, plan.num_parts - 1, node.meter, device=spec.device)
+    node.runner = PartRunner(copies, plan.num_parts - 1, node.meter, node.runner.noise,
+                             device=spec.device)
     same = len({plan.for_owner(k).cuts for k in node.owners}) == 1  # parts of one size
     node.batcher = Batcher.make(node.runner, node.part, node.owners, node.shared) \
         if spec.batch_owners == "auto" and same else None

@@ -3,7 +3,8 @@ test_equivalence and test_batched with every compute node's copies on `cpu` (her
 `cuda` (where torch sees a CUDA device; `bench/gpu_check.sh` runs this file on a GPU machine).
 
 A GPU sums in another order than the CPU: weights agree to a tolerance there, not bitwise.
-TF32 is off in every process of the run (`NVIDIA_TF32_OVERRIDE=0`), so float32 stays float32.
+TF32 is off in every process of the run (`NVIDIA_TF32_OVERRIDE=0`, which the nodes, started
+as subprocesses, inherit), so float32 stays float32.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_compute_nodes_on_a_device_train_as_unsplit(run_topology, tmp_path, devi
                            model={"name": "vgg5", "norm": "none"},
                            training={"max_iterations": 3},
                            plan={"cuts": cuts, "micro_batches": 4}), device)
-    run_topology(doc)
+    run_topology(doc, method="subprocess")
     _assert_close(trained(tmp_path / "run"), train_unsplit(tmp_path / "test.yaml", 0, 3))
 
 
@@ -63,7 +64,7 @@ def test_batched_copies_on_a_device_train_as_sequential_ones(run_topology, tmp_p
                                    plan={"cuts": [2], "micro_batches": 4}),
                       device, batch_owners=batch, compute_scale=2)
             doc["name"] = f"batched_{batch}"
-            _, out = run_topology(doc)
+            _, out = run_topology(doc, method="subprocess")
             if (_largest_call(out) or 0) >= 2:
                 break
         weights.append(trained(out))

@@ -68,3 +68,20 @@ def test_copies_come_back_with_their_optimizer_and_rng_state() -> None:
                                   for k, v in saved["copies"].items()}}
     with pytest.raises(CheckpointError, match=r"^test: a state that does not fit"):
         load_copies_state(twin, broken, "test")
+
+
+def test_a_round_kept_in_memory_is_a_copy_on_the_cpu() -> None:
+    from collections import OrderedDict
+
+    from nodes.recovery import on_cpu
+
+    w = torch.ones(3)
+    state = {"m": OrderedDict(w=w), "o": {"state": {0: {"buf": w * 2}}, "groups": [{"lr": 0.1}]},
+             "pair": (w, 5), "rng": torch.get_rng_state()}
+    got = on_cpu(state)
+    assert type(got["m"]) is OrderedDict and got["pair"][1] == 5
+    assert got["o"]["groups"] == [{"lr": 0.1}]
+    assert got["o"]["groups"][0] is not state["o"]["groups"][0]
+    w.add_(1)  # the node trains on: what was kept does not change
+    assert torch.equal(got["m"]["w"], torch.ones(3)) and torch.equal(got["pair"][0], torch.ones(3))
+    assert got["o"]["state"][0]["buf"].device.type == "cpu"

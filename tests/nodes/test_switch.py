@@ -99,3 +99,28 @@ def test_between_a_switch_and_the_next_round_the_aggregator_takes_either_plans_p
     assert new_rules.check(old_msg) is not None and old_rules.check(new_msg) is not None
     assert either.check(old_msg) is None and either.check(new_msg) is None
     assert either.check(params(old_rules, "node9")) is not None  # neither takes it
+
+
+def test_a_compute_nodes_switch_keeps_its_privacy_noise(monkeypatch) -> None:
+    """The noise a compute node adds to the activations it sends (`privacy.cut_sigma`) goes on
+    after a re-plan: its rebuilt runner takes the old one's noise layer."""
+    from types import SimpleNamespace
+
+    from mpsl.privacy import NoiseLayer
+    from nodes import switch
+    from nodes.memory import ActivationMeter
+    from nodes.parts import PartRunner
+
+    topo, plan = small_topology(owners=1)
+    copies = make_copies(topo, plan, [1], [0])
+    noise = NoiseLayer(0.0, 0.5, seed=7)
+    sent: list[dict] = []
+    node = SimpleNamespace(
+        name="node1", topo=topo, plan=plan, part=1, owners=[0], active={0}, shared=False,
+        averaged=3, copies=copies, meter=ActivationMeter(), latest=3, syncs={}, events=[],
+        runner=PartRunner(copies, plan.num_parts - 1, noise=noise), rules=SimpleNamespace(round=3),
+        _tasks={}, send=lambda *a, **kw: sent.append(kw))
+    monkeypatch.setattr(switch, "hand_over", lambda n, r, out: SimpleNamespace(tensors={}))
+    switch.switch_compute(node, switch.Switch(3, plan.to_json()))
+    assert node.runner.noise is noise
+    assert node.runner.copies is not copies and sent[-1]["type"] == "switched"
