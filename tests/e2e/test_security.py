@@ -29,8 +29,11 @@ if rogue_secret != "-":  # a CURVE client with a key of its own, not on the allo
     sock.curve_serverkey = zmq.auth.load_certificate(server_key)[0]
 sock.connect(address)
 for _ in range(30):  # whatever it sends, were it delivered, would be dropped as malformed
-    if sock.poll(0, zmq.POLLOUT):
-        sock.send(b"rogue", flags=zmq.NOBLOCK)
+    try:  # a refused handshake can take the peer away between the poll and the send
+        if sock.poll(0, zmq.POLLOUT):
+            sock.send(b"rogue", flags=zmq.NOBLOCK)
+    except zmq.Again:
+        pass
     time.sleep(0.1)
 ctx.destroy(linger=0)
 """
