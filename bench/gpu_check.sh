@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks (compute nodes with `device: cuda`) as one command for a GPU machine that has
 # PyTorch with CUDA but neither mpsl nor a network, as this workplace's device machines: the
-# equivalence tests (tests/e2e/test_gpu.py) and the epoch-time comparison (bench/gpu.py).
+# equivalence tests (tests/e2e/test_gpu.py), the epoch-time comparison (bench/gpu.py) and a
+# profile measured on the GPU.
 # pyzmq, the one dependency such an image lacks, comes as wheels in .whl/ (bench/README.md,
-# "GPU: how to run the checks"). Writes gpu.txt, tests.log, bench.log and gpu.{csv,json,md}
-# into $OUT (default gpu-out/); exits non-zero when the tests or the benchmark fail.
+# "GPU compute nodes"). Writes gpu.txt (the GPU, versions, the profile's table), tests.log,
+# bench.log, gpu.{csv,json,md} and profile_cuda.csv into $OUT (default gpu-out/); exits
+# non-zero when the tests, the benchmark or the profile fail.
 #
 #   bash bench/gpu_check.sh --fetch   here, once: pyzmq's wheel for Python 3.12 into .whl/
 #   bash bench/gpu_check.sh           there, with .whl carried along
@@ -36,5 +38,9 @@ cat "$out/gpu.txt"
 tests=${PIPESTATUS[0]}
 "$py" -m bench.gpu --results "$out" 2>&1 | tee "$out/bench.log"
 bench=${PIPESTATUS[0]}
-echo "tests rc=$tests, bench rc=$bench"
-exit $((tests || bench))
+# a node's profile measured on the GPU (`mpsl profile --device cuda`), its table into gpu.txt
+"$py" -m mpsl.cli profile topologies/two_hop.yaml --device cuda --out "$out/profile_cuda.csv" \
+    2>&1 | tee -a "$out/gpu.txt"
+profile=${PIPESTATUS[0]}
+echo "tests rc=$tests, bench rc=$bench, profile rc=$profile"
+exit $((tests || bench || profile))

@@ -3,7 +3,7 @@ test_equivalence and test_batched with every compute node's copies on `cpu` (her
 `cuda` (where torch sees a CUDA device; `bench/gpu_check.sh` runs this file on a GPU machine).
 
 A GPU sums in another order than the CPU: weights agree to a tolerance there, not bitwise.
-TF32 is off in every process of the run (`NVIDIA_TF32_OVERRIDE=0`, which the nodes, started
+TF32 is off in every process of a GPU run (`NVIDIA_TF32_OVERRIDE=0`, which its nodes, started
 as subprocesses, inherit), so float32 stays float32.
 """
 
@@ -24,6 +24,12 @@ RTOL, ATOL = 1e-4, 1e-5  # float32 summed in another order, three SGD steps with
 @pytest.fixture(autouse=True)
 def _float32_on_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")  # read by CUDA's libraries, per process
+
+
+def _method(device: str) -> str:
+    """How the run starts its nodes: on a GPU as subprocesses, which inherit this process's
+    environment now (a fork server an earlier test started keeps the one it had)."""
+    return "forkserver" if device == "cpu" else "subprocess"
 
 
 def _on(doc: dict, device: str, **node: object) -> dict:
@@ -48,7 +54,7 @@ def test_compute_nodes_on_a_device_train_as_unsplit(run_topology, tmp_path, devi
                            model={"name": "vgg5", "norm": "none"},
                            training={"max_iterations": 3},
                            plan={"cuts": cuts, "micro_batches": 4}), device)
-    run_topology(doc, method="subprocess")
+    run_topology(doc, method=_method(device))
     _assert_close(trained(tmp_path / "run"), train_unsplit(tmp_path / "test.yaml", 0, 3))
 
 
@@ -64,7 +70,7 @@ def test_batched_copies_on_a_device_train_as_sequential_ones(run_topology, tmp_p
                                    plan={"cuts": [2], "micro_batches": 4}),
                       device, batch_owners=batch, compute_scale=2)
             doc["name"] = f"batched_{batch}"
-            _, out = run_topology(doc, method="subprocess")
+            _, out = run_topology(doc, method=_method(device))
             if (_largest_call(out) or 0) >= 2:
                 break
         weights.append(trained(out))
