@@ -27,18 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench import harness, stats
 from bench.harness import console, publish, run_meta, synthetic, topology
-from mpsl.plan import make_plan
-from mpsl.training import num_layers
-from nodes.launch import LocalCluster
 
 K = 4
 SAMPLES = 64  # per owner: 2 iterations of 32
@@ -58,17 +53,11 @@ def doc_for(device: str, quick: bool) -> dict[str, Any]:
 
 
 def one_run(device: str, quick: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """One run's row and its final weights (harness.run's, which keeps no weights)."""
-    with tempfile.TemporaryDirectory(prefix="mpsl-gpu-") as tmp:
-        path, topo = harness.load_doc(doc_for(device, quick), Path(tmp))
-        before, started = harness.cpu_jiffies(), time.perf_counter()
-        res = LocalCluster(str(path), (), topo, make_plan(topo, num_layers(topo)),
-                           Path(tmp) / "run").run()
-        wall = time.perf_counter() - started
-        weights = torch.load(Path(tmp) / "run" / "model.pt", weights_only=True)
-    walls = [e["wall_s"] for e in res["epochs"]]
-    return {"device": device, "epoch_s": walls[-1], "walls": walls, "run_s": wall,
-            "steal_pct": harness.steal_pct(before, harness.cpu_jiffies())}, weights
+    """One run's row and its final weights."""
+    m = harness.run(doc_for(device, quick), weights=True)
+    assert m.weights is not None
+    return {"device": device, "epoch_s": m.walls[-1], "walls": m.walls, "run_s": m.wall_s,
+            "steal_pct": m.steal_pct}, m.weights
 
 
 def check_devices(devices: list[str]) -> str | None:

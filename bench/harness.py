@@ -109,13 +109,15 @@ def parse_doc(doc: Mapping[str, Any]) -> Topology:
 @dataclass
 class Measured:
     """One local run: its results.json, its trace (events.jsonl), the CPU steal during it,
-    and the seconds from starting the nodes to their end (`wall_s`, start-up included)."""
+    the seconds from starting the nodes to their end (`wall_s`, start-up included), and its
+    final weights (model.pt) where asked for."""
 
     results: dict[str, Any]
     events: list[Event]
     steal_pct: float
     wall_s: float
     steal_attempts: list[float] = field(default_factory=list)
+    weights: dict[str, Any] | None = None
 
     @property
     def walls(self) -> list[float]:
@@ -123,8 +125,11 @@ class Measured:
         return [e["wall_s"] for e in self.results["epochs"]]
 
 
-def run(doc: Mapping[str, Any], plan: Plan | None = None) -> Measured:
-    """Run a topology locally, one process per node (nodes.launch.LocalCluster)."""
+def run(doc: Mapping[str, Any], plan: Plan | None = None, weights: bool = False) -> Measured:
+    """Run a topology locally, one process per node (nodes.launch.LocalCluster); `weights`:
+    keep the run's final weights."""
+    import torch
+
     from nodes.launch import LocalCluster
 
     with tempfile.TemporaryDirectory(prefix="mpsl-bench-") as tmp:
@@ -136,7 +141,8 @@ def run(doc: Mapping[str, Any], plan: Plan | None = None) -> Measured:
         trace = Path(tmp) / "run" / "events.jsonl"
         events = read_events(trace) if trace.exists() else []
         steal = steal_pct(before, cpu_jiffies())
-        return Measured(res, events, steal, wall, [steal])
+        kept = torch.load(Path(tmp) / "run" / "model.pt", weights_only=True) if weights else None
+        return Measured(res, events, steal, wall, [steal], kept)
 
 
 def run_calm(doc: Mapping[str, Any], plan: Plan | None = None, max_steal_pct: float = 5.0,
